@@ -1,0 +1,1 @@
+"""``make bench``: toolkit against LangGraph's caches and other peers, ratios from one run."""

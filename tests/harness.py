@@ -1,0 +1,138 @@
+"""The conformance harness: every backend and middleware stack the suite runs against.
+
+Later backends join by adding a factory to ``BACKENDS``; middleware stacks by adding a
+wrapper to ``STACKS``. Each case in ``test_conformance.py`` then runs against every pair.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from toolkit import BaseCache, FullKey, InMemoryCache, Namespace
+
+
+class FakeClock:
+    """A monotonic clock that moves only when told to."""
+
+    def __init__(self, start: float = 1_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+Injector = Callable[[FullKey, str, bytes], None]
+
+
+@dataclass
+class Subject:
+    """One cache under test plus what the suite needs to drive it."""
+
+    name: str
+    cache: BaseCache[Any]
+    advance: Callable[[float], None]
+    inject: Injector | None = None
+    """Write raw ``(tag, payload)`` bytes under a key, bypassing the serializer."""
+    exact_namespaces: bool = True
+    """False for foreign caches known to join namespace parts (LangGraph's SqliteCache)."""
+    validates_input: bool = True
+    raw: Any = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+BackendFactory = Callable[[pytest.FixtureRequest, Path], "contextmanager[Subject]"]
+BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], Any]] = {}
+STACKS: dict[str, Callable[[Subject], Subject]] = {}
+
+
+def backend(name: str) -> Callable[[Callable[..., Iterator[Subject]]], Callable[..., Any]]:
+    """Register a context-manager factory of subjects under ``name``."""
+
+    def register(fn: Callable[..., Iterator[Subject]]) -> Callable[..., Any]:
+        factory = contextmanager(fn)
+        BACKENDS[name] = factory
+        return factory
+
+    return register
+
+
+def real_sleep(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+@backend("memory")
+def _memory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Subject]:
+    clock = FakeClock()
+    cache: InMemoryCache[Any] = InMemoryCache(timer=clock, max_entries=None)
+
+    def inject(full_key: FullKey, tag: str, payload: bytes) -> None:
+        cache.set({full_key: (0, None)})
+        cache._data[full_key] = (tag, payload, None)
+
+    yield Subject("memory", cache, clock.advance, inject=inject, raw=cache)
+
+
+STACKS["bare"] = lambda subject: subject
+
+# Pairs that a stack cannot run (e.g. a foreign cache that only makes sense wrapped).
+EXCLUDED: set[tuple[str, str]] = set()
+
+
+def subject_params() -> list[Any]:
+    """All (backend, stack) pairs as pytest params with readable ids and marks."""
+    params = []
+    for backend_name in BACKENDS:
+        for stack_name in STACKS:
+            if (backend_name, stack_name) in EXCLUDED:
+                continue
+            marks = [pytest.mark.redis] if backend_name.startswith("redis") else []
+            params.append(
+                pytest.param((backend_name, stack_name), id=f"{backend_name}-{stack_name}", marks=marks)
+            )
+    return params
+
+
+class Ops:
+    """Drives a cache through its sync or its async methods with one async interface."""
+
+    def __init__(self, cache: BaseCache[Any], mode: str) -> None:
+        self.cache = cache
+        self.mode = mode
+
+    async def get(self, keys: Sequence[FullKey]) -> dict[FullKey, Any]:
+        if self.mode == "sync":
+            return self.cache.get(keys)
+        return await self.cache.aget(keys)
+
+    async def set(self, pairs: Mapping[FullKey, tuple[Any, float | None]]) -> None:
+        if self.mode == "sync":
+            self.cache.set(pairs)  # type: ignore[arg-type]
+        else:
+            await self.cache.aset(pairs)  # type: ignore[arg-type]
+
+    async def clear(self, namespaces: Sequence[Namespace] | None = None) -> None:
+        if self.mode == "sync":
+            self.cache.clear(namespaces)
+        else:
+            await self.cache.aclear(namespaces)
+
+    async def get_one(self, full_key: FullKey) -> Any:
+        return (await self.get([full_key])).get(full_key, MISSING)
+
+
+MISSING: Any = type("Missing", (), {"__repr__": lambda self: "<MISSING>"})()
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)

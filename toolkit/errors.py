@@ -1,0 +1,23 @@
+"""Exceptions raised by caches; every backend failure is a ``CacheError``."""
+
+from __future__ import annotations
+
+
+class CacheError(Exception):
+    """Base class of every error a cache raises on purpose."""
+
+
+class BackendError(CacheError):
+    """The storage behind a cache failed; the original exception is the ``__cause__``."""
+
+
+class CacheTimeoutError(BackendError):
+    """The storage did not answer within the deadline."""
+
+
+class CacheClosedError(CacheError):
+    """The cache was used after ``close()``."""
+
+
+class SerializationError(CacheError):
+    """A value could not be decoded from stored bytes (corrupt, foreign or hostile)."""
