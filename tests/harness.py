@@ -10,7 +10,7 @@ import asyncio
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,10 @@ class Subject:
     exact_namespaces: bool = True
     """False for foreign caches known to join namespace parts (LangGraph's SqliteCache)."""
     validates_input: bool = True
+    atomic_batches: bool = True
+    """False for foreign caches that write a batch key by key (a failing value leaves earlier ones)."""
+    max_batch: int | None = None
+    """The largest batch a foreign cache accepts (LangGraph's SqliteCache binds one SQL variable per key)."""
     raw: Any = None
     extras: dict[str, Any] = field(default_factory=dict)
 
@@ -85,8 +89,51 @@ def _memory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Subject]
 
 STACKS["bare"] = lambda subject: subject
 
+
+@backend("langgraph-memory")
+def _langgraph_memory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Subject]:
+    from langgraph.cache.memory import InMemoryCache as LangGraphMemory
+
+    # LangGraph's caches read the wall clock: ttl cases really wait. They write a batch key by key.
+    cache: Any = LangGraphMemory()
+    yield Subject("langgraph-memory", cache, real_sleep, validates_input=False, atomic_batches=False, raw=cache)
+
+
+@backend("langgraph-sqlite")
+def _langgraph_sqlite(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Subject]:
+    from langgraph.cache.sqlite import SqliteCache as LangGraphSqlite
+
+    cache: Any = LangGraphSqlite(path=str(tmp_path / "langgraph-cache.sqlite"))
+    try:
+        yield Subject(
+            "langgraph-sqlite",
+            cache,
+            real_sleep,
+            exact_namespaces=False,
+            validates_input=False,
+            atomic_batches=False,
+            max_batch=10_000,
+            raw=cache,
+        )
+    finally:
+        cache._conn.close()
+
+
+def _observed(subject: Subject) -> Subject:
+    from prometheus_client import CollectorRegistry
+
+    from toolkit import observe
+
+    registry = CollectorRegistry()
+    cache = observe(subject.cache, registry=registry)
+    extras = {**subject.extras, "registry": registry}
+    return replace(subject, name=f"{subject.name}-observed", cache=cache, validates_input=True, extras=extras)
+
+
+STACKS["observed"] = _observed
+
 # Pairs that a stack cannot run (e.g. a foreign cache that only makes sense wrapped).
-EXCLUDED: set[tuple[str, str]] = set()
+EXCLUDED: set[tuple[str, str]] = {("langgraph-memory", "bare"), ("langgraph-sqlite", "bare")}
 
 
 def subject_params() -> list[Any]:
