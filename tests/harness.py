@@ -51,7 +51,6 @@ class Subject:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
-BackendFactory = Callable[[pytest.FixtureRequest, Path], "contextmanager[Subject]"]
 BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], Any]] = {}
 STACKS: dict[str, Callable[[Subject], Subject]] = {}
 
@@ -98,7 +97,9 @@ def subject_params() -> list[Any]:
                 continue
             marks = [pytest.mark.redis] if backend_name.startswith("redis") else []
             params.append(
-                pytest.param((backend_name, stack_name), id=f"{backend_name}-{stack_name}", marks=marks)
+                pytest.param(
+                    (backend_name, stack_name), id=f"{backend_name}-{stack_name}", marks=marks
+                )
             )
     return params
 

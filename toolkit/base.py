@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Generic
 
-from toolkit._types import EvictionCause, EvictionListener, FullKey, Namespace, SerializerProtocol, ValueT
+from toolkit._types import (
+    EvictionCause,
+    EvictionListener,
+    FullKey,
+    Namespace,
+    SerializerProtocol,
+    ValueT,
+)
 from toolkit.serde import SafeSerializer
 
 __all__ = [
@@ -64,7 +72,8 @@ def check_key(full_key: object) -> FullKey:
 
 def check_keys(keys: Sequence[FullKey]) -> Sequence[FullKey]:
     """Validate every key of a batch before any I/O; returns the batch unchanged."""
-    if isinstance(keys, (str, bytes)) or not isinstance(keys, Iterable):
+    raw: object = keys  # callers break the annotation; check what really arrived
+    if isinstance(raw, (str, bytes)) or not isinstance(raw, Iterable):
         raise TypeError(f"keys must be a sequence of (namespace, key) pairs, got {_short(keys)}")
     for full_key in keys:
         check_key(full_key)
@@ -72,18 +81,26 @@ def check_keys(keys: Sequence[FullKey]) -> Sequence[FullKey]:
 
 
 def check_ttl(ttl: object, where: object = None) -> float | None:
-    """Return a ttl in seconds (``None`` = never expires); reject bools, non-numbers and ttl <= 0."""
+    """Return a ttl in seconds (``None`` = never expires); reject non-numbers and ttl <= 0."""
     if ttl is None:
         return None
     if isinstance(ttl, bool) or not isinstance(ttl, (int, float)):
-        raise TypeError(f"ttl must be int, float or None (seconds), got {type(ttl).__name__} for {_short(where)}")
+        raise TypeError(
+            f"ttl must be int, float or None (seconds), "
+            f"got {type(ttl).__name__} for {_short(where)}"
+        )
     if not ttl > 0 or not math.isfinite(ttl):
-        raise ValueError(f"ttl must be a finite number of seconds > 0 (None never expires), got {ttl!r} for {_short(where)}")
+        raise ValueError(
+            f"ttl must be a finite number of seconds > 0 (None never expires), "
+            f"got {ttl!r} for {_short(where)}"
+        )
     return float(ttl)
 
 
-def check_pairs(pairs: Mapping[FullKey, tuple[Any, int | None]]) -> list[tuple[FullKey, Any, float | None]]:
-    """Validate a whole ``set`` batch before anything is written; returns ``(key, value, ttl)`` rows."""
+def check_pairs(
+    pairs: Mapping[FullKey, tuple[Any, int | None]],
+) -> list[tuple[FullKey, Any, float | None]]:
+    """Validate a whole ``set`` batch before anything is written; return its rows."""
     if not isinstance(pairs, Mapping):
         raise TypeError(f"set() takes a mapping of key -> (value, ttl), got {type(pairs).__name__}")
     rows: list[tuple[FullKey, Any, float | None]] = []
@@ -91,7 +108,8 @@ def check_pairs(pairs: Mapping[FullKey, tuple[Any, int | None]]) -> list[tuple[F
         check_key(full_key)
         if not isinstance(entry, tuple) or len(entry) != 2:
             raise TypeError(
-                f"set() values must be (value, ttl) pairs, got {type(entry).__name__} for {_short(full_key)}"
+                f"set() values must be (value, ttl) pairs, "
+                f"got {type(entry).__name__} for {_short(full_key)}"
             )
         value, ttl = entry
         rows.append((full_key, value, check_ttl(ttl, full_key)))
@@ -102,8 +120,11 @@ def check_namespaces(namespaces: Sequence[Namespace] | None) -> Sequence[Namespa
     """Validate the argument of ``clear``; ``None`` means every entry of this cache."""
     if namespaces is None:
         return None
-    if isinstance(namespaces, (str, bytes)) or not isinstance(namespaces, Iterable):
-        raise TypeError(f"namespaces must be a sequence of tuples of str or None, got {_short(namespaces)}")
+    raw: object = namespaces
+    if isinstance(raw, (str, bytes)) or not isinstance(raw, Iterable):
+        raise TypeError(
+            f"namespaces must be a sequence of tuples of str or None, got {_short(namespaces)}"
+        )
     for ns in namespaces:
         check_namespace(ns)
     return namespaces
@@ -120,10 +141,9 @@ class EvictionNotifier:
 
     def _notify_eviction(self, ns: Namespace, cause: EvictionCause, count: int = 1) -> None:
         for listener in self._eviction_listeners:
-            try:
+            # A listener (the metrics layer) must never break the cache it observes.
+            with contextlib.suppress(Exception):
                 listener(ns, cause, count)
-            except Exception:  # noqa: BLE001 - a listener must never break the cache
-                pass
 
 
 class BaseCache(ABC, Generic[ValueT]):

@@ -31,7 +31,7 @@ class InMemoryCache(EvictionNotifier, BaseCache[ValueT]):
         max_entries: int | None = DEFAULT_MAX_ENTRIES,
         timer: Callable[[], float] = time.monotonic,
     ) -> None:
-        """Initialize the cache with a serializer, a size bound (``None`` = unbounded) and a clock."""
+        """Initialize with a serializer, a size bound (``None`` = unbounded) and a clock."""
         super().__init__(serde=serde)
         if max_entries is not None and (isinstance(max_entries, bool) or max_entries < 1):
             raise ValueError(f"max_entries must be a positive int or None, got {max_entries!r}")
