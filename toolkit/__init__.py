@@ -10,6 +10,17 @@ from toolkit.errors import (
     CacheTimeoutError,
     SerializationError,
 )
+from toolkit.middleware import (
+    CacheMiddleware,
+    CircuitOpenError,
+    DeadlineExceededError,
+    FailOpen,
+    Metrics,
+    Tracing,
+    Validate,
+    observe,
+    wrap,
+)
 from toolkit.serde import SafeSerializer
 
 __version__ = "0.1.0"
@@ -19,12 +30,21 @@ __all__ = [
     "BaseCache",
     "CacheClosedError",
     "CacheError",
+    "CacheMiddleware",
     "CacheTimeoutError",
+    "CircuitOpenError",
+    "DeadlineExceededError",
+    "FailOpen",
     "FullKey",
     "InMemoryCache",
+    "Metrics",
     "Namespace",
     "SafeSerializer",
     "SerializationError",
     "SerializerProtocol",
+    "Tracing",
+    "Validate",
     "__version__",
+    "observe",
+    "wrap",
 ]
