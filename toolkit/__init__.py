@@ -10,6 +10,7 @@ from toolkit.errors import (
     CacheTimeoutError,
     SerializationError,
 )
+from toolkit.exposition import start_metrics_server
 from toolkit.middleware import (
     CacheMiddleware,
     CircuitOpenError,
@@ -46,5 +47,6 @@ __all__ = [
     "Validate",
     "__version__",
     "observe",
+    "start_metrics_server",
     "wrap",
 ]
