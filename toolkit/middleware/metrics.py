@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import threading
@@ -328,7 +329,7 @@ class Metrics(ObservingMiddleware[ValueT]):
         if len(pairs) == 1:
             self._children(next(iter(pairs))[0]).put.inc()
             return
-        for ns, (count, _) in _tally(pairs, {}).items():
+        for ns, count in collections.Counter(full_key[0] for full_key in pairs).items():
             self._children(ns).put.inc(count)
 
     def _count_error(
