@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry, Counter, generate_latest
-from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
 from tests.faults import FlakyCache
 from tests.harness import FakeClock
@@ -16,6 +15,13 @@ from toolkit import BackendError, FailOpen, InMemoryCache, Metrics, observe, wra
 from toolkit.middleware.labels import ALL_CACHES, OVERFLOW, default_cache_label
 
 NS = ("app", "users")
+
+
+def generate_openmetrics(registry: CollectorRegistry) -> bytes:
+    """The OpenMetrics exposition (the format that carries exemplars)."""
+    from prometheus_client.openmetrics import exposition
+
+    return exposition.generate_latest(registry)  # type: ignore[no-untyped-call,no-any-return]
 
 
 @pytest.fixture
@@ -28,7 +34,9 @@ def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
     return 0.0 if value is None else value
 
 
-def gets(registry: CollectorRegistry, result: str, cache: str = "app.users", backend: str = "memory") -> float:
+def gets(
+    registry: CollectorRegistry, result: str, cache: str = "app.users", backend: str = "memory"
+) -> float:
     return sample(registry, "cache_gets_total", cache=cache, backend=backend, result=result)
 
 
@@ -40,8 +48,18 @@ async def test_hits_and_misses_are_counted_per_key(registry: CollectorRegistry, 
     assert len(got) == 2
     assert (gets(registry, "hit"), gets(registry, "miss")) == (2, 1)
     assert sample(registry, "cache_puts_total", cache="app.users", backend="memory") == 2
-    assert sample(registry, "cache_operation_duration_seconds_count", backend="memory", operation="get") == 1
-    assert sample(registry, "cache_operation_duration_seconds_count", backend="memory", operation="set") == 1
+    assert (
+        sample(
+            registry, "cache_operation_duration_seconds_count", backend="memory", operation="get"
+        )
+        == 1
+    )
+    assert (
+        sample(
+            registry, "cache_operation_duration_seconds_count", backend="memory", operation="set"
+        )
+        == 1
+    )
 
 
 def test_batch_over_several_namespaces_counts_each(registry: CollectorRegistry) -> None:
@@ -62,7 +80,10 @@ def test_errors_are_counted_by_type_and_operation(registry: CollectorRegistry) -
     labels = {"cache": "app.users", "backend": "flaky", "error_type": "BackendError"}
     assert sample(registry, "cache_errors_total", operation="get", **labels) == 1
     assert sample(registry, "cache_errors_total", operation="set", **labels) == 1
-    assert sample(registry, "cache_errors_total", operation="clear", **{**labels, "cache": ALL_CACHES}) == 1
+    assert (
+        sample(registry, "cache_errors_total", operation="clear", **{**labels, "cache": ALL_CACHES})
+        == 1
+    )
     assert gets(registry, "hit", backend="flaky") + gets(registry, "miss", backend="flaky") == 0
     assert sample(registry, "cache_puts_total", cache="app.users", backend="flaky") == 0
 
@@ -71,7 +92,12 @@ def test_errors_without_fail_open_propagate_and_count(registry: CollectorRegistr
     cache = wrap(FlakyCache(), Metrics(registry=registry))
     with pytest.raises(BackendError):
         cache.get([(NS, "a")])
-    labels = {"cache": "app.users", "backend": "flaky", "operation": "get", "error_type": "BackendError"}
+    labels = {
+        "cache": "app.users",
+        "backend": "flaky",
+        "operation": "get",
+        "error_type": "BackendError",
+    }
     assert sample(registry, "cache_errors_total", **labels) == 1
 
 
@@ -79,11 +105,19 @@ def test_evictions_by_cause(registry: CollectorRegistry) -> None:
     clock = FakeClock()
     cache = observe(InMemoryCache(max_entries=2, timer=clock), registry=registry)
     cache.set({(NS, "a"): (1, None), (NS, "b"): (2, None), (NS, "c"): (3, None)})
-    assert sample(registry, "cache_evictions_total", cache="app.users", backend="memory", cause="size") == 1
+    assert (
+        sample(registry, "cache_evictions_total", cache="app.users", backend="memory", cause="size")
+        == 1
+    )
     cache.set({(NS, "short"): (4, 1)})
     clock.advance(2)
     assert cache.get([(NS, "short")]) == {}
-    assert sample(registry, "cache_evictions_total", cache="app.users", backend="memory", cause="expired") == 1
+    assert (
+        sample(
+            registry, "cache_evictions_total", cache="app.users", backend="memory", cause="expired"
+        )
+        == 1
+    )
 
 
 def test_entries_gauge_reads_the_backend_at_scrape_time(registry: CollectorRegistry) -> None:
@@ -102,7 +136,12 @@ def test_caches_that_cannot_count_export_no_entries(registry: CollectorRegistry)
     cache.set({(NS, "a"): (1, None)})
     assert cache.get([(NS, "a")]) == {(NS, "a"): 1}
     assert gets(registry, "hit", backend="inmemorycache") == 1
-    assert registry.get_sample_value("cache_entries", {"cache": ALL_CACHES, "backend": "inmemorycache"}) is None
+    assert (
+        registry.get_sample_value(
+            "cache_entries", {"cache": ALL_CACHES, "backend": "inmemorycache"}
+        )
+        is None
+    )
 
 
 def test_load_and_coalesced_hooks(registry: CollectorRegistry) -> None:
@@ -132,16 +171,39 @@ def test_circuit_state_starts_closed(registry: CollectorRegistry) -> None:
 def test_prefix(registry: CollectorRegistry) -> None:
     cache = observe(InMemoryCache(), registry=registry, prefix="myapp")
     cache.get([(NS, "a")])
-    assert sample(registry, "myapp_cache_gets_total", cache="app.users", backend="memory", result="miss") == 1
-    assert registry.get_sample_value("cache_gets_total", {"cache": "app.users", "backend": "memory", "result": "miss"}) is None
+    assert (
+        sample(
+            registry, "myapp_cache_gets_total", cache="app.users", backend="memory", result="miss"
+        )
+        == 1
+    )
+    assert (
+        registry.get_sample_value(
+            "cache_gets_total", {"cache": "app.users", "backend": "memory", "result": "miss"}
+        )
+        is None
+    )
 
 
 def test_two_stacks_share_one_registry(registry: CollectorRegistry) -> None:
-    first, second = observe(InMemoryCache(), registry=registry), observe(FlakyCache(), registry=registry)
+    first, second = (
+        observe(InMemoryCache(), registry=registry),
+        observe(FlakyCache(), registry=registry),
+    )
     first.get([(NS, "a")])
     second.get([(NS, "a")])
     assert gets(registry, "miss") == 1
-    assert sample(registry, "cache_errors_total", cache="app.users", backend="flaky", operation="get", error_type="BackendError") == 1
+    assert (
+        sample(
+            registry,
+            "cache_errors_total",
+            cache="app.users",
+            backend="flaky",
+            operation="get",
+            error_type="BackendError",
+        )
+        == 1
+    )
 
 
 def test_default_cache_label() -> None:
@@ -156,7 +218,9 @@ def test_ten_thousand_namespaces_keep_series_bounded(registry: CollectorRegistry
     cache = observe(InMemoryCache(), registry=registry, max_cache_labels=100)
     for i in range(10_000):
         cache.get([((f"tenant-{i}",), "k")])
-    labels = {s.labels["cache"] for m in registry.collect() if m.name == "cache_gets" for s in m.samples}
+    labels = {
+        s.labels["cache"] for m in registry.collect() if m.name == "cache_gets" for s in m.samples
+    }
     assert len(labels) == 101
     assert OVERFLOW in labels
     assert gets(registry, "miss", cache=OVERFLOW) == 10_000 - 100
@@ -173,7 +237,9 @@ def test_failing_label_function_never_raises(registry: CollectorRegistry) -> Non
     assert gets(registry, "hit", cache="__invalid__") == 1
 
 
-def test_hot_path_binds_labels_once(registry: CollectorRegistry, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_hot_path_binds_labels_once(
+    registry: CollectorRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cache = observe(InMemoryCache(), registry=registry)
     cache.set({(NS, "a"): (1, None)})
     cache.get([(NS, "a")])
@@ -207,7 +273,9 @@ def tracer_provider() -> Iterator[TracerProvider]:
     provider.shutdown()
 
 
-def test_duration_carries_trace_exemplar(registry: CollectorRegistry, tracer_provider: TracerProvider) -> None:
+def test_duration_carries_trace_exemplar(
+    registry: CollectorRegistry, tracer_provider: TracerProvider
+) -> None:
     cache = observe(InMemoryCache(), registry=registry, tracer_provider=tracer_provider)
     with tracer_provider.get_tracer("test").start_as_current_span("caller") as span:
         cache.get([(NS, "a")])

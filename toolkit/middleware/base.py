@@ -28,7 +28,8 @@ class _Unbound:
     def __getattr__(self, name: str) -> NoReturn:
         if name.startswith("__"):
             raise AttributeError(name)
-        raise RuntimeError(
+        # TypeError, a caller bug: FailOpen lets it through instead of serving a miss.
+        raise TypeError(
             "this middleware wraps no cache yet: build a stack with wrap(cache, middleware, ...)"
         )
 
