@@ -12,6 +12,7 @@ from time import perf_counter
 from types import TracebackType
 from typing import Any
 
+from opentelemetry import trace
 from opentelemetry.trace import get_current_span
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -233,7 +234,7 @@ class _Call:
         tb: TracebackType | None,
     ) -> None:
         metrics = self.metrics
-        metrics._durations[self.operation].observe(perf_counter() - self.start, _exemplar())
+        metrics._durations[self.operation].observe(perf_counter() - self.start, metrics._exemplar())
         if exc is None:
             if self.operation == "set":
                 metrics._count_puts(self.keys)
@@ -280,8 +281,15 @@ class Metrics(ObservingMiddleware[ValueT]):
         prefix: str = "",
         cache_label: Callable[[Namespace], str] = default_cache_label,
         max_cache_labels: int = 100,
+        exemplars: bool | None = None,
     ) -> None:
-        """Record into ``registry``, metric names prefixed with ``prefix_`` when given."""
+        """Record into ``registry``, metric names prefixed with ``prefix_`` when given.
+
+        ``exemplars``: attach the recording span's trace id to latency observations; ``None``
+        (default) does so only while a global OpenTelemetry SDK provider is installed.
+        """
+        self._exemplars_always = bool(exemplars)
+        self._exemplars_never = exemplars is False
         self._families = _families(registry, prefix)
         self._labeler = CacheLabeler(cache_label, max_cache_labels)
         self._by_ns: dict[Namespace, _Children] = {}
@@ -310,6 +318,14 @@ class Metrics(ObservingMiddleware[ValueT]):
     @staticmethod
     def _entry_refresher(child: Any, bottom: SupportsEntryCount) -> Callable[[], None]:
         return lambda: child.set(bottom.entry_count())
+
+    def _exemplar(self) -> _Exemplar | None:
+        if self._exemplars_never:
+            return None
+        # Without an SDK nothing records: skip the context lookup (the no-SDK hot path).
+        if self._exemplars_always or trace._TRACER_PROVIDER is not None:
+            return _exemplar()
+        return None
 
     def _children(self, ns: Namespace) -> _Children:
         children = self._by_ns.get(ns)
@@ -350,7 +366,7 @@ class Metrics(ObservingMiddleware[ValueT]):
             child = self._loads[(label, ok)] = self._families.load.labels(
                 label, "success" if ok else "error"
             )
-        child.observe(seconds, _exemplar())
+        child.observe(seconds, self._exemplar())
         super().record_load(namespace, seconds, ok=ok)
 
     def record_coalesced(self, namespace: Namespace) -> None:

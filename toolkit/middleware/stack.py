@@ -71,6 +71,8 @@ def observe(
             prefix=prefix,
             cache_label=cache_label,
             max_cache_labels=max_cache_labels,
+            # A provider handed in explicitly may not be global: look for its spans on every call.
+            exemplars=True if tracer_provider is not None else None,
         ),
         Tracing(
             tracer_provider=tracer_provider,

@@ -11,7 +11,14 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvider
+from opentelemetry.trace import (
+    ProxyTracerProvider,
+    Span,
+    SpanKind,
+    Status,
+    StatusCode,
+    TracerProvider,
+)
 
 from toolkit._types import FullKey, Namespace, ValueT
 from toolkit.middleware.base import ObservingMiddleware, backend_name
@@ -132,6 +139,11 @@ class Tracing(ObservingMiddleware[ValueT]):
         from toolkit import __version__
 
         self._tracer = trace.get_tracer(_SCOPE, __version__, tracer_provider=tracer_provider)
+        # get_tracer_provider() installs a provider named by OTEL_PYTHON_TRACER_PROVIDER, if any;
+        # afterwards "no global provider" costs one module lookup per call, not an environ probe.
+        self._global = tracer_provider is None and isinstance(
+            trace.get_tracer_provider(), ProxyTracerProvider
+        )
         self._record_keys = record_keys
         self._namespace_label = namespace_label
         self._request_hook = request_hook
@@ -142,6 +154,8 @@ class Tracing(ObservingMiddleware[ValueT]):
         self.backend = backend_name(self.inner)
 
     def _observe(self, operation: str, arg: Any) -> _Span:
+        if self._global and trace._TRACER_PROVIDER is None:
+            return _NOT_RECORDING  # no SDK installed: nothing can record, skip even the no-op span
         if otel_context.get_value(_SUPPRESS_INSTRUMENTATION_KEY):
             return _NOT_RECORDING
         span = self._tracer.start_span(_SPAN_NAMES[operation], kind=SpanKind.CLIENT)
