@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, TypedDict
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
@@ -295,3 +295,27 @@ def test_no_exemplar_without_a_recording_span(registry: CollectorRegistry) -> No
     cache = observe(InMemoryCache(), registry=registry)
     cache.get([(NS, "a")])
     assert "trace_id" not in generate_openmetrics(registry).decode()
+
+
+def test_langgraph_node_namespaces_become_node_labels(registry: CollectorRegistry) -> None:
+    from langgraph.cache.memory import InMemoryCache as LangGraphMemory
+    from langgraph.graph import END, START, StateGraph
+    from langgraph.types import CachePolicy
+
+    class State(TypedDict):
+        x: int
+
+    def summarize(state: State) -> State:
+        return {"x": state["x"] + 1}
+
+    builder = StateGraph(State)
+    builder.add_node("summarize", summarize, cache_policy=CachePolicy(ttl=60))
+    builder.add_edge(START, "summarize")
+    builder.add_edge("summarize", END)
+    graph = builder.compile(cache=observe(LangGraphMemory(), registry=registry))
+    assert graph.invoke({"x": 1}) == {"x": 2}
+    assert graph.invoke({"x": 1}) == {"x": 2}
+    labels = {"cache": "summarize", "backend": "inmemorycache"}
+    assert sample(registry, "cache_gets_total", result="miss", **labels) == 1
+    assert sample(registry, "cache_gets_total", result="hit", **labels) == 1
+    assert sample(registry, "cache_puts_total", **labels) == 1
