@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from wsgiref.util import setup_testing_defaults
@@ -45,12 +46,12 @@ def scrape(url: str, accept: str | None = None) -> str:
 
 
 @pytest.fixture
-def registry() -> CollectorRegistry:
+def registry() -> Iterator[CollectorRegistry]:
     registry = CollectorRegistry()
     cache = observe(InMemoryCache(), registry=registry)
     cache.set({(NS, "a"): (1, None), (NS, "b"): (2, None)})
     cache.get([(NS, "a"), (NS, "b"), (NS, "c")])
-    return registry
+    yield registry  # the generator's frame keeps the cache alive: entries count live caches only
 
 
 def test_http_scrape_is_parsed(registry: CollectorRegistry) -> None:

@@ -319,3 +319,14 @@ def test_langgraph_node_namespaces_become_node_labels(registry: CollectorRegistr
     assert sample(registry, "cache_gets_total", result="miss", **labels) == 1
     assert sample(registry, "cache_gets_total", result="hit", **labels) == 1
     assert sample(registry, "cache_puts_total", **labels) == 1
+
+
+def test_collected_caches_leave_the_entries_gauge(registry: CollectorRegistry) -> None:
+    import gc
+
+    cache = observe(InMemoryCache(), registry=registry)
+    cache.set({(NS, "a"): (1, None)})
+    assert sample(registry, "cache_entries", cache=ALL_CACHES, backend="memory") == 1
+    del cache
+    gc.collect()
+    assert registry.get_sample_value("cache_entries", {"cache": ALL_CACHES, "backend": "memory"}) is None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, NoReturn, Protocol
 
@@ -174,8 +174,8 @@ class Observation(Protocol):
 class ObservingMiddleware(CacheMiddleware[ValueT]):
     """A middleware that only watches: each method runs inside ``with self._observe(op, arg):``."""
 
-    def _observe(self, operation: str, arg: Any) -> Observation:
-        raise NotImplementedError
+    _observe: Callable[[str, Any], Observation]
+    """``_observe(operation, argument)``: the context manager around one call."""
 
     def get(self, keys: Sequence[FullKey]) -> dict[FullKey, ValueT]:
         """Get the cached values for the given keys."""
