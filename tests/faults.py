@@ -24,9 +24,11 @@ class FlakyCache:
         self.error = error if error is not None else BackendError("backend down")
         self.failing = True
         self.calls = 0
+        self.threads: set[int] = set()
 
     def _enter(self) -> None:
         self.calls += 1
+        self.threads.add(threading.get_ident())
         if self.failing:
             raise self.error
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 import pytest
@@ -227,3 +228,22 @@ def test_a_middleware_wraps_one_cache() -> None:
         FailOpen().get([KEY])
     with pytest.raises(TypeError, match="not a cache"):
         wrap(object(), FailOpen())
+
+
+def test_sync_deadline_runs_off_thread_and_reuses_one_worker() -> None:
+    flaky = FlakyCache()
+    flaky.failing = False
+    cache = wrap(flaky, FailOpen(deadline=5.0))
+    for i in range(5):
+        cache.set({KEY: (i, None)})
+        assert cache.get([KEY]) == {KEY: i}
+    assert len(flaky.threads) == 1
+    assert threading.get_ident() not in flaky.threads
+
+
+def test_in_process_backends_skip_the_thread_hop() -> None:
+    flaky = FlakyCache()
+    flaky.failing = False
+    flaky.in_process = True
+    wrap(flaky, FailOpen(deadline=5.0)).get([KEY])
+    assert flaky.threads == {threading.get_ident()}

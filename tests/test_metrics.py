@@ -329,4 +329,7 @@ def test_collected_caches_leave_the_entries_gauge(registry: CollectorRegistry) -
     assert sample(registry, "cache_entries", cache=ALL_CACHES, backend="memory") == 1
     del cache
     gc.collect()
-    assert registry.get_sample_value("cache_entries", {"cache": ALL_CACHES, "backend": "memory"}) is None
+    assert (
+        registry.get_sample_value("cache_entries", {"cache": ALL_CACHES, "backend": "memory"})
+        is None
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, NoReturn, Protocol
@@ -20,6 +21,9 @@ __all__ = [
 ]
 
 CIRCUIT_CLOSED, CIRCUIT_HALF_OPEN, CIRCUIT_OPEN = 0, 1, 2
+
+logger = logging.getLogger("toolkit.middleware")
+"""The one logger of the middleware layer (rate-limited failures, failing user hooks)."""
 
 
 class _Unbound:
@@ -95,6 +99,12 @@ class CacheMiddleware(BaseCache[ValueT]):
 
     def _on_bind(self) -> None:
         """Set-up that needs ``self.inner``; runs once, when bound."""
+
+    def __getattr__(self, name: str) -> Any:
+        """Anything else public (``close``, ``entry_count``...) is the wrapped cache's."""
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self.inner, name)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.inner!r})"

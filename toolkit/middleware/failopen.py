@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
-import logging
 import queue
 import threading
 import time
@@ -25,11 +24,11 @@ from toolkit.middleware.base import (
     CacheMiddleware,
     backend_name,
     innermost,
+    logger,
 )
 
 __all__ = ["CircuitBreaker", "CircuitOpenError", "DeadlineExceededError", "FailOpen"]
 
-logger = logging.getLogger("toolkit.middleware")
 R = TypeVar("R")
 
 
@@ -121,48 +120,53 @@ class _Workers:
     """A few daemon threads that run sync backend calls so the caller can stop waiting.
 
     Daemon threads, not ``ThreadPoolExecutor``: a call stuck on a hung backend must not
-    block interpreter exit. When every worker is busy the call fails at once instead of queueing.
+    block interpreter exit. A thread starts only when no idle one can take the call and
+    exits after ``idle_exit`` seconds without work. When all are busy, a call fails at once.
     """
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, idle_exit: float = 30.0) -> None:
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise ValueError(f"max_workers must be a positive int, got {size!r}")
-        self._size = size
         self._free = threading.Semaphore(size)
         self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = queue.SimpleQueue()
-        self._started = 0
+        self._idle = 0  # threads waiting for a job and not yet claimed by a caller
+        self._idle_exit = idle_exit
         self._lock = threading.Lock()
 
     def run(self, fn: Callable[[Any], R], arg: Any, deadline: float) -> R:
         if not self._free.acquire(blocking=False):
             raise DeadlineExceededError("every fail-open worker is waiting on the backend")
-        self._ensure_thread()
         future: Future[R] = Future()
         call = contextvars.copy_context().run  # spans started in the worker nest under the caller's
-        self._jobs.put((lambda: call(fn, arg), future))
+        with self._lock:
+            if self._idle:
+                self._idle -= 1
+            else:
+                threading.Thread(target=self._work, name="toolkit-failopen", daemon=True).start()
+            self._jobs.put((lambda: call(fn, arg), future))
         try:
             return future.result(timeout=deadline)
         except FutureTimeout:
             raise DeadlineExceededError(f"no answer within {deadline:g}s") from None
 
-    def _ensure_thread(self) -> None:
-        if self._started < self._size:
-            with self._lock:
-                if self._started < self._size:
-                    self._started += 1
-                    threading.Thread(
-                        target=self._work, name="toolkit-failopen", daemon=True
-                    ).start()
-
     def _work(self) -> None:
         while True:
-            job, future = self._jobs.get()
+            try:
+                job, future = self._jobs.get(timeout=self._idle_exit)
+            except queue.Empty:
+                with self._lock:
+                    if self._jobs.empty() and self._idle:
+                        self._idle -= 1
+                        return
+                continue
             try:
                 future.set_result(job())
             except BaseException as exc:
                 future.set_exception(exc)
             finally:
-                self._free.release()
+                with self._lock:
+                    self._idle += 1
+                self._free.release()  # after idling, so the next caller reuses this thread
 
 
 class _RateLimitedLog:

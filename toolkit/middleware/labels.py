@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Callable, Iterable
 
 from toolkit._types import Namespace
+from toolkit.middleware.base import logger
 
 __all__ = [
     "ALL_CACHES",
@@ -23,8 +23,6 @@ OVERFLOW = "__overflow__"
 INVALID = "__invalid__"
 ALL_CACHES = "__all__"
 """The ``cache`` label of a whole-backend figure (``cache_entries``, ``clear()`` of everything)."""
-
-logger = logging.getLogger("toolkit.middleware")
 
 
 def default_cache_label(namespace: Namespace) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import collections
 import functools
-import logging
 import os
 import threading
 import weakref
@@ -28,12 +27,11 @@ from toolkit._types import (
     ValueT,
 )
 from toolkit.base import check_key, check_namespace
-from toolkit.middleware.base import ObservingMiddleware, backend_name, innermost
+from toolkit.middleware.base import ObservingMiddleware, backend_name, innermost, logger
 from toolkit.middleware.labels import ALL_CACHES, INVALID, CacheLabeler, default_cache_label
 
 __all__ = ["DURATION_BUCKETS", "LOAD_BUCKETS", "Metrics"]
 
-logger = logging.getLogger("toolkit.middleware")
 
 DURATION_BUCKETS = (
     0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import logging
 from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any
@@ -21,12 +20,11 @@ from opentelemetry.trace import (
 )
 
 from toolkit._types import FullKey, Namespace, ValueT
-from toolkit.middleware.base import ObservingMiddleware, backend_name
+from toolkit.middleware.base import ObservingMiddleware, backend_name, logger
 from toolkit.middleware.labels import ALL_CACHES, default_cache_label
 
 __all__ = ["MAX_HASHED_KEYS", "RequestHook", "ResponseHook", "Tracing"]
 
-logger = logging.getLogger("toolkit.middleware")
 
 RequestHook = Callable[[Span, str, Any], None]
 """``hook(span, operation, argument)`` before a recorded call (keys, pairs or namespaces)."""
