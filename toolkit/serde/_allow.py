@@ -32,7 +32,9 @@ BUILTIN_CLASSES: dict[str, tuple[str, ...]] = {
     ),
     "langgraph.types": ("Send", "Command", "Interrupt", "Overwrite", "TimeoutPolicy"),
 }
-BUILTIN_NAMES = frozenset(f"{module}:{attr}" for module, attrs in BUILTIN_CLASSES.items() for attr in attrs)
+BUILTIN_NAMES = frozenset(
+    f"{module}:{attr}" for module, attrs in BUILTIN_CLASSES.items() for attr in attrs
+)
 _BUILTIN_PACKAGES = ("langchain_core", "langgraph")
 
 
@@ -63,7 +65,7 @@ class ClassInfo:
         for attr in state:
             if not self._settable(attr):
                 raise ValueError(f"{self.name} has no attribute {attr!r} to restore")
-        obj = object.__new__(self.cls)
+        obj: Any = object.__new__(self.cls)
         for attr, value in state.items():
             object.__setattr__(obj, attr, value)
         return obj
@@ -74,7 +76,11 @@ class ClassInfo:
         if attr in self.slots:
             return True
         # Dunder names (``__class__``, ``__dict__``) would reshape the object, not fill it.
-        return self.has_dict and attr.isidentifier() and not (attr.startswith("__") and attr.endswith("__"))
+        return (
+            self.has_dict
+            and attr.isidentifier()
+            and not (attr.startswith("__") and attr.endswith("__"))
+        )
 
 
 def class_info(cls: type, name: str) -> ClassInfo:
@@ -86,8 +92,9 @@ def class_info(cls: type, name: str) -> ClassInfo:
     builtin_bases = [base for base in cls.__mro__[:-1] if base.__module__ == "builtins"]
     if builtin_bases:
         raise TypeError(
-            f"cannot register {cls.__qualname__}: it derives from the built-in {builtin_bases[0].__name__}; "
-            "only Enums, dataclasses, pydantic models and plain classes can be revived safely"
+            f"cannot register {cls.__qualname__}: it derives from the built-in "
+            f"{builtin_bases[0].__name__}; only Enums, dataclasses, pydantic models "
+            "and plain classes can be revived safely"
         )
     return ClassInfo(name, cls, False, _slot_names(cls), _has_dict(cls))
 
@@ -115,7 +122,7 @@ def wire_name(cls: type) -> str:
 
 
 class AllowList:
-    """Classes that may be revived, by wire name and by exact type; an optional parent adds its own."""
+    """Classes that may be revived, by wire name and exact type; a parent list adds its own."""
 
     def __init__(self, parent: AllowList | None = None) -> None:
         self._by_name: dict[str, ClassInfo] = {}
@@ -129,7 +136,9 @@ class AllowList:
         with self._lock:
             held = self._by_name.get(info.name)
             if held is not None and held.cls is not cls:
-                raise ValueError(f"another class is already registered as {info.name!r}: {held.cls!r}")
+                raise ValueError(
+                    f"another class is already registered as {info.name!r}: {held.cls!r}"
+                )
             self._by_name[info.name] = info
             self._by_type.setdefault(cls, info)
         return info
@@ -182,6 +191,6 @@ DEFAULT_ALLOW = AllowList()
 
 
 def register(cls: T) -> T:
-    """Allow ``cls`` (an Enum, dataclass, pydantic model or plain class) to be cached and revived; usable as a decorator."""
+    """Allow ``cls`` (Enum, dataclass, pydantic model, plain class) to be revived; a decorator."""
     DEFAULT_ALLOW.add(cls)
     return cls

@@ -11,7 +11,7 @@ PICKLE_TAG = "pickle"
 
 
 class PickleSerializer:
-    """UNSAFE: pickle; loading stored bytes runs arbitrary code. Use only on storage you fully trust.
+    """UNSAFE: pickle; loading stored bytes runs arbitrary code. Only for fully trusted storage.
 
     Anyone who can write to the cache's storage (a shared Redis, a SQLite file) can
     make ``loads_typed`` execute code of their choosing. It exists for values the

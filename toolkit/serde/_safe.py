@@ -18,8 +18,24 @@ from toolkit.serde._allow import DEFAULT_ALLOW, AllowList, ClassInfo
 
 SAFE_TAG = "toolkit-msgpack-v1"
 
-# msgpack extension codes; the payload of each is itself msgpack.
-TUPLE, SET, FROZENSET, BIG_INT, DICT, DATETIME, DATE, TIME, TIMEDELTA, UUID, DECIMAL, DEQUE, ENUM, OBJECT = range(1, 15)
+# msgpack extension codes; the payload of each is itself msgpack. They start at 32 so
+# LangGraph's extensions (codes 0-6, which name constructors) never decode as ours.
+(
+    TUPLE,
+    SET,
+    FROZENSET,
+    BIG_INT,
+    DICT,
+    DATETIME,
+    DATE,
+    TIME,
+    TIMEDELTA,
+    UUID,
+    DECIMAL,
+    DEQUE,
+    ENUM,
+    OBJECT,
+) = range(32, 46)
 
 # Everything ormsgpack would otherwise encode lossily (tuple as list, datetime as str,
 # subclasses as their base) is handed to our ``default`` hook instead.
@@ -53,7 +69,8 @@ def _tz_state(tz: dt.tzinfo | None) -> Any:
     if type(tz) is zoneinfo.ZoneInfo:
         return tz.key
     raise TypeError(
-        f"cannot serialize tzinfo of type {type(tz).__qualname__}: use datetime.timezone or zoneinfo.ZoneInfo"
+        f"cannot serialize tzinfo of type {type(tz).__qualname__}: "
+        "use datetime.timezone or zoneinfo.ZoneInfo"
     )
 
 
@@ -67,7 +84,11 @@ def _tz_from(state: Any) -> dt.tzinfo | None:
 
 
 def _ints(state: Any, count: int) -> list[int]:
-    if type(state) is not list or len(state) != count or any(type(item) is not int for item in state):
+    if (
+        type(state) is not list
+        or len(state) != count
+        or any(type(item) is not int for item in state)
+    ):
         raise TypeError(f"expected a list of {count} ints, got {state!r}")
     return state
 
@@ -95,7 +116,7 @@ def _pairs(state: Any) -> dict[Any, Any]:
     if len(flat) % 2:
         raise ValueError("odd number of items in a key/value list")
     pairs = iter(flat)
-    return dict(zip(pairs, pairs))
+    return dict(zip(pairs, pairs, strict=True))
 
 
 def _deque(state: Any) -> deque[Any]:
@@ -118,7 +139,17 @@ _REDUCERS: dict[type, Callable[[Any], tuple[int, Any]]] = {
     dict: lambda obj: (DICT, [item for pair in obj.items() for item in pair]),
     dt.datetime: lambda obj: (
         DATETIME,
-        [obj.year, obj.month, obj.day, obj.hour, obj.minute, obj.second, obj.microsecond, obj.fold, _tz_state(obj.tzinfo)],
+        [
+            obj.year,
+            obj.month,
+            obj.day,
+            obj.hour,
+            obj.minute,
+            obj.second,
+            obj.microsecond,
+            obj.fold,
+            _tz_state(obj.tzinfo),
+        ],
     ),
     dt.date: lambda obj: (DATE, [obj.year, obj.month, obj.day]),
     dt.time: lambda obj: (
@@ -149,7 +180,7 @@ _REVIVERS: dict[int, Callable[[Any], Any]] = {
 
 
 class SafeSerializer:
-    """Data-only msgpack serializer; classes revive only from the allow-list (``register`` / ``allow=``)."""
+    """Data-only msgpack serializer; classes revive only from the allow-list (``register``)."""
 
     tag = SAFE_TAG
 
@@ -193,9 +224,10 @@ class SafeSerializer:
         info = self._allow.by_type(cls)
         if info is None:
             raise TypeError(
-                f"cannot serialize {cls.__module__}.{cls.__qualname__}: the safe serializer stores plain data "
-                "and allow-listed classes only; register the class with toolkit.serde.register(cls) "
-                "(Enums, dataclasses, pydantic models, plain classes) or pass another serde= to the cache"
+                f"cannot serialize {cls.__module__}.{cls.__qualname__}: the safe serializer "
+                "stores plain data and allow-listed classes only; register the class with "
+                "toolkit.serde.register(cls) (Enums, dataclasses, pydantic models, plain classes) "
+                "or pass another serde= to the cache"
             )
         if info.is_enum:
             return ENUM, [info.name, obj.value]
@@ -206,7 +238,7 @@ class SafeSerializer:
         return _Ext(code, _packb(content, default=self._default_hook, option=_OPTIONS))
 
     def _to_wire(self, obj: Any) -> Any:
-        """Turn ``obj`` into plain msgpack data and ``Ext`` values, in Python (the rare slow path)."""
+        """Turn ``obj`` into plain msgpack data and ``Ext`` values in Python (the rare path)."""
         cls = type(obj)
         if cls in _NATIVE or (cls is int and _I64_MIN <= obj < _U64_END):
             return obj
@@ -236,9 +268,9 @@ class SafeSerializer:
         info = self._allow.by_name(name)
         if info is None:
             raise ValueError(
-                f"class {name!r} is not on the allow-list; register it with toolkit.serde.register(cls)"
+                f"class {name!r} is not on the allow-list; "
+                "register it with toolkit.serde.register(cls)"
             )
         if info.is_enum != is_enum:
             raise ValueError(f"class {name!r} is stored as the wrong kind")
         return info
-
