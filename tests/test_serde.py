@@ -620,3 +620,13 @@ def test_langgraph_node_writes_with_messages_and_send_round_trip() -> None:
     assert again == first
     assert calls.count("plan") == 1 and calls.count("work") == 2
     assert [m.content for m in first["messages"]] == ["go", "planning", "did a", "did b"]
+
+
+def test_deeply_nested_payloads_are_serialization_errors() -> None:
+    nested = b"\x90"
+    for _ in range(5000):  # a tuple inside a tuple inside ... far past the recursion limit
+        nested = ormsgpack.packb(ormsgpack.Ext(_safe.TUPLE, nested))
+    with pytest.raises(SerializationError):
+        SAFE.loads_typed((TAG, nested))
+    with pytest.raises(SerializationError):
+        SAFE.loads_typed((TAG, b"\x91" * 100_000 + b"\xc0"))
