@@ -1,4 +1,12 @@
-"""The default serializer: msgpack data with extension tags, no code from stored bytes."""
+"""The default serializer: msgpack data with extension tags, no code from stored bytes.
+
+Plain data (None, bool, int, float, str, bytes, list, dict with str keys) takes
+ormsgpack's native path. Tuples, sets, frozensets, ints beyond 64 bits, dicts with
+other keys, datetime/date/time/timedelta (fixed-offset or ``zoneinfo`` zones), UUID,
+Decimal and deque travel as msgpack extensions and come back as exactly those types;
+Enums and other classes only when allow-listed (see ``toolkit.serde._allow``).
+``bytearray`` and ``memoryview`` are stored as msgpack bin and come back as ``bytes``.
+"""
 
 from __future__ import annotations
 
