@@ -22,7 +22,7 @@ from toolkit.middleware import (
     observe,
     wrap,
 )
-from toolkit.serde import SafeSerializer
+from toolkit.serde import PickleSerializer, SafeSerializer
 
 __version__ = "0.1.0"
 
@@ -40,6 +40,7 @@ __all__ = [
     "InMemoryCache",
     "Metrics",
     "Namespace",
+    "PickleSerializer",
     "SafeSerializer",
     "SerializationError",
     "SerializerProtocol",
