@@ -168,7 +168,7 @@ class Tracing(ObservingMiddleware[ValueT]):
             namespaces = [ALL_CACHES] if arg is None else {self._namespace_label(ns) for ns in arg}
         else:
             span.set_attribute("cache.batch_size", len(arg))
-            namespaces = {self._namespace_label(full_key[0]) for full_key in arg}
+            namespaces = {self._namespace_label(ns) for ns in {full_key[0] for full_key in arg}}
             if self._record_keys:
                 hashed = [
                     hash_key(full_key)
