@@ -14,7 +14,7 @@ from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.trace import get_current_span
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Gauge
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -29,6 +29,13 @@ from toolkit._types import (
 from toolkit.base import check_key, check_namespace
 from toolkit.middleware.base import ObservingMiddleware, backend_name, innermost, logger
 from toolkit.middleware.labels import ALL_CACHES, INVALID, CacheLabeler, default_cache_label
+from toolkit.middleware.recorders import (
+    CounterFamily,
+    HistogramFamily,
+    LockFreeCollector,
+    prometheus_counter,
+    prometheus_histogram,
+)
 
 __all__ = ["DURATION_BUCKETS", "LOAD_BUCKETS", "Metrics"]
 
@@ -111,57 +118,83 @@ class _EntryCounts(Collector):
 
 
 class _Families:
-    """The metric families of one (registry, prefix), shared by its ``Metrics`` layers."""
+    """The metric families of one (registry, prefix), shared by its ``Metrics`` layers.
+
+    Counters and histograms are lock-free (``toolkit.middleware.recorders``), except in
+    multiprocess mode, where prometheus-client's classes write the shared mmap files.
+    """
 
     def __init__(self, registry: CollectorRegistry, prefix: str) -> None:
-        kw: dict[str, Any] = {"registry": registry, "namespace": prefix}
+        # Each worker's in-process cache is its own; multiprocess mode sums the live ones.
+        self.multiprocess = "PROMETHEUS_MULTIPROC_DIR" in os.environ
+        full = (lambda name: f"{prefix}_{name}") if prefix else (lambda name: name)
+        lock_free: list[Any] = []
+
+        def counter(name: str, documentation: str, labelnames: list[str]) -> Any:
+            if self.multiprocess:
+                return prometheus_counter(
+                    name=name,
+                    documentation=documentation,
+                    labelnames=labelnames,
+                    namespace=prefix,
+                    registry=registry,
+                )
+            lock_free.append(CounterFamily(full(name), documentation, labelnames))
+            return lock_free[-1]
+
+        def histogram(
+            name: str, documentation: str, labelnames: list[str], buckets: tuple[float, ...]
+        ) -> Any:
+            if self.multiprocess:
+                return prometheus_histogram(
+                    name=name,
+                    documentation=documentation,
+                    labelnames=labelnames,
+                    namespace=prefix,
+                    registry=registry,
+                    buckets=buckets,
+                )
+            lock_free.append(HistogramFamily(full(name), documentation, labelnames, buckets))
+            return lock_free[-1]
+
         cache_backend = ["cache", "backend"]
-        self.gets = Counter(
-            "cache_gets", "Cache lookups, one per key.", [*cache_backend, "result"], **kw
+        self.gets = counter("cache_gets", "Cache lookups, one per key.", [*cache_backend, "result"])
+        self.puts = counter("cache_puts", "Entries written to the cache.", cache_backend)
+        self.evictions = counter(
+            "cache_evictions", "Entries the backend dropped on its own.", [*cache_backend, "cause"]
         )
-        self.puts = Counter("cache_puts", "Entries written to the cache.", cache_backend, **kw)
-        self.evictions = Counter(
-            "cache_evictions",
-            "Entries the backend dropped on its own.",
-            [*cache_backend, "cause"],
-            **kw,
-        )
-        self.errors = Counter(
+        self.errors = counter(
             "cache_errors",
             "Failed cache operations.",
             [*cache_backend, "operation", "error_type"],
-            **kw,
         )
-        self.duration = Histogram(
+        self.duration = histogram(
             "cache_operation_duration_seconds",
             "Latency of cache operations.",
             ["backend", "operation"],
-            buckets=DURATION_BUCKETS,
-            **kw,
+            DURATION_BUCKETS,
         )
-        self.load = Histogram(
+        self.load = histogram(
             "cache_load_duration_seconds",
             "Time to compute a missing value.",
             ["cache", "result"],
-            buckets=LOAD_BUCKETS,
-            **kw,
+            LOAD_BUCKETS,
         )
-        self.coalesced = Counter(
+        self.coalesced = counter(
             "cache_coalesced",
             "Callers that waited for another caller's load of the same key.",
             ["cache"],
-            **kw,
         )
+        if lock_free:
+            registry.register(LockFreeCollector(lock_free))
         self.circuit = Gauge(
             "cache_circuit_breaker_state",
             "Circuit breaker state: 0 closed, 1 half-open, 2 open.",
             ["backend"],
             multiprocess_mode="livemax",
-            **kw,
+            registry=registry,
+            namespace=prefix,
         )
-        entries_name = f"{prefix}_cache_entries" if prefix else "cache_entries"
-        # Each worker's in-process cache is its own; multiprocess mode sums the live ones.
-        self.multiprocess = "PROMETHEUS_MULTIPROC_DIR" in os.environ
         self.entry_gauge: Gauge | None = None
         self.entry_counts: _EntryCounts | None = None
         if self.multiprocess:
@@ -170,10 +203,11 @@ class _Families:
                 "Entries stored in the cache backend.",
                 cache_backend,
                 multiprocess_mode="livesum",
-                **kw,
+                registry=registry,
+                namespace=prefix,
             )
         else:
-            self.entry_counts = _EntryCounts(entries_name)
+            self.entry_counts = _EntryCounts(full("cache_entries"))
             registry.register(self.entry_counts)
 
 
@@ -194,12 +228,15 @@ def _families(registry: CollectorRegistry, prefix: str) -> _Families:
 class _Children:
     """The label children of one namespace, bound once."""
 
-    __slots__ = ("hit", "miss", "put")
+    __slots__ = ("hit", "hit_one", "miss", "miss_one", "put")
 
     def __init__(self, families: _Families, cache: str, backend: str) -> None:
         self.hit = families.gets.labels(cache, backend, "hit")
         self.miss = families.gets.labels(cache, backend, "miss")
         self.put = families.puts.labels(cache, backend)
+        # ``next(children.hit_one)``: the lock-free +1 of the one-key hot path.
+        self.hit_one = self.hit.one
+        self.miss_one = self.miss.one
 
 
 class _Call:
@@ -218,21 +255,7 @@ class _Call:
 
     def hits(self, result: dict[FullKey, ValueT]) -> dict[FullKey, ValueT]:
         """Count each requested key as a hit or a miss; returns ``result``."""
-        keys = self.keys
-        children = self.metrics._children
-        try:
-            if len(keys) == 1:
-                child = children(keys[0][0])
-                (child.hit if result else child.miss).inc()
-            elif keys:
-                for ns, (hits, misses) in _tally(keys, result).items():
-                    child = children(ns)
-                    if hits:
-                        child.hit.inc(hits)
-                    if misses:
-                        child.miss.inc(misses)
-        except Exception:  # malformed keys a foreign cache accepted: instrumentation never raises
-            logger.debug("cache metrics skipped malformed keys", exc_info=True)
+        self.metrics._count_gets(self.keys, result)
         return result
 
     def __exit__(
@@ -241,21 +264,7 @@ class _Call:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        metrics = self.metrics
-        elapsed = perf_counter() - self.start
-        exemplar = _exemplar() if _exemplars_wanted(metrics._exemplars) else None
-        metrics._durations[self.operation].observe(elapsed, exemplar)
-        if exc is None:
-            if self.operation == "set":
-                metrics._count_puts(self.keys)
-            if self.operation != "get" and metrics._refresh_entries is not None:
-                metrics._refresh_entries()
-        elif isinstance(exc, Exception):  # not cancellation: an outer deadline reports that itself
-            try:
-                namespaces = list(_namespaces(self.operation, self.keys) or ()) or None
-            except Exception:  # the error is the caller's malformed input
-                namespaces = [(INVALID,)]
-            metrics._count_error(self.operation, namespaces, type(exc).__name__)
+        self.metrics._ended(self.operation, self.keys, perf_counter() - self.start, exc)
 
 
 def _tally(keys: Iterable[FullKey], result: Mapping[FullKey, Any]) -> dict[Namespace, list[int]]:
@@ -343,9 +352,50 @@ class Metrics(ObservingMiddleware[ValueT]):
                 self._by_ns[ns] = children
         return children
 
+    def _count_gets(self, keys: Sequence[FullKey], result: Mapping[FullKey, Any]) -> None:
+        """Count each requested key as a hit or a miss."""
+        try:
+            if len(keys) == 1:
+                ns = keys[0][0]
+                children = self._by_ns.get(ns) or self._children(ns)
+                next(children.hit_one if result else children.miss_one)
+            elif keys:
+                for ns, (hits, misses) in _tally(keys, result).items():
+                    children = self._children(ns)
+                    if hits:
+                        children.hit.inc(hits)
+                    if misses:
+                        children.miss.inc(misses)
+        except Exception:  # malformed keys a foreign cache accepted: instrumentation never raises
+            logger.debug("cache metrics skipped malformed keys", exc_info=True)
+
+    def _ended(
+        self, operation: str, arg: Any, elapsed: float, exc: BaseException | None = None
+    ) -> None:
+        """Record a finished call: its latency, then its puts or its error."""
+        setting = self._exemplars  # inlined _exemplars_wanted: this runs on every call
+        if setting or (setting is None and trace._TRACER_PROVIDER is not None):
+            self._durations[operation].observe(elapsed, _exemplar())
+        else:
+            self._durations[operation].observe(elapsed)
+        if exc is None:
+            if operation == "get":
+                return
+            if operation == "set":
+                self._count_puts(arg)
+            if self._refresh_entries is not None:
+                self._refresh_entries()
+        elif isinstance(exc, Exception):  # not cancellation: an outer deadline reports that itself
+            try:
+                namespaces = list(_namespaces(operation, arg) or ()) or None
+            except Exception:  # the error is the caller's malformed input
+                namespaces = [(INVALID,)]
+            self._count_error(operation, namespaces, type(exc).__name__)
+
     def _count_puts(self, pairs: Mapping[FullKey, Any]) -> None:
         if len(pairs) == 1:
-            self._children(next(iter(pairs))[0]).put.inc()
+            ns = next(iter(pairs))[0]
+            next((self._by_ns.get(ns) or self._children(ns)).put.one)
             return
         for ns, count in collections.Counter(full_key[0] for full_key in pairs).items():
             self._children(ns).put.inc(count)

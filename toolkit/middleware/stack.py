@@ -14,6 +14,7 @@ from toolkit.middleware.base import CacheMiddleware
 from toolkit.middleware.failopen import FailOpen
 from toolkit.middleware.labels import default_cache_label
 from toolkit.middleware.metrics import Metrics
+from toolkit.middleware.observed import ObservedCache
 from toolkit.middleware.tracing import RequestHook, ResponseHook, Tracing
 from toolkit.middleware.validate import Validate, needs_validation
 
@@ -54,19 +55,21 @@ def observe(
 ) -> Any:
     """The production stack in one call: FailOpen → Metrics → Tracing → ``cache``.
 
+    The three layers are fused into one :class:`ObservedCache`, which behaves exactly like
+    ``wrap(cache, FailOpen(...), Metrics(...), Tracing(...))`` at the cost of one layer.
+
     A cache that does not validate its own input (LangGraph's, a user's) also gets
     ``Validate`` in front, so bad input raises the same errors as with our backends.
     """
-    layers: list[CacheMiddleware[Any]] = [Validate()] if needs_validation(cache) else []
-    layers += [
-        FailOpen(
+    observed: ObservedCache[Any] = ObservedCache(
+        failopen=FailOpen(
             deadline=deadline,
             strict=strict,
             failure_threshold=failure_threshold,
             reset_timeout=reset_timeout,
             clock=clock,
         ),
-        Metrics(
+        metrics=Metrics(
             registry=registry,
             prefix=prefix,
             cache_label=cache_label,
@@ -74,12 +77,14 @@ def observe(
             # A provider handed in explicitly may not be global: look for its spans on every call.
             exemplars=True if tracer_provider is not None else None,
         ),
-        Tracing(
+        tracing=Tracing(
             tracer_provider=tracer_provider,
             record_keys=record_keys,
             namespace_label=cache_label,
             request_hook=request_hook,
             response_hook=response_hook,
         ),
-    ]
-    return wrap(cache, *layers)
+    )
+    if needs_validation(cache):
+        return wrap(cache, Validate(), observed)
+    return observed.bind(cache)

@@ -11,6 +11,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
 from opentelemetry.trace import (
+    NoOpTracerProvider,
     ProxyTracerProvider,
     Span,
     SpanKind,
@@ -137,11 +138,10 @@ class Tracing(ObservingMiddleware[ValueT]):
         from toolkit import __version__
 
         self._tracer = trace.get_tracer(_SCOPE, __version__, tracer_provider=tracer_provider)
-        # get_tracer_provider() installs a provider named by OTEL_PYTHON_TRACER_PROVIDER, if any;
-        # afterwards "no global provider" costs one module lookup per call, not an environ probe.
         self._global = tracer_provider is None and isinstance(
             trace.get_tracer_provider(), ProxyTracerProvider
         )
+        self._never_records = isinstance(tracer_provider, NoOpTracerProvider)
         self._record_keys = record_keys
         self._namespace_label = namespace_label
         self._request_hook = request_hook
@@ -151,8 +151,17 @@ class Tracing(ObservingMiddleware[ValueT]):
     def _on_bind(self) -> None:
         self.backend = backend_name(self.inner)
 
+    def idle(self) -> bool:
+        """Whether no span can record now (no SDK, a no-op provider): then none is started."""
+        if not self._global:
+            return self._never_records
+        # get_tracer_provider() installs a provider named by OTEL_PYTHON_TRACER_PROVIDER, if any;
+        # afterwards "no global provider" costs one module lookup per call, not an environ probe.
+        provider = trace._TRACER_PROVIDER
+        return provider is None or isinstance(provider, NoOpTracerProvider)
+
     def _observe(self, operation: str, arg: Any) -> _Span:
-        if self._global and trace._TRACER_PROVIDER is None:
+        if (self._global and trace._TRACER_PROVIDER is None) or self.idle():
             return _NOT_RECORDING  # no SDK installed: nothing can record, skip even the no-op span
         if otel_context.get_value(_SUPPRESS_INSTRUMENTATION_KEY):
             return _NOT_RECORDING
