@@ -11,10 +11,88 @@ from opentelemetry import trace
 from toolkit._types import FullKey, Namespace, ValueT
 from toolkit.middleware.base import CacheMiddleware
 from toolkit.middleware.failopen import FailOpen
-from toolkit.middleware.metrics import Metrics
+from toolkit.middleware.metrics import Metrics, Recorder, _exemplar
 from toolkit.middleware.tracing import Tracing
 
 __all__ = ["ObservedCache"]
+
+
+class _FastPath:
+    """The state and recording of the fused path, in a plain object: a middleware's
+    ``__getattr__`` makes every attribute read on it about three times slower."""
+
+    __slots__ = (
+        "breaker",
+        "cells",
+        "direct",
+        "failopen",
+        "inner",
+        "quick",
+        "recorder",
+        "stack",
+        "tracing",
+    )
+
+    def __init__(self, cache: ObservedCache[Any]) -> None:
+        self.inner = cache.inner
+        self.stack = cache._stack
+        self.failopen = cache.failopen
+        self.breaker = cache.failopen._breaker
+        self.tracing = cache.tracing
+        self.recorder: Recorder = cache.metrics.recorder
+        self.cells = self.recorder.durations
+        # Without a deadline thread and with lock-free metrics, a call can skip the layers.
+        direct = self.failopen._workers is None and not self.recorder.families.multiprocess
+        self.direct = direct
+        self.quick = direct and self.tracing._global  # then "no SDK" is one module lookup
+
+    def runs(self) -> bool:
+        """Whether this path may run a call now (else the stack does): see ``ObservedCache``."""
+        return self.direct and not self.breaker.state and self.tracing.idle()
+
+    def seen(self, operation: str, arg: Any, result: Any, elapsed: float) -> None:
+        """A successful get's or set's record: its counts, its latency, the breaker's verdict.
+
+        The same figures as the ``Metrics`` layer records; ``result`` is a get's result or
+        ``None`` for a set.
+        """
+        recorder = self.recorder
+        if len(arg) == 1:
+            try:
+                ns = next(iter(arg))[0]  # the one key of a key list or of a pairs mapping
+                children = recorder.by_ns.get(ns) or recorder.children(ns)
+                if result is None:
+                    next(children.put_one)
+                else:
+                    next(children.hit_one if result else children.miss_one)
+            except Exception:  # malformed keys a foreign cache accepted
+                recorder.count_gets(arg, result)  # logs them
+        elif result is None:
+            recorder.count_puts(arg)
+        else:
+            recorder.count_gets(arg, result)
+        cell = self.cells[operation]
+        setting = recorder.exemplars
+        if setting or (setting is None and trace._TRACER_PROVIDER is not None):
+            cell.observe(elapsed, _exemplar())
+        elif elapsed <= cell.first:  # HistogramCell.observe inlined for the common bucket
+            next(cell.first_bucket)
+            cell.sum += elapsed
+        else:
+            cell.observe(elapsed)
+        if result is None and recorder.refresh_entries is not None:
+            recorder.refresh_entries()
+        breaker = self.breaker
+        if breaker.failures or breaker.state:
+            breaker.succeeded()
+
+    def failed(self, operation: str, arg: Any, start: float, exc: BaseException) -> None:
+        """What the stack does with a failure: ``Metrics`` counts it, ``FailOpen`` judges it."""
+        self.recorder.ended(operation, arg, perf_counter() - start, exc)
+        guard = self.failopen._guard(operation, arg)
+        guard.admitted = True
+        if not guard.__exit__(type(exc), exc, exc.__traceback__):
+            raise exc
 
 
 class ObservedCache(CacheMiddleware[ValueT]):
@@ -23,8 +101,8 @@ class ObservedCache(CacheMiddleware[ValueT]):
     It binds the three given layers into the usual stack and sends every call there, except
     the common case, which it runs itself with the same effect: an in-process backend (no
     deadline thread), a closed circuit and no span able to record (no SDK, a no-op
-    provider). Then a call is timed, counted and classified in this one frame, through the
-    layers' own recording methods; a failure is handed to those layers' own handlers.
+    provider). Then a get or set is timed, counted and judged by one object; a failure goes
+    to the layers' own handlers. ``clear`` and the ``record_*`` hooks always take the stack.
     """
 
     def __init__(
@@ -43,10 +121,7 @@ class ObservedCache(CacheMiddleware[ValueT]):
 
     def _on_bind(self) -> None:
         self._stack = self.failopen.bind(self.metrics.bind(self.tracing.bind(self.inner)))
-        self._breaker = self.failopen._breaker
-        # Without a deadline thread and with lock-free metrics, a call can skip the layers.
-        self._direct = self.failopen._workers is None and not self.metrics._families.multiprocess
-        self._global_tracing = self.tracing._global
+        self._fast = _FastPath(self)
 
     def __getattr__(self, name: str) -> Any:
         """Anything else public (``circuit_state``, ``close``...) is the stack's."""
@@ -54,84 +129,70 @@ class ObservedCache(CacheMiddleware[ValueT]):
             raise AttributeError(name)
         return getattr(self._stack, name)
 
-    def _start(self) -> float | None:
-        """The start time of a call this layer runs itself; ``None``: the stack runs it."""
-        if (
-            self._direct
-            and not self._breaker.state
-            and ((self._global_tracing and trace._TRACER_PROVIDER is None) or self.tracing.idle())
-        ):
-            return perf_counter()
-        return None
-
-    def _done(self, operation: str, arg: Any, start: float) -> None:
-        """Record a call the backend answered."""
-        self.metrics._ended(operation, arg, perf_counter() - start)
-        breaker = self._breaker
-        if breaker.failures or breaker.state:
-            breaker.succeeded()
-
-    def _failed(self, operation: str, arg: Any, start: float, exc: BaseException) -> None:
-        """What the stack does with a failure: ``Metrics`` counts it, ``FailOpen`` judges it."""
-        self.metrics._ended(operation, arg, perf_counter() - start, exc)
-        guard = self.failopen._guard(operation, arg)
-        guard.admitted = True
-        if not guard.__exit__(type(exc), exc, exc.__traceback__):
-            raise exc
+    # Each method tests the common case inline first (in-process, no SDK, closed circuit):
+    # every frame and attribute read here is on the path of every cache hit.
 
     def get(self, keys: Sequence[FullKey]) -> dict[FullKey, ValueT]:
         """Get the cached values for the given keys; a failure is a miss."""
-        start = self._start()
-        if start is None:
-            return self._stack.get(keys)  # type: ignore[no-any-return]
+        fast = self._fast
+        if not (
+            (fast.quick and trace._TRACER_PROVIDER is None and not fast.breaker.state)
+            or fast.runs()
+        ):
+            return self._stack.get(keys)
+        start = perf_counter()
         try:
-            result: dict[FullKey, ValueT] = self.inner.get(keys)
+            result: dict[FullKey, ValueT] = fast.inner.get(keys)
         except BaseException as exc:
-            self._failed("get", keys, start, exc)
+            fast.failed("get", keys, start, exc)
             return {}
-        self.metrics._count_gets(keys, result)
-        self._done("get", keys, start)
+        fast.seen("get", keys, result, perf_counter() - start)
         return result
 
     async def aget(self, keys: Sequence[FullKey]) -> dict[FullKey, ValueT]:
         """Asynchronously get the cached values for the given keys; a failure is a miss."""
-        start = self._start()
-        if start is None:
-            return await self._stack.aget(keys)  # type: ignore[no-any-return]
+        fast = self._fast
+        if not fast.runs():
+            return await self._stack.aget(keys)
+        start = perf_counter()
         try:
-            result: dict[FullKey, ValueT] = await self.inner.aget(keys)
+            result: dict[FullKey, ValueT] = await fast.inner.aget(keys)
         except BaseException as exc:
-            self._failed("get", keys, start, exc)
+            fast.failed("get", keys, start, exc)
             return {}
-        self.metrics._count_gets(keys, result)
-        self._done("get", keys, start)
+        fast.seen("get", keys, result, perf_counter() - start)
         return result
 
     def set(self, pairs: Mapping[FullKey, tuple[ValueT, int | None]]) -> None:
         """Set the cached values for the given keys and TTLs; a failure drops the write."""
-        start = self._start()
-        if start is None:
+        fast = self._fast
+        if not (
+            (fast.quick and trace._TRACER_PROVIDER is None and not fast.breaker.state)
+            or fast.runs()
+        ):
             self._stack.set(pairs)
             return
+        start = perf_counter()
         try:
-            self.inner.set(pairs)
+            fast.inner.set(pairs)
         except BaseException as exc:
-            self._failed("set", pairs, start, exc)
+            fast.failed("set", pairs, start, exc)
             return
-        self._done("set", pairs, start)
+        fast.seen("set", pairs, None, perf_counter() - start)
 
     async def aset(self, pairs: Mapping[FullKey, tuple[ValueT, int | None]]) -> None:
         """Asynchronously set the values for the given keys and TTLs; a failure drops the write."""
-        start = self._start()
-        if start is None:
+        fast = self._fast
+        if not fast.runs():
             await self._stack.aset(pairs)
             return
+        start = perf_counter()
         try:
-            await self.inner.aset(pairs)
+            await fast.inner.aset(pairs)
         except BaseException as exc:
-            self._failed("set", pairs, start, exc)
+            fast.failed("set", pairs, start, exc)
             return
-        self._done("set", pairs, start)
+        fast.seen("set", pairs, None, perf_counter() - start)
 
     def clear(self, namespaces: Sequence[Namespace] | None = None) -> None:
         """Delete the values of the given namespaces (all when ``None``); a failure is dropped."""

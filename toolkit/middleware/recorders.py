@@ -42,6 +42,9 @@ __all__ = [
 _INF = float("inf")
 
 
+_go_float: Callable[[float], str] = floatToGoString  # untyped upstream
+
+
 def _count_of(counter: itertools.count[int]) -> int:
     """How many times ``next`` was called on ``counter`` (read without advancing it)."""
     return int(repr(counter)[6:-1])  # "count(42)": the only read-only view that lasts
@@ -81,12 +84,13 @@ class CounterCell:
 class HistogramCell:
     """One label set of a histogram: per-bucket counts (not cumulative), a sum, exemplars."""
 
-    __slots__ = ("bounds", "buckets", "created", "exemplars", "first", "sum")
+    __slots__ = ("bounds", "buckets", "created", "exemplars", "first", "first_bucket", "sum")
 
     def __init__(self, bounds: Sequence[float]) -> None:
         self.bounds = tuple(bounds)  # finite upper bounds; the last bucket is +Inf
         self.first = self.bounds[0]
         self.buckets: list[Iterator[Any]] = [itertools.count() for _ in range(len(bounds) + 1)]
+        self.first_bucket = self.buckets[0]
         self.exemplars: list[Exemplar | None] = [None] * (len(bounds) + 1)
         self.sum = 0.0
         self.created = time.time()
@@ -107,7 +111,7 @@ class HistogramCell:
         for index, bucket in enumerate(self.buckets):
             acc += _count_of(bucket)  # type: ignore[arg-type]
             bound = self.bounds[index] if index < len(self.bounds) else _INF
-            yield "_bucket", {"le": floatToGoString(bound)}, acc, self.exemplars[index]
+            yield "_bucket", {"le": _go_float(bound)}, acc, self.exemplars[index]
         yield "_count", {}, acc, None
         if self.first >= 0:
             yield "_sum", {}, total_sum, None
