@@ -37,3 +37,12 @@ def ops(subject: Subject, mode: str) -> Ops:
 @pytest.fixture
 def cache(subject: Subject) -> Any:
     return subject.cache
+
+
+@pytest.fixture(params=["fused", "layered"])
+def observe_form(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test with ``observe`` building its fused layer, then the plain ``wrap`` stack."""
+    from toolkit.middleware import stack
+
+    monkeypatch.setattr(stack, "_FUSED", request.param == "fused")
+    return str(request.param)

@@ -158,6 +158,27 @@ def _observed(subject: Subject) -> Subject:
 
 STACKS["observed"] = _observed
 
+
+def _stacked(subject: Subject) -> Subject:
+    from prometheus_client import CollectorRegistry
+
+    from toolkit import FailOpen, Metrics, Tracing, Validate, wrap
+    from toolkit.middleware.validate import needs_validation
+
+    registry = CollectorRegistry()
+    front = [Validate()] if needs_validation(subject.cache) else []
+    cache = wrap(
+        subject.cache, *front, FailOpen(deadline=30.0), Metrics(registry=registry), Tracing()
+    )
+    extras = {**subject.extras, "registry": registry}
+    return replace(
+        subject, name=f"{subject.name}-stacked", cache=cache, validates_input=True, extras=extras
+    )
+
+
+# The same three layers as observe() builds fused, composed by hand: both must equal bare.
+STACKS["stacked"] = _stacked
+
 # Pairs that a stack cannot run (e.g. a foreign cache that only makes sense wrapped).
 EXCLUDED: set[tuple[str, str]] = {("langgraph-memory", "bare"), ("langgraph-sqlite", "bare")}
 

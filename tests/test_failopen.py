@@ -24,6 +24,9 @@ from toolkit import (
 from toolkit.middleware import CircuitBreaker
 from toolkit.middleware.base import CIRCUIT_CLOSED, CIRCUIT_HALF_OPEN, CIRCUIT_OPEN
 
+# Each test runs against observe()'s fused layer and against the plain stack.
+pytestmark = pytest.mark.usefixtures("observe_form")
+
 NS = ("app", "users")
 KEY = (NS, "a")
 

@@ -14,6 +14,9 @@ from tests.harness import FakeClock
 from toolkit import BackendError, FailOpen, InMemoryCache, Metrics, observe, wrap
 from toolkit.middleware.labels import ALL_CACHES, OVERFLOW, default_cache_label
 
+# Each test runs against observe()'s fused layer and against the plain stack.
+pytestmark = pytest.mark.usefixtures("observe_form")
+
 NS = ("app", "users")
 
 

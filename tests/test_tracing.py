@@ -19,6 +19,9 @@ from tests.faults import FlakyCache, HangingCache
 from toolkit import BackendError, InMemoryCache, Tracing, observe, wrap
 from toolkit.middleware.tracing import hash_key
 
+# Each test runs against observe()'s fused layer and against the plain stack.
+pytestmark = pytest.mark.usefixtures("observe_form")
+
 NS = ("app", "users")
 
 

@@ -20,6 +20,10 @@ from toolkit.middleware.validate import Validate, needs_validation
 
 __all__ = ["observe", "wrap"]
 
+_FUSED = True
+"""``observe`` fuses its three layers into one ``ObservedCache``; the tests also run it with
+``False`` (the plain ``wrap`` stack) to prove both forms behave alike."""
+
 
 def wrap(cache: Any, *middlewares: CacheMiddleware[Any]) -> Any:
     """Stack ``middlewares`` around ``cache``, the first one outermost; returns the outermost layer.
@@ -85,6 +89,7 @@ def observe(
             response_hook=response_hook,
         ),
     )
-    if needs_validation(cache):
-        return wrap(cache, Validate(), observed)
-    return observed.bind(cache)
+    front: list[CacheMiddleware[Any]] = [Validate()] if needs_validation(cache) else []
+    if not _FUSED:
+        return wrap(cache, *front, observed.failopen, observed.metrics, observed.tracing)
+    return wrap(cache, *front, observed)
