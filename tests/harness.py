@@ -162,11 +162,11 @@ STACKS["observed"] = _observed
 def _stacked(subject: Subject) -> Subject:
     from prometheus_client import CollectorRegistry
 
-    from toolkit import FailOpen, Metrics, Tracing, Validate, wrap
+    from toolkit import CacheMiddleware, FailOpen, Metrics, Tracing, Validate, wrap
     from toolkit.middleware.validate import needs_validation
 
     registry = CollectorRegistry()
-    front = [Validate()] if needs_validation(subject.cache) else []
+    front: list[CacheMiddleware[Any]] = [Validate()] if needs_validation(subject.cache) else []
     cache = wrap(
         subject.cache, *front, FailOpen(deadline=30.0), Metrics(registry=registry), Tracing()
     )
