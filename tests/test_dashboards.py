@@ -7,13 +7,16 @@ thresholds, descriptions, exemplars) and against the metrics the code exports.
 
 from __future__ import annotations
 
+import os
 import subprocess
 from itertools import combinations
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.dashboard_support import (
+    DASHBOARD,
     EXAMPLE_CONFIG,
     RULE_TESTS,
     RULES,
@@ -234,3 +237,69 @@ def test_every_metric_the_code_exports_is_on_the_dashboard(dashboard: dict[str, 
                     pending.append(name)
     shown = {family_of(name, exported.histograms) for name in on_dashboard}
     assert exported.names - shown == set(), "exported metrics missing from the dashboard"
+
+
+# -- examples/monitoring: compose file and Grafana provisioning ----------------------
+
+
+MONITORING = EXAMPLE_CONFIG.parent
+
+
+def load_yaml(path: Path) -> Any:
+    import yaml
+
+    return yaml.safe_load(path.read_text())
+
+
+def mounts(service: dict[str, Any]) -> dict[str, Path]:
+    """Container path -> host path of a compose service's bind mounts."""
+    found = {}
+    for volume in service.get("volumes", []):
+        source, target = volume.split(":")[:2]
+        if source.startswith((".", "/")):
+            found[target] = (MONITORING / source).resolve()
+    return found
+
+
+def test_compose_mounts_exist_and_match_the_configs() -> None:
+    services = load_yaml(MONITORING / "compose.yaml")["services"]
+    assert {"prometheus", "grafana"} <= set(services)
+    for service in services.values():
+        for host_path in mounts(service).values():
+            assert host_path.exists(), host_path
+    prometheus = services["prometheus"]
+    config_flag = next(arg for arg in prometheus["command"] if arg.startswith("--config.file="))
+    container_config = config_flag.split("=", 1)[1]
+    prom_mounts = mounts(prometheus)
+    assert prom_mounts[container_config] == EXAMPLE_CONFIG.resolve()
+    # The rule file path in prometheus.yml resolves inside the container as it does here.
+    container_dir = Path(container_config).parent
+    for rule_file in load_yaml(EXAMPLE_CONFIG)["rule_files"]:
+        inside = Path(os.path.normpath(container_dir / rule_file))
+        mounted = {
+            target: source
+            for target, source in prom_mounts.items()
+            if str(inside).startswith(target)
+        }
+        assert mounted, f"{inside} is not mounted into the Prometheus container"
+        target, source = max(mounted.items(), key=lambda item: len(item[0]))
+        assert source / inside.relative_to(target) == (EXAMPLE_CONFIG.parent / rule_file).resolve()
+    assert "--enable-feature=exemplar-storage" in prometheus["command"]
+
+
+def test_grafana_provisions_the_dashboard_and_prometheus_with_trace_links() -> None:
+    grafana = load_yaml(MONITORING / "compose.yaml")["services"]["grafana"]
+    grafana_mounts = mounts(grafana)
+    provisioning = grafana_mounts["/etc/grafana/provisioning"]
+    [provider] = load_yaml(provisioning / "dashboards" / "toolkit.yml")["providers"]
+    assert provider["type"] == "file"
+    assert grafana_mounts[provider["options"]["path"]] == DASHBOARD.parent.resolve()
+    sources = {
+        ds["uid"]: ds
+        for ds in load_yaml(provisioning / "datasources" / "datasources.yml")["datasources"]
+    }
+    prometheus = next(ds for ds in sources.values() if ds["type"] == "prometheus")
+    assert prometheus["isDefault"]
+    [link] = prometheus["jsonData"]["exemplarTraceIdDestinations"]
+    assert link["name"] == "trace_id"
+    assert sources[link["datasourceUid"]]["type"] == "tempo"
