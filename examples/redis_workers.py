@@ -65,9 +65,8 @@ def main() -> int:
                 if sample.name == "cache_gets_total":
                     result = sample.labels["result"]
                     totals[result] = totals.get(result, 0.0) + sample.value
-        print(
-            f"both workers together: hits={totals.get('hit', 0):.0f} misses={totals.get('miss', 0):.0f}"
-        )
+        hits, misses = totals.get("hit", 0.0), totals.get("miss", 0.0)
+        print(f"both workers together: hits={hits:.0f} misses={misses:.0f}")
 
     from toolkit.backends.redis import RedisCache
 

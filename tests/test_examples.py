@@ -14,7 +14,7 @@ EXAMPLES = ROOT / "examples"
 
 
 def run_example(name: str, **env: str) -> str:
-    """Run ``examples/<name>`` in a fresh interpreter; return its output, failing on a non-zero exit."""
+    """Run ``examples/<name>`` in a fresh interpreter; return its output; fail on a bad exit."""
     result = subprocess.run(
         [sys.executable, str(EXAMPLES / name)],
         cwd=ROOT,
