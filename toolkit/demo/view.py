@@ -84,7 +84,7 @@ def read_rows(registry: CollectorRegistry, stats: CallStats) -> tuple[list[Cache
         found = stats.percentiles(label)
         if found is not None:
             row(label).p50, row(label).p95 = found
-    ordered = sorted(rows.values(), key=lambda r: -(r.hits + r.misses))
+    ordered = sorted(rows.values(), key=lambda r: r.cache)  # a stable order for the live view
     return ordered, Totals(dict(errors), dict(evictions), coalesced, puts)
 
 
@@ -106,8 +106,7 @@ def render_table(rows: list[CacheRow]) -> list[str]:
     body = [
         (
             row.cache,
-            f"{row.hits:.0f}",
-            f"{row.misses:.0f}",
+            *((f"{row.hits:.0f}", f"{row.misses:.0f}") if row.hits + row.misses else ("-", "-")),
             _ratio(row.hit_ratio),
             _ms(row.p50),
             _ms(row.p95),
