@@ -193,7 +193,10 @@ def test_make_demo_runs_briefly_and_serves_metrics(tmp_path: Path) -> None:
         )
     try:
         body = wait_for_metrics(f"http://127.0.0.1:{port}/metrics", process, log)
-        assert process.wait(timeout=60) == 0, log.read_text()
+        try:
+            assert process.wait(timeout=60) == 0, log.read_text()
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"make demo --duration 3 still ran after a minute:\n{log.read_text()}")
     finally:
         stop(process)
     scraped = {

@@ -109,8 +109,8 @@ def run(options: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         caches = build_caches(backend, registry=registry, tracer_provider=tracer_provider)
         scratch.callback(caches.close)
         server = start_metrics_server(port=options.port, addr=options.addr, registry=registry)
-        scratch.callback(_stop_server, server)
-        url = f"http://{options.addr}:{options.port}/metrics"
+        scratch.callback(server.close)
+        url = server.url
         workload = Workload(
             caches,
             stats,
@@ -126,7 +126,9 @@ def run(options: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         except KeyboardInterrupt:
             print("\nstopping...", file=out, flush=True)
         finally:
-            workload.join()
+            stuck = workload.join()
+        if stuck:
+            print(f"warning: {', '.join(stuck)} did not stop within 10 s (left behind)", file=out)
         print(_summary(registry, stats, time.monotonic() - started, url), file=out, flush=True)
         if logs.count:
             print(
@@ -160,12 +162,6 @@ class _LogCounter(logging.Handler):
         finally:
             logger.removeHandler(self)
             logger.propagate = propagate
-
-
-def _stop_server(server: Any) -> None:
-    shutdown = getattr(server, "shutdown", None) or getattr(server, "close", None)
-    if callable(shutdown):
-        shutdown()
 
 
 def _watch(

@@ -320,8 +320,10 @@ class Workload:
             thread.start()
             self._threads.append(thread)
 
-    def join(self) -> None:
-        """Stop every thread and wait for it."""
+    def join(self, timeout: float = 10.0) -> list[str]:
+        """Stop every thread, waiting ``timeout`` s in all; returns the names still running."""
         self.stop.set()
+        deadline = time.monotonic() + timeout
         for thread in self._threads:
-            thread.join()
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return [thread.name for thread in self._threads if thread.is_alive()]
