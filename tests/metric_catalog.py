@@ -1,28 +1,33 @@
-"""The metric names the code exports, as Prometheus sees them (``_total`` on counters)."""
+"""The metric names the code exports, read from a registry the metrics layer registered into."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from prometheus_client import CollectorRegistry
+
+from toolkit import InMemoryCache, observe
+
 
 @dataclass(frozen=True)
 class ExportedMetrics:
-    """Exposed metric names, and which of them are histograms (``_bucket``/``_sum``/``_count``)."""
+    """Exposed metric names (``_total`` on counters), and which are histograms."""
 
     names: frozenset[str]
     histograms: frozenset[str]
 
 
 def code_metrics() -> ExportedMetrics:
-    """DESIGN.md's metric list plus the two agreed additions (until the middleware lands)."""
-    histograms = frozenset({"cache_operation_duration_seconds", "cache_load_duration_seconds"})
-    others = {
-        "cache_gets_total",
-        "cache_puts_total",
-        "cache_evictions_total",
-        "cache_errors_total",
-        "cache_entries",
-        "cache_circuit_breaker_state",
-        "cache_coalesced_total",
-    }
-    return ExportedMetrics(frozenset(others | histograms), histograms)
+    """Every family ``observe`` registers, as Prometheus names its series."""
+    registry = CollectorRegistry()
+    observe(InMemoryCache(), registry=registry)
+    names: set[str] = set()
+    histograms: set[str] = set()
+    for family in registry.collect():
+        if family.type == "counter":
+            names.add(f"{family.name}_total")
+        else:
+            names.add(family.name)
+        if family.type == "histogram":
+            histograms.add(family.name)
+    return ExportedMetrics(frozenset(names), frozenset(histograms))
