@@ -14,6 +14,16 @@ from toolkit.serde import SafeSerializer
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str) -> object:
+    # RedisCache lives in the optional ``redis`` extra: import it only when asked for.
+    if name == "RedisCache":
+        from toolkit.backends.redis import RedisCache
+
+        return RedisCache
+    raise AttributeError(f"module 'toolkit' has no attribute {name!r}")
+
+
 __all__ = [
     "BackendError",
     "BaseCache",
