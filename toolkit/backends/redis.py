@@ -15,6 +15,7 @@ spread over several shards.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -50,8 +51,8 @@ DEFAULT_TIMEOUT = 0.25
 
 READ_CHUNK = 1_000
 """Keys per MGET: a huge batch becomes several short commands, not one long one."""
-WRITE_CHUNK = 10_000
-"""SET commands per pipeline round trip (bounds client memory, not server blocking)."""
+WRITE_CHUNK = 1_000
+"""Entries per batch-write script call: each call runs alone on the server, so keep it short."""
 SCAN_COUNT = 1_000
 """COUNT hint of each SCAN step in ``clear``."""
 UNLINK_BATCH = 500
@@ -64,12 +65,27 @@ _ASYNC_KINDS = (aredis.Redis, AsyncRedisCluster)
 _IO_ERRORS = (redis.RedisError, OSError, asyncio.TimeoutError)
 _TIMEOUTS = (redis.TimeoutError, TimeoutError, asyncio.TimeoutError)
 
+# Writes a batch in one command and one reply: redis-py spends more CPU packing and parsing
+# per-command pipelines (with or without MULTI) than the round trip costs.
+_SET_MANY = """
+for i = 1, #KEYS do
+  local px = ARGV[2 * i]
+  if px == '' then
+    redis.call('SET', KEYS[i], ARGV[2 * i - 1])
+  else
+    redis.call('SET', KEYS[i], ARGV[2 * i - 1], 'PX', px)
+  end
+end
+return #KEYS
+"""
+_SET_MANY_SHA = hashlib.sha1(_SET_MANY.encode()).hexdigest()
+
 # Deletes an undecodable entry only if nobody replaced it since we read it.
 _DELETE_IF_SAME = (
     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 )
 
-_Write = tuple[bytes, bytes, int | None]  # (redis key, blob, px or None)
+_Write = tuple[bytes, bytes, bytes]  # (redis key, stored bytes, PX in ms or b"" for none)
 _Invalid = list[tuple[Namespace, bytes, bytes]]  # (namespace, redis key, blob)
 
 
@@ -113,11 +129,33 @@ def _read_plan(rkeys: Sequence[bytes], cluster: bool) -> list[Sequence[bytes]]:
     return [chunk for group in groups for chunk in _chunks(group, READ_CHUNK)]
 
 
-def _px(ttl: float | None) -> int | None:
+def _px(ttl: float | None) -> bytes:
     if ttl is None:
-        return None
+        return b""
     ms = max(1, round(ttl * 1000))
-    return None if ms > _MAX_PX else ms
+    return b"" if ms > _MAX_PX else str(ms).encode()
+
+
+def _write_plan(writes: Sequence[_Write], cluster: bool) -> list[tuple[Any, ...]]:
+    """Commands for a batch: a plain SET for one entry, else one script call per slot and chunk."""
+    if len(writes) == 1:
+        rkey, blob, px = writes[0]
+        return [("SET", rkey, blob, "PX", px) if px else ("SET", rkey, blob)]
+    groups: Iterable[Sequence[_Write]]
+    if cluster:
+        by_slot: dict[int, list[_Write]] = {}
+        for write in writes:
+            by_slot.setdefault(key_slot(write[0]), []).append(write)
+        groups = by_slot.values()
+    else:
+        groups = (writes,)
+    plan: list[tuple[Any, ...]] = []
+    for group in groups:
+        for start in range(0, len(group), WRITE_CHUNK):
+            chunk = group[start : start + WRITE_CHUNK]
+            argv = [part for _, blob, px in chunk for part in (blob, px)]
+            plan.append(("EVALSHA", _SET_MANY_SHA, len(chunk), *(w[0] for w in chunk), *argv))
+    return plan
 
 
 def _check_client(client: object, kinds: tuple[type, ...], what: str) -> None:
@@ -218,21 +256,34 @@ class RedisCache(EvictionNotifier, BaseCache[ValueT]):
             return {}
         client = self._sync_client()
         encode = self._codec.encode
-        rkeys = [encode(ns, key) for ns, key in keys]
-        try:
-            if len(rkeys) == 1:
-                blobs: dict[bytes, Any] = {rkeys[0]: client.get(rkeys[0])}
-            else:
+        if len(keys) == 1:
+            # The hot path (one node's lookup) skips the batch bookkeeping.
+            full_key = keys[0]
+            rkey = encode(*full_key)
+            try:
+                blob = client.get(rkey)
+            except _IO_ERRORS as exc:
+                raise _error(exc, "get") from exc
+            if blob is None:
+                return {}
+            try:
+                return {full_key: self._load(blob)}
+            except Exception:
+                values: dict[FullKey, ValueT] = {}
+                invalid: _Invalid = [(full_key[0], rkey, blob)]
+        else:
+            rkeys = [encode(ns, key) for ns, key in keys]
+            try:
                 blobs = self._mget(client, rkeys)
-        except _IO_ERRORS as exc:
-            raise _error(exc, "get") from exc
-        values, invalid = self._decode(keys, rkeys, blobs)
+            except _IO_ERRORS as exc:
+                raise _error(exc, "get") from exc
+            values, invalid = self._decode(keys, rkeys, blobs)
         if invalid:
-            for _, rkey, blob in invalid:
-                try:
+            try:
+                for _, rkey, blob in invalid:
                     client.eval(_DELETE_IF_SAME, 1, rkey, blob)
-                except _IO_ERRORS as exc:
-                    raise _error(exc, "get") from exc
+            except _IO_ERRORS as exc:
+                raise _error(exc, "get") from exc
             self._report_invalid(invalid)
         return values
 
@@ -247,11 +298,11 @@ class RedisCache(EvictionNotifier, BaseCache[ValueT]):
         blobs = await self._read_soon(rkeys)
         values, invalid = self._decode(keys, rkeys, blobs)
         if invalid:
-            for _, rkey, blob in invalid:
-                try:
+            try:
+                for _, rkey, blob in invalid:
                     await aclient.eval(_DELETE_IF_SAME, 1, rkey, blob)
-                except _IO_ERRORS as exc:
-                    raise _error(exc, "get") from exc
+            except _IO_ERRORS as exc:
+                raise _error(exc, "get") from exc
             self._report_invalid(invalid)
         return values
 
@@ -325,21 +376,25 @@ class RedisCache(EvictionNotifier, BaseCache[ValueT]):
     ) -> tuple[dict[FullKey, ValueT], _Invalid]:
         values: dict[FullKey, ValueT] = {}
         invalid: _Invalid = []
-        loads = self.serde.loads_typed
+        load = self._load
         for full_key, rkey in zip(keys, rkeys, strict=True):
             blob = blobs[rkey]
             if blob is None:
                 continue
             try:
-                size = blob[0]
-                if len(blob) <= size:
-                    raise ValueError("truncated entry header")
-                values[full_key] = loads((blob[1 : 1 + size].decode(), blob[1 + size :]))
+                values[full_key] = load(blob)
             except Exception:
-                # Undecodable bytes are a miss; they are deleted so they cannot fail again.
                 if not any(item[1] == rkey for item in invalid):
                     invalid.append((full_key[0], rkey, blob))
         return values, invalid
+
+    def _load(self, blob: bytes) -> ValueT:
+        """Decode stored bytes; any failure means the entry is invalid (a miss, then deleted)."""
+        size = blob[0]
+        if len(blob) <= size:
+            raise ValueError("truncated entry header")
+        value: ValueT = self.serde.loads_typed((blob[1 : 1 + size].decode(), blob[1 + size :]))
+        return value
 
     def _report_invalid(self, invalid: _Invalid) -> None:
         for ns, _, _ in invalid:
@@ -354,15 +409,11 @@ class RedisCache(EvictionNotifier, BaseCache[ValueT]):
             return
         client = self._sync_client()
         try:
-            if len(writes) == 1:
-                rkey, blob, px = writes[0]
-                client.set(rkey, blob, px=px)
-                return
-            for start in range(0, len(writes), WRITE_CHUNK):
-                pipe = client.pipeline(transaction=False)
-                for rkey, blob, px in writes[start : start + WRITE_CHUNK]:
-                    pipe.set(rkey, blob, px=px)
-                pipe.execute()
+            for args in _write_plan(writes, self._cluster):
+                try:
+                    client.execute_command(*args)
+                except redis.exceptions.NoScriptError:
+                    client.execute_command("EVAL", _SET_MANY, *args[2:])
         except _IO_ERRORS as exc:
             raise _error(exc, "set") from exc
 
@@ -373,15 +424,11 @@ class RedisCache(EvictionNotifier, BaseCache[ValueT]):
             return
         aclient = self._async_client()
         try:
-            if len(writes) == 1:
-                rkey, blob, px = writes[0]
-                await aclient.set(rkey, blob, px=px)
-                return
-            for start in range(0, len(writes), WRITE_CHUNK):
-                pipe = aclient.pipeline(transaction=False)
-                for rkey, blob, px in writes[start : start + WRITE_CHUNK]:
-                    pipe.set(rkey, blob, px=px)
-                await pipe.execute()
+            for args in _write_plan(writes, self._acluster):
+                try:
+                    await aclient.execute_command(*args)
+                except redis.exceptions.NoScriptError:
+                    await aclient.execute_command("EVAL", _SET_MANY, *args[2:])
         except _IO_ERRORS as exc:
             raise _error(exc, "set") from exc
 
