@@ -88,10 +88,9 @@ async def redis_closer() -> AsyncIterator[list[RedisCache[Any]]]:
 
 
 def make_cache(
-    request: pytest.FixtureRequest, url: str, *, cluster: bool = False, **options: Any
+    closer: list[RedisCache[Any]], url: str, *, cluster: bool = False, **options: Any
 ) -> RedisCache[Any]:
-    """A ``from_url`` cache with a unique prefix, cleared and closed after the test."""
-    closer: list[RedisCache[Any]] = request.getfixturevalue("redis_closer")
+    """A ``from_url`` cache with a unique prefix, cleared and closed by ``redis_closer``."""
     options.setdefault("socket_timeout", TEST_TIMEOUT)
     options.setdefault("socket_connect_timeout", TEST_TIMEOUT)
     cache: RedisCache[Any] = RedisCache.from_url(
@@ -104,7 +103,7 @@ def make_cache(
 def redis_subject(request: pytest.FixtureRequest, *, cluster: bool) -> Subject:
     """A conformance subject over a fresh-prefixed cache on the session server or cluster."""
     url = request.getfixturevalue("redis_cluster_url" if cluster else "redis_url")
-    cache = make_cache(request, url, cluster=cluster)
+    cache = make_cache(request.getfixturevalue("redis_closer"), url, cluster=cluster)
 
     def inject(full_key: FullKey, tag: str, payload: bytes) -> None:
         cache.client.set(cache.redis_key(full_key), entry_bytes(tag, payload))

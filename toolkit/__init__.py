@@ -1,5 +1,7 @@
 """LangGraph-compatible caches you can see: backends, ``@cached``, metrics and traces."""
 
+from typing import TYPE_CHECKING
+
 from toolkit._types import FullKey, Namespace, SerializerProtocol
 from toolkit.backends.memory import InMemoryCache
 from toolkit.base import BaseCache
@@ -11,6 +13,9 @@ from toolkit.errors import (
     SerializationError,
 )
 from toolkit.serde import SafeSerializer
+
+if TYPE_CHECKING:
+    from toolkit.backends.redis import RedisCache as RedisCache
 
 __version__ = "0.1.0"
 

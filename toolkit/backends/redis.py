@@ -478,6 +478,8 @@ class RedisCache(EvictionNotifier, BaseCache[ValueT]):
             return
         aclient = self._async_client()
         try:
+            if self._acluster:
+                await aclient.initialize()  # the slot map is loaded lazily; scans need it now
             for pattern, node in self._scan_targets(aclient, patterns, self._acluster):
                 cursor = 0
                 while True:
