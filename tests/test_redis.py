@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import operator
+import os
 import re
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Annotated, Any
 
 import pytest
@@ -378,3 +382,23 @@ async def test_langgraph_async_graph_uses_redis_cache(
     await graph.aclear_cache()
     await graph.ainvoke({"x": 5, "calls": []})
     assert runs == [5, 5]
+
+
+def test_toolkit_imports_without_redis_and_names_the_extra() -> None:
+    script = (
+        "import sys; sys.modules['redis'] = None\n"
+        "import toolkit\n"
+        "try:\n"
+        "    toolkit.RedisCache\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+    )
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, "PYTHONPATH": str(root)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "pip install 'langgraph-cache-toolkit[redis]'" in done.stdout

@@ -5,11 +5,22 @@ Usage::
     cache = RedisCache.from_url("redis://localhost:6379/0")   # makes a sync and an async client
     graph = builder.compile(cache=cache)
 
-Layout of the stored data (see ``_redis_keys`` for the key encoding): one Redis string per
-entry holding ``len(tag) | tag | payload``; ``ttl`` becomes ``SET ... PX``. In Cluster mode
-every namespace lives in one hash slot: batches group by slot cheaply and
-``clear(namespaces)`` scans one node, at the price that a single very hot namespace cannot
-spread over several shards.
+How it talks to Redis (see ``_redis_keys`` for the key encoding):
+
+- one Redis string per entry holding ``len(tag) | tag | payload``; ``ttl`` becomes ``PX``
+  in milliseconds (at least 1), ``None`` stores without expiry;
+- reads: ``GET`` for one key, ``MGET`` in chunks for a batch; concurrent ``aget`` calls in
+  one event-loop turn share a single MGET round trip;
+- writes: ``SET`` for one entry; a batch is one short Lua script call per slot and chunk
+  of 1,000 (no MULTI; one command and one reply instead of a pipeline of SETs), so the
+  Redis user needs ``EVALSHA``/``EVAL`` permission;
+- clears: ``SCAN MATCH`` with the namespace's escaped key prefix, ``UNLINK`` in batches of
+  at most 500 keys; never ``KEYS``.
+
+In Cluster mode every namespace lives in one hash slot: batches group by slot cheaply and
+``clear(namespaces)`` scans only the node owning it, at the price that one very hot
+namespace cannot spread over several shards. The async client is bound to the event loop
+it first runs in (a redis-py rule).
 """
 
 from __future__ import annotations
