@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypedDict
 
 import pytest
 import redis
@@ -22,7 +22,6 @@ from hypothesis import strategies as st
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import CachePolicy
-from typing_extensions import TypedDict
 
 from tests.redis_support import make_cache, unique_prefix
 from toolkit import BackendError, CacheTimeoutError, FullKey, Namespace, RedisCache

@@ -538,17 +538,13 @@ class RedisCache(EvictionNotifier, BaseCache[ValueT]):
 
     def _sync_client(self) -> Any:
         if self.client is None:
-            raise TypeError(
-                "this RedisCache has only an async client: call aget/aset/aclear, or pass "
-                "client=redis.Redis(...) too (RedisCache.from_url makes both)"
-            )
+            raise TypeError(_missing_client("an async", "aget/aset/aclear", "client=redis.Redis"))
         return self.client
 
     def _async_client(self) -> Any:
         if self.aclient is None:
             raise TypeError(
-                "this RedisCache has only a sync client: call get/set/clear, or pass "
-                "aclient=redis.asyncio.Redis(...) too (RedisCache.from_url makes both)"
+                _missing_client("a sync", "get/set/clear", "aclient=redis.asyncio.Redis")
             )
         return self.aclient
 
@@ -562,6 +558,13 @@ class RedisCache(EvictionNotifier, BaseCache[ValueT]):
         self.close()
         if self._owns_clients and self.aclient is not None:
             await self.aclient.aclose()
+
+
+def _missing_client(kind: str, methods: str, argument: str) -> str:
+    return (
+        f"this RedisCache has only {kind} client: call {methods}, or pass {argument}(...) "
+        "too (RedisCache.from_url makes both)"
+    )
 
 
 def _zip_plan(
