@@ -12,7 +12,7 @@ from toolkit.errors import (
     CacheTimeoutError,
     SerializationError,
 )
-from toolkit.serde import SafeSerializer
+from toolkit.serde import PickleSerializer, SafeSerializer
 
 if TYPE_CHECKING:
     from toolkit.backends.redis import RedisCache as RedisCache
@@ -38,6 +38,7 @@ __all__ = [
     "FullKey",
     "InMemoryCache",
     "Namespace",
+    "PickleSerializer",
     "SafeSerializer",
     "SerializationError",
     "SerializerProtocol",
