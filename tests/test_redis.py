@@ -19,7 +19,6 @@ import redis
 import redis.asyncio as aredis
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import CachePolicy
 
@@ -334,8 +333,6 @@ async def test_bad_clients_rejected(redis_url: str) -> None:
 
 
 # -- LangGraph graphs compiled with RedisCache --
-# LangGraph's own serializer: cached node writes hold types (deque) that the placeholder
-# serializer cannot encode yet; the cache under test is the same either way.
 
 
 class State(TypedDict):
@@ -359,7 +356,7 @@ def test_langgraph_sync_graph_uses_redis_cache(
     redis_closer: list[RedisCache[Any]], redis_url: str
 ) -> None:
     runs: list[int] = []
-    graph = _graph(make_cache(redis_closer, redis_url, serde=JsonPlusSerializer()), runs)
+    graph = _graph(make_cache(redis_closer, redis_url), runs)
     first = graph.invoke({"x": 3, "calls": []})
     assert graph.invoke({"x": 3, "calls": []}) == first == {"x": 6, "calls": [3]}
     assert runs == [3]
@@ -374,7 +371,7 @@ async def test_langgraph_async_graph_uses_redis_cache(
     redis_closer: list[RedisCache[Any]], redis_url: str
 ) -> None:
     runs: list[int] = []
-    graph = _graph(make_cache(redis_closer, redis_url, serde=JsonPlusSerializer()), runs)
+    graph = _graph(make_cache(redis_closer, redis_url), runs)
     first = await graph.ainvoke({"x": 5, "calls": []})
     assert await graph.ainvoke({"x": 5, "calls": []}) == first == {"x": 10, "calls": [5]}
     assert runs == [5]
