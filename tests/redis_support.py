@@ -93,9 +93,8 @@ def make_cache(
     """A ``from_url`` cache with a unique prefix, cleared and closed by ``redis_closer``."""
     options.setdefault("socket_timeout", TEST_TIMEOUT)
     options.setdefault("socket_connect_timeout", TEST_TIMEOUT)
-    cache: RedisCache[Any] = RedisCache.from_url(
-        url, prefix=unique_prefix(), cluster=cluster, **options
-    )
+    options.setdefault("prefix", unique_prefix())
+    cache: RedisCache[Any] = RedisCache.from_url(url, cluster=cluster, **options)
     closer.append(cache)
     return cache
 

@@ -107,11 +107,16 @@ async def test_clear_all_keeps_other_prefixes(
 ) -> None:
     url = request.getfixturevalue("redis_cluster_url" if cache._cluster else "redis_url")
     other = make_cache(redis_closer, url, cluster=cache._cluster)
+    nested = make_cache(redis_closer, url, cluster=cache._cluster, prefix=cache.prefix + "inner:")
     entry: FullKey = (("ns",), "k")
     cache.set({entry: (1, None)})
     other.set({entry: (2, None)})
+    nested.set({entry: (3, None)})
     await cache.aclear()
     assert cache.get([entry]) == {}
+    assert other.get([entry]) == {entry: 2}
+    assert nested.get([entry]) == {entry: 3}  # a prefix that extends ours is not ours
+    nested.clear()
     assert other.get([entry]) == {entry: 2}
 
 
