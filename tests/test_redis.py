@@ -290,6 +290,8 @@ def test_refused_connection_is_backend_error() -> None:
         assert isinstance(caught.value.__cause__, redis.ConnectionError)
     finally:
         cache.close()
+    with pytest.raises(BackendError, match="cluster discovery"):
+        RedisCache.from_url(f"redis://127.0.0.1:{port}/0", cluster=True)
 
 
 # -- constructing with the wrong kind of client --

@@ -49,6 +49,7 @@ try:
     from redis.backoff import NoBackoff
     from redis.cluster import RedisCluster
     from redis.crc import key_slot
+    from redis.exceptions import RedisClusterException
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         "RedisCache needs the redis package: pip install 'langgraph-cache-toolkit[redis]'"
@@ -73,7 +74,7 @@ _MAX_PX = 2**46
 
 _SYNC_KINDS = (redis.Redis, RedisCluster)
 _ASYNC_KINDS = (aredis.Redis, AsyncRedisCluster)
-_IO_ERRORS = (redis.RedisError, OSError, asyncio.TimeoutError)
+_IO_ERRORS = (redis.RedisError, RedisClusterException, OSError, asyncio.TimeoutError)
 _TIMEOUTS = (redis.TimeoutError, TimeoutError, asyncio.TimeoutError)
 
 # Writes a batch in one command and one reply: redis-py spends more CPU packing and parsing
@@ -249,7 +250,10 @@ class RedisCache(EvictionNotifier, BaseCache[ValueT]):
             **client_options,
         }
         if cluster:
-            sync_client: Any = RedisCluster.from_url(url, **_retry_once(options, sync=True))
+            try:  # the sync cluster client loads the slot map right away
+                sync_client: Any = RedisCluster.from_url(url, **_retry_once(options, sync=True))
+            except _IO_ERRORS as exc:
+                raise _error(exc, "cluster discovery") from exc
             async_client: Any = AsyncRedisCluster.from_url(url, **_retry_once(options, sync=False))
         else:
             sync_client = redis.Redis.from_url(url, **_retry_once(options, sync=True))
