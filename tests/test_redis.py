@@ -186,7 +186,7 @@ def _arg_count(command: bytes) -> int:
 
 
 async def test_clear_100k_keys_in_bounded_commands(
-    private_redis_url: str, redis_closer: list[RedisCache[Any]], mode: str, record_property: Any
+    private_redis_url: str, redis_closer: list[RedisCache[Any]], mode: str
 ) -> None:
     cache = make_cache(redis_closer, private_redis_url)
     admin = cache.client
@@ -209,7 +209,8 @@ async def test_clear_100k_keys_in_bounded_commands(
     for scan in scans:
         assert scan["command"].split()[-2:] == [b"COUNT", str(redis_backend.SCAN_COUNT).encode()]
     assert not [e for e in log if e["command"].split()[0] in (b"KEYS", b"FLUSHDB", b"DEL")]
-    record_property("longest_clear_command_us", max(e["duration"] for e in unlinks + scans))
+    longest = max(e["duration"] for e in unlinks + scans)
+    print(f"longest SCAN/UNLINK while clearing {n} keys: {longest} µs")  # seen with -s
     assert cache.get([(ns, "k0"), (("neighbour",), "k")]) == {(("neighbour",), "k"): "kept"}
 
 
