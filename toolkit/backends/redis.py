@@ -193,7 +193,7 @@ class _PendingRead:
 
 
 class RedisCache(EvictionNotifier, BaseCache[ValueT]):
-    """Redis cache: MGET reads, pipelined ``SET PX`` writes, SCAN + UNLINK clears; Cluster too."""
+    """Redis cache: MGET reads, batched ``SET PX`` writes, SCAN + UNLINK clears; Cluster too."""
 
     backend_name = "redis"
 
