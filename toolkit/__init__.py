@@ -12,6 +12,18 @@ from toolkit.errors import (
     CacheTimeoutError,
     SerializationError,
 )
+from toolkit.exposition import start_metrics_server
+from toolkit.middleware import (
+    CacheMiddleware,
+    CircuitOpenError,
+    DeadlineExceededError,
+    FailOpen,
+    Metrics,
+    Tracing,
+    Validate,
+    observe,
+    wrap,
+)
 from toolkit.serde import PickleSerializer, SafeSerializer
 
 if TYPE_CHECKING:
@@ -34,13 +46,23 @@ __all__ = [
     "BaseCache",
     "CacheClosedError",
     "CacheError",
+    "CacheMiddleware",
     "CacheTimeoutError",
+    "CircuitOpenError",
+    "DeadlineExceededError",
+    "FailOpen",
     "FullKey",
     "InMemoryCache",
+    "Metrics",
     "Namespace",
     "PickleSerializer",
     "SafeSerializer",
     "SerializationError",
     "SerializerProtocol",
+    "Tracing",
+    "Validate",
     "__version__",
+    "observe",
+    "start_metrics_server",
+    "wrap",
 ]
