@@ -22,9 +22,7 @@ QUESTIONS = ("what is redis?", "why cache?", "what is a ttl?")
 
 def worker(url: str, prefix: str, questions: tuple[str, ...]) -> None:
     """Runs in its own process: asks ``questions`` through a cached function on Redis."""
-    from toolkit.backends.redis import RedisCache
-
-    from toolkit import cached, observe
+    from toolkit import RedisCache, cached, observe
 
     backend = RedisCache.from_url(url, prefix=prefix)
     cache = observe(backend)
@@ -68,7 +66,7 @@ def main() -> int:
         hits, misses = totals.get("hit", 0.0), totals.get("miss", 0.0)
         print(f"both workers together: hits={hits:.0f} misses={misses:.0f}")
 
-    from toolkit.backends.redis import RedisCache
+    from toolkit import RedisCache
 
     cleanup = RedisCache.from_url(url, prefix=prefix)
     cleanup.clear()

@@ -33,6 +33,7 @@ def test_every_example_has_a_test() -> None:
         "cached_functions.py",
         "langgraph_nodes.py",
         "observe_langgraph_cache.py",
+        "redis_graph.py",
         "redis_workers.py",
         "wsgi_app.py",
     }
@@ -74,3 +75,10 @@ def test_redis_workers(redis_url: str) -> None:
     out = run_example("redis_workers.py", REDIS_URL=redis_url)
     # Worker B, another process, found worker A's three answers in Redis.
     assert "both workers together: hits=3 misses=4" in out
+
+
+@pytest.mark.redis
+def test_redis_graph(redis_url: str) -> None:
+    out = run_example("redis_graph.py", REDIS_URL=redis_url)
+    assert "first: 'WHAT IS CACHED?'" in out
+    assert "second: 'WHAT IS CACHED?'" in out
