@@ -28,6 +28,7 @@ __all__ = ["add_arguments", "run"]
 
 DEFAULT_DURATION = 30.0
 BACKENDS = ("sqlite", "memory", "redis")
+REDIS_PREFIX = "toolkit-demo:"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -82,7 +83,8 @@ def _main_backend(options: argparse.Namespace, scratch: ExitStack) -> tuple[Any,
         from toolkit.backends.redis import RedisCache
 
         url = options.redis_url or os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
-        return RedisCache.from_url(url), url
+        # A prefix of its own, cleared at the end: the demo leaves a shared Redis as it found it.
+        return RedisCache.from_url(url, prefix=REDIS_PREFIX), f"{url}, keys under {REDIS_PREFIX}*"
     from toolkit.backends.sqlite import SqliteCache
 
     path = options.sqlite_path
@@ -106,7 +108,12 @@ def run(options: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     with ExitStack() as scratch:
         scratch.enter_context(logs.capture(logging.getLogger("toolkit")))
         backend, where = _main_backend(options, scratch)
-        caches = build_caches(backend, registry=registry, tracer_provider=tracer_provider)
+        caches = build_caches(
+            backend,
+            registry=registry,
+            tracer_provider=tracer_provider,
+            clear_main=options.backend == "redis",
+        )
         scratch.callback(caches.close)
         server = start_metrics_server(port=options.port, addr=options.addr, registry=registry)
         scratch.callback(server.close)

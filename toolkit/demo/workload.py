@@ -52,9 +52,13 @@ class DemoCaches:
     flaky: Any
     main_label: str
     bare: list[Any] = field(default_factory=list)
+    clear_main: bool = False
+    """Delete the main backend's entries before closing it (a shared Redis)."""
 
     def close(self) -> None:
-        """Close every backend that can be closed."""
+        """Close every backend that can be closed (clearing the main one first if asked)."""
+        if self.clear_main:
+            self.bare[0].clear()
         for backend in self.bare:
             close = getattr(backend, "close", None)
             if callable(close):
@@ -62,7 +66,11 @@ class DemoCaches:
 
 
 def build_caches(
-    main_backend: Any, *, registry: CollectorRegistry, tracer_provider: TracerProvider | None
+    main_backend: Any,
+    *,
+    registry: CollectorRegistry,
+    tracer_provider: TracerProvider | None,
+    clear_main: bool = False,
 ) -> DemoCaches:
     """Wrap the main backend, a 24-entry memory cache and a flaky cache in the default stack."""
     small: InMemoryCache[Any] = InMemoryCache(max_entries=24)
@@ -78,6 +86,7 @@ def build_caches(
         flaky=observed(flaky, failure_threshold=3, reset_timeout=1.0),
         main_label=str(getattr(main_backend, "backend_name", type(main_backend).__name__)),
         bare=[main_backend, small, flaky],
+        clear_main=clear_main,
     )
 
 
