@@ -2,6 +2,7 @@
 
 from toolkit._types import FullKey, Namespace, SerializerProtocol
 from toolkit.backends.memory import InMemoryCache
+from toolkit.backends.sqlite import SqliteCache
 from toolkit.base import BaseCache
 from toolkit.errors import (
     BackendError,
@@ -26,5 +27,6 @@ __all__ = [
     "SafeSerializer",
     "SerializationError",
     "SerializerProtocol",
+    "SqliteCache",
     "__version__",
 ]

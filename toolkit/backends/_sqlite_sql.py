@@ -1,0 +1,232 @@
+"""SqliteCache's SQL text, parameters and row decoding: everything its sync and async I/O share."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+from toolkit._types import EvictionCause, FullKey, Namespace
+
+__all__ = [
+    "DEFAULT_TABLE",
+    "Decoded",
+    "ReadPlan",
+    "Statement",
+    "TableSql",
+    "decode_namespace",
+    "encode_namespace",
+    "tally",
+]
+
+Statement = tuple[str, Sequence[object]]
+Row = Sequence[Any]
+
+DEFAULT_TABLE = "toolkit_cache"
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+
+# Safe everywhere: SQLite before 3.32 allowed only 999 variables per statement.
+_FALLBACK_VARIABLE_LIMIT = 999
+# Bigger statements gain nothing and each distinct size is one more prepared statement.
+_MAX_KEYS_PER_SELECT = 500
+_MAX_ROWS_PER_INSERT = 200
+_MAX_NAMESPACES_PER_DELETE = 500
+
+
+@lru_cache(maxsize=4096)
+def encode_namespace(ns: Namespace) -> str:
+    """Store a namespace as JSON array text: exact and injective whatever its parts contain."""
+    return json.dumps(ns, ensure_ascii=False, separators=(",", ":"))
+
+
+@lru_cache(maxsize=4096)
+def decode_namespace(text: object) -> Namespace | None:
+    """Invert :func:`encode_namespace`; ``None`` for text this cache did not write."""
+    if not isinstance(text, str):
+        return None
+    try:
+        parts = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(parts, list) or not all(isinstance(part, str) for part in parts):
+        return None
+    return tuple(parts)
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+@dataclass(frozen=True)
+class ReadPlan:
+    """The SELECTs of one batch read and the requested key behind each stored (ns, key)."""
+
+    statements: list[Statement]
+    wanted: dict[tuple[str, str], FullKey]
+    now: float
+
+
+@dataclass
+class Decoded:
+    """Values found by a read, and the stored rows it must delete (expired or undecodable)."""
+
+    values: dict[FullKey, Any] = field(default_factory=dict)
+    cleanup: list[tuple[Namespace, EvictionCause, Statement]] = field(default_factory=list)
+
+
+class TableSql:
+    """Every statement SqliteCache runs against one table, sized to the connection's limits."""
+
+    def __init__(self, table: str = DEFAULT_TABLE) -> None:
+        """Prepare statements for ``table`` (a plain SQL identifier)."""
+        if not isinstance(table, str) or not _IDENTIFIER.fullmatch(table):
+            raise ValueError(f"table must be a plain SQL identifier, got {table!r}")
+        if table.lower().startswith("sqlite_"):
+            raise ValueError(f"table names starting with 'sqlite_' are reserved, got {table!r}")
+        self.table = table
+        self.variable_limit = _FALLBACK_VARIABLE_LIMIT
+        quoted = f'"{table}"'
+        self._quoted = quoted
+        self.schema = [
+            f"CREATE TABLE IF NOT EXISTS {quoted} ("
+            "ns TEXT NOT NULL, key TEXT NOT NULL, expiry REAL, tag TEXT NOT NULL, "
+            "val BLOB NOT NULL, PRIMARY KEY (ns, key))",
+            f'CREATE INDEX IF NOT EXISTS "{table}_expiry" ON {quoted} (expiry) '
+            "WHERE expiry IS NOT NULL",
+        ]
+        self.clear_all: Statement = (f"DELETE FROM {quoted}", ())
+        self.count: Statement = (f"SELECT count(*) FROM {quoted}", ())
+        self._delete_expired = (
+            f"DELETE FROM {quoted} WHERE ns = ? AND key = ? AND expiry <= ? RETURNING 1"
+        )
+        self._delete_invalid = (
+            f"DELETE FROM {quoted} WHERE ns = ? AND key = ? AND tag IS ? AND val IS ? RETURNING 1"
+        )
+        self._purge = (
+            f"DELETE FROM {quoted} WHERE rowid IN "
+            f"(SELECT rowid FROM {quoted} WHERE expiry <= ? LIMIT ?) RETURNING ns"
+        )
+        self._select_sql: dict[int, str] = {}
+        self._insert_sql: dict[int, str] = {}
+        self._delete_ns_sql: dict[int, str] = {}
+
+    def set_variable_limit(self, limit: int | None) -> None:
+        """Adopt the connection's ``SQLITE_LIMIT_VARIABLE_NUMBER`` when it can be read."""
+        if limit is not None and limit > 0:
+            self.variable_limit = limit
+
+    # -- reads --
+
+    def select(self, keys: Iterable[FullKey], now: float) -> ReadPlan:
+        """SELECTs for a batch of keys: one PK lookup per key, chunked under the variable limit."""
+        wanted: dict[tuple[str, str], FullKey] = {}
+        encode = encode_namespace
+        for full_key in keys:
+            wanted[(encode(full_key[0]), full_key[1])] = full_key
+        per_statement = min(_MAX_KEYS_PER_SELECT, self.variable_limit // 2)
+        stored = list(wanted)
+        statements: list[Statement] = []
+        for chunk in _chunks(stored, per_statement):
+            params: list[object] = []
+            for pair in chunk:
+                params.extend(pair)
+            statements.append((self._select_for(len(chunk)), params))
+        return ReadPlan(statements, wanted, now)
+
+    def _select_for(self, n: int) -> str:
+        sql = self._select_sql.get(n)
+        if sql is None:
+            # CROSS JOIN pins the join order: walk the requested keys, search the primary key.
+            values = ",".join(["(?,?)"] * n)
+            sql = (
+                f"WITH wanted(ns, key) AS (VALUES {values}) "
+                f"SELECT c.ns, c.key, c.expiry, c.tag, c.val FROM wanted "
+                f"CROSS JOIN {self._quoted} AS c ON c.ns = wanted.ns AND c.key = wanted.key"
+            )
+            self._select_sql[n] = sql
+        return sql
+
+    def decode(
+        self,
+        rows: Iterable[Row],
+        plan: ReadPlan,
+        loads: Callable[[tuple[str, bytes]], Any],
+    ) -> Decoded:
+        """Turn stored rows into values; expired and undecodable rows become deletions."""
+        decoded = Decoded()
+        values = decoded.values
+        wanted = plan.wanted
+        now = plan.now
+        for ns_text, key, expiry, tag, val in rows:
+            full_key = wanted.get((ns_text, key))
+            if full_key is None:
+                continue
+            if expiry is not None and expiry <= now:
+                statement: Statement = (self._delete_expired, (ns_text, key, now))
+                decoded.cleanup.append((full_key[0], "expired", statement))
+                continue
+            try:
+                values[full_key] = loads((tag, val))
+            except Exception:
+                # Garbage or hostile bytes are a miss; delete them so they cannot fail again.
+                statement = (self._delete_invalid, (ns_text, key, tag, val))
+                decoded.cleanup.append((full_key[0], "invalid", statement))
+        return decoded
+
+    # -- writes --
+
+    def upsert(
+        self, rows: Sequence[tuple[FullKey, tuple[str, bytes], float | None]], now: float
+    ) -> list[Statement]:
+        """INSERT OR REPLACE statements for encoded ``(key, (tag, payload), ttl)`` rows."""
+        per_statement = min(_MAX_ROWS_PER_INSERT, self.variable_limit // 5)
+        encode = encode_namespace
+        statements: list[Statement] = []
+        for chunk in _chunks(rows, per_statement):
+            params: list[object] = []
+            for (ns, key), (tag, payload), ttl in chunk:
+                params += (encode(ns), key, None if ttl is None else now + ttl, tag, payload)
+            statements.append((self._insert_for(len(chunk)), params))
+        return statements
+
+    def _insert_for(self, n: int) -> str:
+        sql = self._insert_sql.get(n)
+        if sql is None:
+            values = ",".join(["(?,?,?,?,?)"] * n)
+            sql = f"INSERT OR REPLACE INTO {self._quoted} (ns, key, expiry, tag, val) VALUES {values}"
+            self._insert_sql[n] = sql
+        return sql
+
+    def clear(self, namespaces: Sequence[Namespace] | None) -> list[Statement]:
+        """DELETEs for exactly these namespaces (not their children), or for every entry."""
+        if namespaces is None:
+            return [self.clear_all]
+        stored = list(dict.fromkeys(encode_namespace(ns) for ns in namespaces))
+        per_statement = min(_MAX_NAMESPACES_PER_DELETE, self.variable_limit)
+        return [(self._delete_ns_for(len(chunk)), chunk) for chunk in _chunks(stored, per_statement)]
+
+    def _delete_ns_for(self, n: int) -> str:
+        sql = self._delete_ns_sql.get(n)
+        if sql is None:
+            sql = f"DELETE FROM {self._quoted} WHERE ns IN ({','.join(['?'] * n)})"
+            self._delete_ns_sql[n] = sql
+        return sql
+
+    def purge(self, now: float, limit: int) -> Statement:
+        """Delete at most ``limit`` expired rows (via the expiry index), returning their ns."""
+        return (self._purge, (now, limit))
+
+
+def tally(
+    evictions: Iterable[tuple[Namespace | None, EvictionCause]],
+) -> dict[tuple[Namespace, EvictionCause], int]:
+    """Count evictions per (namespace, cause); rows of foreign namespaces (``None``) are skipped."""
+    counts: dict[tuple[Namespace, EvictionCause], int] = {}
+    for ns, cause in evictions:
+        if ns is not None:
+            counts[(ns, cause)] = counts.get((ns, cause), 0) + 1
+    return counts
