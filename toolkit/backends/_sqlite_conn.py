@@ -15,7 +15,7 @@ import threading
 import time
 import weakref
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 import aiosqlite
 
@@ -54,7 +54,7 @@ def _retry_delay(exc: sqlite3.Error, attempt: int, deadline: float) -> float | N
     remaining = deadline - time.monotonic()
     if not locked or remaining <= 0:
         return None
-    return min(_FIRST_RETRY_DELAY * 2**attempt, _MAX_RETRY_DELAY, remaining)
+    return min(_FIRST_RETRY_DELAY * (1 << attempt), _MAX_RETRY_DELAY, remaining)
 
 
 def _daemonize(conn: aiosqlite.Connection) -> None:
@@ -161,7 +161,9 @@ class Connections:
                 self.variable_limit = limit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) if limit else None
             except sqlite3.Error as exc:
                 conn.close()
-                raise BackendError(f"cannot set up SQLite database {self.database!r}: {exc}") from exc
+                raise BackendError(
+                    f"cannot set up SQLite database {self.database!r}: {exc}"
+                ) from exc
             self._sync = conn
         return conn
 
@@ -261,7 +263,8 @@ class Connections:
                         raise
                     error = exc
                 else:
-                    rows = [list(r) for r in results]
+                    # execute_fetchall returns lists of plain tuples (no row factory is set)
+                    rows = cast("list[list[Row]]", results)
                     return rows[1:-1] if in_transaction else rows
             delay = _retry_delay(error, attempt, deadline)
             if delay is None:

@@ -63,10 +63,11 @@ def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
 
 @dataclass(frozen=True)
 class ReadPlan:
-    """The SELECTs of one batch read and the requested key behind each stored (ns, key)."""
+    """The SELECTs of one batch read; ``groups[i]`` maps the keys ``statements[i]`` returns."""
 
     statements: list[Statement]
-    wanted: dict[tuple[str, str], FullKey]
+    groups: list[tuple[Namespace, str, dict[str, FullKey]]]
+    """Per statement: the namespace, its stored text, and stored key -> requested key."""
     now: float
 
 
@@ -122,59 +123,69 @@ class TableSql:
     # -- reads --
 
     def select(self, keys: Iterable[FullKey], now: float) -> ReadPlan:
-        """SELECTs for a batch of keys: one PK lookup per key, chunked under the variable limit."""
-        wanted: dict[tuple[str, str], FullKey] = {}
-        encode = encode_namespace
+        """SELECTs for a batch: per namespace, primary-key lookups chunked under the limit."""
+        by_ns: dict[Namespace, dict[str, FullKey]] = {}
         for full_key in keys:
-            wanted[(encode(full_key[0]), full_key[1])] = full_key
-        per_statement = min(_MAX_KEYS_PER_SELECT, self.variable_limit // 2)
-        stored = list(wanted)
+            ns = full_key[0]
+            members = by_ns.get(ns)
+            if members is None:
+                by_ns[ns] = {full_key[1]: full_key}
+            else:
+                members[full_key[1]] = full_key
+        per_statement = min(_MAX_KEYS_PER_SELECT, self.variable_limit - 1)
         statements: list[Statement] = []
-        for chunk in _chunks(stored, per_statement):
-            params: list[object] = []
-            for pair in chunk:
-                params.extend(pair)
-            statements.append((self._select_for(len(chunk)), params))
-        return ReadPlan(statements, wanted, now)
+        groups: list[tuple[Namespace, str, dict[str, FullKey]]] = []
+        for ns, members in by_ns.items():
+            stored_ns = encode_namespace(ns)
+            if len(members) > per_statement:
+                names = list(members)
+                chunks = [
+                    {name: members[name] for name in names[i : i + per_statement]}
+                    for i in range(0, len(names), per_statement)
+                ]
+            else:
+                chunks = [members]
+            for chunk in chunks:
+                statements.append((self._select_for(len(chunk)), [stored_ns, *chunk]))
+                groups.append((ns, stored_ns, chunk))
+        return ReadPlan(statements, groups, now)
 
     def _select_for(self, n: int) -> str:
         sql = self._select_sql.get(n)
         if sql is None:
-            # CROSS JOIN pins the join order: walk the requested keys, search the primary key.
-            values = ",".join(["(?,?)"] * n)
+            # (ns = ? AND key IN (...)) is a primary-key search per key, never a scan.
             sql = (
-                f"WITH wanted(ns, key) AS (VALUES {values}) "
-                f"SELECT c.ns, c.key, c.expiry, c.tag, c.val FROM wanted "
-                f"CROSS JOIN {self._quoted} AS c ON c.ns = wanted.ns AND c.key = wanted.key"
+                f"SELECT key, expiry, tag, val FROM {self._quoted} "
+                f"WHERE ns = ? AND key IN ({','.join(['?'] * n)})"
             )
             self._select_sql[n] = sql
         return sql
 
     def decode(
         self,
-        rows: Iterable[Row],
+        results: Sequence[Sequence[Row]],
         plan: ReadPlan,
         loads: Callable[[tuple[str, bytes]], Any],
     ) -> Decoded:
         """Turn stored rows into values; expired and undecodable rows become deletions."""
         decoded = Decoded()
         values = decoded.values
-        wanted = plan.wanted
         now = plan.now
-        for ns_text, key, expiry, tag, val in rows:
-            full_key = wanted.get((ns_text, key))
-            if full_key is None:
-                continue
-            if expiry is not None and expiry <= now:
-                statement: Statement = (self._delete_expired, (ns_text, key, now))
-                decoded.cleanup.append((full_key[0], "expired", statement))
-                continue
-            try:
-                values[full_key] = loads((tag, val))
-            except Exception:
-                # Garbage or hostile bytes are a miss; delete them so they cannot fail again.
-                statement = (self._delete_invalid, (ns_text, key, tag, val))
-                decoded.cleanup.append((full_key[0], "invalid", statement))
+        for (ns, stored_ns, members), rows in zip(plan.groups, results, strict=True):
+            for key, expiry, tag, val in rows:
+                full_key = members.get(key)
+                if full_key is None:
+                    continue
+                if expiry is not None and expiry <= now:
+                    statement: Statement = (self._delete_expired, (stored_ns, key, now))
+                    decoded.cleanup.append((ns, "expired", statement))
+                    continue
+                try:
+                    values[full_key] = loads((tag, val))
+                except Exception:
+                    # Garbage or hostile bytes are a miss; delete them so they cannot fail again.
+                    statement = (self._delete_invalid, (stored_ns, key, tag, val))
+                    decoded.cleanup.append((ns, "invalid", statement))
         return decoded
 
     # -- writes --
@@ -197,7 +208,9 @@ class TableSql:
         sql = self._insert_sql.get(n)
         if sql is None:
             values = ",".join(["(?,?,?,?,?)"] * n)
-            sql = f"INSERT OR REPLACE INTO {self._quoted} (ns, key, expiry, tag, val) VALUES {values}"
+            sql = (
+                f"INSERT OR REPLACE INTO {self._quoted} (ns, key, expiry, tag, val) VALUES {values}"
+            )
             self._insert_sql[n] = sql
         return sql
 
@@ -207,7 +220,9 @@ class TableSql:
             return [self.clear_all]
         stored = list(dict.fromkeys(encode_namespace(ns) for ns in namespaces))
         per_statement = min(_MAX_NAMESPACES_PER_DELETE, self.variable_limit)
-        return [(self._delete_ns_for(len(chunk)), chunk) for chunk in _chunks(stored, per_statement)]
+        return [
+            (self._delete_ns_for(len(chunk)), chunk) for chunk in _chunks(stored, per_statement)
+        ]
 
     def _delete_ns_for(self, n: int) -> str:
         sql = self._delete_ns_sql.get(n)

@@ -1,4 +1,4 @@
-"""A SQLite-backed cache: sqlite3 for sync calls, aiosqlite for async ones, one file or ``:memory:``.
+"""A SQLite-backed cache: sqlite3 for sync calls, aiosqlite for async ones; a file or ``:memory:``.
 
 Usage::
 
@@ -15,7 +15,6 @@ import time
 import uuid
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from itertools import chain
 from types import TracebackType
 
 from toolkit._types import EvictionCause, FullKey, Namespace, SerializerProtocol, ValueT
@@ -157,7 +156,10 @@ class SqliteCache(EvictionNotifier, BaseCache[ValueT]):
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.close()
 
@@ -165,7 +167,10 @@ class SqliteCache(EvictionNotifier, BaseCache[ValueT]):
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         await self.aclose()
 
@@ -196,8 +201,7 @@ class SqliteCache(EvictionNotifier, BaseCache[ValueT]):
         return self._sql.select(keys, self._timer())
 
     def _decode(self, plan: ReadPlan, results: list[list[Row]]) -> Decoded:
-        rows = results[0] if len(results) == 1 else chain.from_iterable(results)
-        return self._sql.decode(rows, plan, self.serde.loads_typed)
+        return self._sql.decode(results, plan, self.serde.loads_typed)
 
     def _write_plan(
         self, pairs: Mapping[FullKey, tuple[ValueT, int | None]]
@@ -219,7 +223,7 @@ class SqliteCache(EvictionNotifier, BaseCache[ValueT]):
         self._report(tally((decode_namespace(ns), "expired") for (ns,) in rows))
 
     def _report_cleanup(self, decoded: Decoded, results: list[list[Row]]) -> None:
-        deleted = zip(decoded.cleanup, results)
+        deleted = zip(decoded.cleanup, results, strict=True)
         self._report(tally((ns, cause) for (ns, cause, _), rows in deleted if rows))
 
     def _report(self, counts: dict[tuple[Namespace, EvictionCause], int]) -> None:
@@ -243,4 +247,3 @@ def _database(path: object) -> tuple[str, bool, bool]:
     if not path:
         raise ValueError("path must be a file path or ':memory:', got an empty string")
     return path, False, False
-
