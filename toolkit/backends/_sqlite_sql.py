@@ -13,6 +13,7 @@ from toolkit._types import EvictionCause, FullKey, Namespace
 
 __all__ = [
     "DEFAULT_TABLE",
+    "MISSING",
     "Decoded",
     "ReadPlan",
     "Statement",
@@ -31,7 +32,7 @@ _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 # Safe everywhere: SQLite before 3.32 allowed only 999 variables per statement.
 _FALLBACK_VARIABLE_LIMIT = 999
 # Bigger statements gain nothing and each distinct size is one more prepared statement.
-_MAX_KEYS_PER_SELECT = 500
+_MAX_KEYS_PER_SELECT = 256
 _MAX_ROWS_PER_INSERT = 200
 _MAX_NAMESPACES_PER_DELETE = 500
 
@@ -61,22 +62,33 @@ def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
         yield items[start : start + size]
 
 
+MISSING: Any = type("Missing", (), {"__repr__": lambda self: "<MISSING>"})()
+"""Marks a requested position with no live entry (``None`` is a cacheable value)."""
+
+
 @dataclass(frozen=True)
 class ReadPlan:
-    """The SELECTs of one batch read; ``groups[i]`` maps the keys ``statements[i]`` returns."""
+    """The SELECTs of one batch read and, per statement, the positions of the keys it asks for."""
 
+    keys: Sequence[FullKey]
     statements: list[Statement]
-    groups: list[tuple[Namespace, str, dict[str, FullKey]]]
-    """Per statement: the namespace, its stored text, and stored key -> requested key."""
+    groups: list[tuple[str, list[int]]]
+    """Per statement: the namespace's stored text and the positions in ``keys`` it looks up."""
     now: float
 
 
 @dataclass
 class Decoded:
-    """Values found by a read, and the stored rows it must delete (expired or undecodable)."""
+    """Values by position in the request (``MISSING`` where none), and rows to delete."""
 
-    values: dict[FullKey, Any] = field(default_factory=dict)
+    values: list[Any]
     cleanup: list[tuple[Namespace, EvictionCause, Statement]] = field(default_factory=list)
+
+    def as_dict(self, keys: Sequence[FullKey]) -> dict[FullKey, Any]:
+        """The hits, keyed by the requested ``keys``."""
+        return {
+            key: value for key, value in zip(keys, self.values, strict=True) if value is not MISSING
+        }
 
 
 class TableSql:
@@ -122,41 +134,40 @@ class TableSql:
 
     # -- reads --
 
-    def select(self, keys: Iterable[FullKey], now: float) -> ReadPlan:
+    def select(self, keys: Sequence[FullKey], now: float) -> ReadPlan:
         """SELECTs for a batch: per namespace, primary-key lookups chunked under the limit."""
-        by_ns: dict[Namespace, dict[str, FullKey]] = {}
-        for full_key in keys:
+        by_ns: dict[Namespace, list[int]] = {}
+        last_ns: Namespace | None = None
+        last: list[int] = []
+        for position, full_key in enumerate(keys):
             ns = full_key[0]
-            members = by_ns.get(ns)
-            if members is None:
-                by_ns[ns] = {full_key[1]: full_key}
-            else:
-                members[full_key[1]] = full_key
+            if ns is not last_ns:  # batches mostly share one namespace object
+                last_ns = ns
+                last = by_ns.setdefault(ns, [])
+            last.append(position)
         per_statement = min(_MAX_KEYS_PER_SELECT, self.variable_limit - 1)
         statements: list[Statement] = []
-        groups: list[tuple[Namespace, str, dict[str, FullKey]]] = []
-        for ns, members in by_ns.items():
+        groups: list[tuple[str, list[int]]] = []
+        for ns, positions in by_ns.items():
             stored_ns = encode_namespace(ns)
-            if len(members) > per_statement:
-                names = list(members)
-                chunks = [
-                    {name: members[name] for name in names[i : i + per_statement]}
-                    for i in range(0, len(names), per_statement)
-                ]
-            else:
-                chunks = [members]
-            for chunk in chunks:
-                statements.append((self._select_for(len(chunk)), [stored_ns, *chunk]))
-                groups.append((ns, stored_ns, chunk))
-        return ReadPlan(statements, groups, now)
+            for start in range(0, len(positions), per_statement):
+                chunk = positions[start : start + per_statement]
+                params: list[object] = [keys[position][1] for position in chunk]
+                params.append(stored_ns)
+                statements.append((self._select_for(len(chunk)), params))
+                groups.append((stored_ns, chunk))
+        return ReadPlan(keys, statements, groups, now)
 
     def _select_for(self, n: int) -> str:
         sql = self._select_sql.get(n)
         if sql is None:
-            # (ns = ? AND key IN (...)) is a primary-key search per key, never a scan.
+            # Walk the requested keys (CROSS JOIN pins that order) and search the primary key
+            # for each: never a scan. Rows carry the key's position, not the key text.
+            values = ",".join([f"({i},?)" for i in range(n)])
             sql = (
-                f"SELECT key, expiry, tag, val FROM {self._quoted} "
-                f"WHERE ns = ? AND key IN ({','.join(['?'] * n)})"
+                f"WITH wanted(i, key) AS (VALUES {values}) "
+                f"SELECT wanted.i, c.expiry, c.tag, c.val FROM wanted CROSS JOIN {self._quoted} "
+                f"AS c ON c.ns = ?{n + 1} AND c.key = wanted.key"
             )
             self._select_sql[n] = sql
         return sql
@@ -168,24 +179,25 @@ class TableSql:
         loads: Callable[[tuple[str, bytes]], Any],
     ) -> Decoded:
         """Turn stored rows into values; expired and undecodable rows become deletions."""
-        decoded = Decoded()
+        keys = plan.keys
+        decoded = Decoded([MISSING] * len(keys))
         values = decoded.values
         now = plan.now
-        for (ns, stored_ns, members), rows in zip(plan.groups, results, strict=True):
-            for key, expiry, tag, val in rows:
-                full_key = members.get(key)
-                if full_key is None:
-                    continue
+        for (stored_ns, positions), rows in zip(plan.groups, results, strict=True):
+            for i, expiry, tag, val in rows:
+                position = positions[i]
                 if expiry is not None and expiry <= now:
-                    statement: Statement = (self._delete_expired, (stored_ns, key, now))
-                    decoded.cleanup.append((ns, "expired", statement))
+                    key = keys[position]
+                    statement: Statement = (self._delete_expired, (stored_ns, key[1], now))
+                    decoded.cleanup.append((key[0], "expired", statement))
                     continue
                 try:
-                    values[full_key] = loads((tag, val))
+                    values[position] = loads((tag, val))
                 except Exception:
                     # Garbage or hostile bytes are a miss; delete them so they cannot fail again.
-                    statement = (self._delete_invalid, (stored_ns, key, tag, val))
-                    decoded.cleanup.append((ns, "invalid", statement))
+                    key = keys[position]
+                    statement = (self._delete_invalid, (stored_ns, key[1], tag, val))
+                    decoded.cleanup.append((key[0], "invalid", statement))
         return decoded
 
     # -- writes --

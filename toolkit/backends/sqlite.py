@@ -16,11 +16,14 @@ import uuid
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
+from typing import Any
 
 from toolkit._types import EvictionCause, FullKey, Namespace, SerializerProtocol, ValueT
+from toolkit.backends._coalesce import ReadCoalescer
 from toolkit.backends._sqlite_conn import Connections
 from toolkit.backends._sqlite_sql import (
     DEFAULT_TABLE,
+    MISSING,
     Decoded,
     ReadPlan,
     Row,
@@ -78,6 +81,7 @@ class SqliteCache(EvictionNotifier, BaseCache[ValueT]):
         # Opened now, and kept open: it also keeps a ":memory:" database alive.
         self._conns.open_sync(setup)
         self._sql.set_variable_limit(self._conns.variable_limit)
+        self._reads: ReadCoalescer[ValueT] = ReadCoalescer(self._aget_positions, MISSING)
         self._finalizer = weakref.finalize(self, self._conns.close)
 
     def __repr__(self) -> str:
@@ -88,19 +92,25 @@ class SqliteCache(EvictionNotifier, BaseCache[ValueT]):
 
     def get(self, keys: Sequence[FullKey]) -> dict[FullKey, ValueT]:
         """Get the cached values for the given keys."""
-        plan = self._read_plan(keys)
-        if plan is None:
+        keys = _checked(keys)
+        if not keys:
             return {}
+        plan = self._sql.select(keys, self._timer())
         decoded = self._decode(plan, self._conns.run(plan.statements))
         if decoded.cleanup:
             self._report_cleanup(decoded, self._conns.run(_cleanup(decoded), write=True))
-        return decoded.values
+        return decoded.as_dict(keys)
 
     async def aget(self, keys: Sequence[FullKey]) -> dict[FullKey, ValueT]:
         """Asynchronously get the cached values for the given keys."""
-        plan = self._read_plan(keys)
-        if plan is None:
+        keys = _checked(keys)
+        if not keys:
             return {}
+        # Concurrent agets (asyncio.gather) share one round trip to the aiosqlite thread.
+        return await self._reads.get(keys)
+
+    async def _aget_positions(self, keys: list[FullKey]) -> list[Any]:
+        plan = self._sql.select(keys, self._timer())
         decoded = self._decode(plan, await self._conns.arun(plan.statements))
         if decoded.cleanup:
             self._report_cleanup(decoded, await self._conns.arun(_cleanup(decoded), write=True))
@@ -194,12 +204,6 @@ class SqliteCache(EvictionNotifier, BaseCache[ValueT]):
 
     # -- shared non-I/O steps --
 
-    def _read_plan(self, keys: Sequence[FullKey]) -> ReadPlan | None:
-        check_keys(keys)
-        if not keys:
-            return None
-        return self._sql.select(keys, self._timer())
-
     def _decode(self, plan: ReadPlan, results: list[list[Row]]) -> Decoded:
         return self._sql.decode(results, plan, self.serde.loads_typed)
 
@@ -229,6 +233,11 @@ class SqliteCache(EvictionNotifier, BaseCache[ValueT]):
     def _report(self, counts: dict[tuple[Namespace, EvictionCause], int]) -> None:
         for (ns, cause), count in counts.items():
             self._notify_eviction(ns, cause, count)
+
+
+def _checked(keys: Sequence[FullKey]) -> Sequence[FullKey]:
+    check_keys(keys)
+    return keys if type(keys) is list or type(keys) is tuple else list(keys)
 
 
 def _cleanup(decoded: Decoded) -> list[Statement]:
