@@ -83,5 +83,5 @@ def suite() -> Iterator[Comparison]:
         loop.run_until_complete(ours.aclose())
         loop.run_until_complete(loop.shutdown_default_executor())
         loop.close()
-        del theirs  # LangGraph's cache closes its connection only when collected
+        # LangGraph's cache has no close(): its connection closes when the object is collected.
         shutil.rmtree(workdir, ignore_errors=True)

@@ -196,7 +196,7 @@ class Connections:
                     return results[1:-1] if in_transaction else results
             delay = _retry_delay(error, attempt, deadline)
             if delay is None:
-                raise self._failure(error)
+                raise self._failure(error) from error
             attempt += 1
             time.sleep(delay)
 
@@ -268,7 +268,7 @@ class Connections:
                     return rows[1:-1] if in_transaction else rows
             delay = _retry_delay(error, attempt, deadline)
             if delay is None:
-                raise self._failure(error)
+                raise self._failure(error) from error
             attempt += 1
             await asyncio.sleep(delay)
 
