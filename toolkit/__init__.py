@@ -11,7 +11,7 @@ from toolkit.errors import (
     CacheTimeoutError,
     SerializationError,
 )
-from toolkit.serde import SafeSerializer
+from toolkit.serde import PickleSerializer, SafeSerializer
 
 __version__ = "0.1.0"
 
@@ -24,6 +24,7 @@ __all__ = [
     "FullKey",
     "InMemoryCache",
     "Namespace",
+    "PickleSerializer",
     "SafeSerializer",
     "SerializationError",
     "SerializerProtocol",
