@@ -79,16 +79,13 @@ class ReadPlan:
 
 @dataclass
 class Decoded:
-    """Values by position in the request (``MISSING`` where none), and rows to delete."""
+    """Values found by a read, and the stored rows it must delete (expired or undecodable)."""
 
-    values: list[Any]
+    by_key: dict[FullKey, Any] = field(default_factory=dict)
+    """The hits, when decoded with ``keyed=True``."""
+    by_position: list[Any] = field(default_factory=list)
+    """One value per requested position (``MISSING`` where none), when ``keyed=False``."""
     cleanup: list[tuple[Namespace, EvictionCause, Statement]] = field(default_factory=list)
-
-    def as_dict(self, keys: Sequence[FullKey]) -> dict[FullKey, Any]:
-        """The hits, keyed by the requested ``keys``."""
-        return {
-            key: value for key, value in zip(keys, self.values, strict=True) if value is not MISSING
-        }
 
 
 class TableSql:
@@ -145,7 +142,7 @@ class TableSql:
                 last_ns = ns
                 last = by_ns.setdefault(ns, [])
             last.append(position)
-        per_statement = min(_MAX_KEYS_PER_SELECT, self.variable_limit - 1)
+        per_statement = min(_MAX_KEYS_PER_SELECT, self.variable_limit - 2)
         statements: list[Statement] = []
         groups: list[tuple[str, list[int]]] = []
         for ns, positions in by_ns.items():
@@ -153,7 +150,7 @@ class TableSql:
             for start in range(0, len(positions), per_statement):
                 chunk = positions[start : start + per_statement]
                 params: list[object] = [keys[position][1] for position in chunk]
-                params.append(stored_ns)
+                params += (stored_ns, now)
                 statements.append((self._select_for(len(chunk)), params))
                 groups.append((stored_ns, chunk))
         return ReadPlan(keys, statements, groups, now)
@@ -162,12 +159,14 @@ class TableSql:
         sql = self._select_sql.get(n)
         if sql is None:
             # Walk the requested keys (CROSS JOIN pins that order) and search the primary key
-            # for each: never a scan. Rows carry the key's position, not the key text.
+            # for each: never a scan. Rows carry the key's position, not its text, and a NULL
+            # tag for an expired entry: every column returned costs per row.
             values = ",".join([f"({i},?)" for i in range(n)])
             sql = (
                 f"WITH wanted(i, key) AS (VALUES {values}) "
-                f"SELECT wanted.i, c.expiry, c.tag, c.val FROM wanted CROSS JOIN {self._quoted} "
-                f"AS c ON c.ns = ?{n + 1} AND c.key = wanted.key"
+                f"SELECT wanted.i, CASE WHEN c.expiry <= ?{n + 2} THEN NULL ELSE c.tag END, c.val "
+                f"FROM wanted CROSS JOIN {self._quoted} AS c "
+                f"ON c.ns = ?{n + 1} AND c.key = wanted.key"
             )
             self._select_sql[n] = sql
         return sql
@@ -177,22 +176,25 @@ class TableSql:
         results: Sequence[Sequence[Row]],
         plan: ReadPlan,
         loads: Callable[[tuple[str, bytes]], Any],
+        *,
+        keyed: bool,
     ) -> Decoded:
-        """Turn stored rows into values; expired and undecodable rows become deletions."""
+        """Turn stored rows into values (by key, or by position); bad rows become deletions."""
         keys = plan.keys
-        decoded = Decoded([MISSING] * len(keys))
-        values = decoded.values
-        now = plan.now
+        decoded = Decoded()
+        sink: Any = decoded.by_key if keyed else decoded.by_position
+        if not keyed:
+            sink.extend([MISSING] * len(keys))
         for (stored_ns, positions), rows in zip(plan.groups, results, strict=True):
-            for i, expiry, tag, val in rows:
+            for i, tag, val in rows:
                 position = positions[i]
-                if expiry is not None and expiry <= now:
+                if tag is None:  # expired: the SELECT nulls the tag
                     key = keys[position]
-                    statement: Statement = (self._delete_expired, (stored_ns, key[1], now))
+                    statement: Statement = (self._delete_expired, (stored_ns, key[1], plan.now))
                     decoded.cleanup.append((key[0], "expired", statement))
                     continue
                 try:
-                    values[position] = loads((tag, val))
+                    sink[keys[position] if keyed else position] = loads((tag, val))
                 except Exception:
                     # Garbage or hostile bytes are a miss; delete them so they cannot fail again.
                     key = keys[position]

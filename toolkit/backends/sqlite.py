@@ -96,10 +96,10 @@ class SqliteCache(EvictionNotifier, BaseCache[ValueT]):
         if not keys:
             return {}
         plan = self._sql.select(keys, self._timer())
-        decoded = self._decode(plan, self._conns.run(plan.statements))
+        decoded = self._decode(plan, self._conns.run(plan.statements), keyed=True)
         if decoded.cleanup:
             self._report_cleanup(decoded, self._conns.run(_cleanup(decoded), write=True))
-        return decoded.as_dict(keys)
+        return decoded.by_key
 
     async def aget(self, keys: Sequence[FullKey]) -> dict[FullKey, ValueT]:
         """Asynchronously get the cached values for the given keys."""
@@ -111,10 +111,10 @@ class SqliteCache(EvictionNotifier, BaseCache[ValueT]):
 
     async def _aget_positions(self, keys: list[FullKey]) -> list[Any]:
         plan = self._sql.select(keys, self._timer())
-        decoded = self._decode(plan, await self._conns.arun(plan.statements))
+        decoded = self._decode(plan, await self._conns.arun(plan.statements), keyed=False)
         if decoded.cleanup:
             self._report_cleanup(decoded, await self._conns.arun(_cleanup(decoded), write=True))
-        return decoded.values
+        return decoded.by_position
 
     def set(self, pairs: Mapping[FullKey, tuple[ValueT, int | None]]) -> None:
         """Set the cached values for the given keys and TTLs."""
@@ -204,8 +204,8 @@ class SqliteCache(EvictionNotifier, BaseCache[ValueT]):
 
     # -- shared non-I/O steps --
 
-    def _decode(self, plan: ReadPlan, results: list[list[Row]]) -> Decoded:
-        return self._sql.decode(results, plan, self.serde.loads_typed)
+    def _decode(self, plan: ReadPlan, results: list[list[Row]], *, keyed: bool) -> Decoded:
+        return self._sql.decode(results, plan, self.serde.loads_typed, keyed=keyed)
 
     def _write_plan(
         self, pairs: Mapping[FullKey, tuple[ValueT, int | None]]
