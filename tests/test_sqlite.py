@@ -390,3 +390,21 @@ def test_process_exits_without_close(tmp_path: Path, where: str) -> None:
         env=env,
     )
     assert (done.returncode, done.stdout, done.stderr) == (0, "done\n", "")
+
+
+def test_dropped_cache_closes_its_connections(db: str) -> None:
+    cache = open_cache(db)
+    asyncio.run(cache.aset({k("a"): (1, None)}))
+    assert aiosqlite_threads() != []
+    del cache  # no reference cycle: collected here, and its finalizer closes both connections
+    for thread in aiosqlite_threads():
+        thread.join(timeout=10)
+    assert aiosqlite_threads() == []
+    with open_cache(db) as again:
+        assert again.get([k("a")]) == {k("a"): 1}
+
+
+def test_one_shot_iterables_are_read_once(cache: SqliteCache[Any]) -> None:
+    cache.set({k("a"): (1, None)})
+    assert cache.get(iter([k("a")])) == {k("a"): 1}  # type: ignore[arg-type]
+    assert asyncio.run(cache.aget(iter([k("a")]))) == {k("a"): 1}  # type: ignore[arg-type]

@@ -23,28 +23,30 @@ class ReadCoalescer(Generic[V]):
     so two callers never share a mutable object.
     """
 
-    def __init__(self, fetch: Fetch, missing: object) -> None:
-        """Read through ``fetch``; positions holding ``missing`` are misses."""
-        self._fetch = fetch
+    def __init__(self, missing: object) -> None:
+        """Coalesce reads whose fetch marks misses with ``missing``."""
         self._missing = missing
         self._pending: dict[asyncio.AbstractEventLoop, list[tuple[Sequence[FullKey], Any]]] = {}
         self._draining: set[asyncio.Task[None]] = set()
 
-    async def get(self, keys: Sequence[FullKey]) -> dict[FullKey, V]:
-        """Read ``keys`` together with every other read started in this loop iteration."""
+    async def get(self, keys: Sequence[FullKey], fetch: Fetch) -> dict[FullKey, V]:
+        """Read ``keys`` together with every other read started in this loop iteration.
+
+        ``fetch`` is passed per call, not held, so the coalescer never keeps its owner alive.
+        """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[dict[FullKey, V]] = loop.create_future()
         batch = self._pending.get(loop)
         if batch is None:
             batch = self._pending[loop] = []
             # Runs on the next iteration, after every read already scheduled has joined.
-            task = loop.create_task(self._drain(loop))
+            task = loop.create_task(self._drain(loop, fetch))
             self._draining.add(task)
             task.add_done_callback(self._draining.discard)
         batch.append((keys, future))
         return await future
 
-    async def _drain(self, loop: asyncio.AbstractEventLoop) -> None:
+    async def _drain(self, loop: asyncio.AbstractEventLoop, fetch: Fetch) -> None:
         waiters = [(keys, fut) for keys, fut in self._pending.pop(loop, []) if not fut.done()]
         if not waiters:
             return
@@ -52,7 +54,7 @@ class ReadCoalescer(Generic[V]):
         for keys, _ in waiters:
             merged.extend(keys)
         try:
-            values = await self._fetch(merged)
+            values = await fetch(merged)
         except BaseException as exc:
             for _, fut in waiters:
                 if not fut.done():

@@ -44,7 +44,7 @@ def _framed(statements: Sequence[Statement], atomic: bool) -> tuple[list[Stateme
     return list(statements), False
 
 
-def _retry_delay(exc: sqlite3.Error, attempt: int, deadline: float) -> float | None:
+def _retry_delay(exc: Exception, attempt: int, deadline: float) -> float | None:
     """Seconds to wait before retrying a table-lock conflict; ``None`` when it is final."""
     code = getattr(exc, "sqlite_errorcode", None)  # Python >= 3.11
     if code is not None:
@@ -257,9 +257,8 @@ class Connections:
                         # transaction even if this task is being cancelled.
                         with contextlib.suppress(sqlite3.Error, ValueError):
                             await conn.rollback()
-                    if isinstance(exc, ValueError) and self.closed:
-                        raise CacheClosedError("SqliteCache is closed") from exc
-                    if not isinstance(exc, sqlite3.Error):
+                    # aiosqlite reports its own state (e.g. a closed connection) as ValueError.
+                    if not isinstance(exc, (sqlite3.Error, ValueError)):
                         raise
                     error = exc
                 else:

@@ -14,7 +14,7 @@ import os
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -81,7 +81,7 @@ class SqliteCache(EvictionNotifier, BaseCache[ValueT]):
         # Opened now, and kept open: it also keeps a ":memory:" database alive.
         self._conns.open_sync(setup)
         self._sql.set_variable_limit(self._conns.variable_limit)
-        self._reads: ReadCoalescer[ValueT] = ReadCoalescer(self._aget_positions, MISSING)
+        self._reads: ReadCoalescer[ValueT] = ReadCoalescer(MISSING)
         self._finalizer = weakref.finalize(self, self._conns.close)
 
     def __repr__(self) -> str:
@@ -107,7 +107,7 @@ class SqliteCache(EvictionNotifier, BaseCache[ValueT]):
         if not keys:
             return {}
         # Concurrent agets (asyncio.gather) share one round trip to the aiosqlite thread.
-        return await self._reads.get(keys)
+        return await self._reads.get(keys, self._aget_positions)
 
     async def _aget_positions(self, keys: list[FullKey]) -> list[Any]:
         plan = self._sql.select(keys, self._timer())
@@ -236,8 +236,13 @@ class SqliteCache(EvictionNotifier, BaseCache[ValueT]):
 
 
 def _checked(keys: Sequence[FullKey]) -> Sequence[FullKey]:
+    """Validate ``keys``; a one-shot iterable is materialized first so it is read once."""
+    if type(keys) is not list and type(keys) is not tuple:
+        raw: object = keys
+        if isinstance(raw, Iterable) and not isinstance(raw, (str, bytes)):
+            keys = list(raw)
     check_keys(keys)
-    return keys if type(keys) is list or type(keys) is tuple else list(keys)
+    return keys
 
 
 def _cleanup(decoded: Decoded) -> list[Statement]:
