@@ -408,3 +408,30 @@ def test_one_shot_iterables_are_read_once(cache: SqliteCache[Any]) -> None:
     cache.set({k("a"): (1, None)})
     assert cache.get(iter([k("a")])) == {k("a"): 1}  # type: ignore[arg-type]
     assert asyncio.run(cache.aget(iter([k("a")]))) == {k("a"): 1}  # type: ignore[arg-type]
+
+
+def test_memory_database_takes_sync_and_async_writers_at_once() -> None:
+    # Shared-cache table locks (SQLITE_LOCKED) are retried until busy_timeout, not raised.
+    cache = open_cache(":memory:")
+    errors: list[BaseException] = []
+
+    def sync_writer() -> None:
+        try:
+            for i in range(20):
+                cache.set({k(f"s{i}-{j}", ("sync",)): (j, None) for j in range(450)})
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    async def scenario() -> None:
+        thread = threading.Thread(target=sync_writer)
+        thread.start()
+        for i in range(20):
+            await cache.aset({k(f"a{i}-{j}", ("async",)): (j, None) for j in range(450)})
+        await asyncio.to_thread(thread.join)
+
+    try:
+        asyncio.run(scenario())
+        assert errors == []
+        assert cache.entry_count() == 2 * 20 * 450
+    finally:
+        cache.close()
