@@ -75,8 +75,8 @@ def test_batch_get_and_clear_search_the_primary_key(cache: SqliteCache[Any], db:
     for sql, params in cache._sql.clear([("ns", "1"), ("ns", "2")]):
         details = plan_details(db, sql, params)
         assert any("USING" in d and "INDEX" in d and "(ns=?)" in d for d in details), details
-    purge_sql, purge_params = cache._sql.purge(0.0, 10)
-    assert any("_expiry" in d for d in plan_details(db, purge_sql, purge_params))
+    for sql, params in cache._sql.purge(0.0, 10):
+        assert any("_expiry" in d for d in plan_details(db, sql, params))
 
 
 def test_expired_rows_are_purged_on_read_and_on_writes(db: str) -> None:

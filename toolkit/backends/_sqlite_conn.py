@@ -96,6 +96,9 @@ class AsyncMutex:
 class Connections:
     """The connections of one SqliteCache, reopened after ``fork()`` and closed exactly once."""
 
+    variable_limit: int | None = None
+    """SQLite's limit on ``?`` parameters per statement, once a connection has reported it."""
+
     def __init__(
         self, *, database: str, uri: bool, busy_timeout: float, pragmas: Sequence[str]
     ) -> None:
@@ -166,8 +169,6 @@ class Connections:
                 ) from exc
             self._sync = conn
         return conn
-
-    variable_limit: int | None = None
 
     def run(
         self, statements: Sequence[Statement], *, atomic: bool = False, write: bool = False

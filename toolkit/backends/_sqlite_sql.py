@@ -15,6 +15,7 @@ __all__ = [
     "DEFAULT_TABLE",
     "MISSING",
     "Decoded",
+    "Doomed",
     "ReadPlan",
     "Statement",
     "TableSql",
@@ -24,6 +25,8 @@ __all__ = [
 ]
 
 Statement = tuple[str, Sequence[object]]
+Doomed = tuple[str, Sequence[object]]
+"""A WHERE clause (without ``WHERE``) and its parameters, naming rows to delete."""
 Row = Sequence[Any]
 
 DEFAULT_TABLE = "toolkit_cache"
@@ -85,7 +88,8 @@ class Decoded:
     """The hits, when decoded with ``keyed=True``."""
     by_position: list[Any] = field(default_factory=list)
     """One value per requested position (``MISSING`` where none), when ``keyed=False``."""
-    cleanup: list[tuple[Namespace, EvictionCause, Statement]] = field(default_factory=list)
+    cleanup: list[tuple[Namespace, EvictionCause, Doomed]] = field(default_factory=list)
+    """Rows to delete: the key's namespace, why, and a WHERE clause with its parameters."""
 
 
 class TableSql:
@@ -110,15 +114,12 @@ class TableSql:
         ]
         self.clear_all: Statement = (f"DELETE FROM {quoted}", ())
         self.count: Statement = (f"SELECT count(*) FROM {quoted}", ())
-        self._delete_expired = (
-            f"DELETE FROM {quoted} WHERE ns = ? AND key = ? AND expiry <= ? RETURNING 1"
-        )
-        self._delete_invalid = (
-            f"DELETE FROM {quoted} WHERE ns = ? AND key = ? AND tag IS ? AND val IS ? RETURNING 1"
-        )
-        self._purge = (
-            f"DELETE FROM {quoted} WHERE rowid IN "
-            f"(SELECT rowid FROM {quoted} WHERE expiry <= ? LIMIT ?) RETURNING ns"
+        # No DELETE ... RETURNING (SQLite >= 3.35): every counted delete is a SELECT of the
+        # doomed rows followed by the same DELETE, both inside one write transaction.
+        self._expired_where = "ns = ? AND key = ? AND expiry <= ?"
+        self._invalid_where = "ns = ? AND key = ? AND tag IS ? AND val IS ?"
+        self._purge_where = (
+            f"rowid IN (SELECT rowid FROM {quoted} WHERE expiry <= ? ORDER BY expiry LIMIT ?)"
         )
         self._select_sql: dict[int, str] = {}
         self._insert_sql: dict[int, str] = {}
@@ -190,16 +191,16 @@ class TableSql:
                 position = positions[i]
                 if tag is None:  # expired: the SELECT nulls the tag
                     key = keys[position]
-                    statement: Statement = (self._delete_expired, (stored_ns, key[1], plan.now))
-                    decoded.cleanup.append((key[0], "expired", statement))
+                    doomed: Doomed = (self._expired_where, (stored_ns, key[1], plan.now))
+                    decoded.cleanup.append((key[0], "expired", doomed))
                     continue
                 try:
                     sink[keys[position] if keyed else position] = loads((tag, val))
                 except Exception:
                     # Garbage or hostile bytes are a miss; delete them so they cannot fail again.
                     key = keys[position]
-                    statement = (self._delete_invalid, (stored_ns, key[1], tag, val))
-                    decoded.cleanup.append((key[0], "invalid", statement))
+                    doomed = (self._invalid_where, (stored_ns, key[1], tag, val))
+                    decoded.cleanup.append((key[0], "invalid", doomed))
         return decoded
 
     # -- writes --
@@ -245,9 +246,20 @@ class TableSql:
             self._delete_ns_sql[n] = sql
         return sql
 
-    def purge(self, now: float, limit: int) -> Statement:
-        """Delete at most ``limit`` expired rows (via the expiry index), returning their ns."""
-        return (self._purge, (now, limit))
+    def purge(self, now: float, limit: int) -> list[Statement]:
+        """Select the ns of, then delete, at most ``limit`` expired rows (via the expiry index).
+
+        Run atomically; the first statement's rows are the purged rows' namespaces.
+        """
+        return self.counted_delete((self._purge_where, (now, limit)), "ns")
+
+    def counted_delete(self, doomed: Doomed, columns: str = "1") -> list[Statement]:
+        """SELECT ``columns`` of the rows matching ``doomed``, then DELETE them; run atomically."""
+        where, params = doomed
+        return [
+            (f"SELECT {columns} FROM {self._quoted} WHERE {where}", params),
+            (f"DELETE FROM {self._quoted} WHERE {where}", params),
+        ]
 
 
 def tally(

@@ -98,7 +98,8 @@ class SqliteCache(EvictionNotifier, BaseCache[ValueT]):
         plan = self._sql.select(keys, self._timer())
         decoded = self._decode(plan, self._conns.run(plan.statements), keyed=True)
         if decoded.cleanup:
-            self._report_cleanup(decoded, self._conns.run(_cleanup(decoded), write=True))
+            cleanup = self._cleanup(decoded)
+            self._report_cleanup(decoded, self._conns.run(cleanup, atomic=True, write=True))
         return decoded.by_key
 
     async def aget(self, keys: Sequence[FullKey]) -> dict[FullKey, ValueT]:
@@ -113,7 +114,8 @@ class SqliteCache(EvictionNotifier, BaseCache[ValueT]):
         plan = self._sql.select(keys, self._timer())
         decoded = self._decode(plan, await self._conns.arun(plan.statements), keyed=False)
         if decoded.cleanup:
-            self._report_cleanup(decoded, await self._conns.arun(_cleanup(decoded), write=True))
+            cleanup = self._cleanup(decoded)
+            self._report_cleanup(decoded, await self._conns.arun(cleanup, atomic=True, write=True))
         return decoded.by_position
 
     def set(self, pairs: Mapping[FullKey, tuple[ValueT, int | None]]) -> None:
@@ -124,7 +126,7 @@ class SqliteCache(EvictionNotifier, BaseCache[ValueT]):
         self._conns.run(statements, atomic=True, write=True)
         purge = self._due_purge(now)
         if purge is not None:
-            self._report_purge(now, self._conns.run([purge], write=True))
+            self._report_purge(now, self._conns.run(purge, atomic=True, write=True))
 
     async def aset(self, pairs: Mapping[FullKey, tuple[ValueT, int | None]]) -> None:
         """Asynchronously set the cached values for the given keys and TTLs."""
@@ -134,7 +136,7 @@ class SqliteCache(EvictionNotifier, BaseCache[ValueT]):
         await self._conns.arun(statements, atomic=True, write=True)
         purge = self._due_purge(now)
         if purge is not None:
-            self._report_purge(now, await self._conns.arun([purge], write=True))
+            self._report_purge(now, await self._conns.arun(purge, atomic=True, write=True))
 
     def clear(self, namespaces: Sequence[Namespace] | None = None) -> None:
         """Delete the cached values for the given namespaces.
@@ -196,10 +198,10 @@ class SqliteCache(EvictionNotifier, BaseCache[ValueT]):
         total = 0
         while True:
             now = self._timer()
-            rows = self._conns.run([self._sql.purge(now, _PURGE_BATCH)], write=True)
-            self._report_purge(now, rows)
-            total += len(rows[0])
-            if len(rows[0]) < _PURGE_BATCH:
+            results = self._conns.run(self._sql.purge(now, _PURGE_BATCH), atomic=True, write=True)
+            self._report_purge(now, results)
+            total += len(results[0])
+            if len(results[0]) < _PURGE_BATCH:
                 return total
 
     # -- shared non-I/O steps --
@@ -214,7 +216,7 @@ class SqliteCache(EvictionNotifier, BaseCache[ValueT]):
         now = self._timer()
         return (self._sql.upsert(rows, now) if rows else []), now
 
-    def _due_purge(self, now: float) -> Statement | None:
+    def _due_purge(self, now: float) -> list[Statement] | None:
         if now < self._next_purge:
             return None
         self._next_purge = now + _PURGE_INTERVAL
@@ -226,9 +228,16 @@ class SqliteCache(EvictionNotifier, BaseCache[ValueT]):
             self._next_purge = now  # more are waiting: take the next batch on the next write
         self._report(tally((decode_namespace(ns), "expired") for (ns,) in rows))
 
+    def _cleanup(self, decoded: Decoded) -> list[Statement]:
+        statements: list[Statement] = []
+        for _, _, doomed in decoded.cleanup:
+            statements += self._sql.counted_delete(doomed)
+        return statements
+
     def _report_cleanup(self, decoded: Decoded, results: list[list[Row]]) -> None:
-        deleted = zip(decoded.cleanup, results, strict=True)
-        self._report(tally((ns, cause) for (ns, cause, _), rows in deleted if rows))
+        # results alternate: the SELECT of each counted delete, then the DELETE itself
+        deleted = zip(decoded.cleanup, results[::2], strict=True)
+        self._report(tally((ns, cause) for (ns, cause, _), rows in deleted for _ in rows))
 
     def _report(self, counts: dict[tuple[Namespace, EvictionCause], int]) -> None:
         for (ns, cause), count in counts.items():
@@ -243,10 +252,6 @@ def _checked(keys: Sequence[FullKey]) -> Sequence[FullKey]:
             keys = list(raw)
     check_keys(keys)
     return keys
-
-
-def _cleanup(decoded: Decoded) -> list[Statement]:
-    return [statement for _, _, statement in decoded.cleanup]
 
 
 def _database(path: object) -> tuple[str, bool, bool]:
