@@ -435,3 +435,61 @@ def test_memory_database_takes_sync_and_async_writers_at_once() -> None:
         assert cache.entry_count() == 2 * 20 * 450
     finally:
         cache.close()
+
+
+def _stress(path: str, seed: int) -> None:
+    import random
+
+    rng = random.Random(seed)
+    namespaces: list[Namespace] = [("stress",), ("stress", "a"), ("stress", "b,c")]
+    with open_cache(path) as cache:
+
+        def worker(offset: int) -> None:
+            for _ in range(150):
+                ns = rng.choice(namespaces)
+                op = rng.random()
+                if op < 0.5:
+                    cache.set({(ns, f"k{rng.randrange(50)}"): (offset, rng.choice([None, 60]))})
+                elif op < 0.95:
+                    for (got_ns, _), value in cache.get([(ns, f"k{i}") for i in range(50)]).items():
+                        assert got_ns == ns and isinstance(value, int)
+                else:
+                    cache.clear([ns])
+
+        async def async_worker() -> None:
+            for i in range(100):
+                ns = rng.choice(namespaces)
+                await cache.aset({(ns, f"k{i % 50}"): (-1, None)})
+                await cache.aget([(ns, f"k{j}") for j in range(50)])
+
+        threads = [threading.Thread(target=worker, args=(t,)) for t in range(2)]
+        for thread in threads:
+            thread.start()
+        asyncio.run(async_worker())
+        for thread in threads:
+            thread.join()
+
+
+@pytest.mark.slow
+def test_stress_processes_threads_and_async_then_integrity(db: str) -> None:
+    # diskcache-style: random operations from several processes and threads, then check.
+    SqliteCache(path=db).close()
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_stress, args=(db, seed)) for seed in range(2)]
+    for proc in procs:
+        proc.start()
+    _stress(db, 99)
+    for proc in procs:
+        proc.join(timeout=300)
+    assert [proc.exitcode for proc in procs] == [0, 0]
+    raw = sqlite3.connect(db)
+    try:
+        assert raw.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        stored = raw.execute("SELECT ns FROM toolkit_cache").fetchall()
+    finally:
+        raw.close()
+    assert {decode_namespace(ns) for (ns,) in stored} <= {
+        ("stress",),
+        ("stress", "a"),
+        ("stress", "b,c"),
+    }
