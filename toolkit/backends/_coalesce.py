@@ -68,8 +68,13 @@ class ReadCoalescer(Generic[V]):
         missing = self._missing
         start = 0
         for keys, fut in waiters:
-            end = start + len(keys)
+            count = len(keys)
+            if count == 1:  # the common shape under asyncio.gather: skip slicing and zipping
+                value = values[start]
+                result = {} if value is missing else {keys[0]: value}
+            else:
+                found = values[start : start + count]
+                result = {k: v for k, v in zip(keys, found, strict=True) if v is not missing}
             if not fut.done():
-                found = values[start:end]
-                fut.set_result({k: v for k, v in zip(keys, found, strict=True) if v is not missing})
-            start = end
+                fut.set_result(result)
+            start += count
