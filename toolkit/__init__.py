@@ -11,6 +11,18 @@ from toolkit.errors import (
     CacheTimeoutError,
     SerializationError,
 )
+from toolkit.exposition import start_metrics_server
+from toolkit.middleware import (
+    CacheMiddleware,
+    CircuitOpenError,
+    DeadlineExceededError,
+    FailOpen,
+    Metrics,
+    Tracing,
+    Validate,
+    observe,
+    wrap,
+)
 from toolkit.serde import PickleSerializer, SafeSerializer
 
 __version__ = "0.1.0"
@@ -20,14 +32,24 @@ __all__ = [
     "BaseCache",
     "CacheClosedError",
     "CacheError",
+    "CacheMiddleware",
     "CacheTimeoutError",
+    "CircuitOpenError",
+    "DeadlineExceededError",
+    "FailOpen",
     "FullKey",
     "InMemoryCache",
+    "Metrics",
     "Namespace",
     "PickleSerializer",
     "SafeSerializer",
     "SerializationError",
     "SerializerProtocol",
     "SqliteCache",
+    "Tracing",
+    "Validate",
     "__version__",
+    "observe",
+    "start_metrics_server",
+    "wrap",
 ]
