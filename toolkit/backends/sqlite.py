@@ -42,7 +42,11 @@ _PURGE_BATCH = 256
 
 
 class SqliteCache(EvictionNotifier, BaseCache[ValueT]):
-    """Cache in a SQLite file (or ``":memory:"``), shared safely by threads and processes."""
+    """Cache in a SQLite file, shared safely by threads and processes.
+
+    ``path=":memory:"`` gives one private in-memory database per cache object, seen by its
+    sync and async methods alike and gone when the cache is closed.
+    """
 
     backend_name = "sqlite"
 
