@@ -4,6 +4,7 @@ import typing
 
 from toolkit._types import FullKey, Namespace, SerializerProtocol
 from toolkit.backends.memory import InMemoryCache
+from toolkit.backends.sqlite import SqliteCache
 from toolkit.base import BaseCache
 from toolkit.errors import (
     BackendError,
@@ -64,6 +65,7 @@ __all__ = [
     "SafeSerializer",
     "SerializationError",
     "SerializerProtocol",
+    "SqliteCache",
     "Tracing",
     "Validate",
     "__version__",
