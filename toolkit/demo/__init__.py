@@ -115,7 +115,12 @@ def run(options: argparse.Namespace, out: TextIO = sys.stdout) -> int:
             clear_main=options.backend == "redis",
         )
         scratch.callback(caches.close)
-        server = start_metrics_server(port=options.port, addr=options.addr, registry=registry)
+        try:
+            server = start_metrics_server(port=options.port, addr=options.addr, registry=registry)
+        except OSError as exc:
+            print(f"cannot serve /metrics on {options.addr}:{options.port}: {exc}", file=sys.stderr)
+            print("pass another port: make demo ARGS='--port 9465'", file=sys.stderr)
+            return 2
         scratch.callback(server.close)
         url = server.url
         workload = Workload(
