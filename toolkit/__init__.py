@@ -47,6 +47,7 @@ def __getattr__(name: str) -> object:
 
 
 __all__ = [
+    "OPTIONAL_EXPORTS",
     "BackendError",
     "BaseCache",
     "CacheClosedError",
@@ -60,7 +61,6 @@ __all__ = [
     "InMemoryCache",
     "Metrics",
     "Namespace",
-    "OPTIONAL_EXPORTS",
     "PickleSerializer",
     "SafeSerializer",
     "SerializationError",
