@@ -265,7 +265,7 @@ class _Codec:
             return self._record_encoder("P", name, fields)
         message = _langchain_message_class()
         if message is not None and issubclass(cls, message):
-            fields = tuple(f for f in cls.model_fields if f not in _MESSAGE_SKIP)
+            fields = tuple(f for f in getattr(cls, "model_fields", ()) if f not in _MESSAGE_SKIP)
             return self._record_encoder("L", name, fields)
         pydantic = sys.modules.get("pydantic")
         if pydantic is not None and issubclass(cls, pydantic.BaseModel):
@@ -338,7 +338,7 @@ def hash_encoding(encoding: str) -> str:
 
 def _unwrap(func: Any) -> Callable[..., Any]:
     if isinstance(func, (classmethod, staticmethod)):
-        return func.__func__  # type: ignore[no-any-return]
+        return func.__func__
     return func  # type: ignore[no-any-return]
 
 
@@ -355,8 +355,8 @@ def _is_framework(param: inspect.Parameter) -> bool:
 def namespace_of(func: Any) -> Namespace:
     """The default namespace of a function: ``(module, qualified name)``."""
     func = _unwrap(func)
-    module = getattr(func, "__module__", None) or "__main__"
-    qualname = getattr(func, "__qualname__", None) or getattr(func, "__name__", repr(func))
+    module = str(getattr(func, "__module__", None) or "__main__")
+    qualname = str(getattr(func, "__qualname__", None) or getattr(func, "__name__", repr(func)))
     return (module, qualname)
 
 
@@ -374,6 +374,7 @@ class KeyPlan:
         func = _unwrap(func)
         self.func_name = getattr(func, "__qualname__", repr(func))
         self.signature = inspect.signature(func)
+        self.strict_containers = strict_containers
         self.encode = (_STRICT if strict_containers else _LOOSE).encode
         params = list(self.signature.parameters.values())
         ignored = set(ignore)
@@ -395,7 +396,9 @@ class KeyPlan:
         self.names = tuple(p.name for p in positional)
         self.kinds = tuple(p.kind for p in positional)
         self.kept = tuple(
-            (i, _enc_str(p.name), p.name) for i, p in enumerate(positional) if p.name not in self.skipped
+            (i, _enc_str(p.name), p.name)
+            for i, p in enumerate(positional)
+            if p.name not in self.skipped
         )
 
     def bind(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> list[tuple[str, str, Any]]:
@@ -406,9 +409,9 @@ class KeyPlan:
                 values = args + self.defaults[n:] if n < self.n_positional else args
                 return [(prefix, name, values[i]) for i, prefix, name in self.kept]
             if kwargs and n <= self.n_positional:
-                values = self._bind_keywords(args, kwargs)
-                if values is not None:
-                    return [(prefix, name, values[i]) for i, prefix, name in self.kept]
+                by_hand = self._bind_keywords(args, kwargs)
+                if by_hand is not None:
+                    return [(prefix, name, by_hand[i]) for i, prefix, name in self.kept]
         bound = self.signature.bind(*args, **kwargs)
         bound.apply_defaults()
         skipped = self.skipped
@@ -440,11 +443,28 @@ class KeyPlan:
             n = len(args)
             if self.n_required <= n <= self.n_positional:
                 values = args if n == self.n_positional else args + self.defaults[n:]
+                enc = self.encode
+                out = ""
                 try:
-                    return "".join([prefix + self.encode(values[i]) for i, prefix, _ in self.kept])
+                    for i, prefix, _ in self.kept:
+                        value = values[i]
+                        cls = type(value)
+                        if cls is int:
+                            out += f"{prefix}i{value};"
+                        elif cls is str:
+                            out += f"{prefix}s{len(value)}:{value}"
+                        else:
+                            out += prefix + enc(value)
+                    return out
                 except (TypeError, RecursionError):
                     pass  # the slow path below names the parameter that failed
         return self._encode_bound(self.bind(args, kwargs))
+
+    def digest(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
+        """The key string of one call: the 128-bit hex digest of its encoding."""
+        hasher = _HASHER.copy()
+        hasher.update(self.encode_call(args, kwargs).encode("utf-8", "surrogatepass"))
+        return hasher.hexdigest()
 
     def _encode_bound(self, bound: list[tuple[str, str, Any]]) -> str:
         enc = self.encode
@@ -489,7 +509,7 @@ def derive_key(
     ignore: Iterable[str] = (),
     strict_containers: bool = True,
 ) -> FullKey:
-    """The ``FullKey`` of ``func(*args, **kwargs)``: ``ns`` (default module and qualname) and a digest."""
+    """The ``FullKey`` of ``func(*args, **kwargs)``: ``ns`` (default: module, qualname), digest."""
     plan = key_plan(func, ignore=tuple(sorted(ignore)), strict_containers=strict_containers)
     digest = hash_encoding(plan.encode_call(args, kwargs or {}))
     return (ns if ns is not None else namespace_of(func), digest)
