@@ -72,8 +72,23 @@ def _plainly_valid(full_key: object) -> bool:
     return all(type(part) is str and part.isascii() for part in ns)
 
 
+def _plainly_valid(full_key: object) -> bool:
+    """Cheap accept-only test for the common shape: ASCII str parts in exact tuples."""
+    if type(full_key) is not tuple or len(full_key) != 2:
+        return False
+    ns, key = full_key
+    if type(ns) is not tuple or type(key) is not str or not key.isascii():
+        return False
+    for part in ns:
+        if type(part) is not str or not part.isascii():
+            return False
+    return True
+
+
 def check_keys(keys: Sequence[FullKey]) -> Sequence[FullKey]:
     """Validate every key of a batch before any I/O; returns the batch unchanged."""
+    if type(keys) is list and all(map(_plainly_valid, keys)):
+        return keys  # the hot path of every get: skip the ABC isinstance and per-part checks
     if type(keys) is list and all(map(_plainly_valid, keys)):
         return keys  # the hot path of every get: skip the ABC isinstance and per-part checks
     if isinstance(keys, (str, bytes)) or not isinstance(keys, Iterable):

@@ -172,6 +172,8 @@ class _Codec:
                 return enc_dict(obj)
             if cls is list:
                 return enc_sequence(list_tag, obj)
+            if obj is None:
+                return "N"
             fn = table.get(cls)
             if fn is None:
                 fn = resolve(cls, obj)
@@ -196,10 +198,15 @@ class _Codec:
             return enc_sequence("t", obj)
 
         def enc_dict(obj: Any) -> str:
-            if len(obj) == 1:
-                for k, v in obj.items():
-                    return f"d1:{encode(k)}{encode(v)}"
-            items = sorted([encode(k) + encode(v) for k, v in obj.items()])
+            items = []
+            for k, v in obj.items():
+                head = f"s{len(k)}:{k}" if type(k) is str else encode(k)
+                if type(v) is str:
+                    items.append(f"{head}s{len(v)}:{v}")
+                else:
+                    items.append(head + encode(v))
+            if len(items) > 1:
+                items.sort()
             return f"d{len(items)}:{''.join(items)}"
 
         def enc_set(obj: Any) -> str:
@@ -233,6 +240,7 @@ class _Codec:
             }
         )
         self.table = table
+        self.empty = {list: f"{list_tag}0:", dict: "d0:"}
         self.encode: Encoder = encode
         """Encode one value; raises ``UnsupportedKeyType`` for values with no encoding."""
         self.enc_dict = enc_dict
@@ -283,11 +291,23 @@ class _Codec:
 
     def _record_encoder(self, tag: str, name: str, fields: tuple[str, ...]) -> Encoder:
         enc = self.encode
+        empty = self.empty
         head = f"{tag}{_text('', name)}{len(fields)}:"
         prefixes = tuple((f, _enc_str(f)) for f in fields)
 
         def encode_record(obj: Any) -> str:
-            return head + "".join([p + enc(getattr(obj, f)) for f, p in prefixes])
+            out = head
+            for field, prefix in prefixes:
+                value = getattr(obj, field)
+                if type(value) is str:
+                    out += f"{prefix}s{len(value)}:{value}"
+                elif value is None:
+                    out += prefix + "N"
+                elif not value and type(value) in empty:
+                    out += prefix + empty[type(value)]
+                else:
+                    out += prefix + enc(value)
+            return out
 
         return encode_record
 
