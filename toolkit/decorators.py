@@ -45,6 +45,10 @@ _MISSING: Any = object()
 _log = logging.getLogger(__name__)
 
 
+def _is_tombstone(value: Any) -> bool:
+    return type(value) is str and value == _TOMBSTONE
+
+
 # -- public types -----------------------------------------------------------------------
 
 
@@ -63,6 +67,9 @@ class BoundCached(Protocol[R_co]):
 
 class CachedFunction(Protocol[P, R_co]):
     """A cached sync function: called like the original, plus cache controls."""
+
+    __name__: str
+    __qualname__: str
 
     @property
     def __wrapped__(self) -> Callable[P, R_co]: ...
@@ -99,6 +106,9 @@ class CachedFunction(Protocol[P, R_co]):
 
 class AsyncCachedFunction(Protocol[P, R_co]):
     """A cached coroutine function: awaited like the original, plus cache controls."""
+
+    __name__: str
+    __qualname__: str
 
     @property
     def __wrapped__(self) -> Callable[P, Coroutine[Any, Any, R_co]]: ...
@@ -317,6 +327,10 @@ class _Cached:
             flight.done.wait()
             if not flight.abandoned:
                 return flight.outcome()
+            # The leader was interrupted: another waiter may have taken over and finished.
+            value = cache.get([full_key]).get(full_key, _MISSING)
+            if value is not _MISSING and not _is_tombstone(value):
+                return value
 
     def _lead(
         self,
@@ -426,6 +440,10 @@ class _Cached:
             await flight.done.wait()  # type: ignore[misc]
             if not flight.abandoned:
                 return flight.outcome()
+            # The leader was cancelled: another waiter may have taken over and finished.
+            value = (await cache.aget([full_key])).get(full_key, _MISSING)
+            if value is not _MISSING and not _is_tombstone(value):
+                return value
 
     async def _alead(
         self,

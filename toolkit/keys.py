@@ -240,7 +240,7 @@ class _Codec:
             }
         )
         self.table = table
-        self.empty = {list: f"{list_tag}0:", dict: "d0:"}
+        self.empty: dict[type, str] = {list: f"{list_tag}0:", dict: "d0:"}
         self.encode: Encoder = encode
         """Encode one value; raises ``UnsupportedKeyType`` for values with no encoding."""
         self.enc_dict = enc_dict
