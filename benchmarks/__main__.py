@@ -1,4 +1,4 @@
-"""Run every ``benchmarks/bench_*.py`` suite (or those named on the command line) and print one table."""
+"""Run every ``benchmarks/bench_*.py`` suite (or those named) and print one table."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("areas", nargs="*", help="suites to run, e.g. memory sqlite (default: all)")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args(argv)
-    names = sorted(m.name for m in pkgutil.iter_modules(benchmarks.__path__) if m.name.startswith("bench_"))
+    names = sorted(
+        m.name for m in pkgutil.iter_modules(benchmarks.__path__) if m.name.startswith("bench_")
+    )
     if args.areas:
         names = [n for n in names if n.removeprefix("bench_") in args.areas]
     done: list[Comparison] = []

@@ -19,7 +19,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 @pytest.fixture
-def subject(subject_spec: tuple[str, str], request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Subject]:
+def subject(
+    subject_spec: tuple[str, str], request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[Subject]:
     """A fresh cache of one backend inside one middleware stack."""
     backend_name, stack_name = subject_spec
     with BACKENDS[backend_name](request, tmp_path) as made:

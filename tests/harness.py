@@ -51,7 +51,6 @@ class Subject:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
-BackendFactory = Callable[[pytest.FixtureRequest, Path], "contextmanager[Subject]"]
 BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], Any]] = {}
 STACKS: dict[str, Callable[[Subject], Subject]] = {}
 
@@ -78,7 +77,7 @@ def _memory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Subject]
 
     def inject(full_key: FullKey, tag: str, payload: bytes) -> None:
         cache.set({full_key: (0, None)})
-        cache._data[full_key] = (tag, payload, None)
+        cache._data[full_key] = ((tag, payload), None)
 
     yield Subject("memory", cache, clock.advance, inject=inject, raw=cache)
 
@@ -98,7 +97,9 @@ def subject_params() -> list[Any]:
                 continue
             marks = [pytest.mark.redis] if backend_name.startswith("redis") else []
             params.append(
-                pytest.param((backend_name, stack_name), id=f"{backend_name}-{stack_name}", marks=marks)
+                pytest.param(
+                    (backend_name, stack_name), id=f"{backend_name}-{stack_name}", marks=marks
+                )
             )
     return params
 

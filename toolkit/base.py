@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Generic
 
-from toolkit._types import EvictionCause, EvictionListener, FullKey, Namespace, SerializerProtocol, ValueT
+from toolkit._types import (
+    EvictionCause,
+    EvictionListener,
+    FullKey,
+    Namespace,
+    SerializerProtocol,
+    ValueT,
+)
 from toolkit.serde import SafeSerializer
 
 __all__ = [
@@ -40,12 +48,27 @@ def _check_text(part: object, what: str, where: object) -> None:
             ) from None
 
 
+# Namespaces already proven valid: a handful per application, so checking one is a set lookup.
+_KNOWN_NAMESPACES: set[Namespace] = set()
+_KNOWN_LIMIT = 4096
+
+
 def check_namespace(ns: object) -> Namespace:
     """Return ``ns`` if it is a tuple of str, else raise ``TypeError``/``ValueError``."""
+    if type(ns) is tuple:
+        try:
+            if ns in _KNOWN_NAMESPACES:
+                return ns
+        except TypeError:  # an unhashable part: the full check below names it
+            pass
     if not isinstance(ns, tuple):
         raise TypeError(f"namespace must be a tuple of str, got {type(ns).__name__}: {_short(ns)}")
     for part in ns:
         _check_text(part, "namespace part", ns)
+    if type(ns) is tuple and all(type(part) is str for part in ns):
+        if len(_KNOWN_NAMESPACES) >= _KNOWN_LIMIT:
+            _KNOWN_NAMESPACES.clear()
+        _KNOWN_NAMESPACES.add(ns)
     return ns
 
 
@@ -58,70 +81,92 @@ def check_key(full_key: object) -> FullKey:
         )
     ns, key = full_key
     check_namespace(ns)
-    _check_text(key, "key", full_key)
+    if type(key) is not str or not key.isascii():
+        _check_text(key, "key", full_key)
     return full_key
-
-
-def _plainly_valid(full_key: object) -> bool:
-    """Cheap accept-only test for the common shape: ASCII str parts in exact tuples."""
-    if type(full_key) is not tuple or len(full_key) != 2:
-        return False
-    ns, key = full_key
-    if type(ns) is not tuple or type(key) is not str or not key.isascii():
-        return False
-    return all(type(part) is str and part.isascii() for part in ns)
-
-
-def _plainly_valid(full_key: object) -> bool:
-    """Cheap accept-only test for the common shape: ASCII str parts in exact tuples."""
-    if type(full_key) is not tuple or len(full_key) != 2:
-        return False
-    ns, key = full_key
-    if type(ns) is not tuple or type(key) is not str or not key.isascii():
-        return False
-    for part in ns:  # noqa: SIM110 - a plain loop beats all() over a generator here
-        if type(part) is not str or not part.isascii():
-            return False
-    return True
 
 
 def check_keys(keys: Sequence[FullKey]) -> Sequence[FullKey]:
     """Validate every key of a batch before any I/O; returns the batch unchanged."""
-    if type(keys) is list and all(map(_plainly_valid, keys)):
-        return keys  # the hot path of every get: skip the ABC isinstance and per-part checks
-    if type(keys) is list and all(map(_plainly_valid, keys)):
-        return keys  # the hot path of every get: skip the ABC isinstance and per-part checks
-    if isinstance(keys, (str, bytes)) or not isinstance(keys, Iterable):
-        raise TypeError(f"keys must be a sequence of (namespace, key) pairs, got {_short(keys)}")
+    raw: object = keys  # callers break the annotation; check what really arrived
+    if (type(raw) is not list and type(raw) is not tuple) and (
+        isinstance(raw, (str, bytes)) or not isinstance(raw, Iterable)
+    ):
+        raise TypeError(f"keys must be a sequence of (namespace, key) pairs, got {_short(raw)}")
+    known = _KNOWN_NAMESPACES
     for full_key in keys:
+        # Fast path for the common case; anything unusual takes the full check.
+        try:
+            if (
+                type(full_key) is tuple
+                and len(full_key) == 2
+                and full_key[0] in known
+                and type(full_key[1]) is str
+                and full_key[1].isascii()
+            ):
+                continue
+        except TypeError:
+            pass
         check_key(full_key)
     return keys
 
 
 def check_ttl(ttl: object, where: object = None) -> float | None:
-    """Return a ttl in seconds (``None`` = never expires); reject bools, non-numbers and ttl <= 0."""
+    """Return a ttl in seconds (``None`` = never expires); reject non-numbers and ttl <= 0."""
     if ttl is None:
         return None
     if isinstance(ttl, bool) or not isinstance(ttl, (int, float)):
-        raise TypeError(f"ttl must be int, float or None (seconds), got {type(ttl).__name__} for {_short(where)}")
+        raise TypeError(
+            f"ttl must be int, float or None (seconds), "
+            f"got {type(ttl).__name__} for {_short(where)}"
+        )
     if not ttl > 0 or not math.isfinite(ttl):
-        raise ValueError(f"ttl must be a finite number of seconds > 0 (None never expires), got {ttl!r} for {_short(where)}")
+        raise ValueError(
+            f"ttl must be a finite number of seconds > 0 (None never expires), "
+            f"got {ttl!r} for {_short(where)}"
+        )
     return float(ttl)
 
 
-def check_pairs(pairs: Mapping[FullKey, tuple[Any, int | None]]) -> list[tuple[FullKey, Any, float | None]]:
-    """Validate a whole ``set`` batch before anything is written; returns ``(key, value, ttl)`` rows."""
-    if not isinstance(pairs, Mapping):
-        raise TypeError(f"set() takes a mapping of key -> (value, ttl), got {type(pairs).__name__}")
+def check_pairs(
+    pairs: Mapping[FullKey, tuple[Any, int | None]],
+    encode: Callable[[Any], Any] | None = None,
+) -> list[tuple[FullKey, Any, float | None]]:
+    """Validate (and, given ``encode``, encode) a whole ``set`` batch before anything is written.
+
+    Returns ``(key, value, ttl)`` rows, with ``value`` replaced by ``encode(value)`` if given;
+    the first bad key, entry, ttl or unencodable value raises before the caller writes.
+    """
+    raw: object = pairs
+    if type(raw) is not dict and not isinstance(raw, Mapping):
+        raise TypeError(f"set() takes a mapping of key -> (value, ttl), got {type(raw).__name__}")
     rows: list[tuple[FullKey, Any, float | None]] = []
+    known = _KNOWN_NAMESPACES
     for full_key, entry in pairs.items():
-        check_key(full_key)
-        if not isinstance(entry, tuple) or len(entry) != 2:
-            raise TypeError(
-                f"set() values must be (value, ttl) pairs, got {type(entry).__name__} for {_short(full_key)}"
+        try:
+            fast = (
+                type(full_key) is tuple
+                and len(full_key) == 2
+                and full_key[0] in known
+                and type(full_key[1]) is str
+                and full_key[1].isascii()
             )
-        value, ttl = entry
-        rows.append((full_key, value, check_ttl(ttl, full_key)))
+        except TypeError:
+            fast = False
+        if not fast:
+            check_key(full_key)
+        if type(entry) is tuple and len(entry) == 2:
+            value, ttl = entry
+            if ttl is None or (type(ttl) is int and ttl > 0):
+                checked_ttl = None if ttl is None else float(ttl)
+            else:
+                checked_ttl = check_ttl(ttl, full_key)
+        else:
+            raise TypeError(
+                f"set() values must be (value, ttl) pairs, "
+                f"got {type(entry).__name__} for {_short(full_key)}"
+            )
+        rows.append((full_key, value if encode is None else encode(value), checked_ttl))
     return rows
 
 
@@ -129,8 +174,11 @@ def check_namespaces(namespaces: Sequence[Namespace] | None) -> Sequence[Namespa
     """Validate the argument of ``clear``; ``None`` means every entry of this cache."""
     if namespaces is None:
         return None
-    if isinstance(namespaces, (str, bytes)) or not isinstance(namespaces, Iterable):
-        raise TypeError(f"namespaces must be a sequence of tuples of str or None, got {_short(namespaces)}")
+    raw: object = namespaces
+    if isinstance(raw, (str, bytes)) or not isinstance(raw, Iterable):
+        raise TypeError(
+            f"namespaces must be a sequence of tuples of str or None, got {_short(namespaces)}"
+        )
     for ns in namespaces:
         check_namespace(ns)
     return namespaces
@@ -147,10 +195,9 @@ class EvictionNotifier:
 
     def _notify_eviction(self, ns: Namespace, cause: EvictionCause, count: int = 1) -> None:
         for listener in self._eviction_listeners:
-            try:
+            # A listener (the metrics layer) must never break the cache it observes.
+            with contextlib.suppress(Exception):
                 listener(ns, cause, count)
-            except Exception:  # noqa: BLE001 - a listener must never break the cache
-                pass
 
 
 class BaseCache(ABC, Generic[ValueT]):

@@ -1,0 +1,114 @@
+"""Real LangGraph graphs run unchanged on every backend and stack of the conformance harness."""
+
+from __future__ import annotations
+
+import operator
+from typing import Annotated, Any, TypedDict
+
+import pytest
+from langgraph.func import entrypoint, task
+from langgraph.graph import END, START, StateGraph
+from langgraph.types import CachePolicy
+
+from tests.harness import Subject
+
+
+class State(TypedDict, total=False):
+    x: int
+    doubled: int
+    log: Annotated[list[str], operator.add]
+
+
+def as_langgraph(subject: Subject) -> Any:
+    """Our caches satisfy LangGraph's BaseCache structurally; its annotations are nominal."""
+    return subject.cache
+
+
+def build_graph(subject: Subject, calls: list[int]) -> Any:
+    def slow(state: State) -> dict[str, Any]:
+        calls.append(state["x"])
+        return {"doubled": state["x"] * 2, "log": [f"slow({state['x']})"]}
+
+    def cheap(state: State) -> dict[str, Any]:
+        return {"log": ["cheap"]}
+
+    builder = StateGraph(State)
+    builder.add_node("slow", slow, cache_policy=CachePolicy(ttl=60))
+    builder.add_node("cheap", cheap)
+    builder.add_edge(START, "slow")
+    builder.add_edge("slow", "cheap")
+    builder.add_edge("cheap", END)
+    return builder.compile(cache=as_langgraph(subject))
+
+
+async def test_state_graph_runs_cached_node_once(subject: Subject, mode: str) -> None:
+    calls: list[int] = []
+    graph = build_graph(subject, calls)
+
+    async def invoke(x: int) -> Any:
+        if mode == "sync":
+            return graph.invoke({"x": x})
+        return await graph.ainvoke({"x": x})
+
+    first = await invoke(3)
+    assert first["doubled"] == 6
+    assert first["log"] == ["slow(3)", "cheap"]
+    again = await invoke(3)
+    assert again == first
+    assert calls == [3]
+
+    await invoke(4)
+    assert calls == [3, 4]
+
+    if mode == "sync":
+        graph.clear_cache()
+    else:
+        await graph.aclear_cache()
+    assert (await invoke(3))["doubled"] == 6
+    assert calls == [3, 4, 3]
+
+
+async def test_functional_api_task_cache(subject: Subject, mode: str) -> None:
+    calls: list[str] = []
+
+    @task(cache_policy=CachePolicy())  # type: ignore[arg-type]  # LangGraph's own typing
+    def shout(word: str) -> str:
+        calls.append(word)
+        return word.upper()
+
+    @entrypoint(cache=as_langgraph(subject))
+    def pipeline(words: list[str]) -> list[str]:
+        futures: list[Any] = [shout(w) for w in words]  # type: ignore[arg-type]
+        return [f.result() for f in futures]
+
+    @task(cache_policy=CachePolicy())  # type: ignore[arg-type]  # LangGraph's own typing
+    async def ashout(word: str) -> str:
+        calls.append(word)
+        return word.upper()
+
+    @entrypoint(cache=as_langgraph(subject))
+    async def apipeline(words: list[str]) -> list[str]:
+        return [await ashout(w) for w in words]  # type: ignore[arg-type]
+
+    if mode == "sync":
+        assert pipeline.invoke(["a", "b", "a"]) == ["A", "B", "A"]
+        assert pipeline.invoke(["b", "c"]) == ["B", "C"]
+    else:
+        assert await apipeline.ainvoke(["a", "b", "a"]) == ["A", "B", "A"]
+        assert await apipeline.ainvoke(["b", "c"]) == ["B", "C"]
+    assert sorted(calls) == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize("nodes", [None, ["slow"]])
+def test_clear_cache_reaches_only_graph_namespaces(
+    subject: Subject, nodes: list[str] | None
+) -> None:
+    calls: list[int] = []
+    graph = build_graph(subject, calls)
+    bystander = (("someone", "else"), "k")
+    subject.cache.set({bystander: ("untouched", None)})
+    graph.invoke({"x": 1})
+    graph.clear_cache(nodes)
+    graph.invoke({"x": 1})
+    assert calls == [1, 1]
+    assert subject.cache.get([bystander]) == {bystander: "untouched"}
