@@ -3,6 +3,8 @@
 from toolkit._types import FullKey, Namespace, SerializerProtocol
 from toolkit.backends.memory import InMemoryCache
 from toolkit.base import BaseCache
+from toolkit.config import cache_from_url, configure
+from toolkit.decorators import AsyncCachedFunction, CachedFunction, cached
 from toolkit.errors import (
     BackendError,
     CacheClosedError,
@@ -10,16 +12,19 @@ from toolkit.errors import (
     CacheTimeoutError,
     SerializationError,
 )
+from toolkit.keys import derive_key
 from toolkit.serde import PickleSerializer, SafeSerializer
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncCachedFunction",
     "BackendError",
     "BaseCache",
     "CacheClosedError",
     "CacheError",
     "CacheTimeoutError",
+    "CachedFunction",
     "FullKey",
     "InMemoryCache",
     "Namespace",
@@ -28,4 +33,8 @@ __all__ = [
     "SerializationError",
     "SerializerProtocol",
     "__version__",
+    "cache_from_url",
+    "cached",
+    "configure",
+    "derive_key",
 ]
