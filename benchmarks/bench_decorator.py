@@ -1,8 +1,8 @@
 """``@cached`` hit paths and key derivation against dogpile.cache, cashews, aiocache, LangGraph.
 
 Targets (issue 5): sync hit with the default stack faster than dogpile's memory hit;
-async hit ≤ 0.25× cashews ``mem://`` and ≤ 0.5× aiocache ``SimpleMemoryCache``;
-``integrations.langgraph.key_func`` ≤ 1.0× LangGraph's ``default_cache_key``. The absolute
+async hit ≤ 0.25x cashews ``mem://`` and ≤ 0.5x aiocache ``SimpleMemoryCache``;
+``integrations.langgraph.key_func`` ≤ 1.0x LangGraph's ``default_cache_key``. The absolute
 budgets (sync hit ≤ 5 µs default stack, ≤ 2.5 µs bare; ``.cache_key`` ≤ 2.5 µs) are read
 off the "ours" column.
 """
