@@ -109,11 +109,11 @@ def suite() -> Iterator[Comparison]:
     async def ours_async(a: int, b: str) -> str:
         return f"{a}{b}"
 
-    @cashews(ttl="1h")  # type: ignore[misc]
+    @cashews(ttl="1h")
     async def cashews_f(a: int, b: str) -> str:
         return f"{a}{b}"
 
-    @aiocache_cached(cache=SimpleMemoryCache)  # type: ignore[misc]
+    @aiocache_cached(cache=SimpleMemoryCache)  # type: ignore[untyped-decorator]
     async def aiocache_f(a: int, b: str) -> str:
         return f"{a}{b}"
 
