@@ -212,6 +212,7 @@ class _Cached:
         from toolkit import __version__
 
         self.tracer = trace.get_tracer(__name__, __version__, tracer_provider=tracer_provider)
+        self.uses_global_provider = tracer_provider is None
         self.lock = threading.Lock()
         self.flights: dict[FullKey, _Flight[Any]] = {}
         self.aflights: dict[tuple[FullKey, asyncio.AbstractEventLoop], _Flight[Any]] = {}
@@ -252,6 +253,10 @@ class _Cached:
     # -- instrumentation: never raises into the caller --
 
     def start_span(self) -> trace.Span | None:
+        # With no explicit provider and no global SDK provider the span could only be a
+        # non-recording no-op: skip the ProxyTracer round trip on the hot path.
+        if self.uses_global_provider and getattr(trace, "_TRACER_PROVIDER", True) is None:
+            return None
         try:
             span = self.tracer.start_span(SPAN_NAME)
             if not span.is_recording():

@@ -201,8 +201,13 @@ class _Codec:
             items = []
             for k, v in obj.items():
                 head = f"s{len(k)}:{k}" if type(k) is str else encode(k)
-                if type(v) is str:
+                cls = type(v)
+                if cls is str:
                     items.append(f"{head}s{len(v)}:{v}")
+                elif cls is int:
+                    items.append(f"{head}i{v};")
+                elif cls is bool:
+                    items.append(head + ("T" if v else "F"))
                 else:
                     items.append(head + encode(v))
             if len(items) > 1:

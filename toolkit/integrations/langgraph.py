@@ -21,8 +21,9 @@ __all__ = ["cache_policy", "key_func"]
 
 def key_func(*args: Any, **kwargs: Any) -> bytes:
     """Canonical bytes of a node's (or task's) input; LangGraph hashes them into the key."""
-    encoded = encode(args) + encode(kwargs) if kwargs else encode(args)
-    return encoded.encode("utf-8", "surrogatepass")
+    if len(args) == 1 and not kwargs:  # a node's input: no encoding starts with "*"
+        return encode(args[0]).encode("utf-8", "surrogatepass")
+    return f"*{encode(args)}{encode(kwargs)}".encode("utf-8", "surrogatepass")
 
 
 def cache_policy(ttl: int | None = None) -> Any:
