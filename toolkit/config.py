@@ -43,9 +43,9 @@ def cache_from_url(url: str) -> BaseCache[Any]:
             return InMemoryCache(max_entries=_positive_int(query["max_entries"][-1], url))
         return InMemoryCache()
     if scheme == "sqlite":
+        path = _sqlite_path(parts.netloc, parts.path, url)
         from toolkit.backends.sqlite import SqliteCache  # type: ignore[import-not-found, unused-ignore]
 
-        path = _sqlite_path(parts.netloc, parts.path, url)
         return SqliteCache(path=path)  # type: ignore[no-any-return, unused-ignore]
     if scheme in ("redis", "rediss", "unix"):
         from toolkit.backends.redis import RedisCache  # type: ignore[import-not-found, unused-ignore]
