@@ -548,3 +548,30 @@ async def test_decorator_over_every_backend(subject: Subject) -> None:
     await async_f.acache_clear()
     await async_f(3)
     assert calls == [("sync", 1), ("sync", 2), ("async", 3), ("sync", 1), ("async", 3)]
+
+
+class BrokenHooks(InMemoryCache[Any]):
+    """Hooks that raise: instrumentation must never break the decorated call."""
+
+    def record_load(self, namespace: tuple[str, ...], seconds: float, *, ok: bool) -> None:
+        raise RuntimeError("metrics are down")
+
+    def record_coalesced(self, namespace: tuple[str, ...]) -> None:
+        raise RuntimeError("metrics are down")
+
+
+def test_failing_hooks_never_reach_the_caller() -> None:
+    @cached(cache=BrokenHooks())
+    def f(x: int) -> int:
+        return x + 1
+
+    assert f(1) == f(1) == 2
+
+
+def test_key_function_must_return_an_encodable_value(cache: HookedCache) -> None:
+    @cached(cache=cache, key=lambda x: object())
+    def f(x: int) -> int:
+        return x
+
+    with pytest.raises(TypeError, match="key= function"):
+        f(1)

@@ -24,7 +24,9 @@ from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, Generic, ParamSpec, Protocol, TypeVar, cast, overload
 
 import wrapt
+from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
 
 from toolkit._types import FullKey, Namespace
 from toolkit.base import BaseCache, check_namespace, check_ttl
@@ -200,7 +202,7 @@ class _Cached:
         tracer_provider: trace.TracerProvider | None,
     ) -> None:
         self.ns = ns
-        self.ns_label = "/".join(ns)
+        self.ns_label = ".".join(ns)  # the middleware's short form for plain namespaces
         self.ttl = ttl
         self.cache = cache
         self.key_func = key
@@ -212,7 +214,11 @@ class _Cached:
         from toolkit import __version__
 
         self.tracer = trace.get_tracer(__name__, __version__, tracer_provider=tracer_provider)
-        self.uses_global_provider = tracer_provider is None
+        # get_tracer_provider() installs one named by OTEL_PYTHON_TRACER_PROVIDER, if any, so
+        # that afterwards "no global provider" is one module lookup per call.
+        self.uses_global_provider = tracer_provider is None and isinstance(
+            trace.get_tracer_provider(), trace.ProxyTracerProvider
+        )
         self.lock = threading.Lock()
         self.flights: dict[FullKey, _Flight[Any]] = {}
         self.aflights: dict[tuple[FullKey, asyncio.AbstractEventLoop], _Flight[Any]] = {}
@@ -256,6 +262,8 @@ class _Cached:
         # With no explicit provider and no global SDK provider the span could only be a
         # non-recording no-op: skip the ProxyTracer round trip on the hot path.
         if self.uses_global_provider and getattr(trace, "_TRACER_PROVIDER", True) is None:
+            return None
+        if otel_context.get_value(_SUPPRESS_INSTRUMENTATION_KEY):
             return None
         try:
             span = self.tracer.start_span(SPAN_NAME)
