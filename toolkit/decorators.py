@@ -21,7 +21,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterable
-from typing import Any, Generic, ParamSpec, Protocol, TypeVar, cast, overload
+from typing import Any, ParamSpec, Protocol, TypeVar, cast, overload
 
 import wrapt
 from opentelemetry import context as otel_context
@@ -31,7 +31,7 @@ from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
 from toolkit._types import FullKey, Namespace
 from toolkit.base import BaseCache, check_namespace, check_ttl
 from toolkit.config import default_cache
-from toolkit.keys import KeyPlan, hash_encoding, namespace_of
+from toolkit.keys import KeyPlan, encode, hash_encoding, namespace_of
 
 __all__ = ["AsyncCachedFunction", "CachedDecorator", "CachedFunction", "cached"]
 
@@ -155,7 +155,7 @@ class CachedDecorator(Protocol):
 # -- single-flight ----------------------------------------------------------------------
 
 
-class _Flight(Generic[R]):
+class _Flight:
     """One in-progress computation that concurrent callers of the same key wait on."""
 
     __slots__ = ("abandoned", "done", "error", "value")
@@ -220,8 +220,8 @@ class _Cached:
             trace.get_tracer_provider(), trace.ProxyTracerProvider
         )
         self.lock = threading.Lock()
-        self.flights: dict[FullKey, _Flight[Any]] = {}
-        self.aflights: dict[tuple[FullKey, asyncio.AbstractEventLoop], _Flight[Any]] = {}
+        self.flights: dict[FullKey, _Flight] = {}
+        self.aflights: dict[tuple[FullKey, asyncio.AbstractEventLoop], _Flight] = {}
 
     # -- keys and storage decisions (no I/O) --
 
@@ -233,8 +233,6 @@ class _Cached:
         return (self.ns, self.digest(args, kwargs))
 
     def _custom_key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
-        from toolkit.keys import encode
-
         assert self.key_func is not None
         made = self.key_func(*args, **kwargs)
         try:
@@ -352,7 +350,7 @@ class _Cached:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         full_key: FullKey,
-        flight: _Flight[Any],
+        flight: _Flight,
     ) -> Any:
         value: Any = _MISSING
         error: BaseException | None = None
@@ -465,7 +463,7 @@ class _Cached:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         slot: tuple[FullKey, asyncio.AbstractEventLoop],
-        flight: _Flight[Any],
+        flight: _Flight,
     ) -> Any:
         value: Any = _MISSING
         error: BaseException | None = None
@@ -693,8 +691,7 @@ def cached(
     leaves parameters out of the key; ``cache_none`` and ``condition(result)`` decide what
     is stored; ``strict_containers=False`` makes lists/tuples and sets/frozensets one key.
     """
-    if _is_decoratable(ns) and ttl is None:
-        return cached()(ns)
+    func, name = (ns, None) if _is_decoratable(ns) else (None, ns)
     check_ttl(ttl, "@cached")
     if cache is not None and not all(
         callable(getattr(cache, m, None)) for m in ("get", "aget", "set", "aset", "clear", "aclear")
@@ -710,7 +707,7 @@ def cached(
         target = func.__func__ if isinstance(func, (classmethod, staticmethod)) else func
         state = _Cached(
             target,
-            ns=_namespace(ns, target, version),
+            ns=_namespace(name, target, version),
             ttl=ttl,
             cache=cache,
             key=key,
@@ -722,4 +719,4 @@ def cached(
         )
         return _CachedWrapper(func, state, inspect.iscoroutinefunction(target))
 
-    return cast(CachedDecorator, decorate)
+    return decorate(func) if func is not None else cast(CachedDecorator, decorate)
