@@ -208,6 +208,7 @@ class _Cached:
         self.key_func = key
         self.cache_none = cache_none
         self.condition = condition
+        self.is_async = inspect.iscoroutinefunction(func)
         self.plan = KeyPlan(func, ignore=ignore, strict_containers=strict_containers)
         self.digest = self.plan.digest
         self.func_name = self.plan.func_name
@@ -522,107 +523,81 @@ class _Cached:
 # -- the wrapt proxies ------------------------------------------------------------------
 
 
-class _BoundCachedWrapper(wrapt.BoundFunctionWrapper[..., Any]):
-    """A cached method bound to its instance (or class): supplies it to the cache controls."""
+class _Controls:
+    """The cache controls, written once for the plain and the bound wrapper."""
 
-    def _bound_instance(self) -> Any:
-        binding = self._self_binding
-        if binding == "classmethod":
-            return getattr(self.__wrapped__, "__self__", None)
-        if binding == "staticmethod":
-            return None
-        return self._self_instance
-
-    def _state(self) -> _Cached:
-        return self._self_parent._self_state  # type: ignore[no-any-return]
+    def _bind(self) -> tuple[_Cached, Any, Callable[..., Any]]:
+        """The state, the instance that enters the key (or ``None``) and the callable to run."""
+        raise NotImplementedError
 
     def cache_key(self, *args: Any, **kwargs: Any) -> FullKey:
         """The ``FullKey`` this call reads and writes."""
-        return self._state().full_key(self._bound_instance(), args, kwargs)
+        state, instance, _ = self._bind()
+        return state.full_key(instance, args, kwargs)
 
     def invalidate(self, *args: Any, **kwargs: Any) -> None:
         """Forget the cached result of this call."""
-        state = self._state()
-        state.backend().set(state.tombstone(self.cache_key(*args, **kwargs)))
+        state, instance, _ = self._bind()
+        state.backend().set(state.tombstone(state.full_key(instance, args, kwargs)))
 
     async def ainvalidate(self, *args: Any, **kwargs: Any) -> None:
         """Forget the cached result of this call (async I/O)."""
-        state = self._state()
-        await state.backend().aset(state.tombstone(self.cache_key(*args, **kwargs)))
+        state, instance, _ = self._bind()
+        await state.backend().aset(state.tombstone(state.full_key(instance, args, kwargs)))
 
     def refresh(self, *args: Any, **kwargs: Any) -> Any:
         """Recompute this call, store the result and return it."""
-        state = self._state()
-        if self._self_parent._self_is_async:
+        state, instance, target = self._bind()
+        if state.is_async:
             raise TypeError(
                 f"{state.func_name} is a coroutine function: use `await .arefresh(...)`"
             )
-        return state.refresh(self.__wrapped__, self._bound_instance(), args, kwargs)
+        return state.refresh(target, instance, args, kwargs)
 
     async def arefresh(self, *args: Any, **kwargs: Any) -> Any:
         """Recompute this call, store the result (async I/O) and return it."""
-        return await self._state().arefresh(self.__wrapped__, self._bound_instance(), args, kwargs)
+        state, instance, target = self._bind()
+        return await state.arefresh(target, instance, args, kwargs)
 
     def cache_clear(self) -> None:
         """Forget every cached result of this function (its whole namespace)."""
-        self._self_parent.cache_clear()
-
-    async def acache_clear(self) -> None:
-        """Forget every cached result of this function (async I/O)."""
-        await self._self_parent.acache_clear()
-
-
-class _CachedWrapper(wrapt.FunctionWrapper[..., Any]):
-    """The decorated function: a transparent proxy with cache controls."""
-
-    __bound_function_wrapper__ = _BoundCachedWrapper
-
-    def __init__(self, wrapped: Any, state: _Cached, is_async: bool) -> None:
-        super().__init__(wrapped, state.acall if is_async else state.call)
-        self._self_state = state
-        self._self_is_async = is_async
-
-    def _target(self) -> Callable[..., Any]:
-        wrapped: Any = self.__wrapped__
-        if isinstance(wrapped, (classmethod, staticmethod)):
-            return wrapped.__func__
-        return wrapped  # type: ignore[no-any-return]
-
-    def cache_key(self, *args: Any, **kwargs: Any) -> FullKey:
-        """The ``FullKey`` this call reads and writes."""
-        return self._self_state.full_key(None, args, kwargs)
-
-    def invalidate(self, *args: Any, **kwargs: Any) -> None:
-        """Forget the cached result of this call."""
-        state = self._self_state
-        state.backend().set(state.tombstone(self.cache_key(*args, **kwargs)))
-
-    async def ainvalidate(self, *args: Any, **kwargs: Any) -> None:
-        """Forget the cached result of this call (async I/O)."""
-        state = self._self_state
-        await state.backend().aset(state.tombstone(self.cache_key(*args, **kwargs)))
-
-    def refresh(self, *args: Any, **kwargs: Any) -> Any:
-        """Recompute this call, store the result and return it."""
-        if self._self_is_async:
-            raise TypeError(
-                f"{self._self_state.func_name} is a coroutine function: use `await .arefresh(...)`"
-            )
-        return self._self_state.refresh(self._target(), None, args, kwargs)
-
-    async def arefresh(self, *args: Any, **kwargs: Any) -> Any:
-        """Recompute this call, store the result (async I/O) and return it."""
-        return await self._self_state.arefresh(self._target(), None, args, kwargs)
-
-    def cache_clear(self) -> None:
-        """Forget every cached result of this function (its whole namespace)."""
-        state = self._self_state
+        state = self._bind()[0]
         state.backend().clear([state.ns])
 
     async def acache_clear(self) -> None:
         """Forget every cached result of this function (async I/O)."""
-        state = self._self_state
+        state = self._bind()[0]
         await state.backend().aclear([state.ns])
+
+
+class _BoundCachedWrapper(_Controls, wrapt.BoundFunctionWrapper[..., Any]):
+    """A cached method bound to its instance or class, which the controls supply."""
+
+    def _bind(self) -> tuple[_Cached, Any, Callable[..., Any]]:
+        binding = self._self_binding
+        if binding == "classmethod":
+            instance = getattr(self.__wrapped__, "__self__", None)
+        elif binding == "staticmethod":
+            instance = None
+        else:
+            instance = self._self_instance
+        return self._self_parent._self_state, instance, self.__wrapped__
+
+
+class _CachedWrapper(_Controls, wrapt.FunctionWrapper[..., Any]):
+    """The decorated function: a transparent proxy with cache controls."""
+
+    __bound_function_wrapper__ = _BoundCachedWrapper
+
+    def __init__(self, wrapped: Any, state: _Cached) -> None:
+        super().__init__(wrapped, state.acall if state.is_async else state.call)
+        self._self_state = state
+
+    def _bind(self) -> tuple[_Cached, Any, Callable[..., Any]]:
+        wrapped: Any = self.__wrapped__
+        if isinstance(wrapped, (classmethod, staticmethod)):
+            wrapped = wrapped.__func__
+        return self._self_state, None, wrapped
 
 
 # -- the decorator ----------------------------------------------------------------------
@@ -717,6 +692,6 @@ def cached(
             strict_containers=strict_containers,
             tracer_provider=tracer_provider,
         )
-        return _CachedWrapper(func, state, inspect.iscoroutinefunction(target))
+        return _CachedWrapper(func, state)
 
     return decorate(func) if func is not None else cast(CachedDecorator, decorate)
