@@ -284,6 +284,17 @@ class _Cached:
         except Exception:
             _log.debug("cache hook %s failed", name, exc_info=True)
 
+    def begin(
+        self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[FullKey, BaseCache[Any], trace.Span | None]:
+        """What every call needs before its first I/O: the key, the cache and maybe a span."""
+        if instance is None and self.key_func is None:
+            full_key = (self.ns, self.digest(args, kwargs))
+        else:
+            full_key = self.full_key(instance, args, kwargs)
+        cache = self.cache
+        return full_key, default_cache() if cache is None else cache, self.start_span()
+
     # -- the sync path --
 
     def call(
@@ -293,16 +304,7 @@ class _Cached:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> Any:
-        if instance is not None:
-            full_key = self.full_key(instance, args, kwargs)
-        elif self.key_func is None:
-            full_key = (self.ns, self.digest(args, kwargs))
-        else:
-            full_key = self.full_key(None, args, kwargs)
-        cache = self.cache
-        if cache is None:
-            cache = default_cache()
-        span = self.start_span()
+        full_key, cache, span = self.begin(instance, args, kwargs)
         if span is None:
             value = cache.get([full_key]).get(full_key, _MISSING)
             if value is not _MISSING and not (type(value) is str and value == _TOMBSTONE):
@@ -408,16 +410,7 @@ class _Cached:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> Any:
-        if instance is not None:
-            full_key = self.full_key(instance, args, kwargs)
-        elif self.key_func is None:
-            full_key = (self.ns, self.digest(args, kwargs))
-        else:
-            full_key = self.full_key(None, args, kwargs)
-        cache = self.cache
-        if cache is None:
-            cache = default_cache()
-        span = self.start_span()
+        full_key, cache, span = self.begin(instance, args, kwargs)
         if span is None:
             value = (await cache.aget([full_key])).get(full_key, _MISSING)
             if value is not _MISSING and not (type(value) is str and value == _TOMBSTONE):
@@ -592,6 +585,10 @@ class _CachedWrapper(_Controls, wrapt.FunctionWrapper[..., Any]):
     def __init__(self, wrapped: Any, state: _Cached) -> None:
         super().__init__(wrapped, state.acall if state.is_async else state.call)
         self._self_state = state
+
+    def cache_key(self, *args: Any, **kwargs: Any) -> FullKey:
+        """The ``FullKey`` this call reads and writes."""
+        return self._self_state.full_key(None, args, kwargs)  # the common case, kept short
 
     def _bind(self) -> tuple[_Cached, Any, Callable[..., Any]]:
         wrapped: Any = self.__wrapped__
