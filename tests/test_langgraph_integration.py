@@ -7,7 +7,6 @@ from typing import Any, TypedDict
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.runnables import RunnableConfig
-from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.types import CachePolicy
 
@@ -17,8 +16,8 @@ from toolkit.integrations.langgraph import cache_policy, key_func
 
 
 def message_cache() -> InMemoryCache[Any]:
-    """A cache whose serializer round-trips LangChain messages (LangGraph's own)."""
-    return InMemoryCache(serde=JsonPlusSerializer())
+    """A cache with the default safe serializer, which round-trips LangChain messages."""
+    return InMemoryCache()
 
 
 class QA(TypedDict, total=False):
