@@ -575,3 +575,14 @@ def test_key_function_must_return_an_encodable_value(cache: HookedCache) -> None
 
     with pytest.raises(TypeError, match="key= function"):
         f(1)
+
+
+def test_callable_objects_need_an_explicit_namespace(cache: HookedCache) -> None:
+    class Scorer:
+        def __call__(self, text: str) -> int:
+            return len(text)
+
+    with pytest.raises(TypeError, match="ns="):
+        cached(cache=cache)(Scorer())
+    scored = cached("scorer", cache=cache)(Scorer())
+    assert scored("abc") == scored("abc") == 3

@@ -486,7 +486,7 @@ class _Cached:
         ok = False
         try:
             value = wrapped(*args, **kwargs)
-            if inspect.isawaitable(value):
+            if self.is_async:
                 value = await value
             ok = True
             return value
@@ -658,10 +658,11 @@ def cached(
 
     ``ns`` (str or tuple; default module and qualified name) and ``version`` (appended to
     it) name the entries; ``ttl`` in seconds (``None`` = never expire); ``cache`` (default:
-    ``toolkit.configure``'s, ``TOOLKIT_CACHE_URL`` or ``observe(InMemoryCache())``); ``key``
-    builds a key value from the call's arguments instead of encoding them; ``ignore``
-    leaves parameters out of the key; ``cache_none`` and ``condition(result)`` decide what
-    is stored; ``strict_containers=False`` makes lists/tuples and sets/frozensets one key.
+    ``toolkit.configure``'s, ``TOOLKIT_CACHE_URL`` or ``observe(InMemoryCache())``);
+    ``key(*args, **kwargs)`` (``self``/``cls`` first for methods) returns the value to key on
+    instead of the arguments; ``ignore`` leaves parameters out of the key; ``cache_none``
+    and ``condition(result)`` decide what is stored; ``strict_containers=False`` makes
+    lists/tuples and sets/frozensets one key; ``tracer_provider`` overrides the global one.
     """
     func, name = (ns, None) if _is_decoratable(ns) else (None, ns)
     check_ttl(ttl, "@cached")

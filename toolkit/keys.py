@@ -380,8 +380,12 @@ def _is_framework(param: inspect.Parameter) -> bool:
 def namespace_of(func: Any) -> Namespace:
     """The default namespace of a function: ``(module, qualified name)``."""
     func = _unwrap(func)
-    module = str(getattr(func, "__module__", None) or "__main__")
-    qualname = str(getattr(func, "__qualname__", None) or getattr(func, "__name__", repr(func)))
+    module = getattr(func, "__module__", None)
+    qualname = getattr(func, "__qualname__", None)
+    if not isinstance(module, str) or not isinstance(qualname, str):
+        raise TypeError(
+            f"{type(func).__name__} objects have no stable qualified name: pass ns=... explicitly"
+        )
     return (module, qualname)
 
 
@@ -397,7 +401,7 @@ class KeyPlan:
     ) -> None:
         """Inspect ``func``'s signature; ``ignore`` names parameters left out of the key."""
         func = _unwrap(func)
-        self.func_name = getattr(func, "__qualname__", repr(func))
+        self.func_name = str(getattr(func, "__qualname__", None) or type(func).__qualname__)
         self.signature = inspect.signature(func)
         self.strict_containers = strict_containers
         self.encode = (_STRICT if strict_containers else _LOOSE).encode
