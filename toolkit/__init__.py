@@ -12,7 +12,19 @@ from toolkit.errors import (
     CacheTimeoutError,
     SerializationError,
 )
+from toolkit.exposition import start_metrics_server
 from toolkit.keys import derive_key
+from toolkit.middleware import (
+    CacheMiddleware,
+    CircuitOpenError,
+    DeadlineExceededError,
+    FailOpen,
+    Metrics,
+    Tracing,
+    Validate,
+    observe,
+    wrap,
+)
 from toolkit.serde import PickleSerializer, SafeSerializer
 
 __version__ = "0.1.0"
@@ -23,18 +35,28 @@ __all__ = [
     "BaseCache",
     "CacheClosedError",
     "CacheError",
+    "CacheMiddleware",
     "CacheTimeoutError",
     "CachedFunction",
+    "CircuitOpenError",
+    "DeadlineExceededError",
+    "FailOpen",
     "FullKey",
     "InMemoryCache",
+    "Metrics",
     "Namespace",
     "PickleSerializer",
     "SafeSerializer",
     "SerializationError",
     "SerializerProtocol",
+    "Tracing",
+    "Validate",
     "__version__",
     "cache_from_url",
     "cached",
     "configure",
     "derive_key",
+    "observe",
+    "start_metrics_server",
+    "wrap",
 ]
