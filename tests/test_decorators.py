@@ -586,3 +586,40 @@ def test_callable_objects_need_an_explicit_namespace(cache: HookedCache) -> None
         cached(cache=cache)(Scorer())
     scored = cached("scorer", cache=cache)(Scorer())
     assert scored("abc") == scored("abc") == 3
+
+
+def test_inside_observe_spans_nest_and_loads_are_measured() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from toolkit import observe
+
+    registry = CollectorRegistry()
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    stack = observe(InMemoryCache(), registry=registry, tracer_provider=provider)
+
+    @cached("observed", cache=stack, tracer_provider=provider)
+    def f(x: int) -> int:
+        if x < 0:
+            raise ValueError(x)
+        return x
+
+    f(1), f(1)
+    with pytest.raises(ValueError):
+        f(-1)
+    spans = exporter.get_finished_spans()
+    calls = {s.context.span_id for s in spans if s.name == "cache.call"}
+    inner = [s for s in spans if s.name != "cache.call"]
+    assert len(calls) == 3
+    assert {s.name for s in inner} >= {"cache.get", "cache.set"}
+    assert all(s.parent is not None and s.parent.span_id in calls for s in inner)
+
+    def loads(result: str) -> float | None:
+        return registry.get_sample_value(
+            "cache_load_duration_seconds_count", {"cache": "observed", "result": result}
+        )
+
+    assert loads("success") == 1
+    assert loads("error") == 1
+    provider.shutdown()
