@@ -258,10 +258,6 @@ class _Cached:
     # -- instrumentation: never raises into the caller --
 
     def start_span(self) -> trace.Span | None:
-        # With no explicit provider and no global SDK provider the span could only be a
-        # non-recording no-op: skip the ProxyTracer round trip on the hot path.
-        if self.uses_global_provider and getattr(trace, "_TRACER_PROVIDER", True) is None:
-            return None
         if otel_context.get_value(_SUPPRESS_INSTRUMENTATION_KEY):
             return None
         try:
@@ -293,7 +289,13 @@ class _Cached:
         else:
             full_key = self.full_key(instance, args, kwargs)
         cache = self.cache
-        return full_key, default_cache() if cache is None else cache, self.start_span()
+        if cache is None:
+            cache = default_cache()
+        # With no explicit provider and no global SDK provider a span could only be a
+        # non-recording no-op: skip even the ProxyTracer round trip.
+        if self.uses_global_provider and trace._TRACER_PROVIDER is None:
+            return full_key, cache, None
+        return full_key, cache, self.start_span()
 
     # -- the sync path --
 
