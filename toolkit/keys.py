@@ -349,6 +349,10 @@ def encode(obj: Any, *, strict_containers: bool = True) -> str:
 
 
 _HASHER = hashlib.blake2b(digest_size=16, person=_PERSON)
+# Hot keys repeat: a dict lookup of a short encoding costs a fifth of hashing it again.
+_RECENT_DIGESTS: dict[str, str] = {}
+_MEMO_MAX_ENTRIES = 4096
+_MEMO_MAX_LENGTH = 256
 
 
 def hash_encoding(encoding: str) -> str:
@@ -429,6 +433,7 @@ class KeyPlan:
             for i, p in enumerate(positional)
             if p.name not in self.skipped
         )
+        self.encode_positional = self._positional_encoder()
 
     def bind(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> list[tuple[str, str, Any]]:
         """Return ``(prefix, name, value)`` for every parameter that enters the key."""
@@ -469,31 +474,53 @@ class KeyPlan:
     def encode_call(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
         """The canonical encoding of one call's key-relevant arguments."""
         if not kwargs and self.simple:
-            n = len(args)
-            if self.n_required <= n <= self.n_positional:
-                values = args if n == self.n_positional else args + self.defaults[n:]
-                enc = self.encode
-                out = ""
-                try:
-                    for i, prefix, _ in self.kept:
-                        value = values[i]
-                        cls = type(value)
-                        if cls is int:
-                            out += f"{prefix}i{value};"
-                        elif cls is str:
-                            out += f"{prefix}s{len(value)}:{value}"
-                        else:
-                            out += prefix + enc(value)
-                    return out
-                except (TypeError, RecursionError):
-                    pass  # the slow path below names the parameter that failed
+            encoded = self.encode_positional(args)
+            if encoded is not None:
+                return encoded
         return self._encode_bound(self.bind(args, kwargs))
+
+    def _positional_encoder(self) -> Callable[[tuple[Any, ...]], str | None]:
+        """The fast path for purely positional calls: closure locals, scalars inlined.
+
+        Returns ``None`` when it cannot encode (wrong arity, unsupported value) so that
+        the slow path binds properly and names the parameter that failed.
+        """
+        n_required, n_positional = self.n_required, self.n_positional
+        defaults, kept, enc = self.defaults, self.kept, self.encode
+
+        def encode_positional(args: tuple[Any, ...]) -> str | None:
+            n = len(args)
+            if not n_required <= n <= n_positional:
+                return None
+            values = args if n == n_positional else args + defaults[n:]
+            out = ""
+            try:
+                for i, prefix, _ in kept:
+                    value = values[i]
+                    cls = type(value)
+                    if cls is int:
+                        out += f"{prefix}i{value};"
+                    elif cls is str:
+                        out += f"{prefix}s{len(value)}:{value}"
+                    else:
+                        out += prefix + enc(value)
+            except (TypeError, RecursionError):
+                return None
+            return out
+
+        return encode_positional
 
     def digest(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
         """The key string of one call: the 128-bit hex digest of its encoding."""
-        hasher = _HASHER.copy()
-        hasher.update(self.encode_call(args, kwargs).encode("utf-8", "surrogatepass"))
-        return hasher.hexdigest()
+        encoding = self.encode_call(args, kwargs)
+        digest = _RECENT_DIGESTS.get(encoding)
+        if digest is None:
+            digest = hash_encoding(encoding)
+            if len(encoding) <= _MEMO_MAX_LENGTH:
+                if len(_RECENT_DIGESTS) >= _MEMO_MAX_ENTRIES:
+                    _RECENT_DIGESTS.clear()
+                _RECENT_DIGESTS[encoding] = digest
+        return digest
 
     def _encode_bound(self, bound: list[tuple[str, str, Any]]) -> str:
         enc = self.encode
