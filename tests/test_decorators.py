@@ -40,6 +40,14 @@ class HookedCache(InMemoryCache[Any]):
             self.coalesced += 1
             self.waiters_arrived.notify_all()
 
+    async def awaiting(self, count: int) -> None:
+        """Yield to the loop until ``count`` callers wait (bounded, so a bug fails, not hangs)."""
+        await asyncio.wait_for(self._spin_until(count), WAIT)
+
+    async def _spin_until(self, count: int) -> None:
+        while self.coalesced < count:
+            await asyncio.sleep(0)
+
     def wait_for_waiters(self, count: int) -> None:
         with self._hook_lock:
             self.waiters_arrived.wait_for(lambda: self.coalesced >= count, timeout=WAIT)
@@ -431,8 +439,7 @@ async def test_coroutines_share_one_execution(cache: HookedCache) -> None:
     @cached(cache=cache)
     async def slow(x: int) -> int:
         calls.append(x)
-        while cache.coalesced < 199:
-            await asyncio.sleep(0)
+        await cache.awaiting(199)
         return x + 1
 
     results = await asyncio.gather(*(slow(1) for _ in range(200)))
@@ -447,8 +454,7 @@ async def test_coroutines_all_see_the_leaders_exception(cache: HookedCache) -> N
     @cached(cache=cache)
     async def fails(x: int) -> int:
         calls.append(x)
-        while cache.coalesced < 199:
-            await asyncio.sleep(0)
+        await cache.awaiting(199)
         raise KeyError("shared")
 
     results = await asyncio.gather(*(fails(1) for _ in range(200)), return_exceptions=True)
@@ -474,8 +480,7 @@ async def test_cancelled_leader_hands_over_to_a_waiter(cache: HookedCache) -> No
     leader = asyncio.create_task(compute(7))
     await asyncio.sleep(0)
     waiters = [asyncio.create_task(compute(7)) for _ in range(5)]
-    while cache.coalesced < 5:
-        await asyncio.sleep(0)
+    await cache.awaiting(5)
     leader.cancel()
     release.set()
     assert await asyncio.wait_for(asyncio.gather(*waiters), WAIT) == [7] * 5
@@ -495,8 +500,7 @@ async def test_cancelled_waiter_leaves_the_leader_alone(cache: HookedCache) -> N
     leader = asyncio.create_task(compute(1))
     await asyncio.sleep(0)
     waiter = asyncio.create_task(compute(1))
-    while cache.coalesced < 1:
-        await asyncio.sleep(0)
+    await cache.awaiting(1)
     waiter.cancel()
     release.set()
     assert await leader == 1
