@@ -173,6 +173,17 @@ def test_supported_rich_types() -> None:
     assert key(Point) != key(Other)
 
 
+@dataclasses.dataclass
+class Batch:
+    name: str
+    data: Any
+
+
+def test_numpy_arrays_inside_records() -> None:
+    assert key(Batch("b", np.arange(3))) == key(Batch("b", np.arange(3)))
+    assert key(Batch("b", np.arange(3))) != key(Batch("b", np.arange(4)))
+
+
 def test_numpy_arrays_by_dtype_shape_and_bytes() -> None:
     a = np.arange(6, dtype=np.int64)
     assert key(a) == key(np.arange(6, dtype=np.int64))

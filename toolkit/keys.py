@@ -308,7 +308,7 @@ class _Codec:
                     out += f"{prefix}s{len(value)}:{value}"
                 elif value is None:
                     out += prefix + "N"
-                elif not value and type(value) in empty:
+                elif type(value) in empty and not value:
                     out += prefix + empty[type(value)]
                 else:
                     out += prefix + enc(value)
