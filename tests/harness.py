@@ -88,6 +88,20 @@ def _memory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Subject]
     yield Subject("memory", cache, clock.advance, inject=inject, raw=cache)
 
 
+@backend("redis")
+def _redis(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Subject]:
+    from tests.redis_support import redis_subject
+
+    yield redis_subject(request, cluster=False)
+
+
+@backend("redis-cluster")
+def _redis_cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Subject]:
+    from tests.redis_support import redis_subject
+
+    yield redis_subject(request, cluster=True)
+
+
 STACKS["bare"] = lambda subject: subject
 
 
