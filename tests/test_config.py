@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -67,11 +68,18 @@ def test_sqlite_urls(tmp_path: Path) -> None:
     _close(memory)
 
 
-def test_redis_url_builds_a_redis_cache() -> None:
+@pytest.mark.redis
+async def test_redis_url_builds_a_working_redis_cache(redis_url: str) -> None:
     redis_backend = pytest.importorskip("toolkit.backends.redis")
-    cache = cache_from_url("redis://127.0.0.1:6379/0")
+    cache = cache_from_url(redis_url)
     assert isinstance(cache, redis_backend.RedisCache)
-    _close(cache)
+    full_key = (("toolkit-config-test", uuid.uuid4().hex), "k")
+    try:
+        cache.set({full_key: ("v", 60)})
+        assert await cache.aget([full_key]) == {full_key: "v"}
+        cache.clear([full_key[0]])
+    finally:
+        await cache.aclose()
 
 
 def _close(cache: Any) -> None:
