@@ -141,3 +141,23 @@ def test_environment_variable_chooses_the_default() -> None:
         [sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, check=True
     )
     assert done.stdout.split() == ["InMemoryCache", "7"]
+
+
+def test_configure_with_a_url_wraps_the_backend_in_observe(tmp_path: Path) -> None:
+    from toolkit.backends.sqlite import SqliteCache
+
+    cache = configure(cache=f"sqlite:///{tmp_path / 'configured.db'}")
+    assert cache is default_cache()
+    assert not isinstance(cache, SqliteCache)
+    inner = cache
+    while hasattr(inner, "inner"):
+        inner = inner.inner
+    assert isinstance(inner, SqliteCache)
+
+    @cached("via-url")
+    def f(x: int) -> int:
+        return x * 3
+
+    assert f(2) == f(2) == 6
+    assert inner.get([f.cache_key(2)]) == {f.cache_key(2): 6}
+    inner.close()
