@@ -26,6 +26,15 @@ plain("wrong")  # error: arg-type
 bad_value: str = plain(1)  # error: assignment
 plain.cache_key(1, c=2)  # error: call-arg
 
+class Service:
+    @cached(ignore=("self",))
+    def lookup(self, x: int) -> str:
+        return str(x)
+
+method_value: str = Service().lookup(1)
+method_key: FullKey = Service().lookup.cache_key(1)
+bad_method_value: int = Service().lookup(1)  # error: assignment
+
 async def use() -> None:
     got: list[str] = await fetch(1)
     await fetch.arefresh(1)
