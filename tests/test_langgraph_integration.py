@@ -121,3 +121,24 @@ def test_key_func_is_canonical() -> None:
     assert key_func(1) != key_func(1.0) != key_func(True)
     assert key_func(1, b=2) == key_func(1, **{"b": 2})
     assert key_func(1, b=2) != key_func(1, 2)
+
+
+def test_runtime_and_store_parameters_never_enter_the_key() -> None:
+    from langgraph.runtime import Runtime
+    from langgraph.store.memory import InMemoryStore
+
+    cache: InMemoryCache[Any] = InMemoryCache()
+    calls: list[str] = []
+
+    @cached(cache=cache)
+    def answer(state: QA, runtime: Runtime[dict[str, Any]]) -> QA:
+        calls.append(state["question"])
+        return {"answer": state["question"][::-1]}
+
+    builder = StateGraph(QA, context_schema=dict)
+    builder.add_node("answer", answer)
+    builder.add_edge(START, "answer")
+    graph = builder.compile(store=InMemoryStore())
+    assert graph.invoke({"question": "abc"}, context={"user": "a"})["answer"] == "cba"
+    assert graph.invoke({"question": "abc"}, context={"user": "b"})["answer"] == "cba"
+    assert calls == ["abc"]
