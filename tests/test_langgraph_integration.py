@@ -123,6 +123,10 @@ def test_key_func_is_canonical() -> None:
     assert key_func(1, b=2) != key_func(1, 2)
 
 
+class UserContext(TypedDict):
+    user: str
+
+
 def test_runtime_and_store_parameters_never_enter_the_key() -> None:
     from langgraph.runtime import Runtime
     from langgraph.store.memory import InMemoryStore
@@ -131,11 +135,11 @@ def test_runtime_and_store_parameters_never_enter_the_key() -> None:
     calls: list[str] = []
 
     @cached(cache=cache)
-    def answer(state: QA, runtime: Runtime[dict[str, Any]]) -> QA:
+    def answer(state: QA, runtime: Runtime[UserContext]) -> QA:
         calls.append(state["question"])
         return {"answer": state["question"][::-1]}
 
-    builder = StateGraph(QA, context_schema=dict)
+    builder = StateGraph(QA, context_schema=UserContext)
     builder.add_node("answer", answer)
     builder.add_edge(START, "answer")
     graph = builder.compile(store=InMemoryStore())
