@@ -168,17 +168,37 @@ class _Flight:
         """The leader left without an outcome (cancelled, interrupted): a waiter takes over."""
 
     def finish(self, value: Any, error: BaseException | None) -> None:
-        if error is None:
+        """Publish the leader's outcome and wake the waiters."""
+        if value is not _MISSING:
             self.value = value
         elif isinstance(error, Exception):
             self.error = error
         else:
             self.abandoned = True
+        self.done.set()
 
     def outcome(self) -> Any:
         if self.error is not None:
             raise self.error
         return self.value
+
+
+class _LoadTimer:
+    """Times one computation of a miss and reports it through the cache's ``record_load``."""
+
+    __slots__ = ("cache", "start", "state")
+
+    def __init__(self, state: _Cached, cache: BaseCache[Any]) -> None:
+        self.state = state
+        self.cache = cache
+        self.start = 0.0
+
+    def __enter__(self) -> None:
+        self.start = time.perf_counter()
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        seconds = time.perf_counter() - self.start
+        self.state.hook(self.cache, "record_load", seconds, ok=exc_type is None)
 
 
 # -- the shared per-function state ------------------------------------------------------
@@ -370,8 +390,7 @@ class _Cached:
         finally:
             with self.lock:
                 self.flights.pop(full_key, None)
-            flight.finish(value, None if value is not _MISSING else error)
-            flight.done.set()
+            flight.finish(value, error)
 
     def _compute(
         self,
@@ -380,14 +399,8 @@ class _Cached:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> Any:
-        start = time.perf_counter()
-        ok = False
-        try:
-            value = wrapped(*args, **kwargs)
-            ok = True
-            return value
-        finally:
-            self.hook(cache, "record_load", time.perf_counter() - start, ok=ok)
+        with _LoadTimer(self, cache):
+            return wrapped(*args, **kwargs)
 
     def refresh(
         self,
@@ -474,8 +487,7 @@ class _Cached:
         finally:
             if self.aflights.get(slot) is flight:
                 del self.aflights[slot]
-            flight.finish(value, None if value is not _MISSING else error)
-            flight.done.set()
+            flight.finish(value, error)
 
     async def _acompute(
         self,
@@ -484,16 +496,9 @@ class _Cached:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> Any:
-        start = time.perf_counter()
-        ok = False
-        try:
+        with _LoadTimer(self, cache):
             value = wrapped(*args, **kwargs)
-            if self.is_async:
-                value = await value
-            ok = True
-            return value
-        finally:
-            self.hook(cache, "record_load", time.perf_counter() - start, ok=ok)
+            return await value if self.is_async else value
 
     async def arefresh(
         self,
