@@ -9,7 +9,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from toolkit.base import BaseCache
 
-__all__ = ["ENV_VAR", "cache_from_url", "configure", "default_cache"]
+__all__ = ["ENV_VAR", "cache_from_url", "configure", "default_cache", "is_cache_like"]
 
 ENV_VAR = "TOOLKIT_CACHE_URL"
 
@@ -89,7 +89,7 @@ def configure(*, cache: BaseCache[Any] | str | None = None) -> BaseCache[Any] | 
     """
     if isinstance(cache, str):
         cache = _observed(cache_from_url(cache))
-    elif cache is not None and not _is_cache(cache):
+    elif cache is not None and not is_cache_like(cache):
         raise TypeError(
             f"cache must be a cache (get/aget/set/aset/clear/aclear), a URL or None, "
             f"got {type(cache).__name__}"
@@ -123,7 +123,8 @@ def _observed(cache: BaseCache[Any]) -> BaseCache[Any]:
     return observed
 
 
-def _is_cache(obj: object) -> bool:
+def is_cache_like(obj: object) -> bool:
+    """Whether ``obj`` has the six methods of the cache API (any ``BaseCache``, ours or not)."""
     return all(
         callable(getattr(obj, name, None))
         for name in ("get", "aget", "set", "aset", "clear", "aclear")

@@ -30,7 +30,7 @@ from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
 
 from toolkit._types import FullKey, Namespace
 from toolkit.base import BaseCache, check_namespace, check_ttl
-from toolkit.config import default_cache
+from toolkit.config import default_cache, is_cache_like
 from toolkit.keys import KeyPlan, encode, hash_encoding, namespace_of
 
 __all__ = ["AsyncCachedFunction", "CachedDecorator", "CachedFunction", "cached"]
@@ -673,9 +673,7 @@ def cached(
     """
     func, name = (ns, None) if _is_decoratable(ns) else (None, ns)
     check_ttl(ttl, "@cached")
-    if cache is not None and not all(
-        callable(getattr(cache, m, None)) for m in ("get", "aget", "set", "aset", "clear", "aclear")
-    ):
+    if cache is not None and not is_cache_like(cache):
         raise TypeError(f"cache must be a BaseCache-like object, got {type(cache).__name__}")
     if isinstance(ignore, str):
         ignore = (ignore,)
