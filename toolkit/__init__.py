@@ -50,6 +50,7 @@ def __getattr__(name: str) -> object:
 
 
 __all__ = [
+    "OPTIONAL_EXPORTS",
     "AsyncCachedFunction",
     "BackendError",
     "BaseCache",
@@ -65,7 +66,6 @@ __all__ = [
     "InMemoryCache",
     "Metrics",
     "Namespace",
-    "OPTIONAL_EXPORTS",
     "PickleSerializer",
     "SafeSerializer",
     "SerializationError",
