@@ -12,7 +12,7 @@ from toolkit.errors import SerializationError
 
 # CRC-32 of any message followed by its own little-endian CRC is this constant, so a check
 # needs no slicing.
-_RESIDUE = 0x2144DF1C
+RESIDUE = 0x2144DF1C
 TRAILER = 4
 
 
@@ -23,6 +23,6 @@ def seal(payload: bytes) -> bytes:
 
 def unseal(blob: bytes) -> bytes:
     """Return the payload of a sealed ``blob``; raise ``SerializationError`` if it is damaged."""
-    if len(blob) < TRAILER or zlib.crc32(blob) != _RESIDUE:
+    if len(blob) < TRAILER or zlib.crc32(blob) != RESIDUE:
         raise SerializationError("stored value failed its integrity check (corrupt or foreign)")
     return blob[:-TRAILER]

@@ -20,7 +20,7 @@ from typing import Any
 
 from toolkit._types import EvictionCause, FullKey, Namespace, SerializerProtocol, ValueT
 from toolkit.backends._coalesce import ReadCoalescer
-from toolkit.backends._integrity import seal, unseal
+from toolkit.backends._integrity import seal
 from toolkit.backends._sqlite_conn import Connections
 from toolkit.backends._sqlite_sql import (
     DEFAULT_TABLE,
@@ -212,14 +212,11 @@ class SqliteCache(EvictionNotifier, BaseCache[ValueT]):
     # -- shared non-I/O steps --
 
     def _decode(self, plan: ReadPlan, results: list[list[Row]], *, keyed: bool) -> Decoded:
-        return self._sql.decode(results, plan, self._loads_sealed, keyed=keyed)
+        return self._sql.decode(results, plan, self.serde.loads_typed, keyed=keyed)
 
     def _dumps_sealed(self, value: Any) -> tuple[str, bytes]:
         tag, payload = self.serde.dumps_typed(value)
         return tag, seal(payload)
-
-    def _loads_sealed(self, typed: tuple[str, bytes]) -> Any:
-        return self.serde.loads_typed((typed[0], unseal(typed[1])))
 
     def _write_plan(
         self, pairs: Mapping[FullKey, tuple[ValueT, int | None]]
