@@ -31,6 +31,7 @@ __all__ = [
     "http_get",
     "require_binary",
     "running_prometheus",
+    "stop_process",
 ]
 
 JOB = "toolkit-test"
@@ -151,12 +152,19 @@ def running_prometheus(
         _wait_ready(server)
         yield server
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """Terminate ``process`` if it still runs, kill it after 10 s, and reap it."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def _wait_ready(server: PrometheusServer) -> None:

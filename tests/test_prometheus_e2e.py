@@ -35,6 +35,7 @@ from tests.prometheus_support import (
     http_get,
     require_binary,
     running_prometheus,
+    stop_process,
 )
 
 pytestmark = pytest.mark.prometheus
@@ -63,16 +64,6 @@ def wait_for_metrics(url: str, process: subprocess.Popen[bytes], log: Path) -> s
     pytest.fail(f"{url} never served cache metrics:\n{log.read_text()}")
 
 
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 @pytest.fixture(scope="module")
 def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
     """Prometheus scraping the demo (SQLite backend) every second, with the rules loaded."""
@@ -93,7 +84,7 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusS
             server.wait_for(f'count_over_time(up{{job="{JOB}"}}[1m]) >= 4', timeout=DATA_TIMEOUT)
             yield server
     finally:
-        stop(demo)
+        stop_process(demo)
 
 
 def query_ids(queries: list[Query]) -> list[str]:
@@ -198,7 +189,7 @@ def test_make_demo_runs_briefly_and_serves_metrics(tmp_path: Path) -> None:
         except subprocess.TimeoutExpired:
             pytest.fail(f"make demo --duration 3 still ran after a minute:\n{log.read_text()}")
     finally:
-        stop(process)
+        stop_process(process)
     scraped = {
         sample.name for family in text_string_to_metric_families(body) for sample in family.samples
     }
