@@ -19,9 +19,9 @@ from urllib.parse import parse_qs
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from prometheus_client import CollectorRegistry
-from toolkit.exposition import make_wsgi_app
 
 from toolkit import InMemoryCache, cached, observe
+from toolkit.exposition import make_wsgi_app
 
 registry = CollectorRegistry()
 cache = observe(InMemoryCache(), registry=registry)
