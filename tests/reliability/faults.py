@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import selectors
 import shutil
 import socket
 import stat
@@ -29,31 +30,59 @@ def free_port() -> int:
 
 
 class BlackHoleServer:
-    """Accepts TCP connections on loopback and never sends a byte back."""
+    """Accepts TCP connections on loopback, reads and discards requests, never answers.
+
+    Tracks how many connections are open at once (``peak_open``), so a test can prove a
+    client never holds more than its pool allows.
+    """
 
     def __init__(self) -> None:
         self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._listener.bind((LOOPBACK, 0))
         self._listener.listen(128)
-        self._listener.settimeout(0.05)
+        self._listener.setblocking(False)
         self.port = int(self._listener.getsockname()[1])
         self.url = f"redis://{LOOPBACK}:{self.port}/0"
-        self._conns: list[socket.socket] = []
+        self.accepted = 0
+        self.peak_open = 0
+        self._open: set[socket.socket] = set()
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._listener, selectors.EVENT_READ)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._accept, name="black-hole", daemon=True)
+        self._thread = threading.Thread(target=self._serve, name="black-hole", daemon=True)
 
     @property
-    def accepted(self) -> int:
-        """How many connections clients opened so far."""
-        return len(self._conns)
+    def open_now(self) -> int:
+        """Connections clients hold open right now."""
+        return len(self._open)
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            for ready, _ in self._selector.select(timeout=0.05):
+                sock = ready.fileobj
+                assert isinstance(sock, socket.socket)
+                if sock is self._listener:
+                    self._accept()
+                    continue
+                try:
+                    data = sock.recv(65536)
+                except OSError:
+                    data = b""
+                if not data:  # the client hung up
+                    self._selector.unregister(sock)
+                    self._open.discard(sock)
+                    sock.close()
 
     def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._listener.accept()
-            except (TimeoutError, OSError):
-                continue
-            self._conns.append(conn)  # held open, never read: requests go unanswered
+        try:
+            conn, _ = self._listener.accept()
+        except OSError:
+            return
+        conn.setblocking(False)
+        self._selector.register(conn, selectors.EVENT_READ)
+        self._open.add(conn)
+        self.accepted += 1
+        self.peak_open = max(self.peak_open, len(self._open))
 
     def __enter__(self) -> BlackHoleServer:
         self._thread.start()
@@ -67,9 +96,11 @@ class BlackHoleServer:
     ) -> None:
         self._stop.set()
         self._thread.join()
+        self._selector.close()
         self._listener.close()
-        for conn in self._conns:
+        for conn in self._open:
             conn.close()
+        self._open.clear()
 
 
 class RefusingPort:
@@ -195,3 +226,74 @@ def wait_for(predicate: object, timeout: float, interval: float = 0.02) -> bool:
         if time.monotonic() >= deadline:
             return bool(predicate())
         time.sleep(interval)
+
+
+# -- a Redis server we may kill -----------------------------------------------------------
+
+
+def redis_binary() -> str:
+    """The ``redis-server`` binary, or skip (fail under ``TOOLKIT_REQUIRE_REDIS=1``)."""
+    path = shutil.which("redis-server")
+    if path is None:
+        reason = "redis-server binary not found: cannot start a Redis to kill"
+        if os.environ.get("TOOLKIT_REQUIRE_REDIS") == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return path
+
+
+class RedisProcess:
+    """A private ``redis-server`` on a fixed loopback port that a test may kill and restart."""
+
+    def __init__(self, workdir: Path, *, persistent: bool = False) -> None:
+        self.binary = redis_binary()
+        self.workdir = workdir
+        self.port = free_port()
+        self.url = f"redis://{LOOPBACK}:{self.port}/0"
+        self.persistent = persistent
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        """Start the server (again) on the same port and wait until it answers PING."""
+        args = [self.binary, "--port", str(self.port), "--bind", LOOPBACK, "--save", ""]
+        args += ["--dir", str(self.workdir), "--protected-mode", "no"]
+        if self.persistent:
+            # Each write is on disk before it is acknowledged: a kill loses only unacked writes.
+            args += ["--appendonly", "yes", "--appendfsync", "always"]
+        else:
+            args += ["--appendonly", "no"]
+        self.starts += 1
+        log = self.workdir / f"redis-{self.port}-{self.starts}.log"
+        with log.open("wb") as out:
+            self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+        if not wait_for(self.answers, timeout=10):
+            self.kill()
+            raise RuntimeError(f"redis-server did not start: {log.read_text(errors='replace')}")
+
+    def answers(self) -> bool:
+        """Whether the server replies to PING right now."""
+        try:
+            with socket.create_connection((LOOPBACK, self.port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def kill(self) -> None:
+        """SIGKILL the server: no shutdown, no final save, connections cut mid-stream."""
+        if self.proc is not None:
+            stop_process(self.proc)
+            self.proc = None
+
+    def __enter__(self) -> RedisProcess:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.kill()

@@ -73,3 +73,8 @@ async def aclose(cache: Any) -> None:
         await closer()
     else:
         close(cache)
+
+
+def redis_module() -> Any:
+    """``toolkit.backends.redis`` (the test skips while that backend has not landed)."""
+    return pytest.importorskip("toolkit.backends.redis", reason="RedisCache not merged yet")
