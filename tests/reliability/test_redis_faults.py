@@ -237,12 +237,12 @@ def _intact(value: Any, full_key: FullKey, newest: int) -> bool:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize("api", ["sync", "async"])
 async def test_killed_during_batch_write(
-    tmp_path: Path, tally: Callable[..., Tally], mode: str
+    tmp_path: Path, tally: Callable[..., Tally], api: str
 ) -> None:
     redis_mod = redis_module()
-    row = tally(f"redis: SIGKILL during {BATCH}-key batch writes ({mode}), AOF restart")
+    row = tally(f"redis: SIGKILL during {BATCH}-key batch writes ({api}), AOF restart")
     keys = list(_batch(0))
     with RedisProcess(tmp_path, persistent=True) as server:
         cache = redis_mod.RedisCache.from_url(server.url, prefix="batch:")
@@ -250,7 +250,7 @@ async def test_killed_during_batch_write(
         started = {"version": 0}
         stop = threading.Event()
         try:
-            if mode == "sync":
+            if api == "sync":
 
                 def writer() -> None:
                     while not stop.is_set():
@@ -287,7 +287,7 @@ async def test_killed_during_batch_write(
             for attempt in range(2):  # the first read after a restart may meet dead connections
                 got = (
                     row.call(stack.get, keys)
-                    if mode == "sync"
+                    if api == "sync"
                     else await row.acall(stack.aget, keys)
                 )
                 if got is not FAILED and got:
@@ -298,7 +298,7 @@ async def test_killed_during_batch_write(
                 row.check(_intact(value, full_key, newest))
             # Writes work again, and every key then reads exactly what was written last.
             final = _batch(newest + 1)
-            if mode == "sync":
+            if api == "sync":
                 row.call(stack.set, final)
                 again = row.call(stack.get, keys)
             else:
