@@ -20,6 +20,7 @@ from toolkit import FullKey, serde
 NS = ("conformance", "ns")
 
 
+@serde.register
 class Color(enum.Enum):
     RED = "red"
     BLUE = 2

@@ -90,12 +90,15 @@ async def test_functional_api_task_cache(subject: Subject, mode: str) -> None:
     async def apipeline(words: list[str]) -> list[str]:
         return [await ashout(w) for w in words]  # type: ignore[arg-type]
 
+    # Tasks of one step run concurrently, so repeats are spread over separate runs.
     if mode == "sync":
-        assert pipeline.invoke(["a", "b", "a"]) == ["A", "B", "A"]
+        assert pipeline.invoke(["a", "b"]) == ["A", "B"]
         assert pipeline.invoke(["b", "c"]) == ["B", "C"]
+        assert pipeline.invoke(["a"]) == ["A"]
     else:
-        assert await apipeline.ainvoke(["a", "b", "a"]) == ["A", "B", "A"]
+        assert await apipeline.ainvoke(["a", "b"]) == ["A", "B"]
         assert await apipeline.ainvoke(["b", "c"]) == ["B", "C"]
+        assert await apipeline.ainvoke(["a"]) == ["A"]
     assert sorted(calls) == ["a", "b", "c"]
 
 

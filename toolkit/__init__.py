@@ -10,7 +10,7 @@ from toolkit.errors import (
     CacheTimeoutError,
     SerializationError,
 )
-from toolkit.serde import SafeSerializer
+from toolkit.serde import PickleSerializer, SafeSerializer
 
 __version__ = "0.1.0"
 
@@ -23,6 +23,7 @@ __all__ = [
     "FullKey",
     "InMemoryCache",
     "Namespace",
+    "PickleSerializer",
     "SafeSerializer",
     "SerializationError",
     "SerializerProtocol",

@@ -1,0 +1,31 @@
+"""The public surface is explicit: ``__all__`` is sorted, complete and importable."""
+
+from __future__ import annotations
+
+import importlib
+import types
+
+import toolkit
+
+
+def test_all_is_sorted_and_unique() -> None:
+    assert list(toolkit.__all__) == sorted(set(toolkit.__all__))
+
+
+def test_every_exported_name_resolves() -> None:
+    for name in toolkit.__all__:
+        assert getattr(toolkit, name) is not None, name
+
+
+def test_every_public_attribute_is_exported() -> None:
+    public = {
+        name
+        for name, value in vars(toolkit).items()
+        if not name.startswith("_") and not isinstance(value, types.ModuleType)
+    }
+    assert public <= set(toolkit.__all__), public - set(toolkit.__all__)
+
+
+def test_version_is_exported() -> None:
+    assert isinstance(toolkit.__version__, str)
+    assert importlib.import_module("toolkit").__version__ == toolkit.__version__

@@ -1,0 +1,632 @@
+"""The safe default serializer: exact round trips, the allow-list, and hostile bytes."""
+
+from __future__ import annotations
+
+import builtins
+import collections
+import dataclasses
+import datetime as dt
+import decimal
+import enum
+import importlib
+import math
+import pickle
+import uuid
+import zoneinfo
+from collections.abc import Callable
+from functools import partial
+from typing import Annotated, Any, TypedDict
+
+import ormsgpack
+import pydantic
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    ChatMessage,
+    FunctionMessage,
+    HumanMessage,
+    HumanMessageChunk,
+    RemoveMessage,
+    SystemMessage,
+    ToolMessage,
+    ToolMessageChunk,
+)
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+from langgraph.graph import START, StateGraph
+from langgraph.graph.message import add_messages
+from langgraph.types import CachePolicy, Command, Interrupt, Overwrite, Send
+
+from toolkit import InMemoryCache, PickleSerializer, SafeSerializer, SerializationError, serde
+from toolkit.serde import _safe
+
+SAFE = SafeSerializer()
+TAG = _safe.SAFE_TAG
+
+
+@serde.register
+class Mood(enum.Enum):
+    HAPPY = "happy"
+    GRUMPY = ("grumpy", 2)
+
+
+@serde.register
+class Level(enum.IntEnum):
+    LOW = 1
+    HIGH = 2
+
+
+@serde.register
+class Perm(enum.Flag):
+    R = 1
+    W = 2
+
+
+@serde.register
+@dataclasses.dataclass
+class Box:
+    items: list[Any]
+    label: str = "box"
+
+
+@serde.register
+@dataclasses.dataclass(frozen=True, slots=True)
+class Frozen:
+    when: dt.datetime
+    tags: frozenset[str]
+
+
+@serde.register
+class Plain:
+    __slots__ = ("__secret", "name")
+
+    def __init__(self, name: str, secret: int) -> None:
+        self.name = name
+        self.__secret = secret
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Plain) and (self.name, self.__secret) == (
+            other.name,
+            other.__secret,
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+@serde.register
+class Model(pydantic.BaseModel):
+    name: str
+    scores: list[float] = []
+    box: Box | None = None
+
+
+ROUND_TRIPS: list[Any] = [
+    None,
+    True,
+    False,
+    0,
+    -(2**63),
+    2**64 - 1,
+    2**64,
+    -(2**63) - 1,
+    10**40,
+    0.1,
+    -0.0,
+    math.inf,
+    -math.inf,
+    "",
+    "ünï ✓ 🐍 \x00",
+    b"",
+    b"\x00\xff",
+    [],
+    {},
+    (),
+    (1,),
+    ((), [()], {"t": (1, (2, [3]))}),
+    {1, "a", (1, 2)},
+    frozenset({frozenset({1}), 2}),
+    {1: "int", "1": "str", (1, "x"): "tuple", None: "none", 2.5: "float"},
+    {"outer": [{"inner": {1: {2: (3, {4: 5})}}}]},
+    dt.datetime(2024, 5, 17, 12, 30, 45, 123456),
+    dt.datetime(2024, 5, 17, 12, 30, tzinfo=dt.timezone(dt.timedelta(hours=5, minutes=45))),
+    dt.datetime(2024, 5, 17, 12, 30, tzinfo=dt.timezone.utc),
+    dt.datetime(2024, 11, 3, 1, 30, fold=1, tzinfo=zoneinfo.ZoneInfo("America/New_York")),
+    dt.date(1, 1, 1),
+    dt.time(23, 59, 59, 999999),
+    dt.time(8, 0, tzinfo=dt.timezone(-dt.timedelta(hours=3))),
+    dt.timedelta(days=-3, microseconds=7),
+    uuid.UUID("12345678-1234-5678-1234-567812345678"),
+    decimal.Decimal("-1.50E+30"),
+    decimal.Decimal("-0"),
+    decimal.Decimal("Infinity"),
+    collections.deque([("messages", [1]), ("n", 2)]),
+    collections.deque([1, 2], maxlen=5),
+    Mood.HAPPY,
+    Mood.GRUMPY,
+    Level.HIGH,
+    Perm.R | Perm.W,
+    Box([1, (2, 3)]),
+    Frozen(dt.datetime(2020, 1, 1), frozenset({"x"})),
+    Plain("p", 7),
+    Model(name="m"),
+    Model(name="n", scores=[1.5], box=Box([Mood.HAPPY], "inner")),
+    AIMessage(
+        "hi",
+        id="ai-1",
+        tool_calls=[{"name": "f", "args": {"a": 1}, "id": "c1"}],
+        usage_metadata={"input_tokens": 1, "output_tokens": 2, "total_tokens": 3},
+    ),
+    AIMessageChunk(content="partial"),
+    HumanMessage("yo"),
+    HumanMessageChunk(content="y"),
+    SystemMessage("be brief"),
+    ToolMessage("42", tool_call_id="c1"),
+    ToolMessageChunk(content="4", tool_call_id="c1"),
+    FunctionMessage(content="out", name="fn"),
+    ChatMessage(content="x", role="critic"),
+    RemoveMessage(id="gone"),
+    Send("node", {"n": 5}),
+    Send("node", [1], timeout=3.0),
+    Command(goto=[Send("b", 1)], update={"x": 1}),
+    Command(resume={"answer": 1}),
+    Interrupt("question", id="i-1"),
+    Overwrite([1, 2]),
+    collections.deque([("__pregel_tasks", Send("b", {})), ("messages", [AIMessage("a", id="1")])]),
+]
+
+
+def same(a: Any, b: Any) -> bool:
+    """Equal with the same types all the way down (NaN equals NaN, -0.0 differs from 0.0)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, float):
+        return (math.isnan(a) and math.isnan(b)) or (
+            a == b and math.copysign(1, a) == math.copysign(1, b)
+        )
+    if isinstance(a, (list, tuple, collections.deque)):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict):
+        return (
+            list(a) == list(b)
+            and all(same(a[k], b[k]) for k in a)
+            and all(type(x) is type(y) for x, y in zip(a, b, strict=True))
+        )
+    if dataclasses.is_dataclass(a):
+        return all(same(getattr(a, f.name), getattr(b, f.name)) for f in dataclasses.fields(a))
+    if isinstance(a, decimal.Decimal):
+        return str(a) == str(b)
+    return bool(a == b)
+
+
+def round_trip(value: Any, serializer: Any = SAFE) -> Any:
+    tag, payload = serializer.dumps_typed(value)
+    assert type(tag) is str and type(payload) is bytes
+    return serializer.loads_typed((tag, payload))
+
+
+@pytest.mark.parametrize("value", ROUND_TRIPS, ids=lambda v: type(v).__name__)
+def test_round_trip_is_exact(value: Any) -> None:
+    assert same(round_trip(value), value)
+
+
+def test_special_floats_round_trip() -> None:
+    for value in (math.nan, math.inf, -math.inf, -0.0, 5e-324):
+        assert same(round_trip(value), value)
+    assert math.isnan(round_trip(decimal.Decimal("NaN")))
+
+
+def test_deque_keeps_maxlen_and_aware_datetime_keeps_zone() -> None:
+    assert round_trip(collections.deque([1], maxlen=3)).maxlen == 3
+    paris = dt.datetime(2024, 1, 1, tzinfo=zoneinfo.ZoneInfo("Europe/Paris"))
+    assert round_trip(paris).tzinfo is zoneinfo.ZoneInfo("Europe/Paris")
+
+
+def test_pydantic_model_keeps_fields_set() -> None:
+    got = round_trip(Model(name="m"))
+    assert got.model_fields_set == {"name"}
+    assert got.model_dump(exclude_unset=True) == {"name": "m"}
+
+
+def test_distinct_values_stay_distinct() -> None:
+    groups: list[list[Any]] = [
+        [1, 1.0, True, "1", b"1", decimal.Decimal(1), (1,), [1]],
+        [{1: "x"}, {"1": "x"}, {1.0: "x"}, {True: "x"}, {(1,): "x"}],
+        [(), [], set(), frozenset(), {}, collections.deque()],
+        [0, 0.0, -0.0, False, None, ""],
+    ]
+    for group in groups:
+        payloads = {SAFE.dumps_typed(v)[1] for v in group}
+        assert len(payloads) == len(group)
+        for value in group:
+            assert same(round_trip(value), value)
+
+
+def test_plain_data_uses_plain_msgpack() -> None:
+    value = {"messages": [["ai", "hello world"]] * 3, "n": 42, "f": 1.5, "b": b"x", "z": None}
+    tag, payload = SAFE.dumps_typed(value)
+    assert tag == "toolkit-msgpack-v1"
+    assert payload == ormsgpack.packb(value)
+
+
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=True)
+    | st.text()
+    | st.binary()
+    | st.datetimes(timezones=st.none() | st.timezones())
+    | st.dates()
+    | st.times()
+    | st.timedeltas()
+    | st.uuids()
+    | st.decimals(allow_nan=False)
+    | st.sampled_from(Mood)
+)
+hashables = st.recursive(
+    scalars.filter(lambda v: not (isinstance(v, float) and math.isnan(v))),
+    lambda inner: st.tuples(inner, inner) | st.frozensets(inner, max_size=3),
+    max_leaves=6,
+)
+data = st.recursive(
+    scalars,
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.lists(inner, max_size=4).map(tuple)
+        | st.lists(inner, max_size=4).map(collections.deque)
+        | st.dictionaries(st.text(max_size=5), inner, max_size=4)
+        | st.dictionaries(hashables, inner, max_size=4)
+        | st.sets(hashables, max_size=4)
+        | st.builds(Box, st.lists(inner, max_size=3))
+    ),
+    max_leaves=25,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(data)
+def test_generated_data_round_trips_exactly(value: Any) -> None:
+    got = round_trip(value)
+    if isinstance(value, (set, frozenset)):
+        assert got == value and type(got) is type(value)
+    else:
+        assert same(got, value)
+
+
+class Unregistered:
+    pass
+
+
+@dataclasses.dataclass
+class UnregisteredPoint:
+    x: int
+
+
+class Shouty(str):
+    pass
+
+
+class Zone(dt.tzinfo):
+    def utcoffset(self, when: dt.datetime | None) -> dt.timedelta:
+        return dt.timedelta(0)
+
+    def dst(self, when: dt.datetime | None) -> dt.timedelta:
+        return dt.timedelta(0)
+
+    def tzname(self, when: dt.datetime | None) -> str:
+        return "zone"
+
+
+@pytest.mark.parametrize(
+    "value,name",
+    [
+        (Unregistered(), "Unregistered"),
+        ([{"deep": (1, Unregistered())}], "Unregistered"),
+        ({1: UnregisteredPoint(1)}, "UnregisteredPoint"),
+        (Shouty("x"), "Shouty"),
+        (bytearray, "type"),
+        (dt.datetime(2024, 1, 1, tzinfo=Zone()), "Zone"),
+    ],
+    ids=["object", "nested", "non-str-key-dict", "str-subclass", "class", "tzinfo"],
+)
+def test_unknown_type_raises_type_error_naming_it(value: Any, name: str) -> None:
+    with pytest.raises(TypeError, match=name) as raised:
+        SAFE.dumps_typed(value)
+    if name != "Zone":
+        assert "toolkit.serde.register" in str(raised.value)
+
+
+def test_register_is_a_decorator_and_per_instance_allow_does_not_leak() -> None:
+    @dataclasses.dataclass
+    class Local:
+        v: int
+
+    with pytest.raises(TypeError, match="Local"):
+        SAFE.dumps_typed(Local(1))
+    own = SafeSerializer(allow=[Local])
+    assert round_trip(Local(1), own) == Local(1)
+    forged = own.dumps_typed(Local(1))
+    with pytest.raises(SerializationError, match="not on the allow-list"):
+        SAFE.loads_typed(forged)
+    assert serde.register(Box) is Box
+
+
+def test_register_rejects_what_cannot_be_revived_safely() -> None:
+    class Listy(list[int]):
+        pass
+
+    with pytest.raises(TypeError, match="built-in list"):
+        serde.register(Listy)
+    with pytest.raises(TypeError, match="takes a class"):
+        serde.register(len)  # type: ignore[type-var]
+
+
+def test_two_classes_cannot_share_a_wire_name() -> None:
+    def make() -> type:
+        @dataclasses.dataclass
+        class Twin:
+            v: int
+
+        return Twin
+
+    first, second = make(), make()
+    own = SafeSerializer(allow=[first])
+    with pytest.raises(ValueError, match="already registered"):
+        SafeSerializer(allow=[first, second])
+    assert round_trip(first(1), own) == first(1)
+
+
+def test_revival_runs_no_user_code() -> None:
+    ran: list[str] = []
+
+    @dataclasses.dataclass
+    class Guarded:
+        v: int
+
+        def __new__(cls, *args: Any, **kwargs: Any) -> Guarded:
+            ran.append("__new__")
+            return super().__new__(cls)
+
+        def __post_init__(self) -> None:
+            ran.append("__post_init__")
+
+        def __setstate__(self, state: Any) -> None:
+            ran.append("__setstate__")
+
+        def __reduce__(self) -> Any:
+            ran.append("__reduce__")
+            return (Guarded, (self.v,))
+
+    own = SafeSerializer(allow=[Guarded])
+    payload = own.dumps_typed(Guarded(3))
+    ran.clear()
+    got = own.loads_typed(payload)
+    assert type(got) is Guarded and got.v == 3
+    assert ran == []
+
+
+def ext(code: int, content: Any) -> bytes:
+    return ormsgpack.packb(ormsgpack.Ext(code, ormsgpack.packb(content)))
+
+
+TRIGGERED: list[str] = []
+
+
+class Trap:
+    """Not registered: every hook records that it ran."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Trap:
+        TRIGGERED.append("__new__")
+        return super().__new__(cls)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        TRIGGERED.append("__init__")
+
+    def __setstate__(self, state: Any) -> None:
+        TRIGGERED.append("__setstate__")
+
+    def __reduce__(self) -> Any:
+        TRIGGERED.append("__reduce__")
+        return (Trap, ())
+
+
+TRAP_NAME = f"{Trap.__module__}:{Trap.__qualname__}"
+HOSTILE: dict[str, Any] = {
+    "pickle": ("pickle", pickle.dumps(Trap())),
+    "langgraph-msgpack-os-system": (
+        "msgpack",
+        b"\xc7\x15\x01\x92\xa2os\xa6system\x91\xa4true\x00\x00\x00\x00",
+    ),
+    "langgraph-ext-under-our-tag": (
+        TAG,
+        ormsgpack.packb(ormsgpack.Ext(1, ormsgpack.packb(["os", "system", ["true"]]))),
+    ),
+    "object-os-system": (TAG, ext(_safe.OBJECT, ["os:system", {"command": "true"}])),
+    "object-builtins-eval": (TAG, ext(_safe.OBJECT, ["builtins:eval", {}])),
+    "enum-os-system": (TAG, ext(_safe.ENUM, ["os:system", "true"])),
+    "object-unregistered-trap": (TAG, ext(_safe.OBJECT, [TRAP_NAME, {}])),
+    "object-dotted-name": (TAG, ext(_safe.OBJECT, ["os.system", {}])),
+    "enum-as-object": (TAG, ext(_safe.OBJECT, [f"{Mood.__module__}:Mood", {}])),
+    "object-as-enum": (TAG, ext(_safe.ENUM, [f"{Box.__module__}:Box", 1])),
+    "class-attribute-swap": (TAG, ext(_safe.OBJECT, [f"{Box.__module__}:Box", {"__class__": 1}])),
+    "unknown-slot": (TAG, ext(_safe.OBJECT, [f"{Plain.__module__}:Plain", {"other": 1}])),
+    "unknown-ext-code": (TAG, ormsgpack.packb(ormsgpack.Ext(99, b"\x90"))),
+    "bad-ext-content": (TAG, ext(_safe.UUID, "not 16 bytes")),
+    "bad-datetime": (TAG, ext(_safe.DATETIME, [2024, 13, 1, 0, 0, 0, 0, 0, None])),
+    "bad-zone": (TAG, ext(_safe.DATETIME, [2024, 1, 1, 0, 0, 0, 0, 0, "../../etc/passwd"])),
+    "odd-dict": (TAG, ext(_safe.DICT, [1])),
+    "unhashable-set": (TAG, ext(_safe.SET, [[1]])),
+    "langchain-constructor-json": (
+        "json",
+        b'{"lc": 1, "type": "constructor", "id": ["os", "system"], "kwargs": {}}',
+    ),
+    "unknown-tag": ("nonsense", b"\x90"),
+    "truncated": (TAG, SAFE.dumps_typed({"a": (1, 2)})[1][:-1]),
+    "empty": (TAG, b""),
+    "reserved-byte": (TAG, b"\xc1"),
+    "not-a-pair": ("only-one",),
+    "not-bytes": (TAG, 12),
+    "none": (None, None),
+}
+
+
+def imports_during(call: Callable[[], Any]) -> tuple[list[str], BaseException | None]:
+    """Run ``call`` with every import attempt recorded; return them and what it raised."""
+    imported: list[str] = []
+    real_import, real_import_module = builtins.__import__, importlib.import_module
+
+    def spy_import(name: str, *args: Any, **kwargs: Any) -> Any:
+        imported.append(name)
+        return real_import(name, *args, **kwargs)
+
+    def spy_import_module(name: str, package: str | None = None) -> Any:
+        imported.append(name)
+        return real_import_module(name, package)
+
+    builtins.__import__, importlib.import_module = spy_import, spy_import_module
+    try:
+        call()
+    except BaseException as exc:  # handed back so the caller asserts on it unpatched
+        return imported, exc
+    finally:
+        builtins.__import__, importlib.import_module = real_import, real_import_module
+    return imported, None
+
+
+@pytest.mark.parametrize("data", HOSTILE.values(), ids=HOSTILE.keys())
+def test_hostile_payload_raises_serialization_error_and_runs_nothing(data: Any) -> None:
+    TRIGGERED.clear()
+    imported, raised = imports_during(lambda: SAFE.loads_typed(data))
+    assert isinstance(raised, SerializationError), raised
+    assert imported == []
+    assert TRIGGERED == []
+
+
+def test_pickle_relabelled_with_our_tag_is_inert() -> None:
+    # msgpack reads a pickle's leading PROTO byte (0x80) as an empty map and, having no
+    # length framing, ignores the rest: the result is harmless data, not a revived object.
+    payload = pickle.dumps(Trap())
+    TRIGGERED.clear()
+    imported, raised = imports_during(lambda: SAFE.loads_typed((TAG, payload)))
+    assert (imported, raised, TRIGGERED) == ([], None, [])
+    assert SAFE.loads_typed((TAG, payload)) == {}
+
+
+def test_constructor_shaped_map_is_inert_data() -> None:
+    shaped = {"lc": 1, "type": "constructor", "id": ["os", "system"], "kwargs": {}}
+    assert SAFE.loads_typed((TAG, ormsgpack.packb(shaped))) == shaped
+
+
+RICH = {
+    "t": (1, dt.datetime(2024, 1, 1)),
+    "s": {Mood.HAPPY},
+    "b": Box([uuid.UUID(int=5)]),
+    "k": {1: 2},
+}
+
+
+def test_every_truncation_is_a_serialization_error() -> None:
+    payload = SAFE.dumps_typed(RICH)[1]
+    for end in range(len(payload)):
+        with pytest.raises(SerializationError):
+            SAFE.loads_typed((TAG, payload[:end]))
+
+
+def test_flipped_bytes_decode_to_data_or_serialization_error() -> None:
+    # msgpack has no checksum: a flip inside a string or number yields other data. What
+    # must hold is that no flip escapes as another exception or imports anything.
+    payload = SAFE.dumps_typed(RICH)[1]
+    outcomes: list[BaseException | None] = []
+    for index in range(len(payload)):
+        for mask in (0x01, 0x80, 0xFF):
+            flipped = bytearray(payload)
+            flipped[index] ^= mask
+            imported, raised = imports_during(partial(SAFE.loads_typed, (TAG, bytes(flipped))))
+            assert imported == []
+            assert raised is None or isinstance(raised, SerializationError), raised
+            outcomes.append(raised)
+    assert sum(raised is not None for raised in outcomes) > len(payload)
+
+
+def test_foreign_serializers_payloads_are_rejected() -> None:
+    for foreign in (
+        JsonPlusSerializer().dumps_typed({"a": 1}),
+        PickleSerializer(i_understand_this_executes_code=True).dumps_typed(1),
+    ):
+        with pytest.raises(SerializationError, match="unknown serialization tag"):
+            SAFE.loads_typed(foreign)
+
+
+def test_pickle_serializer_requires_the_explicit_flag() -> None:
+    with pytest.raises(ValueError, match="executes code"):
+        PickleSerializer()
+    with pytest.raises(ValueError, match="executes code"):
+        PickleSerializer(i_understand_this_executes_code="yes")  # type: ignore[arg-type]
+    unsafe = PickleSerializer(i_understand_this_executes_code=True)
+    value = {"t": (1, {2}), "u": Unregistered.__name__, "d": dt.date(2020, 1, 2)}
+    assert round_trip(value, unsafe) == value
+    with pytest.raises(SerializationError):
+        unsafe.loads_typed(SAFE.dumps_typed(1))
+    with pytest.raises(SerializationError):
+        unsafe.loads_typed(("pickle", b"\x80\x04garbage"))
+
+
+@pytest.mark.parametrize(
+    "serializer",
+    [
+        JsonPlusSerializer(),
+        PickleSerializer(i_understand_this_executes_code=True),
+        SafeSerializer(),
+    ],
+    ids=["jsonplus", "pickle", "safe"],
+)
+def test_any_serializer_works_for_our_cache(serializer: Any) -> None:
+    cache: InMemoryCache[Any] = InMemoryCache(serde=serializer)
+    value = {"messages": [["ai", "hello world"]] * 3, "n": 42, "when": dt.date(2024, 1, 2)}
+    cache.set({(("ns",), "k"): (value, None)})
+    assert cache.get([(("ns",), "k")]) == {(("ns",), "k"): value}
+
+
+class Chat(TypedDict):
+    messages: Annotated[list[Any], add_messages]
+    fanout: list[str]
+
+
+def test_langgraph_node_writes_with_messages_and_send_round_trip() -> None:
+    calls: list[str] = []
+
+    def plan(state: Chat) -> Command[Any]:
+        calls.append("plan")
+        return Command(
+            goto=[Send("work", {"messages": [], "fanout": [topic]}) for topic in state["fanout"]],
+            update={"messages": [AIMessage("planning", id="plan-1")]},
+        )
+
+    def work(state: Chat) -> dict[str, Any]:
+        calls.append("work")
+        return {"messages": [AIMessage(f"did {state['fanout'][0]}", id=f"w-{state['fanout'][0]}")]}
+
+    builder = StateGraph(Chat)
+    builder.add_node("plan", plan, cache_policy=CachePolicy(), destinations=("work",))
+    builder.add_node("work", work, cache_policy=CachePolicy())
+    builder.add_edge(START, "plan")
+    graph = builder.compile(cache=InMemoryCache())  # type: ignore[arg-type]  # structural BaseCache
+    start: Chat = {"messages": [HumanMessage("go", id="h")], "fanout": ["a", "b"]}
+    first = graph.invoke(start)
+    assert calls.count("plan") == 1 and calls.count("work") == 2
+    again = graph.invoke(start)
+    assert again == first
+    assert calls.count("plan") == 1 and calls.count("work") == 2
+    assert [m.content for m in first["messages"]] == ["go", "planning", "did a", "did b"]
+
+
+def test_deeply_nested_payloads_are_serialization_errors() -> None:
+    nested = b"\x90"
+    for _ in range(5000):  # a tuple inside a tuple inside ... far past the recursion limit
+        nested = ormsgpack.packb(ormsgpack.Ext(_safe.TUPLE, nested))
+    with pytest.raises(SerializationError):
+        SAFE.loads_typed((TAG, nested))
+    with pytest.raises(SerializationError):
+        SAFE.loads_typed((TAG, b"\x91" * 100_000 + b"\xc0"))

@@ -1,0 +1,196 @@
+"""The allow-list of classes the safe serializer may revive, and how their state moves.
+
+A registered class travels as its wire name plus data. Enums revive through
+``cls(value)``; every other class through ``object.__new__(cls)`` followed by
+``object.__setattr__`` of each stored attribute (its ``__dict__`` entries and slot
+values), the way ``copy`` restores state. No ``__init__``, ``__post_init__``,
+validator, ``__reduce__`` or ``__setstate__`` runs, so the revived object is exactly
+the stored one. Pydantic models keep their fields set, extras and private values
+because those live in pydantic's own slots.
+"""
+
+from __future__ import annotations
+
+import enum
+import importlib
+import threading
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+T = TypeVar("T", bound=type)
+
+# Classes allowed by exact name when their package is installed: LangChain messages and
+# the LangGraph types found in node writes (``task.writes`` holds ``Send`` for pushes and
+# ``Overwrite`` for reducer bypasses; ``Send.timeout`` is a ``TimeoutPolicy``). Only
+# these fixed modules are ever imported, and only when a name from this table is seen.
+_MESSAGE_NAMES = ("AI", "Human", "System", "Tool", "Function", "Chat")
+BUILTIN_CLASSES: dict[str, tuple[str, ...]] = {
+    "langchain_core.messages": (
+        *(f"{kind}Message" for kind in _MESSAGE_NAMES),
+        *(f"{kind}MessageChunk" for kind in _MESSAGE_NAMES),
+        "RemoveMessage",
+    ),
+    "langgraph.types": ("Send", "Command", "Interrupt", "Overwrite", "TimeoutPolicy"),
+}
+BUILTIN_NAMES = frozenset(
+    f"{module}:{attr}" for module, attrs in BUILTIN_CLASSES.items() for attr in attrs
+)
+_BUILTIN_PACKAGES = ("langchain_core", "langgraph")
+
+
+@dataclass(frozen=True)
+class ClassInfo:
+    """How one allowed class is named on the wire and how its state is read and written."""
+
+    name: str
+    cls: type
+    is_enum: bool
+    slots: frozenset[str]
+    has_dict: bool
+
+    def capture(self, obj: Any) -> dict[str, Any]:
+        """Return the attributes that make up ``obj``'s state."""
+        state: dict[str, Any] = dict(obj.__dict__) if self.has_dict else {}
+        for slot in self.slots:
+            try:
+                state[slot] = object.__getattribute__(obj, slot)
+            except AttributeError:
+                continue  # an unset slot stays unset
+        return state
+
+    def revive(self, state: Any) -> Any:
+        """Build an instance from stored state by field assignment (no user code runs)."""
+        if type(state) is not dict:
+            raise TypeError(f"state of {self.name} must be a dict, got {type(state).__name__}")
+        for attr in state:
+            if not self._settable(attr):
+                raise ValueError(f"{self.name} has no attribute {attr!r} to restore")
+        obj: Any = object.__new__(self.cls)
+        for attr, value in state.items():
+            object.__setattr__(obj, attr, value)
+        return obj
+
+    def _settable(self, attr: object) -> bool:
+        if type(attr) is not str:
+            return False
+        if attr in self.slots:
+            return True
+        # Dunder names (``__class__``, ``__dict__``) would reshape the object, not fill it.
+        return (
+            self.has_dict
+            and attr.isidentifier()
+            and not (attr.startswith("__") and attr.endswith("__"))
+        )
+
+
+def class_info(cls: type, name: str) -> ClassInfo:
+    """Check that ``cls`` can be revived safely and describe it."""
+    if not isinstance(cls, type):
+        raise TypeError(f"register() takes a class, got {cls!r}")
+    if issubclass(cls, enum.Enum):
+        return ClassInfo(name, cls, True, frozenset(), False)
+    builtin_bases = [base for base in cls.__mro__[:-1] if base.__module__ == "builtins"]
+    if builtin_bases:
+        raise TypeError(
+            f"cannot register {cls.__qualname__}: it derives from the built-in "
+            f"{builtin_bases[0].__name__}; only Enums, dataclasses, pydantic models "
+            "and plain classes can be revived safely"
+        )
+    return ClassInfo(name, cls, False, _slot_names(cls), _has_dict(cls))
+
+
+def _slot_names(cls: type) -> frozenset[str]:
+    names: set[str] = set()
+    for owner in cls.__mro__:
+        slots = owner.__dict__.get("__slots__", ())
+        for slot in (slots,) if isinstance(slots, str) else slots:
+            if slot in ("__dict__", "__weakref__"):
+                continue
+            if slot.startswith("__") and not slot.endswith("__"):
+                slot = f"_{owner.__name__.lstrip('_')}{slot}"  # private slots are name-mangled
+            names.add(slot)
+    return frozenset(names)
+
+
+def _has_dict(cls: type) -> bool:
+    return any("__dict__" in vars(owner) for owner in cls.__mro__ if owner is not object)
+
+
+def wire_name(cls: type) -> str:
+    """Return the name a registered class travels under."""
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+class AllowList:
+    """Classes that may be revived, by wire name and exact type; a parent list adds its own."""
+
+    def __init__(self, parent: AllowList | None = None) -> None:
+        self._by_name: dict[str, ClassInfo] = {}
+        self._by_type: dict[type, ClassInfo] = {}
+        self._parent = parent
+        self._lock = threading.Lock()
+
+    def add(self, cls: type, *, name: str | None = None) -> ClassInfo:
+        """Allow ``cls``; a different class already holding its wire name is an error."""
+        info = class_info(cls, name or wire_name(cls))
+        with self._lock:
+            held = self._by_name.get(info.name)
+            if held is not None and held.cls is not cls:
+                raise ValueError(
+                    f"another class is already registered as {info.name!r}: {held.cls!r}"
+                )
+            self._by_name[info.name] = info
+            self._by_type.setdefault(cls, info)
+        return info
+
+    def by_type(self, cls: type) -> ClassInfo | None:
+        """Return the entry for exactly ``cls`` (subclasses are not implied)."""
+        info = self._by_type.get(cls)
+        if info is None and self._parent is not None:
+            info = self._parent.by_type(cls)
+        if info is None and cls.__module__.split(".", 1)[0] in _BUILTIN_PACKAGES:
+            info = _builtins().by_type(cls)
+        return info
+
+    def by_name(self, name: str) -> ClassInfo | None:
+        """Return the entry stored under exactly ``name``, importing nothing for unknown names."""
+        info = self._by_name.get(name)
+        if info is None and self._parent is not None:
+            info = self._parent.by_name(name)
+        if info is None and name in BUILTIN_NAMES:
+            info = _builtins().by_name(name)
+        return info
+
+
+_builtin_list: AllowList | None = None
+_builtin_lock = threading.Lock()
+
+
+def _builtins() -> AllowList:
+    """Import the fixed LangChain/LangGraph classes once, skipping packages not installed."""
+    global _builtin_list
+    if _builtin_list is None:
+        with _builtin_lock:
+            if _builtin_list is None:
+                found = AllowList()
+                for module_name, attrs in BUILTIN_CLASSES.items():
+                    try:
+                        module = importlib.import_module(module_name)
+                    except ImportError:
+                        continue
+                    for attr in attrs:
+                        cls = getattr(module, attr, None)
+                        if isinstance(cls, type):
+                            found.add(cls, name=f"{module_name}:{attr}")
+                _builtin_list = found
+    return _builtin_list
+
+
+DEFAULT_ALLOW = AllowList()
+"""The process-wide allow-list that ``register`` fills and every ``SafeSerializer`` consults."""
+
+
+def register(cls: T) -> T:
+    """Allow ``cls`` (Enum, dataclass, pydantic model, plain class) to be revived; a decorator."""
+    DEFAULT_ALLOW.add(cls)
+    return cls

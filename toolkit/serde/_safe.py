@@ -1,0 +1,284 @@
+"""The default serializer: msgpack data with extension tags, no code from stored bytes.
+
+Plain data (None, bool, int, float, str, bytes, list, dict with str keys) takes
+ormsgpack's native path. Tuples, sets, frozensets, ints beyond 64 bits, dicts with
+other keys, datetime/date/time/timedelta (fixed-offset or ``zoneinfo`` zones), UUID,
+Decimal and deque travel as msgpack extensions and come back as exactly those types;
+Enums and other classes only when allow-listed (see ``toolkit.serde._allow``).
+``bytearray`` and ``memoryview`` are stored as msgpack bin and come back as ``bytes``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import threading
+import uuid
+import zoneinfo
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import ormsgpack
+
+from toolkit.errors import SerializationError
+from toolkit.serde._allow import DEFAULT_ALLOW, AllowList, ClassInfo
+
+SAFE_TAG = "toolkit-msgpack-v1"
+
+# msgpack extension codes; the payload of each is itself msgpack. They start at 32 so
+# LangGraph's extensions (codes 0-6, which name constructors) never decode as ours.
+(
+    TUPLE,
+    SET,
+    FROZENSET,
+    BIG_INT,
+    DICT,
+    DATETIME,
+    DATE,
+    TIME,
+    TIMEDELTA,
+    UUID,
+    DECIMAL,
+    DEQUE,
+    ENUM,
+    OBJECT,
+) = range(32, 46)
+
+# Everything ormsgpack would otherwise encode lossily (tuple as list, datetime as str,
+# subclasses as their base) is handed to our ``default`` hook instead.
+_OPTIONS = (
+    ormsgpack.OPT_PASSTHROUGH_BIG_INT
+    | ormsgpack.OPT_PASSTHROUGH_DATACLASS
+    | ormsgpack.OPT_PASSTHROUGH_DATETIME
+    | ormsgpack.OPT_PASSTHROUGH_ENUM
+    | ormsgpack.OPT_PASSTHROUGH_SUBCLASS
+    | ormsgpack.OPT_PASSTHROUGH_TUPLE
+    | ormsgpack.OPT_PASSTHROUGH_UUID
+)
+_packb = ormsgpack.packb
+_unpackb = ormsgpack.unpackb
+_Ext = ormsgpack.Ext
+_MsgpackEncodeError = ormsgpack.MsgpackEncodeError
+
+_NATIVE = frozenset({type(None), bool, float, str, bytes})
+_I64_MIN, _U64_END = -(2**63), 2**64
+
+# ormsgpack replaces a hook's exception with a generic one; the innermost real cause is parked here.
+_failure = threading.local()
+
+
+def _tz_state(tz: dt.tzinfo | None) -> Any:
+    if tz is None:
+        return None
+    if type(tz) is dt.timezone:
+        offset = tz.utcoffset(None)
+        return [offset.days, offset.seconds, offset.microseconds]
+    if type(tz) is zoneinfo.ZoneInfo:
+        return tz.key
+    raise TypeError(
+        f"cannot serialize tzinfo of type {type(tz).__qualname__}: "
+        "use datetime.timezone or zoneinfo.ZoneInfo"
+    )
+
+
+def _tz_from(state: Any) -> dt.tzinfo | None:
+    if state is None:
+        return None
+    if type(state) is str:
+        return zoneinfo.ZoneInfo(state)
+    days, seconds, microseconds = _ints(state, 3)
+    return dt.timezone(dt.timedelta(days, seconds, microseconds))
+
+
+def _ints(state: Any, count: int) -> list[int]:
+    if (
+        type(state) is not list
+        or len(state) != count
+        or any(type(item) is not int for item in state)
+    ):
+        raise TypeError(f"expected a list of {count} ints, got {state!r}")
+    return state
+
+
+def _of_type(state: Any, kind: type) -> Any:
+    if type(state) is not kind:
+        raise TypeError(f"expected {kind.__name__}, got {type(state).__name__}")
+    return state
+
+
+def _datetime(state: Any) -> dt.datetime:
+    *fields, tz = _of_type(state, list)
+    year, month, day, hour, minute, second, micro, fold = _ints(fields, 8)
+    return dt.datetime(year, month, day, hour, minute, second, micro, _tz_from(tz), fold=fold)
+
+
+def _time(state: Any) -> dt.time:
+    *fields, tz = _of_type(state, list)
+    hour, minute, second, micro, fold = _ints(fields, 5)
+    return dt.time(hour, minute, second, micro, _tz_from(tz), fold=fold)
+
+
+def _pairs(state: Any) -> dict[Any, Any]:
+    flat = _of_type(state, list)
+    if len(flat) % 2:
+        raise ValueError("odd number of items in a key/value list")
+    pairs = iter(flat)
+    return dict(zip(pairs, pairs, strict=True))
+
+
+def _deque(state: Any) -> deque[Any]:
+    maxlen, items = _of_type(state, list)
+    if maxlen is not None:
+        _of_type(maxlen, int)
+    return deque(_of_type(items, list), maxlen)
+
+
+def _uuid(state: Any) -> uuid.UUID:
+    return uuid.UUID(bytes=_of_type(state, bytes))
+
+
+# How each supported type becomes (extension code, msgpack-able content).
+_REDUCERS: dict[type, Callable[[Any], tuple[int, Any]]] = {
+    tuple: lambda obj: (TUPLE, list(obj)),
+    set: lambda obj: (SET, list(obj)),
+    frozenset: lambda obj: (FROZENSET, list(obj)),
+    int: lambda obj: (BIG_INT, obj.to_bytes((obj.bit_length() + 8) // 8, "big", signed=True)),
+    dict: lambda obj: (DICT, [item for pair in obj.items() for item in pair]),
+    dt.datetime: lambda obj: (
+        DATETIME,
+        [
+            obj.year,
+            obj.month,
+            obj.day,
+            obj.hour,
+            obj.minute,
+            obj.second,
+            obj.microsecond,
+            obj.fold,
+            _tz_state(obj.tzinfo),
+        ],
+    ),
+    dt.date: lambda obj: (DATE, [obj.year, obj.month, obj.day]),
+    dt.time: lambda obj: (
+        TIME,
+        [obj.hour, obj.minute, obj.second, obj.microsecond, obj.fold, _tz_state(obj.tzinfo)],
+    ),
+    dt.timedelta: lambda obj: (TIMEDELTA, [obj.days, obj.seconds, obj.microseconds]),
+    uuid.UUID: lambda obj: (UUID, obj.bytes),
+    decimal.Decimal: lambda obj: (DECIMAL, str(obj)),
+    deque: lambda obj: (DEQUE, [obj.maxlen, list(obj)]),
+}
+
+# How each extension's decoded content becomes the value again (classes excepted).
+_REVIVERS: dict[int, Callable[[Any], Any]] = {
+    TUPLE: lambda state: tuple(_of_type(state, list)),
+    SET: lambda state: set(_of_type(state, list)),
+    FROZENSET: lambda state: frozenset(_of_type(state, list)),
+    BIG_INT: lambda state: int.from_bytes(_of_type(state, bytes), "big", signed=True),
+    DICT: _pairs,
+    DATETIME: _datetime,
+    DATE: lambda state: dt.date(*_ints(state, 3)),
+    TIME: _time,
+    TIMEDELTA: lambda state: dt.timedelta(*_ints(state, 3)),
+    UUID: _uuid,
+    DECIMAL: lambda state: decimal.Decimal(_of_type(state, str)),
+    DEQUE: _deque,
+}
+
+
+class SafeSerializer:
+    """Data-only msgpack serializer; classes revive only from the allow-list (``register``)."""
+
+    tag = SAFE_TAG
+
+    def __init__(self, *, allow: Iterable[type] = ()) -> None:
+        self._allow = AllowList(parent=DEFAULT_ALLOW)
+        for cls in allow:
+            self._allow.add(cls)
+        # Bound once: a bound method made per call would allocate on the hot path.
+        self._default_hook = self._default
+        self._ext_hook_bound = self._ext_hook
+
+    def dumps_typed(self, obj: Any) -> tuple[str, bytes]:
+        """Encode ``obj``; a type that is neither data nor allow-listed raises ``TypeError``."""
+        try:
+            return SAFE_TAG, _packb(obj, default=self._default_hook, option=_OPTIONS)
+        except _MsgpackEncodeError:
+            # Dicts with non-str keys (or an unsupported type) defeat the native path;
+            # the Python walk below encodes the former and names the latter precisely.
+            return SAFE_TAG, _packb(self._to_wire(obj))
+
+    def loads_typed(self, data: tuple[str, bytes]) -> Any:
+        """Decode a pair made by ``dumps_typed``; anything else raises ``SerializationError``."""
+        try:
+            tag, payload = data
+        except (TypeError, ValueError) as exc:
+            raise SerializationError("expected a (tag, bytes) pair") from exc
+        if tag != SAFE_TAG:
+            raise SerializationError(f"unknown serialization tag {tag!r} (expected {SAFE_TAG!r})")
+        try:
+            return _unpackb(payload, ext_hook=self._ext_hook_bound)
+        except Exception as exc:
+            cause = getattr(_failure, "error", None) or exc
+            _failure.error = None
+            raise SerializationError(f"cannot decode stored value: {cause}") from cause
+
+    def _reduce(self, obj: Any) -> tuple[int, Any]:
+        cls = type(obj)
+        reducer = _REDUCERS.get(cls)
+        if reducer is not None:
+            return reducer(obj)
+        info = self._allow.by_type(cls)
+        if info is None:
+            raise TypeError(
+                f"cannot serialize {cls.__module__}.{cls.__qualname__}: the safe serializer "
+                "stores plain data and allow-listed classes only; register the class with "
+                "toolkit.serde.register(cls) (Enums, dataclasses, pydantic models, plain classes) "
+                "or pass another serde= to the cache"
+            )
+        if info.is_enum:
+            return ENUM, [info.name, obj.value]
+        return OBJECT, [info.name, info.capture(obj)]
+
+    def _default(self, obj: Any) -> Any:
+        code, content = self._reduce(obj)
+        return _Ext(code, _packb(content, default=self._default_hook, option=_OPTIONS))
+
+    def _to_wire(self, obj: Any) -> Any:
+        """Turn ``obj`` into plain msgpack data and ``Ext`` values in Python (the rare path)."""
+        cls = type(obj)
+        if cls in _NATIVE or (cls is int and _I64_MIN <= obj < _U64_END):
+            return obj
+        if cls is list:
+            return [self._to_wire(item) for item in obj]
+        if cls is dict and all(type(key) is str for key in obj):
+            return {key: self._to_wire(value) for key, value in obj.items()}
+        code, content = self._reduce(obj)
+        return _Ext(code, _packb(self._to_wire(content)))
+
+    def _ext_hook(self, code: int, data: bytes) -> Any:
+        try:
+            reviver = _REVIVERS.get(code)
+            if reviver is not None:
+                return reviver(_unpackb(data, ext_hook=self._ext_hook_bound))
+            if code != ENUM and code != OBJECT:
+                raise ValueError(f"unknown extension type {code}")
+            name, value = _of_type(_unpackb(data, ext_hook=self._ext_hook_bound), list)
+            info = self._allowed(_of_type(name, str), is_enum=code == ENUM)
+            return info.cls(value) if info.is_enum else info.revive(value)
+        except Exception as exc:
+            if getattr(_failure, "error", None) is None:  # keep the innermost cause
+                _failure.error = exc
+            raise
+
+    def _allowed(self, name: str, *, is_enum: bool) -> ClassInfo:
+        info = self._allow.by_name(name)
+        if info is None:
+            raise ValueError(
+                f"class {name!r} is not on the allow-list; "
+                "register it with toolkit.serde.register(cls)"
+            )
+        if info.is_enum != is_enum:
+            raise ValueError(f"class {name!r} is stored as the wrong kind")
+        return info
