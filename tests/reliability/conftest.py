@@ -35,6 +35,8 @@ class Tally:
     wrong: int = 0
     worst: float = 0.0
     outcome: str = "?"
+    note: str = ""
+    """Shown after the test outcome, e.g. how a faulty file was refused."""
     error_types: dict[str, int] = field(default_factory=dict)
 
     def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -146,7 +148,7 @@ def tally(request: pytest.FixtureRequest) -> Iterator[Callable[..., Tally]]:
     outcome = _outcome(request.node)
     rows = request.config.stash.get(_ROWS, [])
     for row in made:
-        row.outcome = outcome
+        row.outcome = f"{outcome}: {row.note}" if row.note else outcome
         rows.append(row)
 
 
@@ -194,7 +196,8 @@ def render_table(rows: list[Tally]) -> list[str]:
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     if not config.getoption("reliability_report", default=False):
         return
-    rows = config.stash.get(_ROWS, [])
+    ran = config.stash.get(_ROWS, [])
+    rows = [row for row in ran if row.outcome != "skipped"]
     terminalreporter.section("reliability report")
     if not rows:
         terminalreporter.write_line("no reliability scenarios ran")
@@ -205,7 +208,9 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     terminalreporter.write_line(
         f"{len(rows)} scenarios, {sum(r.operations for r in rows)} operations; "
         f"through observe: {sum(r.errors for r in observe)} errors surfaced; "
-        f"wrong values: {sum(r.wrong for r in rows)}"
+        f"wrong values: {sum(r.wrong for r in rows if r.outcome != 'xfail')} "
+        f"(+{sum(r.wrong for r in rows if r.outcome == 'xfail')} in xfail rows: known bugs); "
+        f"{len(ran) - len(rows)} skipped"
     )
 
 

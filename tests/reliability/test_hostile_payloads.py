@@ -197,9 +197,7 @@ def test_flipped_byte_is_a_miss(
     with _subject(backend_name, request, tmp_path) as subject:
         stack, registry = observed(subject.cache)
         with spying(monkeypatch, tmp_path) as spy:
-            _read_all(
-                subject, stack, registry, payloads.flipped(TAG, GOOD), row, must_miss=True
-            )
+            _read_all(subject, stack, registry, payloads.flipped(TAG, GOOD), row, must_miss=True)
     assert spy.reached == []
     assert row.errors == 0, row.error_types
     assert row.wrong == 0

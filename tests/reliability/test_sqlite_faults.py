@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +33,9 @@ KEYS: list[FullKey] = [(NS, f"k{i}") for i in range(20)]
 DEADLINE = 0.5
 GRACE = 1.5
 """Scheduling slack on a loaded 2-core machine: a hang is many times longer."""
-LOCK_SECONDS = 3.0
+LOCK_SECONDS = 4.0
+BUSY_PHASE = 1.5
+"""Start no new round of operations later than this into the lock (each round takes <= 2 s)."""
 
 
 def _populate(path: Path) -> None:
@@ -51,55 +55,103 @@ def _check_reads(row: Tally, got: Any, asked: Sequence[FullKey], *, all_present:
         row.check(set(got) == set(asked))
 
 
-@pytest.mark.slow
-async def test_write_lock_held_by_another_process(
-    tmp_path: Path, tally: Callable[..., Tally]
-) -> None:
-    path = tmp_path / "locked.db"
+@dataclass
+class _LockRun:
+    reads: Tally
+    writes: Tally
+    served: int
+    asked: int
+    still_locked: bool
+    landed: Any
+    landed_asked: list[FullKey]
+    set_errors: float
+
+
+async def _under_write_lock(path: Path, reads: Tally, writes: Tally) -> _LockRun:
+    """Reads and writes through ``observe`` while another process holds the write lock."""
     _populate(path)
     cache = sqlite_cache(path)
     stack, registry = observed(cache, deadline=DEADLINE, failure_threshold=1000)
-    reads = tally("sqlite: write lock held by another process (reads)")
-    writes = tally("sqlite: write lock held by another process (writes)")
+    served = asked = 0
+    news: list[FullKey] = []
     try:
         with sqlite_lock_held(path, seconds=LOCK_SECONDS) as holder:
+            locked_at = time.monotonic()
             for i in range(4):
+                if i and time.monotonic() - locked_at > BUSY_PHASE:
+                    break
                 batch = KEYS[i * 5 : i * 5 + 5]
-                _check_reads(reads, reads.call(stack.get, batch), batch, all_present=True)
-                _check_reads(reads, await reads.acall(stack.aget, batch), batch, all_present=True)
-                new = {(NS, f"new{i}"): (tagged((NS, f"new{i}"), 1, i), None)}
+                for got in (reads.call(stack.get, batch), await reads.acall(stack.aget, batch)):
+                    _check_reads(reads, got, batch, all_present=False)
+                    served += 0 if got is FAILED else len(got)
+                    asked += len(batch)
+                news.append((NS, f"new{i}"))
+                new = {news[i]: (tagged(news[i], 1, i), None)}
                 writes.call(stack.set, new)
                 await writes.acall(stack.aset, new)
             still_locked = holder.poll() is None
         # Once the lock is gone, writes land again and every value is still right.
-        after = {(NS, "after"): (tagged((NS, "after"), 2, 0), None)}
-        writes.call(stack.set, after)
-        _check_reads(
-            reads, reads.call(stack.get, [(NS, "after")]), [(NS, "after")], all_present=True
-        )
-        news = [(NS, f"new{i}") for i in range(4)]
+        after = (NS, "after")
+        writes.call(stack.set, {after: (tagged(after, 2, 0), None)})
+        _check_reads(reads, reads.call(stack.get, [after]), [after], all_present=True)
         landed = reads.call(stack.get, news)
         _check_reads(writes, landed, news, all_present=False)
         set_errors = errors_counted(registry, operation="set")
     finally:
         await aclose(cache)
+    return _LockRun(reads, writes, served, asked, still_locked, landed, news, set_errors)
 
-    assert still_locked, "the lock holder exited early: the fault was not in place throughout"
-    assert reads.errors == 0 and writes.errors == 0
-    assert reads.wrong == 0 and writes.wrong == 0
-    assert reads.worst < DEADLINE + GRACE
-    assert writes.worst < DEADLINE + GRACE
+
+@pytest.mark.slow
+async def test_write_lock_held_by_another_process(
+    tmp_path: Path, tally: Callable[..., Tally]
+) -> None:
+    run = await _under_write_lock(
+        tmp_path / "locked.db",
+        tally("sqlite: write lock held by another process (reads)"),
+        tally("sqlite: write lock held by another process (writes)"),
+    )
+    assert run.still_locked, "the lock holder exited early: the fault was not in place throughout"
+    assert run.reads.errors == 0 and run.writes.errors == 0
+    assert run.reads.wrong == 0 and run.writes.wrong == 0
+    assert run.reads.worst < DEADLINE + GRACE
+    assert run.writes.worst < DEADLINE + GRACE
     # A write that could not land in time was dropped and counted, not silently lost.
-    assert landed is not FAILED
-    assert len(landed) == len(news) or set_errors > 0
+    assert run.landed is not FAILED
+    assert len(run.landed) == len(run.landed_asked) or run.set_errors > 0
+
+
+READS_STARVED_BUG = (
+    "toolkit/backends/_sqlite_conn.py: one sync connection behind one lock (and aiosqlite's "
+    "one thread) serves reads and writes, so a write waiting up to busy_timeout (5 s) for "
+    "another process's lock blocks every later read of this process: reads miss at the "
+    "FailOpen deadline instead of being served from the WAL snapshot"
+)
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason=READS_STARVED_BUG)
+async def test_reads_served_while_another_process_holds_the_write_lock(
+    tmp_path: Path, tally: Callable[..., Tally]
+) -> None:
+    run = await _under_write_lock(
+        tmp_path / "locked.db",
+        tally("sqlite: reads served during another process's write lock"),
+        Tally("writes (not reported)"),
+    )
+    assert run.still_locked
+    assert run.served == run.asked, f"{run.asked - run.served} of {run.asked} reads not served"
 
 
 def _open_or_refuse(path: Path, row: Tally) -> Any:
     """Open a cache on a faulty file: it works or refuses with a clear ``CacheError``."""
+    start = time.perf_counter()
     try:
         return sqlite_cache(path)
     except CacheError as exc:
-        row.outcome = "refused"
+        row.timed(time.perf_counter() - start)
+        row.error(exc)
+        row.note = "refused at open"
         assert str(path) in str(exc) or path.name in str(exc), f"unclear refusal: {exc!r}"
         return None
 
