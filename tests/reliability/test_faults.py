@@ -15,6 +15,7 @@ from tests.reliability.faults import (
     scribble,
     sqlite_lock_held,
     truncate,
+    wait_for,
 )
 
 
@@ -31,7 +32,19 @@ def test_black_hole_accepts_and_never_answers(black_hole: BlackHoleServer) -> No
         sock.settimeout(0.2)
         with pytest.raises(TimeoutError):
             sock.recv(1)
-    assert black_hole.accepted == 1
+    assert wait_for(lambda: black_hole.accepted == 1, timeout=5)
+
+
+def test_black_hole_counts_connections_open_at_once(black_hole: BlackHoleServer) -> None:
+    socks = [socket.create_connection(("127.0.0.1", black_hole.port), timeout=2) for _ in range(3)]
+    assert wait_for(lambda: black_hole.open_now == 3, timeout=5)
+    for sock in socks:
+        sock.close()
+    assert wait_for(lambda: black_hole.open_now == 0, timeout=5)
+    fresh = socket.create_connection(("127.0.0.1", black_hole.port), timeout=2)
+    fresh.close()
+    assert wait_for(lambda: black_hole.accepted == 4, timeout=5)
+    assert black_hole.peak_open == 3
 
 
 def test_refusing_port_refuses(refusing_port: RefusingPort) -> None:

@@ -18,7 +18,7 @@ from tests.reliability.stacks import carries_key, close, sqlite_cache
 
 PROCESSES = 4
 THREADS = 4
-OPS = 250
+OPS = 500
 
 
 @pytest.mark.slow
