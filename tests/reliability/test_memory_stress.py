@@ -8,7 +8,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from tests.reliability.conftest import FAILED, Tally
+from tests.reliability.stacks import observed
 from toolkit import FullKey, InMemoryCache
 
 THREADS = 8
@@ -29,7 +32,7 @@ def carries(value: Any, full_key: FullKey, written: list[int]) -> bool:
 
 
 def _worker(
-    cache: InMemoryCache[Any],
+    cache: Any,
     writer: int,
     row: Tally,
     written: list[int],
@@ -61,9 +64,11 @@ def _worker(
         row.merge(local.counts())
 
 
-def test_eight_threads_keep_bound_and_keys_apart(tally: Callable[..., Tally]) -> None:
-    row = tally(f"memory: {THREADS} threads get/set/clear, bound {BOUND}", layer="bare")
+@pytest.mark.parametrize("layer", ["bare", "observe"])
+def test_eight_threads_keep_bound_and_keys_apart(tally: Callable[..., Tally], layer: str) -> None:
+    row = tally(f"memory: {THREADS} threads get/set/clear, bound {BOUND}", layer=layer)
     cache: InMemoryCache[Any] = InMemoryCache(max_entries=BOUND)
+    stack = cache if layer == "bare" else observed(cache)[0]
     written = [0] * THREADS
     lock = threading.Lock()
     start = threading.Barrier(THREADS + 1)
@@ -78,7 +83,7 @@ def test_eight_threads_keep_bound_and_keys_apart(tally: Callable[..., Tally]) ->
             time.sleep(0)
 
     threads = [
-        threading.Thread(target=_worker, args=(cache, w, row, written, lock, start))
+        threading.Thread(target=_worker, args=(stack, w, row, written, lock, start))
         for w in range(THREADS)
     ]
     watcher = threading.Thread(target=watch)
@@ -97,5 +102,5 @@ def test_eight_threads_keep_bound_and_keys_apart(tally: Callable[..., Tally]) ->
     assert sizes, "the watcher never sampled"
     assert max(sizes) <= BOUND
     assert cache.entry_count() <= BOUND
-    survivors = cache.get(KEYS)
+    survivors = stack.get(KEYS)
     assert all((tuple(v[0]), v[1]) == fk for fk, v in survivors.items())
