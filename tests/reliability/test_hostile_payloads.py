@@ -24,7 +24,11 @@ from toolkit import FullKey, SafeSerializer
 NS = ("reliability", "hostile")
 FINE: FullKey = (NS, "fine")
 CHUNK = 64
-BACKEND_NAMES = [name for name in BACKENDS if "cluster" not in name]
+BACKEND_NAMES = [
+    pytest.param(name, marks=[pytest.mark.redis] if name.startswith("redis") else [])
+    for name in BACKENDS
+    if "cluster" not in name  # the cluster runs the same code per node; it costs 3 servers
+]
 
 TAG, GOOD = SafeSerializer().dumps_typed(payloads.SAMPLE)
 
