@@ -279,6 +279,11 @@ def test_used_after_fork(tmp_path: Path, tally: Callable[..., Tally]) -> None:
     try:
         row.call(cache.set, {fk: (tagged(fk, 0, 0), None) for fk in KEYS})
         _check_reads(row, row.call(cache.get, KEYS), KEYS, all_present=True)
+
+        async def warm_async() -> Any:
+            return await cache.aget(KEYS[:3])  # the parent's aiosqlite thread exists at fork
+
+        _check_reads(row, row.call(asyncio.run, warm_async()), KEYS[:3], all_present=True)
         read_end, write_end = os.pipe()
         with warnings.catch_warnings():
             # Python 3.12+ warns about fork() with threads alive (the test runner's own).
@@ -304,6 +309,7 @@ def test_used_after_fork(tmp_path: Path, tally: Callable[..., Tally]) -> None:
         child_key = (NS, "from-child")
         got = row.call(cache.get, [*KEYS, child_key])
         _check_reads(row, got, [*KEYS, child_key], all_present=True)
+        _check_reads(row, row.call(asyncio.run, warm_async()), KEYS[:3], all_present=True)
     finally:
         close(cache)
     assert report["seen_all"], "the child did not see the parent's entries"
