@@ -104,3 +104,69 @@ def test_eight_threads_keep_bound_and_keys_apart(tally: Callable[..., Tally], la
     assert cache.entry_count() <= BOUND
     survivors = stack.get(KEYS)
     assert all((tuple(v[0]), v[1]) == fk for fk, v in survivors.items())
+
+
+class _Clock:
+    """A shared monotonic clock that one thread moves forward in small steps."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_expired_entries_never_returned_under_threads(tally: Callable[..., Tally]) -> None:
+    """Readers race writers and a moving clock: no read returns an entry whose ttl ran out
+    before the read began."""
+    row = tally(f"memory: {THREADS} threads, ttl 0.05 s on a clock moving under them", "bare")
+    clock = _Clock()
+    cache: InMemoryCache[Any] = InMemoryCache(max_entries=BOUND, timer=clock)
+    ttl = 0.05
+    latest_expiry: dict[tuple[FullKey, int, int], float] = {}
+    stop = threading.Event()
+    start = threading.Barrier(THREADS + 1)
+    lock = threading.Lock()
+
+    def tick() -> None:
+        while not stop.is_set():
+            clock.now += 0.001
+            time.sleep(0)
+
+    def work(writer: int) -> None:
+        rng = random.Random(writer)
+        local = Tally(row.scenario)
+        start.wait()
+        for seq in range(1_500):
+            full_key = rng.choice(KEYS)
+            if rng.random() < 0.5:
+                local.call(
+                    cache.set, {full_key: ([list(full_key[0]), full_key[1], writer, seq], ttl)}
+                )
+                # The entry expires no later than the clock after the write plus its ttl.
+                latest_expiry[(full_key, writer, seq)] = clock() + ttl
+                continue
+            began = clock()
+            got = local.call(cache.get, [full_key])
+            if got is FAILED or full_key not in got:
+                continue
+            value = got[full_key]
+            local.check((tuple(value[0]), value[1]) == full_key)
+            bound = latest_expiry.get((full_key, value[2], value[3]))
+            local.check(bound is None or bound > began)
+        with lock:
+            row.merge(local.counts())
+
+    ticker = threading.Thread(target=tick)
+    workers = [threading.Thread(target=work, args=(w,)) for w in range(THREADS)]
+    ticker.start()
+    for worker in workers:
+        worker.start()
+    start.wait()
+    for worker in workers:
+        worker.join()
+    stop.set()
+    ticker.join()
+    assert row.operations == THREADS * 1_500
+    assert row.errors == 0, row.error_types
+    assert row.wrong == 0
