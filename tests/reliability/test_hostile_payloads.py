@@ -6,6 +6,7 @@ encoding must read as a miss, be deleted, and be counted as ``invalid`` eviction
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -205,3 +206,21 @@ def test_flipped_byte_is_a_miss(
     assert spy.reached == []
     assert row.errors == 0, row.error_types
     assert row.wrong == 0
+
+
+def test_the_spy_sees_code_run_by_an_unsafe_serializer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The spy is not blind: the opt-in pickle serializer running the same payloads is caught."""
+    from toolkit.serde import PickleSerializer
+
+    unsafe = PickleSerializer(i_understand_this_executes_code=True)
+    tag = unsafe.dumps_typed(0)[0]
+    stored = payloads.pickles(tag)[:3]  # made before the spy replaces os.system
+    with spying(monkeypatch, tmp_path) as spy:
+        for _, payload in stored:
+            with contextlib.suppress(Exception):
+                unsafe.loads_typed((tag, payload))
+    assert any("os.system" in seen for seen in spy.reached)
+    assert any("canary" in seen for seen in spy.reached)
+    assert any("eval" in seen for seen in spy.reached)
