@@ -10,7 +10,7 @@ import asyncio
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,12 @@ class Subject:
     exact_namespaces: bool = True
     """False for foreign caches known to join namespace parts (LangGraph's SqliteCache)."""
     validates_input: bool = True
+    atomic_batches: bool = True
+    """False for foreign caches that write a batch key by key (earlier keys stay on failure)."""
+    max_batch: int | None = None
+    """The largest batch a foreign cache takes (LangGraph's SqliteCache: a variable per key)."""
+    lossy: Callable[[Any], bool] | None = None
+    """For a foreign cache's own serializer: the values it is known not to round-trip."""
     raw: Any = None
     extras: dict[str, Any] = field(default_factory=dict)
 
@@ -82,10 +88,92 @@ def _memory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Subject]
     yield Subject("memory", cache, clock.advance, inject=inject, raw=cache)
 
 
+@backend("redis")
+def _redis(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Subject]:
+    from tests.redis_support import redis_subject
+
+    yield redis_subject(request, cluster=False)
+
+
+@backend("redis-cluster")
+def _redis_cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Subject]:
+    from tests.redis_support import redis_subject
+
+    yield redis_subject(request, cluster=True)
+
+
 STACKS["bare"] = lambda subject: subject
 
+
+def langgraph_serde_loses(value: Any) -> bool:
+    """LangGraph's JsonPlusSerializer returns tuples as lists and refuses ints beyond 64 bits."""
+    if isinstance(value, tuple):
+        return True
+    if isinstance(value, int) and not isinstance(value, bool):
+        return not -(2**63) <= value < 2**64
+    if isinstance(value, dict):
+        return any(langgraph_serde_loses(k) or langgraph_serde_loses(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(langgraph_serde_loses(v) for v in value)
+    return False
+
+
+@backend("langgraph-memory")
+def _langgraph_memory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Subject]:
+    from langgraph.cache.memory import InMemoryCache as LangGraphMemory
+
+    # LangGraph's caches read the wall clock: ttl cases really wait. They write a batch key by key.
+    cache: Any = LangGraphMemory()
+    yield Subject(
+        "langgraph-memory",
+        cache,
+        real_sleep,
+        validates_input=False,
+        atomic_batches=False,
+        lossy=langgraph_serde_loses,
+        raw=cache,
+    )
+
+
+@backend("langgraph-sqlite")
+def _langgraph_sqlite(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Subject]:
+    from langgraph.cache.sqlite import SqliteCache as LangGraphSqlite
+
+    cache: Any = LangGraphSqlite(path=str(tmp_path / "langgraph-cache.sqlite"))
+    try:
+        yield Subject(
+            "langgraph-sqlite",
+            cache,
+            real_sleep,
+            exact_namespaces=False,
+            validates_input=False,
+            atomic_batches=False,
+            max_batch=10_000,
+            lossy=langgraph_serde_loses,
+            raw=cache,
+        )
+    finally:
+        cache._conn.close()
+
+
+def _observed(subject: Subject) -> Subject:
+    from prometheus_client import CollectorRegistry
+
+    from toolkit import observe
+
+    registry = CollectorRegistry()
+    # A generous deadline: conformance checks behaviour; deadlines have their own tests.
+    cache = observe(subject.cache, registry=registry, deadline=30.0)
+    extras = {**subject.extras, "registry": registry}
+    return replace(
+        subject, name=f"{subject.name}-observed", cache=cache, validates_input=True, extras=extras
+    )
+
+
+STACKS["observed"] = _observed
+
 # Pairs that a stack cannot run (e.g. a foreign cache that only makes sense wrapped).
-EXCLUDED: set[tuple[str, str]] = set()
+EXCLUDED: set[tuple[str, str]] = {("langgraph-memory", "bare"), ("langgraph-sqlite", "bare")}
 
 
 def subject_params() -> list[Any]:

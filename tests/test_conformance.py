@@ -92,7 +92,11 @@ async def test_miss_returns_no_entry(ops: Ops) -> None:
 
 
 @pytest.mark.parametrize("value", ROUND_TRIP_VALUES, ids=lambda v: type(v).__name__)
-async def test_round_trip(ops: Ops, value: Any) -> None:
+async def test_round_trip(ops: Ops, subject: Subject, value: Any) -> None:
+    if subject.lossy is not None and subject.lossy(value):
+        pytest.skip(
+            f"{subject.name}'s own serializer does not round-trip {type(value).__name__} values"
+        )
     await ops.set({key("v"): (value, None)})
     got = await ops.get_one(key("v"))
     assert got == value or (got != got and value != value)
@@ -152,7 +156,9 @@ async def test_int_ttl_accepted(ops: Ops) -> None:
     assert await ops.get_one(key("int-ttl")) == "v"
 
 
-async def test_clear_namespaces_is_exact(ops: Ops) -> None:
+async def test_clear_namespaces_is_exact(ops: Ops, subject: Subject) -> None:
+    if not subject.exact_namespaces:
+        pytest.skip(f"{subject.name} joins namespace parts (a known limitation of that cache)")
     parent, child, sibling = ("a",), ("a", "b"), ("ab",)
     await ops.set(
         {
@@ -169,7 +175,9 @@ async def test_clear_namespaces_is_exact(ops: Ops) -> None:
     assert await ops.get([(child, "k"), (sibling, "k")]) == {(sibling, "k"): 3}
 
 
-async def test_clear_empty_namespace_only_clears_it(ops: Ops) -> None:
+async def test_clear_empty_namespace_only_clears_it(ops: Ops, subject: Subject) -> None:
+    if not subject.exact_namespaces:
+        pytest.skip(f"{subject.name} joins namespace parts (a known limitation of that cache)")
     await ops.set({((), "k"): (1, None), (("",), "k"): (2, None), (("x",), "k"): (3, None)})
     await ops.clear([()])
     assert await ops.get([((), "k"), (("",), "k"), (("x",), "k")]) == {
@@ -300,22 +308,23 @@ async def test_bad_namespaces_for_clear_rejected(ops: Ops, subject: Subject, bad
     assert await ops.get_one(key("kept")) == 1
 
 
-async def test_unserializable_value_is_type_error(ops: Ops) -> None:
+async def test_unserializable_value_is_type_error(ops: Ops, subject: Subject) -> None:
     class Opaque:
         pass
 
     with pytest.raises(TypeError, match="Opaque"):
         await ops.set({key("good"): (1, None), key("opaque"): (Opaque(), None)})
-    assert await ops.get([key("good")]) == {}
+    if subject.atomic_batches:
+        assert await ops.get([key("good")]) == {}
 
 
-async def test_large_batch(ops: Ops) -> None:
-    n = 100_000
+async def test_large_batch(ops: Ops, subject: Subject) -> None:
+    n = min(100_000, subject.max_batch or 100_000)
     pairs: dict[FullKey, tuple[Any, float | None]] = {(NS, f"k{i}"): (i, None) for i in range(n)}
     await ops.set(pairs)
     got = await ops.get(list(pairs))
     assert len(got) == n
-    assert got[(NS, "k12345")] == 12345
+    assert got[(NS, f"k{n // 2}")] == n // 2
     await ops.clear([NS])
     assert await ops.get([(NS, "k0"), (NS, f"k{n - 1}")]) == {}
 

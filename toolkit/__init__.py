@@ -1,5 +1,7 @@
 """LangGraph-compatible caches you can see: backends, ``@cached``, metrics and traces."""
 
+from typing import TYPE_CHECKING
+
 from toolkit._types import FullKey, Namespace, SerializerProtocol
 from toolkit.backends.memory import InMemoryCache
 from toolkit.base import BaseCache
@@ -10,22 +12,57 @@ from toolkit.errors import (
     CacheTimeoutError,
     SerializationError,
 )
+from toolkit.exposition import start_metrics_server
+from toolkit.middleware import (
+    CacheMiddleware,
+    CircuitOpenError,
+    DeadlineExceededError,
+    FailOpen,
+    Metrics,
+    Tracing,
+    Validate,
+    observe,
+    wrap,
+)
 from toolkit.serde import PickleSerializer, SafeSerializer
 
+if TYPE_CHECKING:
+    from toolkit.backends.redis import RedisCache as RedisCache
+
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    # RedisCache lives in the optional ``redis`` extra: import it only when asked for.
+    if name == "RedisCache":
+        from toolkit.backends.redis import RedisCache
+
+        return RedisCache
+    raise AttributeError(f"module 'toolkit' has no attribute {name!r}")
+
 
 __all__ = [
     "BackendError",
     "BaseCache",
     "CacheClosedError",
     "CacheError",
+    "CacheMiddleware",
     "CacheTimeoutError",
+    "CircuitOpenError",
+    "DeadlineExceededError",
+    "FailOpen",
     "FullKey",
     "InMemoryCache",
+    "Metrics",
     "Namespace",
     "PickleSerializer",
     "SafeSerializer",
     "SerializationError",
     "SerializerProtocol",
+    "Tracing",
+    "Validate",
     "__version__",
+    "observe",
+    "start_metrics_server",
+    "wrap",
 ]

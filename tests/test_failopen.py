@@ -1,0 +1,249 @@
+"""Fault injection for FailOpen: raising, hanging (sync and async) and dead backends."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from tests.faults import FlakyCache, HangingCache
+from tests.harness import FakeClock
+from toolkit import (
+    BackendError,
+    CircuitOpenError,
+    DeadlineExceededError,
+    FailOpen,
+    InMemoryCache,
+    Metrics,
+    observe,
+    wrap,
+)
+from toolkit.middleware import CircuitBreaker
+from toolkit.middleware.base import CIRCUIT_CLOSED, CIRCUIT_HALF_OPEN, CIRCUIT_OPEN
+
+NS = ("app", "users")
+KEY = (NS, "a")
+
+
+def errors(registry: CollectorRegistry, backend: str, operation: str, error_type: str) -> float:
+    labels = {
+        "cache": "app.users",
+        "backend": backend,
+        "operation": operation,
+        "error_type": error_type,
+    }
+    return registry.get_sample_value("cache_errors_total", labels) or 0.0
+
+
+def circuit(registry: CollectorRegistry, backend: str = "flaky") -> float | None:
+    return registry.get_sample_value("cache_circuit_breaker_state", {"backend": backend})
+
+
+async def test_failures_become_misses_and_dropped_writes(mode: str) -> None:
+    registry = CollectorRegistry()
+    cache = observe(FlakyCache(), registry=registry, failure_threshold=100)
+    if mode == "sync":
+        assert cache.get([KEY]) == {}
+        cache.set({KEY: (1, None)})
+        cache.clear([NS])
+    else:
+        assert await cache.aget([KEY]) == {}
+        await cache.aset({KEY: (1, None)})
+        await cache.aclear([NS])
+    assert errors(registry, "flaky", "get", "BackendError") == 1
+    assert errors(registry, "flaky", "set", "BackendError") == 1
+
+
+async def test_strict_reraises(mode: str) -> None:
+    cache = observe(FlakyCache(), registry=CollectorRegistry(), strict=True)
+    with pytest.raises(BackendError):
+        if mode == "sync":
+            cache.get([KEY])
+        else:
+            await cache.aget([KEY])
+
+
+@pytest.mark.parametrize("inner", [InMemoryCache, FlakyCache], ids=["ours", "foreign"])
+def test_caller_bugs_propagate_even_fail_open(inner: Any) -> None:
+    backend = inner()
+    if isinstance(backend, FlakyCache):
+        backend.failing = False
+    cache = observe(backend, registry=CollectorRegistry())
+    with pytest.raises(TypeError):
+        cache.get([("not-a-tuple", "k")])
+    with pytest.raises(ValueError, match="ttl"):
+        cache.set({KEY: (1, -5)})
+
+
+def test_type_error_from_the_backend_propagates() -> None:
+    cache = observe(FlakyCache(TypeError("cannot encode Opaque")), registry=CollectorRegistry())
+    with pytest.raises(TypeError, match="Opaque"):
+        cache.set({KEY: (object(), None)})
+
+
+def test_sync_hang_is_cut_at_the_deadline() -> None:
+    registry = CollectorRegistry()
+    hanging = HangingCache()
+    cache = observe(hanging, registry=registry, deadline=0.05)
+    try:
+        assert cache.get([KEY]) == {}
+        cache.set({KEY: (1, None)})
+    finally:
+        hanging.release()
+    assert errors(registry, "hanging", "get", "DeadlineExceededError") == 1
+    assert errors(registry, "hanging", "set", "DeadlineExceededError") == 1
+
+
+def test_busy_workers_fail_fast_instead_of_queueing() -> None:
+    hanging = HangingCache()
+    cache = wrap(hanging, FailOpen(deadline=0.05, max_workers=1, failure_threshold=100))
+    try:
+        assert cache.get([KEY]) == {}
+        assert cache.get([KEY]) == {}
+    finally:
+        hanging.release()
+    assert hanging.calls == 1
+
+
+async def test_async_hang_is_cut_at_the_deadline() -> None:
+    registry = CollectorRegistry()
+    hanging = HangingCache()
+    cache = observe(hanging, registry=registry, deadline=0.05)
+    assert await cache.aget([KEY]) == {}
+    await cache.aclear([NS])
+    assert errors(registry, "hanging", "get", "DeadlineExceededError") == 1
+
+
+async def test_strict_deadline_raises(mode: str) -> None:
+    hanging = HangingCache()
+    cache = wrap(hanging, FailOpen(deadline=0.05, strict=True))
+    try:
+        with pytest.raises(DeadlineExceededError):
+            if mode == "sync":
+                cache.get([KEY])
+            else:
+                await cache.aget([KEY])
+    finally:
+        hanging.release()
+
+
+async def test_circuit_opens_and_recovers(mode: str) -> None:
+    registry = CollectorRegistry()
+    clock = FakeClock()
+    flaky = FlakyCache()
+    cache = observe(
+        flaky, registry=registry, failure_threshold=3, reset_timeout=30, clock=clock, deadline=None
+    )
+
+    async def get() -> dict[Any, Any]:
+        got: dict[Any, Any] = cache.get([KEY]) if mode == "sync" else await cache.aget([KEY])
+        return got
+
+    for _ in range(3):
+        assert await get() == {}
+    assert (flaky.calls, circuit(registry)) == (3, CIRCUIT_OPEN)
+    assert await get() == {}
+    assert flaky.calls == 3  # an open circuit does not call the backend
+    assert errors(registry, "flaky", "get", "CircuitOpenError") == 1
+
+    clock.advance(30)
+    assert await get() == {}  # the half-open probe fails: open again
+    assert (flaky.calls, circuit(registry)) == (4, CIRCUIT_OPEN)
+
+    flaky.failing = False
+    flaky.store.set({KEY: ("back", None)})
+    clock.advance(30)
+    assert await get() == {KEY: "back"}
+    assert (flaky.calls, circuit(registry)) == (5, CIRCUIT_CLOSED)
+
+
+def test_half_open_admits_a_single_probe() -> None:
+    clock = FakeClock()
+    changes: list[int] = []
+    breaker = CircuitBreaker(
+        failure_threshold=1, reset_timeout=5, clock=clock, on_change=changes.append
+    )
+    breaker.failed()
+    clock.advance(5)
+    assert breaker.allow() is True
+    assert breaker.state == CIRCUIT_HALF_OPEN
+    assert breaker.allow() is False
+    breaker.succeeded()
+    assert changes == [CIRCUIT_OPEN, CIRCUIT_HALF_OPEN, CIRCUIT_CLOSED]
+
+
+def test_open_circuit_still_rejects_caller_bugs() -> None:
+    clock = FakeClock()
+    cache = observe(FlakyCache(), registry=CollectorRegistry(), failure_threshold=1, clock=clock)
+    cache.get([KEY])
+    with pytest.raises(TypeError):
+        cache.get([("bad", "key")])
+
+
+def test_strict_open_circuit_raises() -> None:
+    cache = wrap(FlakyCache(), FailOpen(failure_threshold=1, strict=True, deadline=None))
+    with pytest.raises(BackendError):
+        cache.get([KEY])
+    with pytest.raises(CircuitOpenError):
+        cache.get([KEY])
+
+
+def test_logs_are_rate_limited_and_free_of_data(caplog: pytest.LogCaptureFixture) -> None:
+    clock = FakeClock()
+    cache = wrap(
+        FlakyCache(BackendError("value secret-value for key secret-key")),
+        FailOpen(clock=clock, failure_threshold=1000, log_interval=60),
+        Metrics(registry=CollectorRegistry()),
+    )
+    with caplog.at_level(logging.WARNING, logger="toolkit.middleware"):
+        for _ in range(10):
+            cache.get([(NS, "secret-key")])
+        clock.advance(61)
+        cache.get([(NS, "secret-key")])
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 2
+    assert "9 similar" in messages[1]
+    assert all("secret" not in m for m in messages)
+    assert all(r.exc_info is None for r in caplog.records)
+
+
+def test_bad_options_are_rejected() -> None:
+    with pytest.raises(ValueError, match="deadline"):
+        FailOpen(deadline=0)
+    with pytest.raises(ValueError, match="failure_threshold"):
+        FailOpen(failure_threshold=0)
+    with pytest.raises(ValueError, match="reset_timeout"):
+        FailOpen(reset_timeout=-1)
+
+
+def test_a_middleware_wraps_one_cache() -> None:
+    layer: FailOpen[Any] = FailOpen()
+    wrap(InMemoryCache(), layer)
+    with pytest.raises(ValueError, match="already wraps"):
+        wrap(InMemoryCache(), layer)
+    with pytest.raises(TypeError, match="wraps no cache"):
+        FailOpen().get([KEY])
+    with pytest.raises(TypeError, match="not a cache"):
+        wrap(object(), FailOpen())
+
+
+def test_sync_deadline_runs_off_thread_and_reuses_one_worker() -> None:
+    flaky = FlakyCache()
+    flaky.failing = False
+    cache = wrap(flaky, FailOpen(deadline=5.0))
+    for i in range(5):
+        cache.set({KEY: (i, None)})
+        assert cache.get([KEY]) == {KEY: i}
+    assert len(flaky.threads) == 1
+    assert threading.get_ident() not in flaky.threads
+
+
+def test_in_process_backends_skip_the_thread_hop() -> None:
+    flaky = FlakyCache()
+    flaky.failing = False
+    flaky.in_process = True
+    wrap(flaky, FailOpen(deadline=5.0)).get([KEY])
+    assert flaky.threads == {threading.get_ident()}

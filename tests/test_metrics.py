@@ -1,0 +1,335 @@
+"""The Metrics layer: values asserted with ``get_sample_value`` after known sequences."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, TypedDict
+
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from prometheus_client import CollectorRegistry, Counter, generate_latest
+
+from tests.faults import FlakyCache
+from tests.harness import FakeClock
+from toolkit import BackendError, FailOpen, InMemoryCache, Metrics, observe, wrap
+from toolkit.middleware.labels import ALL_CACHES, OVERFLOW, default_cache_label
+
+NS = ("app", "users")
+
+
+def generate_openmetrics(registry: CollectorRegistry) -> bytes:
+    """The OpenMetrics exposition (the format that carries exemplars)."""
+    from prometheus_client.openmetrics import exposition
+
+    return exposition.generate_latest(registry)  # type: ignore[no-untyped-call,no-any-return]
+
+
+@pytest.fixture
+def registry() -> CollectorRegistry:
+    return CollectorRegistry()
+
+
+def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    value = registry.get_sample_value(name, labels)
+    return 0.0 if value is None else value
+
+
+def gets(
+    registry: CollectorRegistry, result: str, cache: str = "app.users", backend: str = "memory"
+) -> float:
+    return sample(registry, "cache_gets_total", cache=cache, backend=backend, result=result)
+
+
+async def test_hits_and_misses_are_counted_per_key(registry: CollectorRegistry, mode: str) -> None:
+    cache = observe(InMemoryCache(), registry=registry)
+    cache.set({(NS, "a"): (1, None), (NS, "b"): (2, None)})
+    keys = [(NS, "a"), (NS, "b"), (NS, "c")]
+    got = cache.get(keys) if mode == "sync" else await cache.aget(keys)
+    assert len(got) == 2
+    assert (gets(registry, "hit"), gets(registry, "miss")) == (2, 1)
+    assert sample(registry, "cache_puts_total", cache="app.users", backend="memory") == 2
+    assert (
+        sample(
+            registry, "cache_operation_duration_seconds_count", backend="memory", operation="get"
+        )
+        == 1
+    )
+    assert (
+        sample(
+            registry, "cache_operation_duration_seconds_count", backend="memory", operation="set"
+        )
+        == 1
+    )
+
+
+def test_batch_over_several_namespaces_counts_each(registry: CollectorRegistry) -> None:
+    cache = observe(InMemoryCache(), registry=registry)
+    cache.set({(("x",), "k"): (1, None)})
+    cache.get([(("x",), "k"), (("y",), "k"), (("y",), "j")])
+    assert gets(registry, "hit", cache="x") == 1
+    assert gets(registry, "miss", cache="y") == 2
+    assert gets(registry, "miss", cache="x") == 0
+
+
+def test_errors_are_counted_by_type_and_operation(registry: CollectorRegistry) -> None:
+    flaky = FlakyCache()
+    cache = observe(flaky, registry=registry, deadline=None, failure_threshold=100)
+    assert cache.get([(NS, "a")]) == {}
+    cache.set({(NS, "a"): (1, None)})
+    cache.clear()
+    labels = {"cache": "app.users", "backend": "flaky", "error_type": "BackendError"}
+    assert sample(registry, "cache_errors_total", operation="get", **labels) == 1
+    assert sample(registry, "cache_errors_total", operation="set", **labels) == 1
+    assert (
+        sample(registry, "cache_errors_total", operation="clear", **{**labels, "cache": ALL_CACHES})
+        == 1
+    )
+    assert gets(registry, "hit", backend="flaky") + gets(registry, "miss", backend="flaky") == 0
+    assert sample(registry, "cache_puts_total", cache="app.users", backend="flaky") == 0
+
+
+def test_errors_without_fail_open_propagate_and_count(registry: CollectorRegistry) -> None:
+    cache = wrap(FlakyCache(), Metrics(registry=registry))
+    with pytest.raises(BackendError):
+        cache.get([(NS, "a")])
+    labels = {
+        "cache": "app.users",
+        "backend": "flaky",
+        "operation": "get",
+        "error_type": "BackendError",
+    }
+    assert sample(registry, "cache_errors_total", **labels) == 1
+
+
+def test_evictions_by_cause(registry: CollectorRegistry) -> None:
+    clock = FakeClock()
+    cache = observe(InMemoryCache(max_entries=2, timer=clock), registry=registry)
+    cache.set({(NS, "a"): (1, None), (NS, "b"): (2, None), (NS, "c"): (3, None)})
+    assert (
+        sample(registry, "cache_evictions_total", cache="app.users", backend="memory", cause="size")
+        == 1
+    )
+    cache.set({(NS, "short"): (4, 1)})
+    clock.advance(2)
+    assert cache.get([(NS, "short")]) == {}
+    assert (
+        sample(
+            registry, "cache_evictions_total", cache="app.users", backend="memory", cause="expired"
+        )
+        == 1
+    )
+
+
+def test_entries_gauge_reads_the_backend_at_scrape_time(registry: CollectorRegistry) -> None:
+    backend: InMemoryCache[Any] = InMemoryCache()
+    cache = observe(backend, registry=registry)
+    cache.set({(NS, str(i)): (i, None) for i in range(7)})
+    assert sample(registry, "cache_entries", cache=ALL_CACHES, backend="memory") == 7
+    backend.clear()
+    assert sample(registry, "cache_entries", cache=ALL_CACHES, backend="memory") == 0
+
+
+def test_caches_that_cannot_count_export_no_entries(registry: CollectorRegistry) -> None:
+    from langgraph.cache.memory import InMemoryCache as LangGraphMemory
+
+    cache = observe(LangGraphMemory(), registry=registry)
+    cache.set({(NS, "a"): (1, None)})
+    assert cache.get([(NS, "a")]) == {(NS, "a"): 1}
+    assert gets(registry, "hit", backend="inmemorycache") == 1
+    assert (
+        registry.get_sample_value(
+            "cache_entries", {"cache": ALL_CACHES, "backend": "inmemorycache"}
+        )
+        is None
+    )
+
+
+def test_load_and_coalesced_hooks(registry: CollectorRegistry) -> None:
+    cache = observe(InMemoryCache(), registry=registry)
+    node_ns = ("__pregel_ns_writes", "graph.module:fn", "summarize")
+    cache.record_load(node_ns, 0.2, ok=True)
+    cache.record_load(node_ns, 3.0, ok=False)
+    cache.record_coalesced(node_ns)
+    cache.record_coalesced(node_ns)
+    load = "cache_load_duration_seconds"
+    assert sample(registry, f"{load}_count", cache="summarize", result="success") == 1
+    assert sample(registry, f"{load}_sum", cache="summarize", result="error") == 3.0
+    assert sample(registry, "cache_coalesced_total", cache="summarize") == 2
+
+
+def test_hooks_reach_metrics_through_any_order(registry: CollectorRegistry) -> None:
+    cache = wrap(InMemoryCache(), FailOpen(), Metrics(registry=registry))
+    cache.record_coalesced(NS)
+    assert sample(registry, "cache_coalesced_total", cache="app.users") == 1
+
+
+def test_circuit_state_starts_closed(registry: CollectorRegistry) -> None:
+    observe(FlakyCache(), registry=registry)
+    assert registry.get_sample_value("cache_circuit_breaker_state", {"backend": "flaky"}) == 0
+
+
+def test_prefix(registry: CollectorRegistry) -> None:
+    cache = observe(InMemoryCache(), registry=registry, prefix="myapp")
+    cache.get([(NS, "a")])
+    assert (
+        sample(
+            registry, "myapp_cache_gets_total", cache="app.users", backend="memory", result="miss"
+        )
+        == 1
+    )
+    assert (
+        registry.get_sample_value(
+            "cache_gets_total", {"cache": "app.users", "backend": "memory", "result": "miss"}
+        )
+        is None
+    )
+
+
+def test_two_stacks_share_one_registry(registry: CollectorRegistry) -> None:
+    first, second = (
+        observe(InMemoryCache(), registry=registry),
+        observe(FlakyCache(), registry=registry),
+    )
+    first.get([(NS, "a")])
+    second.get([(NS, "a")])
+    assert gets(registry, "miss") == 1
+    assert (
+        sample(
+            registry,
+            "cache_errors_total",
+            cache="app.users",
+            backend="flaky",
+            operation="get",
+            error_type="BackendError",
+        )
+        == 1
+    )
+
+
+def test_default_cache_label() -> None:
+    assert default_cache_label(("__pregel_ns_writes", "pkg.mod:build", "summarize")) == "summarize"
+    assert default_cache_label(("__pregel_ns_writes", "pkg.mod.fetch_weather")) == "fetch_weather"
+    assert default_cache_label(("a", "b", "c")) == "a.b.c"
+    assert default_cache_label(()) == ""
+    assert len(default_cache_label(("x" * 500,))) <= 64
+
+
+def test_ten_thousand_namespaces_keep_series_bounded(registry: CollectorRegistry) -> None:
+    cache = observe(InMemoryCache(), registry=registry, max_cache_labels=100)
+    for i in range(10_000):
+        cache.get([((f"tenant-{i}",), "k")])
+    labels = {
+        s.labels["cache"] for m in registry.collect() if m.name == "cache_gets" for s in m.samples
+    }
+    assert len(labels) == 101
+    assert OVERFLOW in labels
+    assert gets(registry, "miss", cache=OVERFLOW) == 10_000 - 100
+    assert sum(gets(registry, "miss", cache=label) for label in labels) == 10_000
+
+
+def test_failing_label_function_never_raises(registry: CollectorRegistry) -> None:
+    def broken(ns: tuple[str, ...]) -> str:
+        raise RuntimeError("bug in user code")
+
+    cache = observe(InMemoryCache(), registry=registry, cache_label=broken)
+    cache.set({(NS, "a"): (1, None)})
+    assert cache.get([(NS, "a")]) == {(NS, "a"): 1}
+    assert gets(registry, "hit", cache="__invalid__") == 1
+
+
+def test_hot_path_binds_labels_once(
+    registry: CollectorRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = observe(InMemoryCache(), registry=registry)
+    cache.set({(NS, "a"): (1, None)})
+    cache.get([(NS, "a")])
+    calls: list[Any] = []
+    original = Counter.labels
+
+    def spy(self: Counter, *args: Any, **kwargs: Any) -> Any:
+        calls.append(args)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Counter, "labels", spy)
+    for _ in range(50):
+        cache.get([(NS, "a"), (NS, "b")])
+        cache.set({(NS, "a"): (1, None)})
+    assert calls == []
+    assert gets(registry, "hit") == 51
+
+
+def test_keys_and_values_never_become_labels(registry: CollectorRegistry) -> None:
+    cache = observe(InMemoryCache(), registry=registry)
+    cache.set({(NS, "secret-key-123"): ("secret-value-456", None)})
+    cache.get([(NS, "secret-key-123")])
+    text = generate_latest(registry).decode()
+    assert "secret-key-123" not in text and "secret-value-456" not in text
+
+
+@pytest.fixture
+def tracer_provider() -> Iterator[TracerProvider]:
+    provider = TracerProvider()
+    yield provider
+    provider.shutdown()
+
+
+def test_duration_carries_trace_exemplar(
+    registry: CollectorRegistry, tracer_provider: TracerProvider
+) -> None:
+    cache = observe(InMemoryCache(), registry=registry, tracer_provider=tracer_provider)
+    with tracer_provider.get_tracer("test").start_as_current_span("caller") as span:
+        cache.get([(NS, "a")])
+        trace_id = format(span.get_span_context().trace_id, "032x")
+    exemplars = [
+        s.exemplar
+        for m in registry.collect()
+        if m.name == "cache_operation_duration_seconds"
+        for s in m.samples
+        if s.exemplar is not None
+    ]
+    assert [e.labels["trace_id"] for e in exemplars] == [trace_id]
+    assert f'trace_id="{trace_id}"' in generate_openmetrics(registry).decode()
+
+
+def test_no_exemplar_without_a_recording_span(registry: CollectorRegistry) -> None:
+    cache = observe(InMemoryCache(), registry=registry)
+    cache.get([(NS, "a")])
+    assert "trace_id" not in generate_openmetrics(registry).decode()
+
+
+def test_langgraph_node_namespaces_become_node_labels(registry: CollectorRegistry) -> None:
+    from langgraph.cache.memory import InMemoryCache as LangGraphMemory
+    from langgraph.graph import END, START, StateGraph
+    from langgraph.types import CachePolicy
+
+    class State(TypedDict):
+        x: int
+
+    def summarize(state: State) -> State:
+        return {"x": state["x"] + 1}
+
+    builder = StateGraph(State)
+    builder.add_node("summarize", summarize, cache_policy=CachePolicy(ttl=60))
+    builder.add_edge(START, "summarize")
+    builder.add_edge("summarize", END)
+    graph = builder.compile(cache=observe(LangGraphMemory(), registry=registry))
+    assert graph.invoke({"x": 1}) == {"x": 2}
+    assert graph.invoke({"x": 1}) == {"x": 2}
+    labels = {"cache": "summarize", "backend": "inmemorycache"}
+    assert sample(registry, "cache_gets_total", result="miss", **labels) == 1
+    assert sample(registry, "cache_gets_total", result="hit", **labels) == 1
+    assert sample(registry, "cache_puts_total", **labels) == 1
+
+
+def test_collected_caches_leave_the_entries_gauge(registry: CollectorRegistry) -> None:
+    import gc
+
+    cache = observe(InMemoryCache(), registry=registry)
+    cache.set({(NS, "a"): (1, None)})
+    assert sample(registry, "cache_entries", cache=ALL_CACHES, backend="memory") == 1
+    del cache
+    gc.collect()
+    assert (
+        registry.get_sample_value("cache_entries", {"cache": ALL_CACHES, "backend": "memory"})
+        is None
+    )

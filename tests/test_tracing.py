@@ -1,0 +1,225 @@
+"""The Tracing layer, asserted with the SDK's in-memory exporter."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from opentelemetry import context as otel_context
+from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import NoOpTracerProvider, SpanKind, StatusCode
+from prometheus_client import CollectorRegistry
+
+from tests.faults import FlakyCache, HangingCache
+from toolkit import BackendError, InMemoryCache, Tracing, observe, wrap
+from toolkit.middleware.tracing import hash_key
+
+NS = ("app", "users")
+
+
+@pytest.fixture
+def exporter() -> InMemorySpanExporter:
+    return InMemorySpanExporter()
+
+
+@pytest.fixture
+def provider(exporter: InMemorySpanExporter) -> Iterator[TracerProvider]:
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    yield provider
+    provider.shutdown()
+
+
+def traced(provider: TracerProvider, inner: Any = None, **options: Any) -> Any:
+    return wrap(
+        inner if inner is not None else InMemoryCache(),
+        Tracing(tracer_provider=provider, **options),
+    )
+
+
+def only(exporter: InMemorySpanExporter, name: str) -> ReadableSpan:
+    spans = [s for s in exporter.get_finished_spans() if s.name == name]
+    assert len(spans) == 1, [s.name for s in exporter.get_finished_spans()]
+    return spans[0]
+
+
+async def test_single_get_span(
+    provider: TracerProvider, exporter: InMemorySpanExporter, mode: str
+) -> None:
+    cache = traced(provider)
+    cache.set({(NS, "a"): ({"v": 1}, None)})
+    got = cache.get([(NS, "a")]) if mode == "sync" else await cache.aget([(NS, "a")])
+    assert got == {(NS, "a"): {"v": 1}}
+    span = only(exporter, "cache.get")
+    assert span.kind is SpanKind.CLIENT
+    assert dict(span.attributes or {}) == {
+        "cache.backend": "memory",
+        "cache.batch_size": 1,
+        "cache.namespace": "app.users",
+        "cache.hits": 1,
+        "cache.hit": True,
+    }
+    assert span.status.status_code is StatusCode.UNSET
+
+
+async def test_batch_get_set_clear_spans(
+    provider: TracerProvider, exporter: InMemorySpanExporter, mode: str
+) -> None:
+    cache = traced(provider)
+    pairs = {(NS, "a"): (1, None), (NS, "b"): (2, None)}
+    keys = [(NS, "a"), (NS, "b"), (("other",), "c")]
+    if mode == "sync":
+        cache.set(pairs)
+        cache.get(keys)
+        cache.clear([NS])
+    else:
+        await cache.aset(pairs)
+        await cache.aget(keys)
+        await cache.aclear([NS])
+    assert [s.name for s in exporter.get_finished_spans()] == [
+        "cache.set",
+        "cache.get",
+        "cache.clear",
+    ]
+    get = only(exporter, "cache.get").attributes or {}
+    assert (get["cache.batch_size"], get["cache.hits"], get["cache.namespace"]) == (
+        3,
+        2,
+        "(multiple)",
+    )
+    assert "cache.hit" not in get
+    assert (only(exporter, "cache.set").attributes or {})["cache.batch_size"] == 2
+    assert (only(exporter, "cache.clear").attributes or {})["cache.namespace"] == "app.users"
+
+
+async def test_error_status_and_type(
+    provider: TracerProvider, exporter: InMemorySpanExporter, mode: str
+) -> None:
+    cache = traced(provider, FlakyCache())
+    with pytest.raises(BackendError):
+        if mode == "sync":
+            cache.get([(NS, "a")])
+        else:
+            await cache.aget([(NS, "a")])
+    span = only(exporter, "cache.get")
+    assert span.status.status_code is StatusCode.ERROR
+    assert (span.attributes or {})["error.type"] == "BackendError"
+    assert "backend down" not in str(span.status.description) and not span.events
+
+
+def test_failed_get_is_traced_inside_fail_open(
+    provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    cache = observe(
+        FlakyCache(), registry=CollectorRegistry(), tracer_provider=provider, deadline=None
+    )
+    assert cache.get([(NS, "a")]) == {}
+    assert only(exporter, "cache.get").status.status_code is StatusCode.ERROR
+
+
+def test_spans_nest_under_the_callers_span(
+    provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    cache = traced(provider)
+    with provider.get_tracer("test").start_as_current_span("node") as parent:
+        cache.get([(NS, "a")])
+    span = only(exporter, "cache.get")
+    assert span.parent is not None
+    assert span.parent.span_id == parent.get_span_context().span_id
+    assert span.context is not None
+    assert span.context.trace_id == parent.get_span_context().trace_id
+
+
+def test_spans_nest_across_the_deadline_thread(
+    provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    cache = observe(
+        FlakyCache(), registry=CollectorRegistry(), tracer_provider=provider, deadline=5.0
+    )
+    with provider.get_tracer("test").start_as_current_span("node") as parent:
+        cache.get([(NS, "a")])
+    span = only(exporter, "cache.get")
+    assert span.parent is not None and span.parent.span_id == parent.get_span_context().span_id
+
+
+def test_deadline_is_recorded_on_the_callers_span(
+    provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    hanging = HangingCache()
+    cache = observe(hanging, registry=CollectorRegistry(), tracer_provider=provider, deadline=0.05)
+    try:
+        with provider.get_tracer("test").start_as_current_span("node"):
+            assert cache.get([(NS, "a")]) == {}
+    finally:
+        hanging.release()
+    node = only(exporter, "node")
+    assert [(e.name, dict(e.attributes or {})) for e in node.events] == [
+        ("cache.error", {"cache.operation": "get", "error.type": "DeadlineExceededError"})
+    ]
+
+
+def test_nothing_recorded_when_suppressed(
+    provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    cache = traced(provider)
+    token = otel_context.attach(otel_context.set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
+    try:
+        cache.set({(NS, "a"): (1, None)})
+        assert cache.get([(NS, "a")]) == {(NS, "a"): 1}
+    finally:
+        otel_context.detach(token)
+    assert exporter.get_finished_spans() == ()
+
+
+def test_no_op_tracer_provider_records_nothing(exporter: InMemorySpanExporter) -> None:
+    cache = wrap(InMemoryCache(), Tracing(tracer_provider=NoOpTracerProvider()))
+    cache.set({(NS, "a"): (1, None)})
+    assert cache.get([(NS, "a")]) == {(NS, "a"): 1}
+    assert exporter.get_finished_spans() == ()
+
+
+def test_keys_only_hashed_and_only_on_opt_in(
+    provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    secret = (NS, "secret-key")
+    traced(provider).get([secret])
+    traced(provider, record_keys=True).get([secret])
+    plain, hashed = exporter.get_finished_spans()
+    assert "cache.keys_hashed" not in (plain.attributes or {})
+    assert (hashed.attributes or {})["cache.keys_hashed"] == (hash_key(secret),)
+    for span in (plain, hashed):
+        assert "secret-key" not in repr(dict(span.attributes or {}))
+
+
+def test_values_never_recorded(provider: TracerProvider, exporter: InMemorySpanExporter) -> None:
+    cache = traced(provider, record_keys=True)
+    cache.set({(NS, "a"): ("secret-value", None)})
+    cache.get([(NS, "a")])
+    for span in exporter.get_finished_spans():
+        assert "secret-value" not in repr(dict(span.attributes or {}))
+
+
+def test_hooks_run_and_their_errors_are_swallowed(
+    provider: TracerProvider, exporter: InMemorySpanExporter, caplog: pytest.LogCaptureFixture
+) -> None:
+    seen: list[tuple[str, Any]] = []
+
+    def request_hook(span: Any, operation: str, arg: Any) -> None:
+        raise RuntimeError("hook bug")
+
+    def response_hook(span: Any, operation: str, result: Any) -> None:
+        seen.append((operation, result))
+        span.set_attribute("app.custom", "yes")
+
+    cache = traced(provider, request_hook=request_hook, response_hook=response_hook)
+    cache.set({(NS, "a"): (1, None)})
+    with caplog.at_level(logging.WARNING, logger="toolkit.middleware"):
+        assert cache.get([(NS, "a")]) == {(NS, "a"): 1}
+    assert seen == [("set", None), ("get", {(NS, "a"): 1})]
+    assert (only(exporter, "cache.get").attributes or {})["app.custom"] == "yes"
+    assert any("hook" in r.getMessage() for r in caplog.records)

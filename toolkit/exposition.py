@@ -1,0 +1,127 @@
+"""Serving ``/metrics``: an HTTP server, ASGI and WSGI apps, and multiprocess mode.
+
+Single process: expose the registry the ``Metrics`` layers record into (default
+``prometheus_client.REGISTRY``)::
+
+    server = start_metrics_server()        # http://127.0.0.1:9464/metrics
+    ...
+    server.close()
+
+Multiprocess (gunicorn, uvicorn workers, ``multiprocessing``): set
+``PROMETHEUS_MULTIPROC_DIR`` to an empty directory *before* any process imports
+``prometheus_client``; every worker then writes its samples to files there, and
+:func:`metrics_registry` (used by default here) reads them all. Counters and
+histograms are summed over every process that ever ran. The two gauges use these
+modes: ``cache_entries`` is ``livesum`` (each worker's in-process cache counts, summed
+over live workers) and ``cache_circuit_breaker_state`` is ``livemax`` (the worst state
+among live workers). When a worker exits, call :func:`mark_process_dead` with its pid
+(gunicorn: in the ``child_exit`` server hook) so its live gauges disappear. Exemplars
+are not available in multiprocess mode (a prometheus-client limitation).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
+
+from prometheus_client import REGISTRY, CollectorRegistry, multiprocess
+from prometheus_client import make_asgi_app as _make_asgi_app
+from prometheus_client import make_wsgi_app as _make_wsgi_app
+from prometheus_client.exposition import start_http_server
+from prometheus_client.registry import Collector
+
+__all__ = [
+    "DEFAULT_PORT",
+    "MetricsServer",
+    "make_asgi_app",
+    "make_wsgi_app",
+    "mark_process_dead",
+    "metrics_registry",
+    "multiprocess_dir",
+    "start_metrics_server",
+]
+
+DEFAULT_PORT = 9464
+"""The port OpenTelemetry's Prometheus exporter uses by convention."""
+
+
+def multiprocess_dir() -> str | None:
+    """The multiprocess directory from ``PROMETHEUS_MULTIPROC_DIR``, or ``None`` when unset."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+def metrics_registry() -> Collector:
+    """What to expose: multiprocess mode reads every worker's files; otherwise REGISTRY."""
+    path = multiprocess_dir()
+    if path is None:
+        return REGISTRY
+    if not os.path.isdir(path):
+        raise ValueError(f"PROMETHEUS_MULTIPROC_DIR={path!r} is not a directory")
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=path)  # type: ignore[no-untyped-call]
+    return registry
+
+
+def mark_process_dead(pid: int, path: str | None = None) -> None:
+    """Drop the live gauges of a worker that exited (multiprocess mode)."""
+    path = path or multiprocess_dir()
+    if path is None:
+        raise ValueError("mark_process_dead needs PROMETHEUS_MULTIPROC_DIR or an explicit path")
+    multiprocess.mark_process_dead(pid, path)  # type: ignore[no-untyped-call]
+
+
+def make_asgi_app(registry: Collector | None = None) -> Callable[..., Any]:
+    """An ASGI app serving the metrics of ``registry`` (default :func:`metrics_registry`)."""
+    return _make_asgi_app(registry if registry is not None else metrics_registry())
+
+
+def make_wsgi_app(registry: Collector | None = None) -> Callable[..., Any]:
+    """A WSGI app serving the metrics of ``registry`` (default :func:`metrics_registry`)."""
+    return _make_wsgi_app(registry if registry is not None else metrics_registry())
+
+
+class MetricsServer:
+    """A running ``/metrics`` HTTP server on a daemon thread; ``close()`` stops it."""
+
+    def __init__(self, httpd: Any, thread: threading.Thread) -> None:
+        """Take over a started server and its thread."""
+        self._httpd = httpd
+        self._thread = thread
+        self.host: str = httpd.server_address[0]
+        self.port: int = httpd.server_address[1]
+
+    @property
+    def url(self) -> str:
+        """The address to scrape."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/metrics"
+
+    def close(self) -> None:
+        """Stop serving and release the port."""
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join()
+
+    def __enter__(self) -> MetricsServer:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def start_metrics_server(
+    port: int = DEFAULT_PORT, addr: str = "127.0.0.1", registry: Collector | None = None
+) -> MetricsServer:
+    """Serve ``/metrics`` on ``addr:port`` (loopback unless told otherwise; ``port=0``: any)."""
+    httpd, thread = start_http_server(
+        port, addr, registry if registry is not None else metrics_registry()
+    )
+    return MetricsServer(httpd, thread)

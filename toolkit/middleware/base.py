@@ -1,0 +1,218 @@
+"""The forwarding cache every middleware builds on, and the hooks that travel down a stack."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from types import TracebackType
+from typing import Any, NoReturn, Protocol
+
+from toolkit._types import FullKey, Namespace, ValueT
+from toolkit.base import BaseCache
+
+__all__ = [
+    "CIRCUIT_CLOSED",
+    "CIRCUIT_HALF_OPEN",
+    "CIRCUIT_OPEN",
+    "CacheMiddleware",
+    "ObservingMiddleware",
+    "backend_name",
+    "innermost",
+]
+
+CIRCUIT_CLOSED, CIRCUIT_HALF_OPEN, CIRCUIT_OPEN = 0, 1, 2
+
+logger = logging.getLogger("toolkit.middleware")
+"""The one logger of the middleware layer (rate-limited failures, failing user hooks)."""
+
+
+class _Unbound:
+    """Stands in for ``inner`` until a middleware is bound, so a stray call fails clearly."""
+
+    def __getattr__(self, name: str) -> NoReturn:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        # TypeError, a caller bug: FailOpen lets it through instead of serving a miss.
+        raise TypeError(
+            "this middleware wraps no cache yet: build a stack with wrap(cache, middleware, ...)"
+        )
+
+    def __repr__(self) -> str:
+        return "<unbound>"
+
+
+_UNBOUND: Any = _Unbound()
+
+
+def innermost(cache: object) -> object:
+    """Return the cache at the bottom of a middleware stack (the object itself if not wrapped)."""
+    while isinstance(cache, CacheMiddleware):
+        cache = cache.inner
+    return cache
+
+
+def backend_name(cache: object) -> str:
+    """The ``backend`` label of a stack: the innermost cache's ``backend_name`` or its type name."""
+    bottom = innermost(cache)
+    name = getattr(bottom, "backend_name", None)
+    return name if isinstance(name, str) and name else type(bottom).__name__.lower()
+
+
+class CacheMiddleware(BaseCache[ValueT]):
+    """A cache that holds ``inner`` (any object with the six cache methods) and forwards to it.
+
+    A middleware is created unbound, as a spec of its options (``Metrics(registry=r)``), and
+    bound once to the cache it wraps, by :func:`toolkit.wrap` or by passing ``inner=`` directly.
+    Subclasses override the methods they act on and ``_on_bind`` for set-up that needs ``inner``.
+    The ``record_*`` hooks carry events that only an outer layer sees (a load by ``@cached``,
+    a timeout or circuit change in ``FailOpen``) down to the layer that records them.
+    """
+
+    inner: Any = _UNBOUND
+
+    def __init__(self, inner: Any = None) -> None:
+        """Create the middleware, bound to ``inner`` when given."""
+        if inner is not None:
+            self.bind(inner)
+
+    @property
+    def serde(self) -> Any:  # type: ignore[override]
+        """The serializer of the wrapped cache (values pass through untouched)."""
+        return self.inner.serde
+
+    def bind(self, inner: Any) -> CacheMiddleware[ValueT]:
+        """Wrap ``inner`` and return ``self``; a middleware wraps exactly one cache."""
+        if self.inner is not _UNBOUND:
+            raise ValueError(
+                f"{type(self).__name__} already wraps {self.inner!r}; create one per stack"
+            )
+        missing = [
+            m
+            for m in ("get", "aget", "set", "aset", "clear", "aclear")
+            if not callable(getattr(inner, m, None))
+        ]
+        if missing:
+            raise TypeError(f"{type(inner).__name__} is not a cache: it lacks {', '.join(missing)}")
+        self.inner = inner
+        self._on_bind()
+        return self
+
+    def _on_bind(self) -> None:
+        """Set-up that needs ``self.inner``; runs once, when bound."""
+
+    def __getattr__(self, name: str) -> Any:
+        """Anything else public (``close``, ``entry_count``...) is the wrapped cache's."""
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.inner!r})"
+
+    def get(self, keys: Sequence[FullKey]) -> dict[FullKey, ValueT]:
+        """Get the cached values for the given keys."""
+        result: dict[FullKey, ValueT] = self.inner.get(keys)
+        return result
+
+    async def aget(self, keys: Sequence[FullKey]) -> dict[FullKey, ValueT]:
+        """Asynchronously get the cached values for the given keys."""
+        result: dict[FullKey, ValueT] = await self.inner.aget(keys)
+        return result
+
+    def set(self, pairs: Mapping[FullKey, tuple[ValueT, int | None]]) -> None:
+        """Set the cached values for the given keys and TTLs."""
+        self.inner.set(pairs)
+
+    async def aset(self, pairs: Mapping[FullKey, tuple[ValueT, int | None]]) -> None:
+        """Asynchronously set the cached values for the given keys and TTLs."""
+        await self.inner.aset(pairs)
+
+    def clear(self, namespaces: Sequence[Namespace] | None = None) -> None:
+        """Delete the cached values for the given namespaces (all when ``None``)."""
+        self.inner.clear(namespaces)
+
+    async def aclear(self, namespaces: Sequence[Namespace] | None = None) -> None:
+        """Asynchronously delete the cached values for the given namespaces (all when ``None``)."""
+        await self.inner.aclear(namespaces)
+
+    # -- hooks forwarded down the stack; a layer that records one overrides it and calls super --
+
+    def record_load(self, namespace: Namespace, seconds: float, *, ok: bool) -> None:
+        """Report ``@cached`` computed a missing value in ``seconds`` (``ok=False``: it raised)."""
+        forward = getattr(self.inner, "record_load", None)
+        if forward is not None:
+            forward(namespace, seconds, ok=ok)
+
+    def record_coalesced(self, namespace: Namespace) -> None:
+        """Report that a caller waited for another caller's load instead of computing."""
+        forward = getattr(self.inner, "record_coalesced", None)
+        if forward is not None:
+            forward(namespace)
+
+    def record_error(
+        self, operation: str, namespaces: Sequence[Namespace] | None, error_type: str
+    ) -> None:
+        """Report a failure an outer layer raised itself (a deadline, an open circuit)."""
+        forward = getattr(self.inner, "record_error", None)
+        if forward is not None:
+            forward(operation, namespaces, error_type)
+
+    def record_circuit_state(self, state: int) -> None:
+        """Report the circuit breaker's state: 0 closed, 1 half-open, 2 open."""
+        forward = getattr(self.inner, "record_circuit_state", None)
+        if forward is not None:
+            forward(state)
+
+
+class Observation(Protocol):
+    """What an observing layer does around one call: enter, see a get's result, exit."""
+
+    def __enter__(self) -> Observation: ...
+
+    def hits(self, result: dict[FullKey, Any]) -> dict[FullKey, Any]:
+        """See the result of a get; returns it unchanged."""
+        ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+
+class ObservingMiddleware(CacheMiddleware[ValueT]):
+    """A middleware that only watches: each method runs inside ``with self._observe(op, arg):``."""
+
+    _observe: Callable[[str, Any], Observation]
+    """``_observe(operation, argument)``: the context manager around one call."""
+
+    def get(self, keys: Sequence[FullKey]) -> dict[FullKey, ValueT]:
+        """Get the cached values for the given keys."""
+        with self._observe("get", keys) as call:
+            return call.hits(self.inner.get(keys))
+
+    async def aget(self, keys: Sequence[FullKey]) -> dict[FullKey, ValueT]:
+        """Asynchronously get the cached values for the given keys."""
+        with self._observe("get", keys) as call:
+            return call.hits(await self.inner.aget(keys))
+
+    def set(self, pairs: Mapping[FullKey, tuple[ValueT, int | None]]) -> None:
+        """Set the cached values for the given keys and TTLs."""
+        with self._observe("set", pairs):
+            self.inner.set(pairs)
+
+    async def aset(self, pairs: Mapping[FullKey, tuple[ValueT, int | None]]) -> None:
+        """Asynchronously set the cached values for the given keys and TTLs."""
+        with self._observe("set", pairs):
+            await self.inner.aset(pairs)
+
+    def clear(self, namespaces: Sequence[Namespace] | None = None) -> None:
+        """Delete the cached values for the given namespaces (all when ``None``)."""
+        with self._observe("clear", namespaces):
+            self.inner.clear(namespaces)
+
+    async def aclear(self, namespaces: Sequence[Namespace] | None = None) -> None:
+        """Asynchronously delete the cached values for the given namespaces (all when ``None``)."""
+        with self._observe("clear", namespaces):
+            await self.inner.aclear(namespaces)

@@ -1,0 +1,383 @@
+"""Fail-open: a broken, slow or dead backend degrades to misses instead of failing the caller."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import queue
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from types import TracebackType
+from typing import Any, TypeVar
+
+from toolkit._types import FullKey, Namespace, ValueT
+from toolkit.base import check_keys, check_namespaces, check_pairs
+from toolkit.errors import BackendError, CacheError, CacheTimeoutError
+from toolkit.middleware.base import (
+    CIRCUIT_CLOSED,
+    CIRCUIT_HALF_OPEN,
+    CIRCUIT_OPEN,
+    CacheMiddleware,
+    backend_name,
+    innermost,
+    logger,
+)
+
+__all__ = ["CircuitBreaker", "CircuitOpenError", "DeadlineExceededError", "FailOpen"]
+
+R = TypeVar("R")
+
+
+class CircuitOpenError(BackendError):
+    """The circuit breaker is open: the backend failed repeatedly and is not being called."""
+
+
+class DeadlineExceededError(CacheTimeoutError):
+    """The backend did not answer within ``FailOpen``'s per-operation deadline."""
+
+
+def _is_caller_bug(exc: BaseException) -> bool:
+    """Bad input (``TypeError``/``ValueError`` that is no ``CacheError``) is never swallowed."""
+    return isinstance(exc, (TypeError, ValueError)) and not isinstance(exc, CacheError)
+
+
+class CircuitBreaker:
+    """Opens after ``failure_threshold`` consecutive failures; after ``reset_timeout`` seconds
+    lets one probe through (half-open) and closes on its success."""
+
+    def __init__(
+        self,
+        *,
+        failure_threshold: int = 5,
+        reset_timeout: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+        on_change: Callable[[int], None] = lambda state: None,
+    ) -> None:
+        """Create a closed breaker; ``on_change(state)`` hears every transition."""
+        if (
+            isinstance(failure_threshold, bool)
+            or not isinstance(failure_threshold, int)
+            or failure_threshold < 1
+        ):
+            raise ValueError(f"failure_threshold must be a positive int, got {failure_threshold!r}")
+        if not reset_timeout > 0:
+            raise ValueError(f"reset_timeout must be > 0 seconds, got {reset_timeout!r}")
+        self.failure_threshold = failure_threshold
+        self.reset_timeout = reset_timeout
+        self._clock = clock
+        self._on_change = on_change
+        self._lock = threading.Lock()
+        self.state = CIRCUIT_CLOSED
+        self.failures = 0
+        self._opened_at = 0.0
+        self._probing = False
+
+    def allow(self) -> bool:
+        """Whether a call may go to the backend now."""
+        if self.state == CIRCUIT_CLOSED:
+            return True
+        with self._lock:
+            if self.state == CIRCUIT_OPEN and self._clock() - self._opened_at >= self.reset_timeout:
+                self._move(CIRCUIT_HALF_OPEN)
+            if self.state == CIRCUIT_HALF_OPEN and not self._probing:
+                self._probing = True
+                return True
+            return self.state == CIRCUIT_CLOSED
+
+    def succeeded(self) -> None:
+        """Record a call the backend answered."""
+        if self.state == CIRCUIT_CLOSED and not self.failures:
+            return
+        with self._lock:
+            self.failures = 0
+            self._probing = False
+            self._move(CIRCUIT_CLOSED)
+
+    def abandoned(self) -> None:
+        """Record a call that ended without a verdict (cancelled): frees the half-open probe."""
+        self._probing = False
+
+    def failed(self) -> None:
+        """Record a call the backend failed or did not answer in time."""
+        with self._lock:
+            self.failures += 1
+            self._probing = False
+            if self.state == CIRCUIT_HALF_OPEN or self.failures >= self.failure_threshold:
+                self._opened_at = self._clock()
+                self._move(CIRCUIT_OPEN)
+
+    def _move(self, state: int) -> None:
+        if state != self.state:
+            self.state = state
+            self._on_change(state)
+
+
+class _Workers:
+    """A few daemon threads that run sync backend calls so the caller can stop waiting.
+
+    Daemon threads, not ``ThreadPoolExecutor``: a call stuck on a hung backend must not
+    block interpreter exit. A thread starts only when no idle one can take the call and
+    exits after ``idle_exit`` seconds without work. When all are busy, a call fails at once.
+    """
+
+    def __init__(self, size: int, idle_exit: float = 30.0) -> None:
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(f"max_workers must be a positive int, got {size!r}")
+        self._free = threading.Semaphore(size)
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = queue.SimpleQueue()
+        self._idle = 0  # threads waiting for a job and not yet claimed by a caller
+        self._idle_exit = idle_exit
+        self._lock = threading.Lock()
+
+    def run(self, fn: Callable[[Any], R], arg: Any, deadline: float) -> R:
+        if not self._free.acquire(blocking=False):
+            raise DeadlineExceededError("every fail-open worker is waiting on the backend")
+        future: Future[R] = Future()
+        call = contextvars.copy_context().run  # spans started in the worker nest under the caller's
+        with self._lock:
+            if self._idle:
+                self._idle -= 1
+            else:
+                threading.Thread(target=self._work, name="toolkit-failopen", daemon=True).start()
+            self._jobs.put((lambda: call(fn, arg), future))
+        try:
+            return future.result(timeout=deadline)
+        except FutureTimeout:
+            raise DeadlineExceededError(f"no answer within {deadline:g}s") from None
+
+    def _work(self) -> None:
+        while True:
+            try:
+                job, future = self._jobs.get(timeout=self._idle_exit)
+            except queue.Empty:
+                with self._lock:
+                    if self._jobs.empty() and self._idle:
+                        self._idle -= 1
+                        return
+                continue
+            try:
+                future.set_result(job())
+            except BaseException as exc:
+                future.set_exception(exc)
+            finally:
+                with self._lock:
+                    self._idle += 1
+                self._free.release()  # after idling, so the next caller reuses this thread
+
+
+class _RateLimitedLog:
+    """At most one warning per ``interval`` seconds per (backend, operation, error type)."""
+
+    def __init__(self, interval: float, clock: Callable[[], float]) -> None:
+        self._interval = interval
+        self._clock = clock
+        self._next: dict[tuple[str, str, str], float] = {}
+        self._suppressed: dict[tuple[str, str, str], int] = {}
+
+    def warn(self, backend: str, operation: str, error_type: str) -> None:
+        slot = (backend, operation, error_type)
+        now = self._clock()
+        if now < self._next.get(slot, float("-inf")):
+            self._suppressed[slot] = self._suppressed.get(slot, 0) + 1
+            return
+        self._next[slot] = now + self._interval
+        # Only names: an exception message can quote keys or values.
+        logger.warning(
+            "cache %s %s failed with %s; served as %s (%d similar failures not logged)",
+            backend,
+            operation,
+            error_type,
+            "a miss" if operation == "get" else "a no-op",
+            self._suppressed.pop(slot, 0),
+        )
+
+
+class _Guard:
+    """One fail-open call: admits it through the breaker, then classifies how it ended."""
+
+    __slots__ = ("admitted", "arg", "failopen", "operation")
+
+    def __init__(self, failopen: FailOpen[Any], operation: str, arg: Any) -> None:
+        self.failopen = failopen
+        self.operation = operation
+        self.arg = arg
+
+    def __enter__(self) -> bool:
+        breaker = self.failopen._breaker
+        self.admitted = breaker.state == CIRCUIT_CLOSED or breaker.allow()
+        if not self.admitted:
+            _VALIDATORS[self.operation](
+                self.arg
+            )  # a caller bug raises even while the circuit is open
+            self.failopen._failed(
+                self.operation, self.arg, CircuitOpenError("circuit open"), own=True
+            )
+        return self.admitted
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        breaker = self.failopen._breaker
+        if exc is None or _is_caller_bug(exc):
+            if self.admitted and (breaker.state != CIRCUIT_CLOSED or breaker.failures):
+                breaker.succeeded()
+            return False
+        if not isinstance(exc, Exception):  # cancelled or interrupted: no verdict on the backend
+            if self.admitted:
+                breaker.abandoned()
+            return False
+        breaker.failed()
+        self.failopen._failed(
+            self.operation, self.arg, exc, own=isinstance(exc, DeadlineExceededError)
+        )
+        return True
+
+
+_VALIDATORS: dict[str, Callable[[Any], object]] = {
+    "get": check_keys,
+    "set": check_pairs,
+    "clear": check_namespaces,
+}
+
+
+def _namespaces(operation: str, arg: Any) -> list[Namespace] | None:
+    if operation == "clear":
+        return None if arg is None else list(arg)
+    return list(dict.fromkeys(full_key[0] for full_key in arg))
+
+
+class FailOpen(CacheMiddleware[ValueT]):
+    """A failed or timed-out get is a miss; a failed set or clear is dropped (DESIGN.md "Failure").
+
+    Each failure is counted by the ``Metrics`` layer inside (put ``FailOpen`` outermost),
+    recorded on the span and logged at most once per ``log_interval`` per kind. ``deadline``
+    bounds every call: async calls via ``asyncio.wait_for``, sync calls on ``max_workers``
+    daemon threads (skipped for in-process backends, which cannot hang on I/O). After
+    ``failure_threshold`` consecutive failures the circuit opens and calls are not made
+    for ``reset_timeout`` seconds. ``strict=True`` re-raises instead. Caller bugs
+    (``TypeError``/``ValueError``) always propagate.
+    """
+
+    def __init__(
+        self,
+        inner: Any = None,
+        *,
+        deadline: float | None = 0.5,
+        strict: bool = False,
+        failure_threshold: int = 5,
+        reset_timeout: float = 10.0,
+        max_workers: int = 4,
+        log_interval: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """Fail open around ``inner`` with the given deadline (seconds, ``None`` = no deadline)."""
+        if deadline is not None and not deadline > 0:
+            raise ValueError(f"deadline must be > 0 seconds or None, got {deadline!r}")
+        self.deadline = deadline
+        self.strict = strict
+        self._breaker = CircuitBreaker(
+            failure_threshold=failure_threshold,
+            reset_timeout=reset_timeout,
+            clock=clock,
+            on_change=self._circuit_changed,
+        )
+        self._max_workers = max_workers
+        self._workers: _Workers | None = None
+        self._log = _RateLimitedLog(log_interval, clock)
+        self._guard = functools.partial(_Guard, self)  # a C-level call: one Python frame fewer
+        super().__init__(inner)
+
+    @property
+    def circuit_state(self) -> int:
+        """The breaker's state: 0 closed, 1 half-open, 2 open."""
+        return self._breaker.state
+
+    def _on_bind(self) -> None:
+        self.backend = backend_name(self.inner)
+        if self.deadline is not None and not _runs_in_process(innermost(self.inner)):
+            self._workers = _Workers(self._max_workers)
+        self.record_circuit_state(self._breaker.state)
+
+    def _circuit_changed(self, state: int) -> None:
+        self.record_circuit_state(state)
+
+    def _failed(self, operation: str, arg: Any, exc: Exception, *, own: bool) -> None:
+        """Count (when no inner layer saw it), log, and re-raise under ``strict``."""
+        error_type = type(exc).__name__
+        if own:
+            self.record_error(operation, _namespaces(operation, arg), error_type)
+        if self.strict:
+            raise exc
+        self._log.warn(self.backend, operation, error_type)
+
+    def _call(self, fn: Callable[[Any], R], arg: Any) -> R:
+        if self._workers is None or self.deadline is None:
+            return fn(arg)
+        return self._workers.run(fn, arg, self.deadline)
+
+    async def _acall(self, fn: Callable[[Any], Any], arg: Any) -> Any:
+        if self._workers is None or self.deadline is None:
+            return await fn(arg)
+        try:
+            return await asyncio.wait_for(fn(arg), self.deadline)
+        except asyncio.TimeoutError:
+            raise DeadlineExceededError(f"no answer within {self.deadline:g}s") from None
+
+    def get(self, keys: Sequence[FullKey]) -> dict[FullKey, ValueT]:
+        """Get the cached values for the given keys; a failure is a miss."""
+        with self._guard("get", keys) as admitted:
+            if admitted:
+                return self._call(self.inner.get, keys)
+        return {}
+
+    async def aget(self, keys: Sequence[FullKey]) -> dict[FullKey, ValueT]:
+        """Asynchronously get the cached values for the given keys; a failure is a miss."""
+        with self._guard("get", keys) as admitted:
+            if admitted:
+                return await self._acall(self.inner.aget, keys)  # type: ignore[no-any-return]
+        return {}
+
+    def set(self, pairs: Mapping[FullKey, tuple[ValueT, int | None]]) -> None:
+        """Set the cached values for the given keys and TTLs; a failure drops the write."""
+        with self._guard("set", pairs) as admitted:
+            if admitted:
+                self._call(self.inner.set, pairs)
+
+    async def aset(self, pairs: Mapping[FullKey, tuple[ValueT, int | None]]) -> None:
+        """Asynchronously set the values for the given keys and TTLs; a failure drops the write."""
+        with self._guard("set", pairs) as admitted:
+            if admitted:
+                await self._acall(self.inner.aset, pairs)
+
+    def clear(self, namespaces: Sequence[Namespace] | None = None) -> None:
+        """Delete the values of the given namespaces (all when ``None``); a failure is dropped."""
+        with self._guard("clear", namespaces) as admitted:
+            if admitted:
+                self._call(self.inner.clear, namespaces)
+
+    async def aclear(self, namespaces: Sequence[Namespace] | None = None) -> None:
+        """Asynchronously delete the values of the given namespaces; a failure is dropped."""
+        with self._guard("clear", namespaces) as admitted:
+            if admitted:
+                await self._acall(self.inner.aclear, namespaces)
+
+
+_IN_PROCESS = {
+    ("toolkit.backends.memory", "InMemoryCache"),
+    ("langgraph.cache.memory", "InMemoryCache"),
+}
+
+
+def _runs_in_process(cache: object) -> bool:
+    """Whether a backend does no I/O (so a deadline thread hop would only cost time)."""
+    declared = getattr(cache, "in_process", None)
+    if isinstance(declared, bool):
+        return declared
+    return (type(cache).__module__, type(cache).__qualname__) in _IN_PROCESS

@@ -1,0 +1,389 @@
+"""Prometheus metrics for any cache: gets per key, puts, evictions, errors, latency, loads, size."""
+
+from __future__ import annotations
+
+import collections
+import functools
+import os
+import threading
+import weakref
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from time import perf_counter
+from types import TracebackType
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.trace import get_current_span
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from toolkit._types import (
+    EvictionCause,
+    FullKey,
+    Namespace,
+    SupportsEntryCount,
+    SupportsEvictionListeners,
+    ValueT,
+)
+from toolkit.base import check_key, check_namespace
+from toolkit.middleware.base import ObservingMiddleware, backend_name, innermost, logger
+from toolkit.middleware.labels import ALL_CACHES, INVALID, CacheLabeler, default_cache_label
+
+__all__ = ["DURATION_BUCKETS", "LOAD_BUCKETS", "Metrics"]
+
+
+DURATION_BUCKETS = (
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005,
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+"""Operation latency: an in-process hit takes microseconds, a network round trip ~1 ms."""
+
+LOAD_BUCKETS = (
+    0.001,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    120.0,
+)
+"""Load (compute) time of a decorated function on a miss: milliseconds to minutes (LLM calls)."""
+
+_Exemplar = dict[str, str]
+
+
+def _exemplars_wanted(setting: bool | None) -> bool:
+    """``True``/``False`` as configured; ``None``: only while a global SDK provider is installed."""
+    # Without an SDK nothing records: skip the context lookup (the no-SDK hot path).
+    return setting or (setting is None and trace._TRACER_PROVIDER is not None)
+
+
+def _exemplar() -> _Exemplar | None:
+    """The current trace as exemplar labels, when a span is recording."""
+    span = get_current_span()
+    if not span.is_recording():
+        return None
+    ctx = span.get_span_context()
+    return {"trace_id": format(ctx.trace_id, "032x"), "span_id": format(ctx.span_id, "016x")}
+
+
+class _EntryCounts(Collector):
+    """``cache_entries``, read from every tracked backend at scrape time."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.sources: dict[str, weakref.WeakSet[Any]] = {}
+
+    def track(self, backend: str, cache: SupportsEntryCount) -> None:
+        self.sources.setdefault(backend, weakref.WeakSet()).add(cache)
+
+    def _family(self) -> GaugeMetricFamily:
+        return GaugeMetricFamily(
+            self.name, "Entries stored in the cache backend.", labels=["cache", "backend"]
+        )
+
+    def describe(self) -> Iterable[GaugeMetricFamily]:
+        return [self._family()]
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        family = self._family()
+        for backend, caches in list(self.sources.items()):
+            live = list(caches)
+            if not live:  # every cache of this backend was garbage-collected
+                continue
+            total = 0
+            for cache in live:
+                try:
+                    total += cache.entry_count()
+                except Exception:  # a scrape must not fail because one cache did
+                    continue
+            family.add_metric([ALL_CACHES, backend], total)
+        yield family
+
+
+class _Families:
+    """The metric families of one (registry, prefix), shared by its ``Metrics`` layers."""
+
+    def __init__(self, registry: CollectorRegistry, prefix: str) -> None:
+        kw: dict[str, Any] = {"registry": registry, "namespace": prefix}
+        cache_backend = ["cache", "backend"]
+        self.gets = Counter(
+            "cache_gets", "Cache lookups, one per key.", [*cache_backend, "result"], **kw
+        )
+        self.puts = Counter("cache_puts", "Entries written to the cache.", cache_backend, **kw)
+        self.evictions = Counter(
+            "cache_evictions",
+            "Entries the backend dropped on its own.",
+            [*cache_backend, "cause"],
+            **kw,
+        )
+        self.errors = Counter(
+            "cache_errors",
+            "Failed cache operations.",
+            [*cache_backend, "operation", "error_type"],
+            **kw,
+        )
+        self.duration = Histogram(
+            "cache_operation_duration_seconds",
+            "Latency of cache operations.",
+            ["backend", "operation"],
+            buckets=DURATION_BUCKETS,
+            **kw,
+        )
+        self.load = Histogram(
+            "cache_load_duration_seconds",
+            "Time to compute a missing value.",
+            ["cache", "result"],
+            buckets=LOAD_BUCKETS,
+            **kw,
+        )
+        self.coalesced = Counter(
+            "cache_coalesced",
+            "Callers that waited for another caller's load of the same key.",
+            ["cache"],
+            **kw,
+        )
+        self.circuit = Gauge(
+            "cache_circuit_breaker_state",
+            "Circuit breaker state: 0 closed, 1 half-open, 2 open.",
+            ["backend"],
+            multiprocess_mode="livemax",
+            **kw,
+        )
+        entries_name = f"{prefix}_cache_entries" if prefix else "cache_entries"
+        # Each worker's in-process cache is its own; multiprocess mode sums the live ones.
+        self.multiprocess = "PROMETHEUS_MULTIPROC_DIR" in os.environ
+        self.entry_gauge: Gauge | None = None
+        self.entry_counts: _EntryCounts | None = None
+        if self.multiprocess:
+            self.entry_gauge = Gauge(
+                "cache_entries",
+                "Entries stored in the cache backend.",
+                cache_backend,
+                multiprocess_mode="livesum",
+                **kw,
+            )
+        else:
+            self.entry_counts = _EntryCounts(entries_name)
+            registry.register(self.entry_counts)
+
+
+_FAMILIES: weakref.WeakKeyDictionary[CollectorRegistry, dict[str, _Families]] = (
+    weakref.WeakKeyDictionary()
+)
+_FAMILIES_LOCK = threading.Lock()
+
+
+def _families(registry: CollectorRegistry, prefix: str) -> _Families:
+    with _FAMILIES_LOCK:
+        by_prefix = _FAMILIES.setdefault(registry, {})
+        if prefix not in by_prefix:
+            by_prefix[prefix] = _Families(registry, prefix)
+        return by_prefix[prefix]
+
+
+class _Children:
+    """The label children of one namespace, bound once."""
+
+    __slots__ = ("hit", "miss", "put")
+
+    def __init__(self, families: _Families, cache: str, backend: str) -> None:
+        self.hit = families.gets.labels(cache, backend, "hit")
+        self.miss = families.gets.labels(cache, backend, "miss")
+        self.put = families.puts.labels(cache, backend)
+
+
+class _Call:
+    """One observed operation: times it, counts it per key, counts its error."""
+
+    __slots__ = ("keys", "metrics", "operation", "start")
+
+    def __init__(self, metrics: Metrics[Any], operation: str, keys: Any) -> None:
+        self.metrics = metrics
+        self.operation = operation
+        self.keys = keys
+
+    def __enter__(self) -> _Call:
+        self.start = perf_counter()
+        return self
+
+    def hits(self, result: dict[FullKey, ValueT]) -> dict[FullKey, ValueT]:
+        """Count each requested key as a hit or a miss; returns ``result``."""
+        keys = self.keys
+        children = self.metrics._children
+        try:
+            if len(keys) == 1:
+                child = children(keys[0][0])
+                (child.hit if result else child.miss).inc()
+            elif keys:
+                for ns, (hits, misses) in _tally(keys, result).items():
+                    child = children(ns)
+                    if hits:
+                        child.hit.inc(hits)
+                    if misses:
+                        child.miss.inc(misses)
+        except Exception:  # malformed keys a foreign cache accepted: instrumentation never raises
+            logger.debug("cache metrics skipped malformed keys", exc_info=True)
+        return result
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        metrics = self.metrics
+        elapsed = perf_counter() - self.start
+        exemplar = _exemplar() if _exemplars_wanted(metrics._exemplars) else None
+        metrics._durations[self.operation].observe(elapsed, exemplar)
+        if exc is None:
+            if self.operation == "set":
+                metrics._count_puts(self.keys)
+            if self.operation != "get" and metrics._refresh_entries is not None:
+                metrics._refresh_entries()
+        elif isinstance(exc, Exception):  # not cancellation: an outer deadline reports that itself
+            try:
+                namespaces = list(_namespaces(self.operation, self.keys) or ()) or None
+            except Exception:  # the error is the caller's malformed input
+                namespaces = [(INVALID,)]
+            metrics._count_error(self.operation, namespaces, type(exc).__name__)
+
+
+def _tally(keys: Iterable[FullKey], result: Mapping[FullKey, Any]) -> dict[Namespace, list[int]]:
+    counts: dict[Namespace, list[int]] = {}
+    for full_key in keys:
+        row = counts.get(full_key[0])
+        if row is None:
+            row = counts[full_key[0]] = [0, 0]
+        row[full_key not in result] += 1
+    return counts
+
+
+def _namespaces(operation: str, arg: Any) -> Iterable[Namespace] | None:
+    if operation == "clear":
+        return None if arg is None else [check_namespace(ns) for ns in arg]
+    return [check_key(full_key)[0] for full_key in arg]
+
+
+class Metrics(ObservingMiddleware[ValueT]):
+    """Records the cache metric set (see DESIGN.md "Metrics") into a Prometheus registry.
+
+    ``cache_label`` turns a namespace into the ``cache`` label (default: LangGraph node
+    namespaces become the node name); at most ``max_cache_labels`` distinct values are used,
+    then ``__overflow__``. Errors are counted as they pass through, so put this layer inside
+    ``FailOpen``. Several layers may share one registry: they share its metric families.
+    """
+
+    def __init__(
+        self,
+        inner: Any = None,
+        *,
+        registry: CollectorRegistry = REGISTRY,
+        prefix: str = "",
+        cache_label: Callable[[Namespace], str] = default_cache_label,
+        max_cache_labels: int = 100,
+        exemplars: bool | None = None,
+    ) -> None:
+        """Record into ``registry``, metric names prefixed with ``prefix_`` when given.
+
+        ``exemplars``: attach the recording span's trace id to latency observations; ``None``
+        (default) does so only while a global OpenTelemetry SDK provider is installed.
+        """
+        self._exemplars = exemplars
+        self._families = _families(registry, prefix)
+        self._labeler = CacheLabeler(cache_label, max_cache_labels)
+        self._by_ns: dict[Namespace, _Children] = {}
+        self._by_label: dict[str, _Children] = {}
+        self._refresh_entries: Callable[[], None] | None = None
+        self._observe = functools.partial(_Call, self)  # a C-level call: one Python frame fewer
+        super().__init__(inner)
+
+    def _on_bind(self) -> None:
+        families = self._families
+        self.backend = backend = backend_name(self.inner)
+        self._durations = {
+            op: families.duration.labels(backend, op) for op in ("get", "set", "clear")
+        }
+        self._loads: dict[tuple[str, bool], Any] = {}
+        bottom = innermost(self.inner)
+        if isinstance(bottom, SupportsEvictionListeners):
+            bottom.add_eviction_listener(self._count_eviction)
+        if isinstance(bottom, SupportsEntryCount):
+            if families.entry_counts is not None:
+                families.entry_counts.track(backend, bottom)
+            elif families.entry_gauge is not None:
+                self._refresh_entries = self._entry_refresher(
+                    families.entry_gauge.labels(ALL_CACHES, backend), bottom
+                )
+
+    @staticmethod
+    def _entry_refresher(child: Any, bottom: SupportsEntryCount) -> Callable[[], None]:
+        return lambda: child.set(bottom.entry_count())
+
+    def _exemplar(self) -> _Exemplar | None:
+        return _exemplar() if _exemplars_wanted(self._exemplars) else None
+
+    def _children(self, ns: Namespace) -> _Children:
+        children = self._by_ns.get(ns)
+        if children is None:
+            label = self._labeler(ns)
+            children = self._by_label.get(label)
+            if children is None:
+                children = self._by_label[label] = _Children(self._families, label, self.backend)
+            if len(self._by_ns) < 10_000:
+                self._by_ns[ns] = children
+        return children
+
+    def _count_puts(self, pairs: Mapping[FullKey, Any]) -> None:
+        if len(pairs) == 1:
+            self._children(next(iter(pairs))[0]).put.inc()
+            return
+        for ns, count in collections.Counter(full_key[0] for full_key in pairs).items():
+            self._children(ns).put.inc(count)
+
+    def _count_error(
+        self, operation: str, namespaces: Iterable[Namespace] | None, error_type: str
+    ) -> None:
+        errors = self._families.errors
+        for label in self._labeler.labels_of(namespaces):
+            errors.labels(label, self.backend, operation, error_type).inc()
+
+    def _count_eviction(self, ns: Namespace, cause: EvictionCause, count: int) -> None:
+        self._families.evictions.labels(self._labeler(ns), self.backend, cause).inc(count)
+
+    def record_load(self, namespace: Namespace, seconds: float, *, ok: bool) -> None:
+        """Observe a load into ``cache_load_duration_seconds``, then forward."""
+        label = self._labeler(namespace)
+        child = self._loads.get((label, ok))
+        if child is None:
+            child = self._loads[(label, ok)] = self._families.load.labels(
+                label, "success" if ok else "error"
+            )
+        child.observe(seconds, self._exemplar())
+        super().record_load(namespace, seconds, ok=ok)
+
+    def record_coalesced(self, namespace: Namespace) -> None:
+        """Count a coalesced wait into ``cache_coalesced_total``, then forward."""
+        self._families.coalesced.labels(self._labeler(namespace)).inc()
+        super().record_coalesced(namespace)
+
+    def record_error(
+        self, operation: str, namespaces: Sequence[Namespace] | None, error_type: str
+    ) -> None:
+        """Count an error an outer layer raised (a deadline, an open circuit), then forward."""
+        self._count_error(operation, namespaces, error_type)
+        super().record_error(operation, namespaces, error_type)
+
+    def record_circuit_state(self, state: int) -> None:
+        """Export the circuit breaker state as ``cache_circuit_breaker_state``, then forward."""
+        self._families.circuit.labels(self.backend).set(state)
+        super().record_circuit_state(state)

@@ -1,0 +1,85 @@
+"""Building middleware stacks: ``wrap`` for any order, ``observe`` for the production default."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from opentelemetry.trace import TracerProvider
+from prometheus_client import REGISTRY, CollectorRegistry
+
+from toolkit._types import Namespace
+from toolkit.middleware.base import CacheMiddleware
+from toolkit.middleware.failopen import FailOpen
+from toolkit.middleware.labels import default_cache_label
+from toolkit.middleware.metrics import Metrics
+from toolkit.middleware.tracing import RequestHook, ResponseHook, Tracing
+from toolkit.middleware.validate import Validate, needs_validation
+
+__all__ = ["observe", "wrap"]
+
+
+def wrap(cache: Any, *middlewares: CacheMiddleware[Any]) -> Any:
+    """Stack ``middlewares`` around ``cache``, the first one outermost; returns the outermost layer.
+
+    ``wrap(backend, FailOpen(), Metrics(registry=r), Tracing())`` calls ``FailOpen`` first and
+    the backend last. Each middleware instance is a spec of its options and wraps one cache.
+    """
+    for middleware in reversed(middlewares):
+        if not isinstance(middleware, CacheMiddleware):
+            raise TypeError(
+                f"wrap() takes CacheMiddleware instances, got {type(middleware).__name__}"
+            )
+        cache = middleware.bind(cache)
+    return cache
+
+
+def observe(
+    cache: Any,
+    *,
+    registry: CollectorRegistry = REGISTRY,
+    tracer_provider: TracerProvider | None = None,
+    prefix: str = "",
+    strict: bool = False,
+    deadline: float | None = 0.5,
+    failure_threshold: int = 5,
+    reset_timeout: float = 10.0,
+    cache_label: Callable[[Namespace], str] = default_cache_label,
+    max_cache_labels: int = 100,
+    record_keys: bool = False,
+    request_hook: RequestHook | None = None,
+    response_hook: ResponseHook | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> Any:
+    """The production stack in one call: FailOpen → Metrics → Tracing → ``cache``.
+
+    A cache that does not validate its own input (LangGraph's, a user's) also gets
+    ``Validate`` in front, so bad input raises the same errors as with our backends.
+    """
+    layers: list[CacheMiddleware[Any]] = [Validate()] if needs_validation(cache) else []
+    layers += [
+        FailOpen(
+            deadline=deadline,
+            strict=strict,
+            failure_threshold=failure_threshold,
+            reset_timeout=reset_timeout,
+            clock=clock,
+        ),
+        Metrics(
+            registry=registry,
+            prefix=prefix,
+            cache_label=cache_label,
+            max_cache_labels=max_cache_labels,
+            # A provider handed in explicitly may not be global: look for its spans on every call.
+            exemplars=True if tracer_provider is not None else None,
+        ),
+        Tracing(
+            tracer_provider=tracer_provider,
+            record_keys=record_keys,
+            namespace_label=cache_label,
+            request_hook=request_hook,
+            response_hook=response_hook,
+        ),
+    ]
+    return wrap(cache, *layers)

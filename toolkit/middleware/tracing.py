@@ -1,0 +1,190 @@
+"""OpenTelemetry spans around cache operations (API only; the SDK is the application's choice)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from types import TracebackType
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
+from opentelemetry.trace import (
+    ProxyTracerProvider,
+    Span,
+    SpanKind,
+    Status,
+    StatusCode,
+    TracerProvider,
+)
+
+from toolkit._types import FullKey, Namespace, ValueT
+from toolkit.middleware.base import ObservingMiddleware, backend_name, logger
+from toolkit.middleware.labels import ALL_CACHES, default_cache_label
+
+__all__ = ["MAX_HASHED_KEYS", "RequestHook", "ResponseHook", "Tracing"]
+
+
+RequestHook = Callable[[Span, str, Any], None]
+"""``hook(span, operation, argument)`` before a recorded call (keys, pairs or namespaces)."""
+ResponseHook = Callable[[Span, str, Any], None]
+"""``hook(span, operation, result)``: called after a recorded operation succeeded."""
+
+MAX_HASHED_KEYS = 16
+_SCOPE = "toolkit.middleware"
+_MULTIPLE = "(multiple)"
+
+
+def hash_key(full_key: FullKey) -> str:
+    """A short, stable digest of a key, for correlating spans without revealing the key."""
+    ns, key = full_key
+    material = "\x1f".join((*ns, "\x1e", key)).encode("utf-8")
+    return hashlib.blake2b(material, digest_size=8).hexdigest()
+
+
+def _guarded(
+    hook: Callable[[Span, str, Any], None] | None, span: Span, operation: str, arg: Any
+) -> None:
+    if hook is None:
+        return
+    try:
+        hook(span, operation, arg)
+    except Exception:
+        logger.warning("cache tracing hook %r failed; ignored", hook, exc_info=True)
+
+
+class _Span:
+    """One traced operation: a span that is made current and filled only when it records."""
+
+    __slots__ = ("arg", "operation", "span", "token", "tracing")
+
+    def __init__(
+        self, tracing: Tracing[Any] | None, operation: str, arg: Any, span: Span | None
+    ) -> None:
+        self.tracing = tracing
+        self.operation = operation
+        self.arg = arg
+        self.span = span
+
+    def __enter__(self) -> _Span:
+        span, tracing = self.span, self.tracing
+        if span is not None and tracing is not None:
+            self.token = otel_context.attach(trace.set_span_in_context(span))
+            try:
+                tracing._describe(span, self.operation, self.arg)
+            except Exception:
+                logger.warning("cache span attributes failed; ignored", exc_info=True)
+            _guarded(tracing._request_hook, span, self.operation, self.arg)
+        return self
+
+    def hits(self, result: dict[FullKey, ValueT]) -> dict[FullKey, ValueT]:
+        """Record how many requested keys were found; returns ``result``."""
+        span, tracing = self.span, self.tracing
+        if span is not None and tracing is not None:
+            span.set_attribute("cache.hits", len(result))
+            if len(self.arg) == 1:
+                span.set_attribute("cache.hit", bool(result))
+            _guarded(tracing._response_hook, span, self.operation, result)
+        return result
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        span, tracing = self.span, self.tracing
+        if span is None or tracing is None:
+            return
+        try:
+            if exc is not None:
+                error_type = type(exc).__name__
+                span.set_attribute("error.type", error_type)
+                # The type, not the message: messages can quote keys or values.
+                span.set_status(Status(StatusCode.ERROR, error_type))
+            elif self.operation != "get":
+                _guarded(tracing._response_hook, span, self.operation, None)
+        finally:
+            span.end()
+            otel_context.detach(self.token)
+
+
+_NOT_RECORDING = _Span(None, "", None, None)
+_SPAN_NAMES = {op: f"cache.{op}" for op in ("get", "set", "clear")}
+
+
+class Tracing(ObservingMiddleware[ValueT]):
+    """Wraps each call in a ``cache.get``/``cache.set``/``cache.clear`` span (DESIGN.md "Traces").
+
+    Attributes: ``cache.namespace`` (short form), ``cache.backend``, ``cache.batch_size``,
+    ``cache.hits`` and, for one key, ``cache.hit``; on failure ``error.type`` and an error
+    status. Keys appear only hashed and only with ``record_keys=True``; values never do.
+    Nothing is computed when the span does not record or instrumentation is suppressed.
+    """
+
+    def __init__(
+        self,
+        inner: Any = None,
+        *,
+        tracer_provider: TracerProvider | None = None,
+        record_keys: bool = False,
+        namespace_label: Callable[[Namespace], str] = default_cache_label,
+        request_hook: RequestHook | None = None,
+        response_hook: ResponseHook | None = None,
+    ) -> None:
+        """Trace with ``tracer_provider`` (default: the global one)."""
+        from toolkit import __version__
+
+        self._tracer = trace.get_tracer(_SCOPE, __version__, tracer_provider=tracer_provider)
+        # get_tracer_provider() installs a provider named by OTEL_PYTHON_TRACER_PROVIDER, if any;
+        # afterwards "no global provider" costs one module lookup per call, not an environ probe.
+        self._global = tracer_provider is None and isinstance(
+            trace.get_tracer_provider(), ProxyTracerProvider
+        )
+        self._record_keys = record_keys
+        self._namespace_label = namespace_label
+        self._request_hook = request_hook
+        self._response_hook = response_hook
+        super().__init__(inner)
+
+    def _on_bind(self) -> None:
+        self.backend = backend_name(self.inner)
+
+    def _observe(self, operation: str, arg: Any) -> _Span:
+        if self._global and trace._TRACER_PROVIDER is None:
+            return _NOT_RECORDING  # no SDK installed: nothing can record, skip even the no-op span
+        if otel_context.get_value(_SUPPRESS_INSTRUMENTATION_KEY):
+            return _NOT_RECORDING
+        span = self._tracer.start_span(_SPAN_NAMES[operation], kind=SpanKind.CLIENT)
+        if not span.is_recording():
+            span.end()
+            return _NOT_RECORDING  # the common no-SDK path: nothing allocated, nothing attached
+        return _Span(self, operation, arg, span)
+
+    def _describe(self, span: Span, operation: str, arg: Any) -> None:
+        span.set_attribute("cache.backend", self.backend)
+        if operation == "clear":
+            namespaces = [ALL_CACHES] if arg is None else {self._namespace_label(ns) for ns in arg}
+        else:
+            span.set_attribute("cache.batch_size", len(arg))
+            namespaces = {self._namespace_label(ns) for ns in {full_key[0] for full_key in arg}}
+            if self._record_keys:
+                hashed = [
+                    hash_key(full_key)
+                    for _, full_key in zip(range(MAX_HASHED_KEYS), arg, strict=False)
+                ]
+                span.set_attribute("cache.keys_hashed", hashed)
+        if len(namespaces) == 1:
+            span.set_attribute("cache.namespace", next(iter(namespaces)))
+        elif namespaces:
+            span.set_attribute("cache.namespace", _MULTIPLE)
+
+    def record_error(
+        self, operation: str, namespaces: Sequence[Namespace] | None, error_type: str
+    ) -> None:
+        """Mark an outer layer's failure (deadline, open circuit) on the caller's span; forward."""
+        span = trace.get_current_span()
+        if span.is_recording():
+            span.add_event("cache.error", {"cache.operation": operation, "error.type": error_type})
+        super().record_error(operation, namespaces, error_type)
