@@ -93,62 +93,55 @@ def _read_all(
         row.check(evictions_counted(registry, cause="invalid") - before == len(chunk))
 
 
-def _code_naming() -> list[Payload]:
-    return [
-        *[p for p in payloads.pickles(TAG) if p[0] != TAG],
-        *payloads.msgpack_extensions(TAG),
-        *[p for p in payloads.constructor_json(TAG) if p[0] != TAG],
-        payloads.constructor_msgpack(TAG),
-    ]
+Hostile = Callable[[str, list[Payload], bool], None]
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("backend_name", BACKEND_NAMES)
-def test_payloads_naming_code_import_and_call_nothing(
+@pytest.fixture
+def hostile(
     backend_name: str,
     request: pytest.FixtureRequest,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     tally: Callable[..., Tally],
-) -> None:
-    stored = _code_naming()
-    row = tally(f"{backend_name}: stored pickle / msgpack ext x128 / LC constructor naming code")
-    with _subject(backend_name, request, tmp_path) as subject:
-        stack, registry = observed(subject.cache)
-        with spying(monkeypatch, tmp_path) as spy:
-            _read_all(subject, stack, registry, stored, row, must_miss=False)
-    assert spy.reached == [], f"stored bytes reached code: {spy.reached[:5]}"
-    assert row.errors == 0, row.error_types
-    assert row.wrong == 0
+) -> Hostile:
+    """``hostile(what, stored, must_miss)``: read ``stored`` payloads from the backend through
+    ``observe`` under the spy; nothing may run, reach the caller or read wrong."""
+
+    def run(what: str, stored: list[Payload], must_miss: bool) -> None:
+        row = tally(f"{backend_name}: {what}")
+        with _subject(backend_name, request, tmp_path) as subject:
+            stack, registry = observed(subject.cache)
+            with spying(monkeypatch, tmp_path) as spy:
+                _read_all(subject, stack, registry, stored, row, must_miss=must_miss)
+        assert spy.reached == [], f"stored bytes reached code: {spy.reached[:5]}"
+        assert row.errors == 0, row.error_types
+        assert row.wrong == 0
+
+    return run
 
 
-def _undecodable() -> list[Payload]:
-    return [
+@pytest.mark.slow
+@pytest.mark.parametrize("backend_name", BACKEND_NAMES)
+def test_payloads_naming_code_import_and_call_nothing(hostile: Hostile) -> None:
+    stored = [
+        *[p for p in payloads.pickles(TAG) if p[0] != TAG],
+        *payloads.msgpack_extensions(TAG),
+        *[p for p in payloads.constructor_json(TAG) if p[0] != TAG],
+        payloads.constructor_msgpack(TAG),
+    ]
+    hostile("stored pickle / msgpack ext x128 / LC constructor naming code", stored, False)
+
+
+@pytest.mark.parametrize("backend_name", BACKEND_NAMES)
+def test_undecodable_payloads_are_deleted_and_counted(hostile: Hostile) -> None:
+    stored = [
         *[p for p in payloads.pickles(TAG) if p[0] != TAG],
         *[p for p in payloads.constructor_json(TAG) if p[0] != TAG],
         *payloads.unknown_tags(GOOD),
         *payloads.truncated(TAG, GOOD),
         *payloads.oversized(TAG),
     ]
-
-
-@pytest.mark.parametrize("backend_name", BACKEND_NAMES)
-def test_undecodable_payloads_are_deleted_and_counted(
-    backend_name: str,
-    request: pytest.FixtureRequest,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    tally: Callable[..., Tally],
-) -> None:
-    stored = _undecodable()
-    row = tally(f"{backend_name}: foreign tag, truncated, oversized or nested-bomb payloads")
-    with _subject(backend_name, request, tmp_path) as subject:
-        stack, registry = observed(subject.cache)
-        with spying(monkeypatch, tmp_path) as spy:
-            _read_all(subject, stack, registry, stored, row, must_miss=True)
-    assert spy.reached == []
-    assert row.errors == 0, row.error_types
-    assert row.wrong == 0
+    hostile("foreign tag, truncated, oversized or nested-bomb payloads", stored, True)
 
 
 TRAILING_BYTES_BUG = (
@@ -160,26 +153,13 @@ TRAILING_BYTES_BUG = (
 
 @pytest.mark.xfail(strict=True, reason=TRAILING_BYTES_BUG)
 @pytest.mark.parametrize("backend_name", BACKEND_NAMES)
-def test_foreign_documents_under_our_tag_are_misses(
-    backend_name: str,
-    request: pytest.FixtureRequest,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    tally: Callable[..., Tally],
-) -> None:
+def test_foreign_documents_under_our_tag_are_misses(hostile: Hostile) -> None:
     stored = [
         *[p for p in payloads.pickles(TAG) if p[0] == TAG],
         *[p for p in payloads.constructor_json(TAG) if p[0] == TAG],
         (TAG, GOOD + b"\x00trailing"),
     ]
-    row = tally(f"{backend_name}: pickle / JSON / trailing bytes under our own tag")
-    with _subject(backend_name, request, tmp_path) as subject:
-        stack, registry = observed(subject.cache)
-        with spying(monkeypatch, tmp_path) as spy:
-            _read_all(subject, stack, registry, stored, row, must_miss=True)
-    assert spy.reached == []
-    assert row.errors == 0, row.error_types
-    assert row.wrong == 0
+    hostile("pickle / JSON / trailing bytes under our own tag", stored, True)
 
 
 NO_CHECKSUM_BUG = (
@@ -191,21 +171,8 @@ NO_CHECKSUM_BUG = (
 
 @pytest.mark.xfail(strict=True, reason=NO_CHECKSUM_BUG)
 @pytest.mark.parametrize("backend_name", BACKEND_NAMES)
-def test_flipped_byte_is_a_miss(
-    backend_name: str,
-    request: pytest.FixtureRequest,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    tally: Callable[..., Tally],
-) -> None:
-    row = tally(f"{backend_name}: one flipped bit in a stored value")
-    with _subject(backend_name, request, tmp_path) as subject:
-        stack, registry = observed(subject.cache)
-        with spying(monkeypatch, tmp_path) as spy:
-            _read_all(subject, stack, registry, payloads.flipped(TAG, GOOD), row, must_miss=True)
-    assert spy.reached == []
-    assert row.errors == 0, row.error_types
-    assert row.wrong == 0
+def test_flipped_byte_is_a_miss(hostile: Hostile) -> None:
+    hostile("one flipped bit in a stored value", payloads.flipped(TAG, GOOD), True)
 
 
 def test_the_spy_sees_code_run_by_an_unsafe_serializer(

@@ -184,31 +184,44 @@ def _is_cache_error_name(name: str) -> bool:
     return isinstance(cls, type) and issubclass(cls, CacheError)
 
 
+async def _faulty_file(path: Path, what: str, tally: Callable[..., Tally]) -> None:
+    """A cache on a faulty file, bare then inside ``observe``: the bare cache works or raises
+    only ``CacheError`` (or refuses to open, clearly); through ``observe`` nothing is raised.
+    No read is ever wrong."""
+    bare_row = tally(f"sqlite: {what}", layer="bare")
+    bare = _open_or_refuse(path, bare_row)
+    if bare is None:
+        return
+    try:
+        await _drive(bare, bare_row, expect_values=False)
+    finally:
+        await aclose(bare)
+    _bare_errors_are_cache_errors(bare_row)
+    assert bare_row.wrong == 0
+
+    row = tally(f"sqlite: {what}")
+    cache = _open_or_refuse(path, row)
+    if cache is None:
+        return
+    stack, _ = observed(cache, deadline=DEADLINE)
+    try:
+        await _drive(stack, row, expect_values=False)
+    finally:
+        await aclose(cache)
+    assert row.errors == 0 and row.wrong == 0
+
+
+def _closed_database(path: Path) -> None:
+    _populate(path)
+    for leftover in path.parent.glob(f"{path.name}-*"):
+        leftover.unlink()  # a cleanly closed WAL database needs no -wal/-shm files
+
+
 async def test_read_only_file(tmp_path: Path, tally: Callable[..., Tally]) -> None:
     path = tmp_path / "ro.db"
-    _populate(path)
-    for leftover in tmp_path.glob("ro.db-*"):
-        leftover.unlink()  # a cleanly closed WAL database needs no -wal/-shm files
+    _closed_database(path)
     with read_only(path):
-        bare_row = tally("sqlite: read-only file", layer="bare")
-        bare = _open_or_refuse(path, bare_row)
-        if bare is None:
-            return
-        try:
-            await _drive(bare, bare_row, expect_values=False)
-        finally:
-            await aclose(bare)
-        _bare_errors_are_cache_errors(bare_row)
-        assert bare_row.wrong == 0
-
-        row = tally("sqlite: read-only file")
-        cache = sqlite_cache(path)
-        stack, _ = observed(cache, deadline=DEADLINE)
-        try:
-            await _drive(stack, row, expect_values=False)
-        finally:
-            await aclose(cache)
-        assert row.errors == 0 and row.wrong == 0
+        await _faulty_file(path, "read-only file", tally)
 
 
 DAMAGE: dict[str, Callable[[Path], object]] = {
@@ -223,31 +236,9 @@ DAMAGE: dict[str, Callable[[Path], object]] = {
 @pytest.mark.parametrize("damage", list(DAMAGE))
 async def test_damaged_file(tmp_path: Path, tally: Callable[..., Tally], damage: str) -> None:
     path = tmp_path / "damaged.db"
-    _populate(path)
-    for leftover in tmp_path.glob("damaged.db-*"):
-        leftover.unlink()
+    _closed_database(path)
     DAMAGE[damage](path)
-    bare_row = tally(f"sqlite: {damage}", layer="bare")
-    bare = _open_or_refuse(path, bare_row)
-    if bare is None:
-        return
-    try:
-        await _drive(bare, bare_row, expect_values=False)
-    finally:
-        await aclose(bare)
-    _bare_errors_are_cache_errors(bare_row)
-    assert bare_row.wrong == 0
-
-    row = tally(f"sqlite: {damage}")
-    cache = _open_or_refuse(path, row)
-    if cache is None:
-        return
-    stack, _ = observed(cache, deadline=DEADLINE)
-    try:
-        await _drive(stack, row, expect_values=False)
-    finally:
-        await aclose(cache)
-    assert row.errors == 0 and row.wrong == 0
+    await _faulty_file(path, damage, tally)
 
 
 def _child(cache: Any) -> dict[str, Any]:
