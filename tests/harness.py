@@ -7,6 +7,7 @@ wrapper to ``STACKS``. Each case in ``test_conformance.py`` then runs against ev
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -16,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from toolkit import BaseCache, FullKey, InMemoryCache, Namespace
+from toolkit import BaseCache, FullKey, InMemoryCache, Namespace, SqliteCache
+from toolkit.backends._sqlite_sql import encode_namespace
 
 
 class FakeClock:
@@ -100,6 +102,38 @@ def _redis_cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[S
     from tests.redis_support import redis_subject
 
     yield redis_subject(request, cluster=True)
+
+
+def _sqlite(name: str, path: str) -> Iterator[Subject]:
+    cache: SqliteCache[Any] = SqliteCache(path=path)
+
+    def inject(full_key: FullKey, tag: str, payload: bytes) -> None:
+        # A separate raw connection, as another process or a tamperer would write.
+        raw = sqlite3.connect(cache._conns.database, uri=cache._conns.uri)
+        try:
+            with raw:
+                raw.execute(
+                    f'INSERT OR REPLACE INTO "{cache._sql.table}" (ns, key, expiry, tag, val) '
+                    "VALUES (?, ?, NULL, ?, ?)",
+                    (encode_namespace(full_key[0]), full_key[1], tag, payload),
+                )
+        finally:
+            raw.close()
+
+    try:
+        yield Subject(name, cache, real_sleep, inject=inject, raw=cache)
+    finally:
+        cache.close()
+
+
+@backend("sqlite-file")
+def _sqlite_file(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Subject]:
+    yield from _sqlite("sqlite-file", str(tmp_path / "cache.db"))
+
+
+@backend("sqlite-memory")
+def _sqlite_memory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Subject]:
+    yield from _sqlite("sqlite-memory", ":memory:")
 
 
 STACKS["bare"] = lambda subject: subject

@@ -26,6 +26,12 @@ def test_every_public_attribute_is_exported() -> None:
     assert public <= set(toolkit.__all__), public - set(toolkit.__all__)
 
 
+def test_optional_exports_resolve_lazily() -> None:
+    assert set(toolkit.OPTIONAL_EXPORTS).isdisjoint(toolkit.__all__)
+    for name in toolkit.OPTIONAL_EXPORTS:
+        assert getattr(toolkit, name).__name__ == name
+
+
 def test_version_is_exported() -> None:
     assert isinstance(toolkit.__version__, str)
     assert importlib.import_module("toolkit").__version__ == toolkit.__version__

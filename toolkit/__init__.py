@@ -1,9 +1,10 @@
 """LangGraph-compatible caches you can see: backends, ``@cached``, metrics and traces."""
 
-from typing import TYPE_CHECKING
+import typing
 
 from toolkit._types import FullKey, Namespace, SerializerProtocol
 from toolkit.backends.memory import InMemoryCache
+from toolkit.backends.sqlite import SqliteCache
 from toolkit.base import BaseCache
 from toolkit.errors import (
     BackendError,
@@ -26,10 +27,14 @@ from toolkit.middleware import (
 )
 from toolkit.serde import PickleSerializer, SafeSerializer
 
-if TYPE_CHECKING:
+if typing.TYPE_CHECKING:
     from toolkit.backends.redis import RedisCache as RedisCache
 
 __version__ = "0.1.0"
+
+
+# Public names that need an optional extra; kept out of ``__all__`` so ``import *`` never fails.
+OPTIONAL_EXPORTS = ("RedisCache",)
 
 
 def __getattr__(name: str) -> object:
@@ -55,10 +60,12 @@ __all__ = [
     "InMemoryCache",
     "Metrics",
     "Namespace",
+    "OPTIONAL_EXPORTS",
     "PickleSerializer",
     "SafeSerializer",
     "SerializationError",
     "SerializerProtocol",
+    "SqliteCache",
     "Tracing",
     "Validate",
     "__version__",
