@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from toolkit import BaseCache, FullKey, InMemoryCache, Namespace, SqliteCache
+from toolkit.backends._integrity import seal
 from toolkit.backends._sqlite_sql import encode_namespace
 
 
@@ -37,6 +38,12 @@ class FakeClock:
 Injector = Callable[[FullKey, str, bytes], None]
 
 
+def flip_byte(blob: bytes, where: str = "middle") -> bytes:
+    """``blob`` with one bit of its first, middle or last byte inverted."""
+    at = {"first": 0, "middle": len(blob) // 2, "last": len(blob) - 1}[where]
+    return blob[:at] + bytes((blob[at] ^ 0x01,)) + blob[at + 1 :]
+
+
 @dataclass
 class Subject:
     """One cache under test plus what the suite needs to drive it."""
@@ -46,6 +53,8 @@ class Subject:
     advance: Callable[[float], None]
     inject: Injector | None = None
     """Write raw ``(tag, payload)`` bytes under a key, bypassing the serializer."""
+    corrupt: Callable[[FullKey, str], None] | None = None
+    """Flip one byte of a stored entry in place, as a disk or a bad write would."""
     exact_namespaces: bool = True
     """False for foreign caches known to join namespace parts (LangGraph's SqliteCache)."""
     validates_input: bool = True
@@ -115,13 +124,26 @@ def _sqlite(name: str, path: str) -> Iterator[Subject]:
                 raw.execute(
                     f'INSERT OR REPLACE INTO "{cache._sql.table}" (ns, key, expiry, tag, val) '
                     "VALUES (?, ?, NULL, ?, ?)",
-                    (encode_namespace(full_key[0]), full_key[1], tag, payload),
+                    (encode_namespace(full_key[0]), full_key[1], tag, seal(payload)),
                 )
         finally:
             raw.close()
 
+    def corrupt(full_key: FullKey, where: str) -> None:
+        raw = sqlite3.connect(cache._conns.database, uri=cache._conns.uri)
+        match = "WHERE ns = ? AND key = ?"
+        args = (encode_namespace(full_key[0]), full_key[1])
+        try:
+            with raw:
+                table = f'"{cache._sql.table}"'
+                (blob,) = raw.execute(f"SELECT val FROM {table} {match}", args).fetchone()
+                flipped = flip_byte(blob, where)
+                raw.execute(f"UPDATE {table} SET val = ? {match}", (flipped, *args))
+        finally:
+            raw.close()
+
     try:
-        yield Subject(name, cache, real_sleep, inject=inject, raw=cache)
+        yield Subject(name, cache, real_sleep, inject=inject, corrupt=corrupt, raw=cache)
     finally:
         cache.close()
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness import Subject, real_sleep
+from tests.harness import Subject, flip_byte, real_sleep
 from tests.redis_servers import RedisUnavailable, cluster_urls, find_or_start_redis, private_redis
 from toolkit import FullKey
 from toolkit.backends.redis import RedisCache, entry_bytes
@@ -107,5 +107,11 @@ def redis_subject(request: pytest.FixtureRequest, *, cluster: bool) -> Subject:
     def inject(full_key: FullKey, tag: str, payload: bytes) -> None:
         cache.client.set(cache.redis_key(full_key), entry_bytes(tag, payload))
 
+    def corrupt(full_key: FullKey, where: str) -> None:
+        rkey = cache.redis_key(full_key)
+        blob = cache.client.get(rkey)
+        assert blob is not None, "nothing stored to corrupt"
+        cache.client.set(rkey, flip_byte(blob, where), keepttl=True)
+
     name = "redis-cluster" if cluster else "redis"
-    return Subject(name, cache, real_sleep, inject=inject, raw=cache)
+    return Subject(name, cache, real_sleep, inject=inject, corrupt=corrupt, raw=cache)

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.harness import MISSING, Ops, Subject
-from toolkit import FullKey, serde
+from toolkit import FullKey, Namespace, serde
 
 NS = ("conformance", "ns")
 
@@ -355,6 +355,25 @@ async def test_hostile_payload_is_a_miss_and_deleted(
     # Deleted, not only skipped: a fresh value can be stored and read back.
     await ops.set({key("evil"): ("clean", None)})
     assert await ops.get_one(key("evil")) == "clean"
+
+
+@pytest.mark.parametrize("position", ["first", "middle", "last"])
+async def test_corrupted_entry_is_a_miss_and_deleted(
+    ops: Ops, subject: Subject, position: str
+) -> None:
+    if subject.corrupt is None:
+        pytest.skip(f"{subject.name} has no storage outside the process to corrupt")
+    evicted: list[tuple[Namespace, str, int]] = []
+    listen = getattr(subject.raw, "add_eviction_listener", None)
+    if listen is not None:
+        listen(lambda ns, cause, n: evicted.append((ns, cause, n)))
+    value = {"messages": [["ai", "hello world"]] * 3, "n": 42}
+    await ops.set({key("dented"): (value, None), key("fine"): ("ok", None)})
+    subject.corrupt(key("dented"), position)
+    assert await ops.get([key("dented"), key("fine")]) == {key("fine"): "ok"}
+    assert (NS, "invalid", 1) in evicted
+    await ops.set({key("dented"): ("again", None)})
+    assert await ops.get_one(key("dented")) == "again"
 
 
 key_part = st.text(alphabet=st.characters(codec="utf-8"), max_size=6)

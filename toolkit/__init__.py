@@ -6,6 +6,8 @@ from toolkit._types import FullKey, Namespace, SerializerProtocol
 from toolkit.backends.memory import InMemoryCache
 from toolkit.backends.sqlite import SqliteCache
 from toolkit.base import BaseCache
+from toolkit.config import cache_from_url, configure
+from toolkit.decorators import AsyncCachedFunction, CachedFunction, cached
 from toolkit.errors import (
     BackendError,
     CacheClosedError,
@@ -14,6 +16,7 @@ from toolkit.errors import (
     SerializationError,
 )
 from toolkit.exposition import start_metrics_server
+from toolkit.keys import derive_key
 from toolkit.middleware import (
     CacheMiddleware,
     CircuitOpenError,
@@ -47,12 +50,15 @@ def __getattr__(name: str) -> object:
 
 
 __all__ = [
+    "OPTIONAL_EXPORTS",
+    "AsyncCachedFunction",
     "BackendError",
     "BaseCache",
     "CacheClosedError",
     "CacheError",
     "CacheMiddleware",
     "CacheTimeoutError",
+    "CachedFunction",
     "CircuitOpenError",
     "DeadlineExceededError",
     "FailOpen",
@@ -60,7 +66,6 @@ __all__ = [
     "InMemoryCache",
     "Metrics",
     "Namespace",
-    "OPTIONAL_EXPORTS",
     "PickleSerializer",
     "SafeSerializer",
     "SerializationError",
@@ -69,6 +74,10 @@ __all__ = [
     "Tracing",
     "Validate",
     "__version__",
+    "cache_from_url",
+    "cached",
+    "configure",
+    "derive_key",
     "observe",
     "start_metrics_server",
     "wrap",

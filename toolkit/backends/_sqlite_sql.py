@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import re
+import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
 from toolkit._types import EvictionCause, FullKey, Namespace
+from toolkit.backends._integrity import RESIDUE, TRAILER
+from toolkit.errors import SerializationError
 
 __all__ = [
     "DEFAULT_TABLE",
@@ -182,6 +185,7 @@ class TableSql:
     ) -> Decoded:
         """Turn stored rows into values (by key, or by position); bad rows become deletions."""
         keys = plan.keys
+        crc32 = zlib.crc32
         decoded = Decoded()
         sink: Any = decoded.by_key if keyed else decoded.by_position
         if not keyed:
@@ -195,7 +199,10 @@ class TableSql:
                     decoded.cleanup.append((key[0], "expired", doomed))
                     continue
                 try:
-                    sink[keys[position] if keyed else position] = loads((tag, val))
+                    # The integrity check inlined (see _integrity): this loop runs per row.
+                    if crc32(val) != RESIDUE:
+                        raise SerializationError("stored value failed its integrity check")
+                    sink[keys[position] if keyed else position] = loads((tag, val[:-TRAILER]))
                 except Exception:
                     # Garbage or hostile bytes are a miss; delete them so they cannot fail again.
                     key = keys[position]

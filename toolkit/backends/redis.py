@@ -31,6 +31,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from toolkit._types import FullKey, Namespace, SerializerProtocol, ValueT
+from toolkit.backends._integrity import seal, unseal
 from toolkit.backends._redis_keys import KeyCodec
 from toolkit.base import (
     BaseCache,
@@ -108,11 +109,11 @@ def _error(exc: BaseException, operation: str) -> CacheError:
 
 
 def entry_bytes(tag: str, payload: bytes) -> bytes:
-    """The stored form of a serialized value: ``len(tag) | tag | payload``."""
+    """The stored form of a serialized value: ``len(tag) | tag | payload | crc32``."""
     raw_tag = tag.encode()
     if len(raw_tag) > 255:
         raise ValueError(f"serializer type tag longer than 255 bytes: {tag[:40]!r}...")
-    return bytes((len(raw_tag),)) + raw_tag + payload
+    return seal(bytes((len(raw_tag),)) + raw_tag + payload)
 
 
 def _chunks(items: Sequence[bytes], size: int) -> Iterable[Sequence[bytes]]:
@@ -405,6 +406,7 @@ class RedisCache(EvictionNotifier, BaseCache[ValueT]):
 
     def _load(self, blob: bytes) -> ValueT:
         """Decode stored bytes; any failure means the entry is invalid (a miss, then deleted)."""
+        blob = unseal(blob)
         size = blob[0]
         if len(blob) <= size:
             raise ValueError("truncated entry header")

@@ -20,6 +20,7 @@ from typing import Any
 
 from toolkit._types import EvictionCause, FullKey, Namespace, SerializerProtocol, ValueT
 from toolkit.backends._coalesce import ReadCoalescer
+from toolkit.backends._integrity import seal
 from toolkit.backends._sqlite_conn import Connections
 from toolkit.backends._sqlite_sql import (
     DEFAULT_TABLE,
@@ -213,10 +214,14 @@ class SqliteCache(EvictionNotifier, BaseCache[ValueT]):
     def _decode(self, plan: ReadPlan, results: list[list[Row]], *, keyed: bool) -> Decoded:
         return self._sql.decode(results, plan, self.serde.loads_typed, keyed=keyed)
 
+    def _dumps_sealed(self, value: Any) -> tuple[str, bytes]:
+        tag, payload = self.serde.dumps_typed(value)
+        return tag, seal(payload)
+
     def _write_plan(
         self, pairs: Mapping[FullKey, tuple[ValueT, int | None]]
     ) -> tuple[list[Statement], float]:
-        rows = check_pairs(pairs, self.serde.dumps_typed)
+        rows = check_pairs(pairs, self._dumps_sealed)
         now = self._timer()
         return (self._sql.upsert(rows, now) if rows else []), now
 
