@@ -146,7 +146,7 @@ def test_undecodable_payloads_are_deleted_and_counted(hostile: Hostile) -> None:
 
 
 TRAILING_BYTES_BUG = (
-    "toolkit/serde/_safe.py SafeSerializer.loads_typed: ormsgpack.unpackb ignores trailing "
+    "toolkit/serde/_safe.py:221 (SafeSerializer.loads_typed): ormsgpack.unpackb ignores trailing "
     "bytes, so a pickle or JSON document stored under our tag decodes to its first msgpack "
     "object (b'\\x80...' -> {}, b'c...' -> 99, b'{...' -> 123) instead of a miss"
 )

@@ -122,7 +122,7 @@ async def test_write_lock_held_by_another_process(
 
 
 READS_STARVED_BUG = (
-    "toolkit/backends/_sqlite_conn.py: one sync connection behind one lock (and aiosqlite's "
+    "toolkit/backends/_sqlite_conn.py:116: one sync connection behind one lock (and aiosqlite's "
     "one thread) serves reads and writes, so a write waiting up to busy_timeout (5 s) for "
     "another process's lock blocks every later read of this process: reads miss at the "
     "FailOpen deadline instead of being served from the WAL snapshot"
