@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from tests.harness import MISSING, Ops, Subject
 from toolkit import FullKey, Namespace, serde
+from toolkit._types import SupportsDelete
 
 NS = ("conformance", "ns")
 
@@ -192,6 +193,21 @@ async def test_clear_all(ops: Ops) -> None:
     assert await ops.get([key("a"), (("other",), "b")]) == {}
     await ops.set({key("a"): (5, None)})
     assert await ops.get_one(key("a")) == 5
+
+
+async def test_delete_removes_exactly_those_keys(ops: Ops, subject: Subject) -> None:
+    cache = subject.cache
+    if not isinstance(cache, SupportsDelete):
+        pytest.skip(f"{subject.name} has no single-key delete (not in the seed API)")
+    other_ns = ((*NS, "child"), "a")
+    await ops.set({key("a"): (1, None), key("b"): (2, None), other_ns: (3, None)})
+    if ops.mode == "sync":
+        cache.delete([key("a"), key("never-set")])
+    else:
+        await cache.adelete([key("a"), key("never-set")])
+    assert await ops.get([key("a"), key("b"), other_ns]) == {key("b"): 2, other_ns: 3}
+    with pytest.raises(TypeError):
+        cache.delete([("not", "a key")])  # type: ignore[list-item]
 
 
 TRICKY_PARTS = [

@@ -14,7 +14,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from tests.harness import Subject
-from toolkit import InMemoryCache
+from toolkit import InMemoryCache, observe
 from toolkit.decorators import cached
 
 WAIT = 30.0  # generous bound so a broken single-flight fails instead of hanging
@@ -323,6 +323,38 @@ def test_invalidate_refresh_and_clear(cache: HookedCache) -> None:
     assert counter(2) == 4
     counter.cache_clear()
     assert counter(1) == 5 and counter(2) == 6
+
+
+def test_invalidate_deletes_the_entry_where_the_cache_can() -> None:
+    cache: InMemoryCache[Any] = InMemoryCache()
+
+    @cached(cache=cache)
+    def square(x: int) -> int:
+        return x * x
+
+    square(3)
+    full_key = square.cache_key(3)
+    assert cache.get([full_key]) == {full_key: 9}
+    square.invalidate(3)
+    assert cache.get([full_key]) == {}
+
+
+async def test_invalidate_on_a_cache_without_delete_still_forgets() -> None:
+    from langgraph.cache.memory import InMemoryCache as LangGraphMemory
+
+    calls: list[int] = []
+
+    @cached(cache=observe(LangGraphMemory()))
+    def square(x: int) -> int:
+        calls.append(x)
+        return x * x
+
+    assert square(3) == 9 and square(3) == 9
+    square.invalidate(3)
+    assert square(3) == 9
+    await square.ainvalidate(3)
+    assert square(3) == 9
+    assert calls == [3, 3, 3]
 
 
 async def test_async_controls(cache: HookedCache) -> None:

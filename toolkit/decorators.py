@@ -28,7 +28,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
 
-from toolkit._types import FullKey, Namespace
+from toolkit._types import FullKey, Namespace, SupportsDelete
 from toolkit.base import BaseCache, check_namespace, check_ttl
 from toolkit.config import default_cache, is_cache_like
 from toolkit.keys import KeyPlan, encode, hash_encoding, namespace_of
@@ -41,7 +41,8 @@ R_co = TypeVar("R_co", covariant=True)
 
 SPAN_NAME = "cache.call"
 _TOMBSTONE = "\x00toolkit:invalidated\x00"
-"""Written by ``invalidate`` (the cache API has no single-key delete); read back as a miss."""
+"""Written by ``invalidate`` into caches without ``delete`` (the seed API has no single-key
+delete: LangGraph's own caches); read back as a miss."""
 _TOMBSTONE_TTL = 1
 _MISSING: Any = object()
 _log = logging.getLogger(__name__)
@@ -538,12 +539,22 @@ class _Controls:
     def invalidate(self, *args: Any, **kwargs: Any) -> None:
         """Forget the cached result of this call."""
         state, instance, _ = self._bind()
-        state.backend().set(state.tombstone(state.full_key(instance, args, kwargs)))
+        full_key = state.full_key(instance, args, kwargs)
+        cache = state.backend()
+        if isinstance(cache, SupportsDelete):
+            cache.delete([full_key])
+        else:
+            cache.set(state.tombstone(full_key))
 
     async def ainvalidate(self, *args: Any, **kwargs: Any) -> None:
         """Forget the cached result of this call (async I/O)."""
         state, instance, _ = self._bind()
-        await state.backend().aset(state.tombstone(state.full_key(instance, args, kwargs)))
+        full_key = state.full_key(instance, args, kwargs)
+        cache = state.backend()
+        if isinstance(cache, SupportsDelete):
+            await cache.adelete([full_key])
+        else:
+            await cache.aset(state.tombstone(full_key))
 
     def refresh(self, *args: Any, **kwargs: Any) -> Any:
         """Recompute this call, store the result and return it."""

@@ -246,6 +246,21 @@ class TableSql:
             (self._delete_ns_for(len(chunk)), chunk) for chunk in _chunks(stored, per_statement)
         ]
 
+    def delete(self, keys: Sequence[FullKey]) -> list[Statement]:
+        """DELETEs for exactly these keys: per namespace, ``key IN (...)`` under the limit."""
+        by_ns: dict[Namespace, list[str]] = {}
+        for ns, key in keys:
+            by_ns.setdefault(ns, []).append(key)
+        per_statement = min(_MAX_KEYS_PER_SELECT, self.variable_limit - 1)
+        statements: list[Statement] = []
+        for ns, names in by_ns.items():
+            stored_ns = encode_namespace(ns)
+            for chunk in _chunks(list(dict.fromkeys(names)), per_statement):
+                marks = ",".join(["?"] * len(chunk))
+                sql = f"DELETE FROM {self._quoted} WHERE ns = ? AND key IN ({marks})"
+                statements.append((sql, [stored_ns, *chunk]))
+        return statements
+
     def _delete_ns_for(self, n: int) -> str:
         sql = self._delete_ns_sql.get(n)
         if sql is None:

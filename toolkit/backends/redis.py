@@ -465,6 +465,34 @@ class RedisCache(EvictionNotifier, BaseCache[ValueT]):
         ns, key = check_key(full_key)
         return self._codec.encode(ns, key)
 
+    def delete(self, keys: Sequence[FullKey]) -> None:
+        """Delete exactly these keys (an extension: the seed API deletes whole namespaces)."""
+        rkeys = self._delete_plan(keys)
+        if not rkeys:
+            return
+        client = self._sync_client()
+        try:
+            for batch in _unlink_batches(rkeys, self._cluster):
+                client.unlink(*batch)
+        except _IO_ERRORS as exc:
+            raise _error(exc, "delete") from exc
+
+    async def adelete(self, keys: Sequence[FullKey]) -> None:
+        """Asynchronously delete exactly these keys."""
+        rkeys = self._delete_plan(keys)
+        if not rkeys:
+            return
+        aclient = self._async_client()
+        try:
+            for batch in _unlink_batches(rkeys, self._acluster):
+                await aclient.unlink(*batch)
+        except _IO_ERRORS as exc:
+            raise _error(exc, "delete") from exc
+
+    def _delete_plan(self, keys: Sequence[FullKey]) -> list[bytes]:
+        encode = self._codec.encode
+        return list(dict.fromkeys(encode(ns, key) for ns, key in check_keys(keys)))
+
     # -- clear --
 
     def clear(self, namespaces: Sequence[Namespace] | None = None) -> None:

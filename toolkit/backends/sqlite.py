@@ -157,6 +157,18 @@ class SqliteCache(EvictionNotifier, BaseCache[ValueT]):
         if statements:
             await self._conns.arun(statements, atomic=True, write=True)
 
+    def delete(self, keys: Sequence[FullKey]) -> None:
+        """Delete exactly these keys (an extension: the seed API deletes whole namespaces)."""
+        statements = self._sql.delete(check_keys(keys))
+        if statements:
+            self._conns.run(statements, atomic=True, write=True)
+
+    async def adelete(self, keys: Sequence[FullKey]) -> None:
+        """Asynchronously delete exactly these keys."""
+        statements = self._sql.delete(check_keys(keys))
+        if statements:
+            await self._conns.arun(statements, atomic=True, write=True)
+
     # -- lifecycle --
 
     def close(self) -> None:
