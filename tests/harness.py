@@ -38,9 +38,12 @@ class FakeClock:
 Injector = Callable[[FullKey, str, bytes], None]
 
 
-def flip_byte(blob: bytes, where: str = "middle") -> bytes:
-    """``blob`` with one bit of its first, middle or last byte inverted."""
-    at = {"first": 0, "middle": len(blob) // 2, "last": len(blob) - 1}[where]
+def flip_byte(blob: bytes, where: str | int = "middle") -> bytes:
+    """``blob`` with one bit of its first, middle, last (or ``where``-th) byte inverted."""
+    if isinstance(where, int):
+        at = where
+    else:
+        at = {"first": 0, "middle": len(blob) // 2, "last": len(blob) - 1}[where]
     return blob[:at] + bytes((blob[at] ^ 0x01,)) + blob[at + 1 :]
 
 
@@ -53,7 +56,7 @@ class Subject:
     advance: Callable[[float], None]
     inject: Injector | None = None
     """Write raw ``(tag, payload)`` bytes under a key, bypassing the serializer."""
-    corrupt: Callable[[FullKey, str], None] | None = None
+    corrupt: Callable[[FullKey, str | int], None] | None = None
     """Flip one byte of a stored entry in place, as a disk or a bad write would."""
     exact_namespaces: bool = True
     """False for foreign caches known to join namespace parts (LangGraph's SqliteCache)."""
@@ -129,7 +132,7 @@ def _sqlite(name: str, path: str) -> Iterator[Subject]:
         finally:
             raw.close()
 
-    def corrupt(full_key: FullKey, where: str) -> None:
+    def corrupt(full_key: FullKey, where: str | int) -> None:
         raw = sqlite3.connect(cache._conns.database, uri=cache._conns.uri)
         match = "WHERE ns = ? AND key = ?"
         args = (encode_namespace(full_key[0]), full_key[1])

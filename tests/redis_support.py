@@ -107,7 +107,7 @@ def redis_subject(request: pytest.FixtureRequest, *, cluster: bool) -> Subject:
     def inject(full_key: FullKey, tag: str, payload: bytes) -> None:
         cache.client.set(cache.redis_key(full_key), entry_bytes(tag, payload))
 
-    def corrupt(full_key: FullKey, where: str) -> None:
+    def corrupt(full_key: FullKey, where: str | int) -> None:
         rkey = cache.redis_key(full_key)
         blob = cache.client.get(rkey)
         assert blob is not None, "nothing stored to corrupt"
