@@ -33,7 +33,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks $(ARGS)
 
 reliability: $(STAMP)
-	$(BIN)/python -m pytest tests/reliability -p no:randomly --reliability-report $(ARGS)
+	$(BIN)/python -m pytest tests/reliability --reliability-report $(ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis build dist *.egg-info

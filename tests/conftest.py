@@ -9,6 +9,12 @@ from typing import Any
 import pytest
 
 from tests.harness import BACKENDS, STACKS, Ops, Subject, subject_params
+from tests.redis_support import (  # noqa: F401 - fixtures
+    private_redis_url,
+    redis_closer,
+    redis_cluster_url,
+    redis_url,
+)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

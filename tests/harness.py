@@ -7,6 +7,7 @@ wrapper to ``STACKS``. Each case in ``test_conformance.py`` then runs against ev
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -16,7 +17,9 @@ from typing import Any
 
 import pytest
 
-from toolkit import BaseCache, FullKey, InMemoryCache, Namespace
+from toolkit import BaseCache, FullKey, InMemoryCache, Namespace, SqliteCache
+from toolkit.backends._integrity import seal
+from toolkit.backends._sqlite_sql import encode_namespace
 
 
 class FakeClock:
@@ -35,6 +38,15 @@ class FakeClock:
 Injector = Callable[[FullKey, str, bytes], None]
 
 
+def flip_byte(blob: bytes, where: str | int = "middle") -> bytes:
+    """``blob`` with one bit of its first, middle, last (or ``where``-th) byte inverted."""
+    if isinstance(where, int):
+        at = where
+    else:
+        at = {"first": 0, "middle": len(blob) // 2, "last": len(blob) - 1}[where]
+    return blob[:at] + bytes((blob[at] ^ 0x01,)) + blob[at + 1 :]
+
+
 @dataclass
 class Subject:
     """One cache under test plus what the suite needs to drive it."""
@@ -44,6 +56,8 @@ class Subject:
     advance: Callable[[float], None]
     inject: Injector | None = None
     """Write raw ``(tag, payload)`` bytes under a key, bypassing the serializer."""
+    corrupt: Callable[[FullKey, str | int], None] | None = None
+    """Flip one byte of a stored entry in place, as a disk or a bad write would."""
     exact_namespaces: bool = True
     """False for foreign caches known to join namespace parts (LangGraph's SqliteCache)."""
     validates_input: bool = True
@@ -86,6 +100,65 @@ def _memory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Subject]
         cache._data[full_key] = ((tag, payload), None)
 
     yield Subject("memory", cache, clock.advance, inject=inject, raw=cache)
+
+
+@backend("redis")
+def _redis(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Subject]:
+    from tests.redis_support import redis_subject
+
+    yield redis_subject(request, cluster=False)
+
+
+@backend("redis-cluster")
+def _redis_cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Subject]:
+    from tests.redis_support import redis_subject
+
+    yield redis_subject(request, cluster=True)
+
+
+def _sqlite(name: str, path: str) -> Iterator[Subject]:
+    cache: SqliteCache[Any] = SqliteCache(path=path)
+
+    def inject(full_key: FullKey, tag: str, payload: bytes) -> None:
+        # A separate raw connection, as another process or a tamperer would write.
+        raw = sqlite3.connect(cache._conns.database, uri=cache._conns.uri)
+        try:
+            with raw:
+                raw.execute(
+                    f'INSERT OR REPLACE INTO "{cache._sql.table}" (ns, key, expiry, tag, val) '
+                    "VALUES (?, ?, NULL, ?, ?)",
+                    (encode_namespace(full_key[0]), full_key[1], tag, seal(payload)),
+                )
+        finally:
+            raw.close()
+
+    def corrupt(full_key: FullKey, where: str | int) -> None:
+        raw = sqlite3.connect(cache._conns.database, uri=cache._conns.uri)
+        match = "WHERE ns = ? AND key = ?"
+        args = (encode_namespace(full_key[0]), full_key[1])
+        try:
+            with raw:
+                table = f'"{cache._sql.table}"'
+                (blob,) = raw.execute(f"SELECT val FROM {table} {match}", args).fetchone()
+                flipped = flip_byte(blob, where)
+                raw.execute(f"UPDATE {table} SET val = ? {match}", (flipped, *args))
+        finally:
+            raw.close()
+
+    try:
+        yield Subject(name, cache, real_sleep, inject=inject, corrupt=corrupt, raw=cache)
+    finally:
+        cache.close()
+
+
+@backend("sqlite-file")
+def _sqlite_file(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Subject]:
+    yield from _sqlite("sqlite-file", str(tmp_path / "cache.db"))
+
+
+@backend("sqlite-memory")
+def _sqlite_memory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Subject]:
+    yield from _sqlite("sqlite-memory", ":memory:")
 
 
 STACKS["bare"] = lambda subject: subject

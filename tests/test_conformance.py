@@ -15,7 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.harness import MISSING, Ops, Subject
-from toolkit import FullKey, serde
+from toolkit import FullKey, Namespace, serde
+from toolkit._types import SupportsDelete
 
 NS = ("conformance", "ns")
 
@@ -194,6 +195,21 @@ async def test_clear_all(ops: Ops) -> None:
     assert await ops.get_one(key("a")) == 5
 
 
+async def test_delete_removes_exactly_those_keys(ops: Ops, subject: Subject) -> None:
+    cache = subject.cache
+    if not isinstance(cache, SupportsDelete):
+        pytest.skip(f"{subject.name} has no single-key delete (not in the seed API)")
+    other_ns = ((*NS, "child"), "a")
+    await ops.set({key("a"): (1, None), key("b"): (2, None), other_ns: (3, None)})
+    if ops.mode == "sync":
+        cache.delete([key("a"), key("never-set")])
+    else:
+        await cache.adelete([key("a"), key("never-set")])
+    assert await ops.get([key("a"), key("b"), other_ns]) == {key("b"): 2, other_ns: 3}
+    with pytest.raises(TypeError):
+        cache.delete([("not", "a key")])  # type: ignore[list-item]
+
+
 TRICKY_PARTS = [
     "",
     ",",
@@ -355,6 +371,25 @@ async def test_hostile_payload_is_a_miss_and_deleted(
     # Deleted, not only skipped: a fresh value can be stored and read back.
     await ops.set({key("evil"): ("clean", None)})
     assert await ops.get_one(key("evil")) == "clean"
+
+
+@pytest.mark.parametrize("position", ["first", "middle", "last"])
+async def test_corrupted_entry_is_a_miss_and_deleted(
+    ops: Ops, subject: Subject, position: str
+) -> None:
+    if subject.corrupt is None:
+        pytest.skip(f"{subject.name} has no storage outside the process to corrupt")
+    evicted: list[tuple[Namespace, str, int]] = []
+    listen = getattr(subject.raw, "add_eviction_listener", None)
+    if listen is not None:
+        listen(lambda ns, cause, n: evicted.append((ns, cause, n)))
+    value = {"messages": [["ai", "hello world"]] * 3, "n": 42}
+    await ops.set({key("dented"): (value, None), key("fine"): ("ok", None)})
+    subject.corrupt(key("dented"), position)
+    assert await ops.get([key("dented"), key("fine")]) == {key("fine"): "ok"}
+    assert (NS, "invalid", 1) in evicted
+    await ops.set({key("dented"): ("again", None)})
+    assert await ops.get_one(key("dented")) == "again"
 
 
 key_part = st.text(alphabet=st.characters(codec="utf-8"), max_size=6)

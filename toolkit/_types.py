@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 ValueT = TypeVar("ValueT")
@@ -44,4 +44,17 @@ class SupportsEntryCount(Protocol):
 
     def entry_count(self) -> int:
         """Return the number of entries currently stored (expired ones may be included)."""
+        ...
+
+
+@runtime_checkable
+class SupportsDelete(Protocol):
+    """A cache that can delete single keys (ours can; the seed API only clears namespaces)."""
+
+    def delete(self, keys: Sequence[FullKey]) -> None:
+        """Delete exactly these keys."""
+        ...
+
+    async def adelete(self, keys: Sequence[FullKey]) -> None:
+        """Asynchronously delete exactly these keys."""
         ...

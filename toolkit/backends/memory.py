@@ -153,6 +153,17 @@ class InMemoryCache(EvictionNotifier, BaseCache[ValueT]):
                 for full_key in [k for k in self._data if k[0] in doomed]:
                     del self._data[full_key]
 
+    def delete(self, keys: Sequence[FullKey]) -> None:
+        """Delete exactly these keys (an extension: the seed API deletes whole namespaces)."""
+        check_keys(keys)
+        with self._lock:
+            for full_key in keys:
+                self._data.pop(full_key, None)
+
+    async def adelete(self, keys: Sequence[FullKey]) -> None:
+        """Asynchronously delete exactly these keys."""
+        self.delete(keys)
+
     async def aget(self, keys: Sequence[FullKey]) -> dict[FullKey, ValueT]:
         """Asynchronously get the cached values for the given keys."""
         return self.get(keys)

@@ -1,0 +1,1 @@
+"""Reliability and security: real faults, hostile input and concurrency (`make reliability`)."""

@@ -1,0 +1,661 @@
+"""``@cached``: binding kinds, both forms, single-flight, storage rules, controls, spans."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from tests.harness import Subject
+from toolkit import InMemoryCache, observe
+from toolkit.decorators import cached
+
+WAIT = 30.0  # generous bound so a broken single-flight fails instead of hanging
+
+
+class HookedCache(InMemoryCache[Any]):
+    """An in-memory cache that also implements the middleware hook contract."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loads: list[tuple[tuple[str, ...], bool]] = []
+        self.coalesced = 0
+        self._hook_lock = threading.Lock()
+        self.waiters_arrived = threading.Condition(self._hook_lock)
+
+    def record_load(self, namespace: tuple[str, ...], seconds: float, *, ok: bool) -> None:
+        assert seconds >= 0
+        with self._hook_lock:
+            self.loads.append((namespace, ok))
+
+    def record_coalesced(self, namespace: tuple[str, ...]) -> None:
+        with self._hook_lock:
+            self.coalesced += 1
+            self.waiters_arrived.notify_all()
+
+    async def awaiting(self, count: int) -> None:
+        """Yield to the loop until ``count`` callers wait (bounded, so a bug fails, not hangs)."""
+        await asyncio.wait_for(self._spin_until(count), WAIT)
+
+    async def _spin_until(self, count: int) -> None:
+        while self.coalesced < count:
+            await asyncio.sleep(0)
+
+    def wait_for_waiters(self, count: int) -> None:
+        with self._hook_lock:
+            self.waiters_arrived.wait_for(lambda: self.coalesced >= count, timeout=WAIT)
+
+
+@pytest.fixture
+def cache() -> HookedCache:
+    return HookedCache()
+
+
+# -- forms and binding kinds ------------------------------------------------------------
+
+
+def test_bare_form_uses_given_defaults(cache: HookedCache) -> None:
+    from toolkit.config import configure
+
+    calls: list[int] = []
+    configure(cache=cache)
+    try:
+
+        @cached
+        def double(x: int) -> int:
+            calls.append(x)
+            return 2 * x
+
+        assert double(2) == double(2) == double(x=2) == 4
+        assert calls == [2]
+        assert double.cache_key(2)[0] == (
+            __name__,
+            "test_bare_form_uses_given_defaults.<locals>.double",
+        )
+        assert double.__wrapped__(5) == 10
+        assert double.__name__ == "double"
+    finally:
+        configure(cache=None)
+
+
+def test_options_form(cache: HookedCache) -> None:
+    calls: list[tuple[int, int]] = []
+
+    @cached("adder", ttl=60, cache=cache, version=2)
+    def add(a: int, b: int = 1) -> int:
+        calls.append((a, b))
+        return a + b
+
+    assert add(1) == add(1, 1) == add(a=1, b=1) == 2
+    assert add(2) == 3
+    assert calls == [(1, 1), (2, 1)]
+    assert add.cache_key(1)[0] == ("adder", "v=2")
+
+
+class Service:
+    def __init__(self, tenant: str) -> None:
+        self.tenant = tenant
+        self.calls: list[Any] = []
+
+    def __cache_key__(self) -> str:
+        return self.tenant
+
+    @cached(cache=None)
+    def method(self, x: int) -> str:
+        self.calls.append(x)
+        return f"{self.tenant}:{x}"
+
+    @classmethod
+    @cached
+    def klass(cls, x: int) -> str:
+        CALLS.append(("klass", cls.__name__, x))
+        return f"{cls.__name__}:{x}"
+
+    @cached
+    @classmethod
+    def klass_outer(cls, x: int) -> str:
+        CALLS.append(("klass_outer", cls.__name__, x))
+        return f"{cls.__name__}:{x}"
+
+    @staticmethod
+    @cached
+    def static(x: int) -> int:
+        CALLS.append(("static", x))
+        return -x
+
+    @cached
+    @staticmethod
+    def static_outer(x: int) -> int:
+        CALLS.append(("static_outer", x))
+        return -x
+
+    @cached(ignore=("self",))
+    async def amethod(self, x: int) -> str:
+        CALLS.append(("amethod", x))
+        return f"a{x}"
+
+
+class SubService(Service):
+    pass
+
+
+CALLS: list[Any] = []
+
+
+@pytest.fixture
+def default_cache(cache: HookedCache) -> Iterator[HookedCache]:
+    from toolkit.config import configure
+
+    configure(cache=cache)
+    CALLS.clear()
+    yield cache
+    configure(cache=None)
+
+
+def test_instance_method_keys_on_the_instance(default_cache: HookedCache) -> None:
+    acme, acme2, other = Service("acme"), Service("acme"), Service("other")
+    assert acme.method(1) == "acme:1"
+    assert acme2.method(1) == "acme:1"  # same __cache_key__: a hit
+    assert other.method(1) == "other:1"
+    assert Service.method(acme, 1) == "acme:1"
+    assert acme.calls == [1] and acme2.calls == [] and other.calls == [1]
+    assert (
+        acme.method.cache_key(1) == Service.method.cache_key(acme, 1) == acme2.method.cache_key(1)
+    )
+
+
+def test_classmethod_in_both_orders(default_cache: HookedCache) -> None:
+    for _ in range(2):
+        assert Service.klass(1) == Service("x").klass(1) == "Service:1"
+        assert Service.klass_outer(1) == Service("x").klass_outer(1) == "Service:1"
+        assert SubService.klass(1) == "SubService:1"
+    assert CALLS == [
+        ("klass", "Service", 1),
+        ("klass_outer", "Service", 1),
+        ("klass", "SubService", 1),
+    ]
+    assert Service.klass.cache_key(1) != SubService.klass.cache_key(1)
+
+
+def test_staticmethod_in_both_orders(default_cache: HookedCache) -> None:
+    for _ in range(2):
+        assert Service.static(3) == Service("x").static(3) == -3
+        assert Service.static_outer(3) == Service("x").static_outer(3) == -3
+    assert CALLS == [("static", 3), ("static_outer", 3)]
+
+
+async def test_coroutine_function(cache: HookedCache) -> None:
+    calls: list[int] = []
+
+    @cached(cache=cache)
+    async def fetch(x: int) -> int:
+        calls.append(x)
+        await asyncio.sleep(0)
+        return x * 10
+
+    assert inspect.iscoroutinefunction(fetch)
+    assert await fetch(1) == await fetch(1) == 10
+    assert calls == [1]
+
+
+async def test_async_method_ignoring_self(default_cache: HookedCache) -> None:
+    assert inspect.iscoroutinefunction(Service("a").amethod)
+    assert await Service("a").amethod(1) == await Service("b").amethod(1) == "a1"
+    assert CALLS == [("amethod", 1)]
+
+
+def test_unencodable_self_explains_the_fix(cache: HookedCache) -> None:
+    class Plain:
+        @cached(cache=cache)
+        def run(self, x: int) -> int:
+            return x
+
+    with pytest.raises(TypeError, match=r"'self'.*ignore=\('self',\).*__cache_key__"):
+        Plain().run(1)
+
+
+def test_bad_decorator_arguments() -> None:
+    with pytest.raises(ValueError, match="ttl"):
+        cached(ttl=0)
+    with pytest.raises(TypeError, match="cache"):
+        cached(cache=object())  # type: ignore[call-overload]
+    with pytest.raises(ValueError, match="nope"):
+        cached(ignore=("nope",))(lambda x: x)
+    with pytest.raises(TypeError, match="decorates functions"):
+        cached()(42)  # type: ignore[call-overload]
+
+
+# -- storage rules ----------------------------------------------------------------------
+
+
+def test_none_is_cached_unless_switched_off(cache: HookedCache) -> None:
+    calls: list[str] = []
+
+    @cached(cache=cache)
+    def maybe(x: str) -> None:
+        calls.append(x)
+
+    @cached(cache=cache, cache_none=False)
+    def never(x: str) -> None:
+        calls.append("never")
+
+    maybe("a"), maybe("a"), never("a"), never("a")
+    assert calls == ["a", "never", "never"]
+
+
+def test_condition_decides_what_is_stored(cache: HookedCache) -> None:
+    calls: list[int] = []
+
+    @cached(cache=cache, condition=lambda result: result > 0)
+    def f(x: int) -> int:
+        calls.append(x)
+        return x
+
+    f(-1), f(-1), f(1), f(1)
+    assert calls == [-1, -1, 1]
+
+
+def test_errors_are_not_cached(cache: HookedCache) -> None:
+    calls: list[int] = []
+
+    @cached(cache=cache)
+    def boom(x: int) -> int:
+        calls.append(x)
+        raise RuntimeError("nope")
+
+    for _ in range(2):
+        with pytest.raises(RuntimeError):
+            boom(1)
+    assert calls == [1, 1]
+    assert [ok for _, ok in cache.loads] == [False, False]
+
+
+def test_key_function_and_ignore(cache: HookedCache) -> None:
+    calls: list[Any] = []
+
+    @cached(cache=cache, key=lambda user, request: user["id"])
+    def profile(user: dict[str, Any], request: object) -> str:
+        calls.append(user["id"])
+        return str(user["id"])
+
+    @cached(cache=cache, ignore=("verbose",))
+    def lookup(q: str, verbose: bool = False) -> str:
+        calls.append(q)
+        return q
+
+    profile({"id": "u1", "seen": 1}, object())
+    profile({"id": "u1", "seen": 2}, object())
+    lookup("a"), lookup("a", verbose=True)
+    assert calls == ["u1", "a"]
+
+
+def test_load_hook_reports_every_computed_miss(cache: HookedCache) -> None:
+    @cached("loads", cache=cache)
+    def f(x: int) -> int:
+        return x
+
+    f(1), f(1), f(2)
+    assert cache.loads == [(("loads",), True), (("loads",), True)]
+
+
+# -- controls ---------------------------------------------------------------------------
+
+
+def test_invalidate_refresh_and_clear(cache: HookedCache) -> None:
+    state = {"n": 0}
+
+    @cached(cache=cache)
+    def counter(x: int) -> int:
+        state["n"] += 1
+        return state["n"]
+
+    assert counter(1) == 1 and counter(1) == 1 and counter(2) == 2
+    counter.invalidate(1)
+    assert counter(1) == 3 and counter(2) == 2
+    assert counter.refresh(2) == 4
+    assert counter(2) == 4
+    counter.cache_clear()
+    assert counter(1) == 5 and counter(2) == 6
+
+
+def test_invalidate_deletes_the_entry_where_the_cache_can() -> None:
+    cache: InMemoryCache[Any] = InMemoryCache()
+
+    @cached(cache=cache)
+    def square(x: int) -> int:
+        return x * x
+
+    square(3)
+    full_key = square.cache_key(3)
+    assert cache.get([full_key]) == {full_key: 9}
+    square.invalidate(3)
+    assert cache.get([full_key]) == {}
+
+
+async def test_invalidate_on_a_cache_without_delete_still_forgets() -> None:
+    from langgraph.cache.memory import InMemoryCache as LangGraphMemory
+
+    calls: list[int] = []
+
+    @cached(cache=observe(LangGraphMemory()))
+    def square(x: int) -> int:
+        calls.append(x)
+        return x * x
+
+    assert square(3) == 9 and square(3) == 9
+    square.invalidate(3)
+    assert square(3) == 9
+    await square.ainvalidate(3)
+    assert square(3) == 9
+    assert calls == [3, 3, 3]
+
+
+async def test_async_controls(cache: HookedCache) -> None:
+    state = {"n": 0}
+
+    @cached(cache=cache)
+    async def counter(x: int) -> int:
+        state["n"] += 1
+        return state["n"]
+
+    assert await counter(1) == 1 and await counter(1) == 1
+    await counter.ainvalidate(1)
+    assert await counter(1) == 2
+    assert await counter.arefresh(1) == 3
+    assert await counter(1) == 3
+    await counter.acache_clear()
+    assert await counter(1) == 4
+    with pytest.raises(TypeError, match="arefresh"):
+        counter.refresh(1)  # type: ignore[attr-defined]
+
+
+async def test_sync_function_async_twins(cache: HookedCache) -> None:
+    state = {"n": 0}
+
+    @cached(cache=cache)
+    def counter(x: int) -> int:
+        state["n"] += 1
+        return state["n"]
+
+    assert counter(1) == 1
+    await counter.ainvalidate(1)
+    assert counter(1) == 2
+    assert await counter.arefresh(1) == 3
+    await counter.acache_clear()
+    assert counter(1) == 4
+
+
+def test_bound_method_controls(default_cache: HookedCache) -> None:
+    acme = Service("acme")
+    acme.method(1)
+    acme.method.invalidate(1)
+    acme.method(1)
+    assert acme.method.refresh(1) == "acme:1"
+    assert acme.calls == [1, 1, 1]
+    acme.method.cache_clear()
+    acme.method(1)
+    assert acme.calls == [1, 1, 1, 1]
+
+
+# -- single-flight ----------------------------------------------------------------------
+
+
+def test_threads_share_one_execution(cache: HookedCache) -> None:
+    calls: list[int] = []
+
+    @cached(cache=cache)
+    def slow(x: int) -> int:
+        calls.append(x)
+        cache.wait_for_waiters(49)  # every other thread is now waiting on this call
+        return x * 2
+
+    results: list[int] = []
+    barrier = threading.Barrier(50)
+
+    def worker() -> None:
+        barrier.wait()
+        results.append(slow(21))
+
+    threads = [threading.Thread(target=worker) for _ in range(50)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(WAIT)
+    assert calls == [21]
+    assert results == [42] * 50
+    assert cache.coalesced == 49
+    assert slow(21) == 42 and calls == [21]
+
+
+def test_threads_all_see_the_leaders_exception(cache: HookedCache) -> None:
+    calls: list[int] = []
+
+    @cached(cache=cache)
+    def fails(x: int) -> int:
+        calls.append(x)
+        cache.wait_for_waiters(49)
+        raise ValueError("shared failure")
+
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(50)
+
+    def worker() -> None:
+        barrier.wait()
+        try:
+            fails(1)
+        except ValueError as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(50)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(WAIT)
+    assert calls == [1]
+    assert len(errors) == 50 and all(str(e) == "shared failure" for e in errors)
+    with pytest.raises(ValueError):
+        fails(1)
+    assert calls == [1, 1]  # nothing was cached
+
+
+async def test_coroutines_share_one_execution(cache: HookedCache) -> None:
+    calls: list[int] = []
+
+    @cached(cache=cache)
+    async def slow(x: int) -> int:
+        calls.append(x)
+        await cache.awaiting(199)
+        return x + 1
+
+    results = await asyncio.gather(*(slow(1) for _ in range(200)))
+    assert calls == [1]
+    assert results == [2] * 200
+    assert await slow(1) == 2 and calls == [1]
+
+
+async def test_coroutines_all_see_the_leaders_exception(cache: HookedCache) -> None:
+    calls: list[int] = []
+
+    @cached(cache=cache)
+    async def fails(x: int) -> int:
+        calls.append(x)
+        await cache.awaiting(199)
+        raise KeyError("shared")
+
+    results = await asyncio.gather(*(fails(1) for _ in range(200)), return_exceptions=True)
+    assert calls == [1]
+    assert all(isinstance(r, KeyError) for r in results)
+    with pytest.raises(KeyError):
+        await fails(1)
+    assert calls == [1, 1]
+
+
+async def test_cancelled_leader_hands_over_to_a_waiter(cache: HookedCache) -> None:
+    calls: list[str] = []
+    release = asyncio.Event()
+
+    @cached(cache=cache)
+    async def compute(x: int) -> int:
+        calls.append("run")
+        if len(calls) == 1:
+            await asyncio.Event().wait()  # the first leader never finishes on its own
+        await release.wait()
+        return x
+
+    leader = asyncio.create_task(compute(7))
+    await asyncio.sleep(0)
+    waiters = [asyncio.create_task(compute(7)) for _ in range(5)]
+    await cache.awaiting(5)
+    leader.cancel()
+    release.set()
+    assert await asyncio.wait_for(asyncio.gather(*waiters), WAIT) == [7] * 5
+    with pytest.raises(asyncio.CancelledError):
+        await leader
+    assert calls == ["run", "run"]
+
+
+async def test_cancelled_waiter_leaves_the_leader_alone(cache: HookedCache) -> None:
+    release = asyncio.Event()
+
+    @cached(cache=cache)
+    async def compute(x: int) -> int:
+        await release.wait()
+        return x
+
+    leader = asyncio.create_task(compute(1))
+    await asyncio.sleep(0)
+    waiter = asyncio.create_task(compute(1))
+    await cache.awaiting(1)
+    waiter.cancel()
+    release.set()
+    assert await leader == 1
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+
+
+# -- spans ------------------------------------------------------------------------------
+
+
+def test_span_per_call_with_hit_attribute(cache: HookedCache) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+
+    @cached("traced", cache=cache, tracer_provider=provider)
+    def f(x: int) -> int:
+        return x
+
+    f(1), f(1)
+    spans = exporter.get_finished_spans()
+    assert [s.name for s in spans] == ["cache.call", "cache.call"]
+    assert [dict(s.attributes or {})["cache.hit"] for s in spans] == [False, True]
+    assert dict(spans[0].attributes or {})["cache.namespace"] == "traced"
+    provider.shutdown()
+
+
+# -- every backend and stack ------------------------------------------------------------
+
+
+async def test_decorator_over_every_backend(subject: Subject) -> None:
+    calls: list[Any] = []
+
+    @cached("conformance-decorator", ttl=60, cache=subject.cache)
+    def sync_f(x: int, tags: list[str]) -> dict[str, Any]:
+        calls.append(("sync", x))
+        return {"x": x, "tags": tags}
+
+    @cached("conformance-decorator-async", cache=subject.cache)
+    async def async_f(x: int) -> list[int]:
+        calls.append(("async", x))
+        return [x, x]
+
+    assert sync_f(1, ["a"]) == sync_f(1, ["a"]) == {"x": 1, "tags": ["a"]}
+    assert sync_f(2, ["a"]) == {"x": 2, "tags": ["a"]}
+    assert await async_f(3) == await async_f(3) == [3, 3]
+    sync_f.invalidate(1, ["a"])
+    sync_f(1, ["a"])
+    await async_f.acache_clear()
+    await async_f(3)
+    assert calls == [("sync", 1), ("sync", 2), ("async", 3), ("sync", 1), ("async", 3)]
+
+
+class BrokenHooks(InMemoryCache[Any]):
+    """Hooks that raise: instrumentation must never break the decorated call."""
+
+    def record_load(self, namespace: tuple[str, ...], seconds: float, *, ok: bool) -> None:
+        raise RuntimeError("metrics are down")
+
+    def record_coalesced(self, namespace: tuple[str, ...]) -> None:
+        raise RuntimeError("metrics are down")
+
+
+def test_failing_hooks_never_reach_the_caller() -> None:
+    @cached(cache=BrokenHooks())
+    def f(x: int) -> int:
+        return x + 1
+
+    assert f(1) == f(1) == 2
+
+
+def test_key_function_must_return_an_encodable_value(cache: HookedCache) -> None:
+    @cached(cache=cache, key=lambda x: object())
+    def f(x: int) -> int:
+        return x
+
+    with pytest.raises(TypeError, match="key= function"):
+        f(1)
+
+
+def test_callable_objects_need_an_explicit_namespace(cache: HookedCache) -> None:
+    class Scorer:
+        def __call__(self, text: str) -> int:
+            return len(text)
+
+    with pytest.raises(TypeError, match="ns="):
+        cached(cache=cache)(Scorer())
+    scored = cached("scorer", cache=cache)(Scorer())
+    assert scored("abc") == scored("abc") == 3
+
+
+def test_inside_observe_spans_nest_and_loads_are_measured() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from toolkit import observe
+
+    registry = CollectorRegistry()
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    stack = observe(InMemoryCache(), registry=registry, tracer_provider=provider)
+
+    @cached("observed", cache=stack, tracer_provider=provider)
+    def f(x: int) -> int:
+        if x < 0:
+            raise ValueError(x)
+        return x
+
+    f(1), f(1)
+    with pytest.raises(ValueError):
+        f(-1)
+    spans = exporter.get_finished_spans()
+    calls = {s.context.span_id for s in spans if s.name == "cache.call"}
+    inner = [s for s in spans if s.name != "cache.call"]
+    assert len(calls) == 3
+    assert {s.name for s in inner} >= {"cache.get", "cache.set"}
+    assert all(s.parent is not None and s.parent.span_id in calls for s in inner)
+
+    def loads(result: str) -> float | None:
+        return registry.get_sample_value(
+            "cache_load_duration_seconds_count", {"cache": "observed", "result": result}
+        )
+
+    assert loads("success") == 1
+    assert loads("error") == 1
+    provider.shutdown()

@@ -1,0 +1,495 @@
+"""SqliteCache beyond the conformance suite: plans, purging, processes, fork, faults, lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+import traceback
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from toolkit import BackendError, CacheClosedError, FullKey, Namespace, SqliteCache
+from toolkit._types import EvictionCause
+from toolkit.backends._sqlite_sql import decode_namespace, encode_namespace
+
+NS = ("sqlite", "tests")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def k(name: str, ns: Namespace = NS) -> FullKey:
+    return (ns, name)
+
+
+class WallClock:
+    """A wall clock that moves only when told to."""
+
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def open_cache(path: str, **options: Any) -> SqliteCache[Any]:
+    return SqliteCache(path=path, **options)
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> str:
+    return str(tmp_path / "cache.db")
+
+
+@pytest.fixture
+def cache(db: str) -> Iterator[SqliteCache[Any]]:
+    with open_cache(db) as made:
+        yield made
+
+
+def plan_details(db: str, sql: str, params: Any) -> list[str]:
+    raw = sqlite3.connect(db)
+    try:
+        return [row[3] for row in raw.execute(f"EXPLAIN QUERY PLAN {sql}", params)]
+    finally:
+        raw.close()
+
+
+def test_batch_get_and_clear_search_the_primary_key(cache: SqliteCache[Any], db: str) -> None:
+    cache.set({k(f"k{i}", ("ns", str(i % 7))): (i, None) for i in range(2_000)})
+    keys = [k(f"k{i}", ("ns", str(i % 7))) for i in range(0, 2_000, 13)]
+    plan = cache._sql.select(keys, 0.0)
+    table = cache._sql.table
+    for sql, params in plan.statements:
+        details = plan_details(db, sql, params)
+        assert any("USING INDEX" in d and "(ns=? AND key=?)" in d for d in details), details
+        assert not any(d.startswith("SCAN c") or d == f"SCAN {table}" for d in details), details
+    for sql, params in cache._sql.clear([("ns", "1"), ("ns", "2")]):
+        details = plan_details(db, sql, params)
+        assert any("USING" in d and "INDEX" in d and "(ns=?)" in d for d in details), details
+    for sql, params in cache._sql.purge(0.0, 10):
+        assert any("_expiry" in d for d in plan_details(db, sql, params))
+
+
+def test_expired_rows_are_purged_on_read_and_on_writes(db: str) -> None:
+    clock = WallClock()
+    evicted: list[tuple[Namespace, EvictionCause, int]] = []
+    with open_cache(db, timer=clock) as cache:
+        cache.add_eviction_listener(lambda ns, cause, n: evicted.append((ns, cause, n)))
+        cache.set({k(f"old{i}"): (i, 10) for i in range(600)})
+        cache.set({k("keep"): ("kept", None), k("read-me"): ("x", 10)})
+        clock.now += 11
+        assert cache.get([k("read-me"), k("keep")]) == {k("keep"): "kept"}
+        assert evicted == [(NS, "expired", 1)]
+        assert cache.entry_count() == 601
+
+        cache.set({k("trigger"): (1, None)})  # the periodic purge runs, bounded per call
+        assert 601 - 256 + 1 <= cache.entry_count() < 601 + 1
+        assert cache.purge_expired() > 0
+        assert cache.entry_count() == 2
+        assert sum(n for _, cause, n in evicted if cause == "expired") == 601
+
+
+def test_undecodable_entry_is_deleted_and_reported(cache: SqliteCache[Any], db: str) -> None:
+    evicted: list[tuple[Namespace, EvictionCause, int]] = []
+    cache.add_eviction_listener(lambda ns, cause, n: evicted.append((ns, cause, n)))
+    cache.set({k("good"): (1, None)})
+    raw = sqlite3.connect(db)
+    with raw:
+        raw.execute(
+            "INSERT INTO toolkit_cache (ns, key, expiry, tag, val) VALUES (?, ?, NULL, ?, ?)",
+            (encode_namespace(NS), "bad", "msgpack", b"\xc1"),
+        )
+    raw.close()
+    assert cache.get([k("bad"), k("good")]) == {k("good"): 1}
+    assert evicted == [(NS, "invalid", 1)]
+    assert cache.entry_count() == 1
+
+
+def test_namespaces_are_stored_injectively() -> None:
+    namespaces: list[Namespace] = [(), ("",), ("", ""), ("a,b",), ("a", "b"), ('"',), ("\x00",)]
+    stored = [encode_namespace(ns) for ns in namespaces]
+    assert len(set(stored)) == len(namespaces)
+    assert [decode_namespace(text) for text in stored] == namespaces
+    assert decode_namespace("not json") is None
+
+
+def test_sync_and_async_share_one_memory_database() -> None:
+    async def scenario(cache: SqliteCache[Any]) -> None:
+        cache.set({k("from-sync"): (1, None)})
+        assert await cache.aget([k("from-sync")]) == {k("from-sync"): 1}
+        await cache.aset({k("from-async"): (2, None)})
+        assert cache.get([k("from-async")]) == {k("from-async"): 2}
+        await cache.aclose()
+
+    first: SqliteCache[Any] = SqliteCache(path=":memory:")
+    second: SqliteCache[Any] = SqliteCache(path=":memory:")
+    try:
+        asyncio.run(scenario(first))
+        assert second.get([k("from-sync")]) == {}  # each ":memory:" cache is its own database
+    finally:
+        second.close()
+
+
+def test_concurrent_agets_get_their_own_objects(cache: SqliteCache[Any]) -> None:
+    cache.set({k("shared"): ({"list": [1]}, None), k("other"): (2, None)})
+
+    async def scenario() -> tuple[dict[FullKey, Any], ...]:
+        return await asyncio.gather(
+            cache.aget([k("shared")]),
+            cache.aget([k("shared"), k("other"), k("missing")]),
+            cache.aget([]),
+        )
+
+    one, two, empty = asyncio.run(scenario())
+    assert one == {k("shared"): {"list": [1]}}
+    assert two == {k("shared"): {"list": [1]}, k("other"): 2}
+    assert empty == {}
+    assert one[k("shared")] is not two[k("shared")]
+
+
+def test_async_calls_work_across_event_loops(cache: SqliteCache[Any]) -> None:
+    asyncio.run(cache.aset({k("a"): (1, None)}))
+    assert asyncio.run(cache.aget([k("a")])) == {k("a"): 1}
+    asyncio.run(cache.aclear([NS]))
+    assert cache.get([k("a")]) == {}
+
+
+def test_threads_share_a_cache(cache: SqliteCache[Any]) -> None:
+    errors: list[BaseException] = []
+
+    def worker(t: int) -> None:
+        try:
+            for i in range(50):
+                cache.set({k(f"t{t}-{i}"): (i, None)})
+                assert cache.get([k(f"t{t}-{i}")]) == {k(f"t{t}-{i}"): i}
+        except BaseException as exc:  # surfaced in the main thread below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert cache.entry_count() == 200
+
+
+def _write_from_process(path: str, worker: int, count: int) -> None:
+    with open_cache(path) as cache:
+        for start in range(0, count, 10):
+            cache.set({k(f"w{worker}-{i}"): (i, None) for i in range(start, start + 10)})
+        asyncio.run(cache.aset({k(f"w{worker}-async"): (worker, None)}))
+        assert len(cache.get([k(f"w{worker}-{i}") for i in range(count)])) == count
+
+
+def test_two_processes_write_one_file(db: str) -> None:
+    SqliteCache(path=db).close()  # create the file and its schema first
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_write_from_process, args=(db, w, 100)) for w in range(2)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(timeout=120)
+    assert [proc.exitcode for proc in procs] == [0, 0]
+    with open_cache(db) as cache:
+        assert cache.entry_count() == 202
+        assert cache.get([k("w0-async"), k("w1-99")]) == {k("w0-async"): 0, k("w1-99"): 99}
+
+
+def _fork() -> int:
+    with warnings.catch_warnings():  # Python >= 3.12 warns about forking with threads
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return os.fork()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_reopens_after_fork(cache: SqliteCache[Any]) -> None:
+    cache.set({k("parent"): (1, None)})
+    assert asyncio.run(cache.aget([k("parent")])) == {k("parent"): 1}
+    parent_sync = cache._conns._sync
+    pid = _fork()
+    if pid == 0:  # child: must not use (or close) the parent's connections
+        code = 1
+        try:
+            assert cache.get([k("parent")]) == {k("parent"): 1}
+            assert cache._conns._sync is not parent_sync
+            cache.set({k("child"): (2, None)})
+            assert asyncio.run(cache.aget([k("child")])) == {k("child"): 2}
+            cache.close()
+            code = 0
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert cache.get([k("child"), k("parent")]) == {k("child"): 2, k("parent"): 1}
+    assert cache._conns._sync is parent_sync
+
+
+def test_locked_database_raises_backend_error(db: str) -> None:
+    with open_cache(db, busy_timeout=0.05) as cache:
+        cache.set({k("a"): (1, None)})
+        holder = sqlite3.connect(db, isolation_level=None)
+        holder.execute("BEGIN EXCLUSIVE")
+        try:
+            with pytest.raises(BackendError, match="locked") as caught:
+                cache.set({k("b"): (2, None)})
+            assert isinstance(caught.value.__cause__, sqlite3.OperationalError)
+            with pytest.raises(BackendError, match="locked"):
+                asyncio.run(cache.aset({k("b"): (2, None)}))
+            with pytest.raises(BackendError):
+                cache.clear()
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        cache.set({k("b"): (2, None)})  # usable again once the lock is gone
+        assert cache.get([k("a"), k("b")]) == {k("a"): 1, k("b"): 2}
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root ignores file modes")
+def test_read_only_file_raises_backend_error(db: str, tmp_path: Path) -> None:
+    SqliteCache(path=db).close()
+    os.chmod(db, 0o444)
+    os.chmod(tmp_path, 0o555)
+    try:
+        with pytest.raises(BackendError):
+            open_cache(db).set({k("a"): (1, None)})
+    finally:
+        os.chmod(tmp_path, 0o755)
+        os.chmod(db, 0o644)
+
+
+def test_unusable_paths_raise_backend_error(tmp_path: Path) -> None:
+    with pytest.raises(BackendError, match="cannot open") as caught:
+        SqliteCache(path=str(tmp_path))  # a directory
+    assert isinstance(caught.value.__cause__, sqlite3.Error)
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"definitely not a database" * 100)
+    with pytest.raises(BackendError):
+        SqliteCache(path=str(garbage))
+
+
+@pytest.mark.parametrize(
+    "kwargs, error",
+    [
+        ({"path": ""}, ValueError),
+        ({"path": 3}, TypeError),
+        ({"path": ":memory:", "table": "bad name"}, ValueError),
+        ({"path": ":memory:", "table": "sqlite_master"}, ValueError),
+        ({"path": ":memory:", "busy_timeout": -1}, ValueError),
+    ],
+)
+def test_bad_arguments_rejected(kwargs: dict[str, Any], error: type[Exception]) -> None:
+    with pytest.raises(error):
+        SqliteCache(**kwargs)
+
+
+def test_tables_in_one_file_are_separate_caches(db: str) -> None:
+    with open_cache(db, table="one") as one, open_cache(db, table="two") as two:
+        one.set({k("a"): (1, None)})
+        two.set({k("a"): (2, None)})
+        one.clear()
+        assert one.get([k("a")]) == {}
+        assert two.get([k("a")]) == {k("a"): 2}
+
+
+def test_use_after_close_raises(db: str) -> None:
+    cache: SqliteCache[Any] = SqliteCache(path=db)
+    asyncio.run(cache.aset({k("a"): (1, None)}))
+    cache.close()
+    cache.close()  # idempotent
+    with pytest.raises(CacheClosedError):
+        cache.get([k("a")])
+    with pytest.raises(CacheClosedError):
+        cache.set({k("a"): (1, None)})
+    with pytest.raises(CacheClosedError):
+        cache.clear()
+    with pytest.raises(CacheClosedError):
+        asyncio.run(cache.aget([k("a")]))
+    with pytest.raises(CacheClosedError):
+        asyncio.run(cache.aclear())
+    asyncio.run(cache.aclose())  # still idempotent
+    assert "closed" in repr(cache)
+
+
+def aiosqlite_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if "_connection_worker_thread" in t.name]
+
+
+async def test_async_context_manager_and_close_inside_a_loop(db: str) -> None:
+    async with open_cache(db) as cache:
+        await cache.aset({k("a"): (1, None)})
+        assert await cache.aget([k("a")]) == {k("a"): 1}
+    with pytest.raises(CacheClosedError):
+        await cache.aget([k("a")])
+    other: SqliteCache[Any] = SqliteCache(path=db)
+    assert await other.aget([k("a")]) == {k("a"): 1}
+    other.close()  # sync close from inside a running loop, aiosqlite connection open
+    for thread in aiosqlite_threads():
+        thread.join(timeout=10)  # told to stop by close(); it must actually end
+    assert aiosqlite_threads() == []
+
+
+def test_batch_statements_respect_the_variable_limit(cache: SqliteCache[Any]) -> None:
+    # Lower SQLite's own limit: a statement over it would fail outright.
+    conn = cache._conns._sync
+    assert conn is not None
+    if not hasattr(conn, "setlimit"):
+        pytest.skip("Connection.setlimit needs Python >= 3.11")
+    conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 99)
+    cache._sql.set_variable_limit(99)
+    pairs: dict[FullKey, tuple[Any, int | None]] = {k(f"k{i}"): (i, None) for i in range(100_000)}
+    cache.set(pairs)
+    got = cache.get(list(pairs))
+    assert len(got) == 100_000
+    assert all(len(params) <= 99 for _, params in cache._sql.select(list(pairs), 0.0).statements)
+    cache.clear([NS, *[("other", str(i)) for i in range(500)]])
+    assert cache.entry_count() == 0
+
+
+EXIT_WITHOUT_CLOSE = """
+import asyncio, sys
+from toolkit import SqliteCache
+
+cache = SqliteCache(path=sys.argv[1])
+key = (("exit",), "k")
+asyncio.run(cache.aset({key: (1, None)}))
+assert asyncio.run(cache.aget([key])) == {key: 1}
+print("done")
+"""
+
+
+@pytest.mark.parametrize("where", ["file", "memory"])
+def test_process_exits_without_close(tmp_path: Path, where: str) -> None:
+    path = str(tmp_path / "exit.db") if where == "file" else ":memory:"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-X",
+            "dev",
+            "-W",
+            "error",
+            "-c",
+            textwrap.dedent(EXIT_WITHOUT_CLOSE),
+            path,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (0, "done\n", "")
+
+
+def test_dropped_cache_closes_its_connections(db: str) -> None:
+    cache = open_cache(db)
+    asyncio.run(cache.aset({k("a"): (1, None)}))
+    assert aiosqlite_threads() != []
+    del cache  # no reference cycle: collected here, and its finalizer closes both connections
+    for thread in aiosqlite_threads():
+        thread.join(timeout=10)
+    assert aiosqlite_threads() == []
+    with open_cache(db) as again:
+        assert again.get([k("a")]) == {k("a"): 1}
+
+
+def test_one_shot_iterables_are_read_once(cache: SqliteCache[Any]) -> None:
+    cache.set({k("a"): (1, None)})
+    assert cache.get(iter([k("a")])) == {k("a"): 1}  # type: ignore[arg-type]
+    assert asyncio.run(cache.aget(iter([k("a")]))) == {k("a"): 1}  # type: ignore[arg-type]
+
+
+def test_memory_database_takes_sync_and_async_writers_at_once() -> None:
+    # Shared-cache table locks (SQLITE_LOCKED) are retried until busy_timeout, not raised.
+    cache = open_cache(":memory:")
+    errors: list[BaseException] = []
+
+    def sync_writer() -> None:
+        try:
+            for i in range(20):
+                cache.set({k(f"s{i}-{j}", ("sync",)): (j, None) for j in range(450)})
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    async def scenario() -> None:
+        thread = threading.Thread(target=sync_writer)
+        thread.start()
+        for i in range(20):
+            await cache.aset({k(f"a{i}-{j}", ("async",)): (j, None) for j in range(450)})
+        await asyncio.to_thread(thread.join)
+
+    try:
+        asyncio.run(scenario())
+        assert errors == []
+        assert cache.entry_count() == 2 * 20 * 450
+    finally:
+        cache.close()
+
+
+def _stress(path: str, seed: int) -> None:
+    import random
+
+    rng = random.Random(seed)
+    namespaces: list[Namespace] = [("stress",), ("stress", "a"), ("stress", "b,c")]
+    with open_cache(path) as cache:
+
+        def worker(offset: int) -> None:
+            for _ in range(150):
+                ns = rng.choice(namespaces)
+                op = rng.random()
+                if op < 0.5:
+                    cache.set({(ns, f"k{rng.randrange(50)}"): (offset, rng.choice([None, 60]))})
+                elif op < 0.95:
+                    for (got_ns, _), value in cache.get([(ns, f"k{i}") for i in range(50)]).items():
+                        assert got_ns == ns and isinstance(value, int)
+                else:
+                    cache.clear([ns])
+
+        async def async_worker() -> None:
+            for i in range(100):
+                ns = rng.choice(namespaces)
+                await cache.aset({(ns, f"k{i % 50}"): (-1, None)})
+                await cache.aget([(ns, f"k{j}") for j in range(50)])
+
+        threads = [threading.Thread(target=worker, args=(t,)) for t in range(2)]
+        for thread in threads:
+            thread.start()
+        asyncio.run(async_worker())
+        for thread in threads:
+            thread.join()
+
+
+@pytest.mark.slow
+def test_stress_processes_threads_and_async_then_integrity(db: str) -> None:
+    # diskcache-style: random operations from several processes and threads, then check.
+    SqliteCache(path=db).close()
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_stress, args=(db, seed)) for seed in range(2)]
+    for proc in procs:
+        proc.start()
+    _stress(db, 99)
+    for proc in procs:
+        proc.join(timeout=300)
+    assert [proc.exitcode for proc in procs] == [0, 0]
+    raw = sqlite3.connect(db)
+    try:
+        assert raw.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        stored = raw.execute("SELECT ns FROM toolkit_cache").fetchall()
+    finally:
+        raw.close()
+    assert {decode_namespace(ns) for (ns,) in stored} <= {
+        ("stress",),
+        ("stress", "a"),
+        ("stress", "b,c"),
+    }

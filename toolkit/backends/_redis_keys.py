@@ -1,0 +1,100 @@
+"""How ``(namespace, key)`` pairs become Redis keys, and the SCAN patterns that find them.
+
+A Redis key is ``prefix + "{" + tag + "}" + keypart``:
+
+- ``tag`` is ``"ns"`` followed by ``"/" + part`` for every namespace part, with ``%``, ``/``
+  and ``}`` percent-escaped, so the tag never contains a raw ``}``; a tag longer than
+  ``MAX_TAG_BYTES`` becomes ``"#" + blake2b(tag)`` (a literal tag starts with ``ns``, never ``#``).
+- ``keypart`` is ``":" + key`` or, for a key longer than ``MAX_KEY_BYTES``, ``"#" + blake2b(key)``.
+
+The ``{...}`` segment ends at its first ``}``, so it is prefix-free: a namespace's keys are
+exactly the keys that start with ``prefix + segment``, which one escaped SCAN pattern selects
+(children and siblings never match). The braces are also a Redis Cluster hash tag, so every
+key of one namespace lives in one slot. Distinct pairs map to distinct keys (up to 128-bit
+hash collisions for hashed parts).
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from toolkit._types import Namespace
+
+__all__ = ["KeyCodec", "glob_escape"]
+
+MAX_TAG_BYTES = 120
+MAX_KEY_BYTES = 120
+_SEGMENT_CACHE_LIMIT = 4096
+
+_PART_ESCAPES = str.maketrans({"%": "%25", "/": "%2F", "}": "%7D"})
+_GLOB_SPECIALS = frozenset(b"*?[]\\")
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def glob_escape(literal: bytes) -> bytes:
+    """Escape ``literal`` so a Redis MATCH pattern matches it character for character."""
+    if not any(byte in _GLOB_SPECIALS for byte in literal):
+        return literal
+    out = bytearray()
+    for byte in literal:
+        if byte in _GLOB_SPECIALS:
+            out.append(0x5C)
+        out.append(byte)
+    return bytes(out)
+
+
+def check_prefix(prefix: object) -> str:
+    """Return ``prefix`` if it is a usable key prefix, else raise."""
+    if not isinstance(prefix, str):
+        raise TypeError(f"prefix must be str, got {type(prefix).__name__}")
+    if not prefix:
+        raise ValueError("prefix must not be empty: clear() deletes every key under it")
+    if "{" in prefix or "}" in prefix:
+        raise ValueError(
+            f"prefix must not contain '{{' or '}}' (the cache puts a hash tag per namespace), "
+            f"got {prefix!r}"
+        )
+    return prefix
+
+
+class KeyCodec:
+    """Encodes full keys for one prefix; remembers recent namespace segments."""
+
+    def __init__(self, prefix: str) -> None:
+        """Build a codec for keys under ``prefix``."""
+        self.prefix = check_prefix(prefix)
+        self._prefix_bytes = prefix.encode()
+        self._segments: dict[Namespace, bytes] = {}
+
+    def segment(self, ns: Namespace) -> bytes:
+        """``prefix + "{tag}"`` for ``ns``: the start shared by every key of the namespace."""
+        found = self._segments.get(ns)
+        if found is not None:
+            return found
+        tag = "ns" + "".join("/" + part.translate(_PART_ESCAPES) for part in ns)
+        raw = tag.encode()
+        if len(raw) > MAX_TAG_BYTES:
+            raw = b"#" + _digest(raw).encode()
+        made = self._prefix_bytes + b"{" + raw + b"}"
+        if len(self._segments) >= _SEGMENT_CACHE_LIMIT:
+            self._segments.clear()
+        self._segments[ns] = made
+        return made
+
+    def encode(self, ns: Namespace, key: str) -> bytes:
+        """The Redis key of ``(ns, key)``."""
+        raw = key.encode()
+        if len(raw) > MAX_KEY_BYTES:
+            return self.segment(ns) + b"#" + _digest(raw).encode()
+        return self.segment(ns) + b":" + raw
+
+    def namespace_pattern(self, ns: Namespace) -> bytes:
+        """A SCAN MATCH pattern selecting exactly the keys of ``ns``."""
+        return glob_escape(self.segment(ns)) + b"*"
+
+    def all_pattern(self) -> bytes:
+        """A SCAN MATCH pattern selecting every key this codec can make."""
+        return glob_escape(self._prefix_bytes) + b"{*"

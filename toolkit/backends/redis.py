@@ -1,0 +1,621 @@
+"""A shared cache on Redis (standalone or Cluster) over redis-py, truly async on ``redis.asyncio``.
+
+Usage::
+
+    cache = RedisCache.from_url("redis://localhost:6379/0")   # makes a sync and an async client
+    graph = builder.compile(cache=cache)
+
+How it talks to Redis (see ``_redis_keys`` for the key encoding):
+
+- one Redis string per entry holding ``len(tag) | tag | payload``; ``ttl`` becomes ``PX``
+  in milliseconds (at least 1), ``None`` stores without expiry;
+- reads: ``GET`` for one key, ``MGET`` in chunks for a batch; concurrent ``aget`` calls in
+  one event-loop turn share a single MGET round trip;
+- writes: ``SET`` for one entry; a batch is one short Lua script call per slot and chunk
+  of 1,000 (no MULTI; one command and one reply instead of a pipeline of SETs), so the
+  Redis user needs ``EVALSHA``/``EVAL`` permission;
+- clears: ``SCAN MATCH`` with the namespace's escaped key prefix, ``UNLINK`` in batches of
+  at most 500 keys; never ``KEYS``.
+
+In Cluster mode every namespace lives in one hash slot: batches group by slot cheaply and
+``clear(namespaces)`` scans only the node owning it, at the price that one very hot
+namespace cannot spread over several shards. The async client is bound to the event loop
+it first runs in (a redis-py rule).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from toolkit._types import FullKey, Namespace, SerializerProtocol, ValueT
+from toolkit.backends._integrity import seal, unseal
+from toolkit.backends._redis_keys import KeyCodec
+from toolkit.base import (
+    BaseCache,
+    EvictionNotifier,
+    check_key,
+    check_keys,
+    check_namespaces,
+    check_pairs,
+)
+from toolkit.errors import BackendError, CacheError, CacheTimeoutError
+
+try:
+    import redis
+    import redis.asyncio as aredis
+    from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+    from redis.backoff import NoBackoff
+    from redis.cluster import RedisCluster
+    from redis.crc import key_slot
+    from redis.exceptions import RedisClusterException
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        "RedisCache needs the redis package: pip install 'langgraph-cache-toolkit[redis]'"
+    ) from exc
+
+__all__ = ["DEFAULT_PREFIX", "DEFAULT_TIMEOUT", "RedisCache"]
+
+DEFAULT_PREFIX = "toolkit:cache:"
+DEFAULT_TIMEOUT = 0.25
+"""Seconds ``from_url`` clients wait to connect and for each reply."""
+
+READ_CHUNK = 1_000
+"""Keys per MGET: a huge batch becomes several short commands, not one long one."""
+WRITE_CHUNK = 1_000
+"""Entries per batch-write script call: each call runs alone on the server, so keep it short."""
+SCAN_COUNT = 1_000
+"""COUNT hint of each SCAN step in ``clear``."""
+UNLINK_BATCH = 500
+"""Keys per UNLINK in ``clear``: the server is never blocked for a whole namespace."""
+_MAX_PX = 2**46
+"""About 2,200 years in ms; longer ttls are stored without expiry (Redis rejects huge PX)."""
+
+_SYNC_KINDS = (redis.Redis, RedisCluster)
+_ASYNC_KINDS = (aredis.Redis, AsyncRedisCluster)
+_IO_ERRORS = (redis.RedisError, RedisClusterException, OSError, asyncio.TimeoutError)
+_TIMEOUTS = (redis.TimeoutError, TimeoutError, asyncio.TimeoutError)
+
+# Writes a batch in one command and one reply: redis-py spends more CPU packing and parsing
+# per-command pipelines (with or without MULTI) than the round trip costs.
+_SET_MANY = """
+for i = 1, #KEYS do
+  local px = ARGV[2 * i]
+  if px == '' then
+    redis.call('SET', KEYS[i], ARGV[2 * i - 1])
+  else
+    redis.call('SET', KEYS[i], ARGV[2 * i - 1], 'PX', px)
+  end
+end
+return #KEYS
+"""
+_SET_MANY_SHA = hashlib.sha1(_SET_MANY.encode()).hexdigest()
+
+# Deletes an undecodable entry only if nobody replaced it since we read it.
+_DELETE_IF_SAME = (
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+)
+
+_Write = tuple[bytes, bytes, bytes]  # (redis key, stored bytes, PX in ms or b"" for none)
+_Invalid = list[tuple[Namespace, bytes, bytes]]  # (namespace, redis key, blob)
+
+
+def _error(exc: BaseException, operation: str) -> CacheError:
+    """The ``CacheError`` raised for a redis-py failure (the caller chains ``exc``)."""
+    kind = CacheTimeoutError if isinstance(exc, _TIMEOUTS) else BackendError
+    return kind(f"redis {operation} failed: {type(exc).__name__}: {exc}")
+
+
+def entry_bytes(tag: str, payload: bytes) -> bytes:
+    """The stored form of a serialized value: ``len(tag) | tag | payload | crc32``."""
+    raw_tag = tag.encode()
+    if len(raw_tag) > 255:
+        raise ValueError(f"serializer type tag longer than 255 bytes: {tag[:40]!r}...")
+    return seal(bytes((len(raw_tag),)) + raw_tag + payload)
+
+
+def _chunks(items: Sequence[bytes], size: int) -> Iterable[Sequence[bytes]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _by_slot(keys: Iterable[bytes]) -> dict[int, list[bytes]]:
+    groups: dict[int, list[bytes]] = {}
+    for rkey in keys:
+        groups.setdefault(key_slot(rkey), []).append(rkey)
+    return groups
+
+
+def _unlink_batches(keys: Sequence[bytes], cluster: bool) -> Iterable[Sequence[bytes]]:
+    """UNLINK argument lists of at most ``UNLINK_BATCH`` keys, one slot each in Cluster mode."""
+    groups: Iterable[Sequence[bytes]] = _by_slot(keys).values() if cluster else (keys,)
+    for group in groups:
+        yield from _chunks(group, UNLINK_BATCH)
+
+
+def _read_plan(rkeys: Sequence[bytes], cluster: bool) -> list[Sequence[bytes]]:
+    """MGET argument lists: chunks of ``READ_CHUNK``, one slot each in Cluster mode."""
+    unique = list(dict.fromkeys(rkeys))
+    groups: Iterable[Sequence[bytes]] = _by_slot(unique).values() if cluster else (unique,)
+    return [chunk for group in groups for chunk in _chunks(group, READ_CHUNK)]
+
+
+def _px(ttl: float | None) -> bytes:
+    if ttl is None:
+        return b""
+    ms = max(1, round(ttl * 1000))
+    return b"" if ms > _MAX_PX else str(ms).encode()
+
+
+def _write_plan(writes: Sequence[_Write], cluster: bool) -> list[tuple[Any, ...]]:
+    """Commands for a batch: a plain SET for one entry, else one script call per slot and chunk."""
+    if len(writes) == 1:
+        rkey, blob, px = writes[0]
+        return [("SET", rkey, blob, "PX", px) if px else ("SET", rkey, blob)]
+    groups: Iterable[Sequence[_Write]]
+    if cluster:
+        by_slot: dict[int, list[_Write]] = {}
+        for write in writes:
+            by_slot.setdefault(key_slot(write[0]), []).append(write)
+        groups = by_slot.values()
+    else:
+        groups = (writes,)
+    plan: list[tuple[Any, ...]] = []
+    for group in groups:
+        for start in range(0, len(group), WRITE_CHUNK):
+            chunk = group[start : start + WRITE_CHUNK]
+            argv = [part for _, blob, px in chunk for part in (blob, px)]
+            plan.append(("EVALSHA", _SET_MANY_SHA, len(chunk), *(w[0] for w in chunk), *argv))
+    return plan
+
+
+def _check_client(client: object, kinds: tuple[type, ...], what: str) -> None:
+    if not isinstance(client, kinds):
+        raise TypeError(
+            f"{what} must be a redis-py client (redis.Redis, redis.asyncio.Redis or their "
+            f"RedisCluster), got {type(client).__name__}"
+        )
+    get_encoder = getattr(client, "get_encoder", None)
+    if get_encoder is not None and getattr(get_encoder(), "decode_responses", False):
+        raise ValueError("RedisCache stores bytes: pass a client made with decode_responses=False")
+
+
+class _PendingRead:
+    """Keys wanted by the ``aget`` calls of one event-loop turn, answered by one MGET round."""
+
+    __slots__ = ("keys", "loop", "waiters")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.keys: dict[bytes, None] = {}
+        self.waiters: list[asyncio.Future[dict[bytes, Any]]] = []
+
+
+class RedisCache(EvictionNotifier, BaseCache[ValueT]):
+    """Redis cache: MGET reads, batched ``SET PX`` writes, SCAN + UNLINK clears; Cluster too."""
+
+    backend_name = "redis"
+
+    def __init__(
+        self,
+        client: Any = None,
+        *,
+        aclient: Any = None,
+        serde: SerializerProtocol | None = None,
+        prefix: str = DEFAULT_PREFIX,
+    ) -> None:
+        """Use ``client`` (sync or async redis-py client) and/or ``aclient`` (async), as given."""
+        super().__init__(serde=serde)
+        if client is not None and isinstance(client, _ASYNC_KINDS):
+            if aclient is not None:
+                raise TypeError(
+                    "client= is async and aclient= is given too: pass the sync client as client="
+                )
+            client, aclient = None, client
+        if client is None and aclient is None:
+            raise TypeError(
+                "RedisCache needs client=redis.Redis(...) and/or aclient=redis.asyncio.Redis(...)"
+            )
+        if client is not None:
+            _check_client(client, _SYNC_KINDS, "client")
+        if aclient is not None:
+            _check_client(aclient, _ASYNC_KINDS, "aclient")
+        self.client = client
+        self.aclient = aclient
+        self.prefix = prefix
+        self._codec = KeyCodec(prefix)
+        self._cluster = isinstance(client, RedisCluster)
+        self._acluster = isinstance(aclient, AsyncRedisCluster)
+        self._owns_clients = False
+        self._pending: _PendingRead | None = None
+        self._flushes: set[asyncio.Task[None]] = set()
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        serde: SerializerProtocol | None = None,
+        prefix: str = DEFAULT_PREFIX,
+        cluster: bool = False,
+        socket_timeout: float = DEFAULT_TIMEOUT,
+        socket_connect_timeout: float = DEFAULT_TIMEOUT,
+        **client_options: Any,
+    ) -> RedisCache[Any]:
+        """A cache owning a sync and an async client for ``url``: short timeouts, no retry loop."""
+        options: dict[str, Any] = {
+            "socket_timeout": socket_timeout,
+            "socket_connect_timeout": socket_connect_timeout,
+            **client_options,
+        }
+        if cluster:
+            try:  # the sync cluster client loads the slot map right away
+                sync_client: Any = RedisCluster.from_url(url, **_retry_once(options, sync=True))
+            except _IO_ERRORS as exc:
+                raise _error(exc, "cluster discovery") from exc
+            async_client: Any = AsyncRedisCluster.from_url(url, **_retry_once(options, sync=False))
+        else:
+            sync_client = redis.Redis.from_url(url, **_retry_once(options, sync=True))
+            async_client = aredis.Redis.from_url(url, **_retry_once(options, sync=False))
+        cache: RedisCache[Any] = cls(sync_client, aclient=async_client, serde=serde, prefix=prefix)
+        cache._owns_clients = True
+        return cache
+
+    # -- reads --
+
+    def get(self, keys: Sequence[FullKey]) -> dict[FullKey, ValueT]:
+        """Get the cached values for the given keys."""
+        check_keys(keys)
+        if not keys:
+            return {}
+        client = self._sync_client()
+        encode = self._codec.encode
+        if len(keys) == 1:
+            # The hot path (one node's lookup) skips the batch bookkeeping.
+            full_key = keys[0]
+            rkey = encode(*full_key)
+            try:
+                blob = client.get(rkey)
+            except _IO_ERRORS as exc:
+                raise _error(exc, "get") from exc
+            if blob is None:
+                return {}
+            try:
+                return {full_key: self._load(blob)}
+            except Exception:
+                values: dict[FullKey, ValueT] = {}
+                invalid: _Invalid = [(full_key[0], rkey, blob)]
+        else:
+            rkeys = [encode(ns, key) for ns, key in keys]
+            try:
+                blobs = self._mget(client, rkeys)
+            except _IO_ERRORS as exc:
+                raise _error(exc, "get") from exc
+            values, invalid = self._decode(keys, rkeys, blobs)
+        if invalid:
+            try:
+                for _, rkey, blob in invalid:
+                    client.eval(_DELETE_IF_SAME, 1, rkey, blob)
+            except _IO_ERRORS as exc:
+                raise _error(exc, "get") from exc
+            self._report_invalid(invalid)
+        return values
+
+    async def aget(self, keys: Sequence[FullKey]) -> dict[FullKey, ValueT]:
+        """Asynchronously get the cached values for the given keys."""
+        check_keys(keys)
+        if not keys:
+            return {}
+        aclient = self._async_client()
+        encode = self._codec.encode
+        rkeys = [encode(ns, key) for ns, key in keys]
+        blobs = await self._read_soon(rkeys)
+        values, invalid = self._decode(keys, rkeys, blobs)
+        if invalid:
+            try:
+                for _, rkey, blob in invalid:
+                    await aclient.eval(_DELETE_IF_SAME, 1, rkey, blob)
+            except _IO_ERRORS as exc:
+                raise _error(exc, "get") from exc
+            self._report_invalid(invalid)
+        return values
+
+    def _mget(self, client: Any, rkeys: Sequence[bytes]) -> dict[bytes, Any]:
+        plan = _read_plan(rkeys, self._cluster)
+        if len(plan) == 1:
+            return dict(zip(plan[0], client.mget(plan[0]), strict=True))
+        pipe = client.pipeline(transaction=False)
+        for chunk in plan:
+            pipe.execute_command("MGET", *chunk)
+        return _zip_plan(plan, pipe.execute())
+
+    async def _amget(self, aclient: Any, rkeys: Sequence[bytes]) -> dict[bytes, Any]:
+        plan = _read_plan(rkeys, self._acluster)
+        if len(plan) == 1:
+            return dict(zip(plan[0], await aclient.mget(plan[0]), strict=True))
+        pipe = aclient.pipeline(transaction=False)
+        for chunk in plan:
+            pipe.execute_command("MGET", *chunk)
+        return _zip_plan(plan, await pipe.execute())
+
+    async def _read_soon(self, rkeys: Sequence[bytes]) -> dict[bytes, Any]:
+        """Join the reads of this loop turn: concurrent ``aget`` calls share one MGET round trip."""
+        loop = asyncio.get_running_loop()
+        pending = self._pending
+        if pending is None or pending.loop is not loop:
+            pending = self._pending = _PendingRead(loop)
+            loop.call_soon(self._start_read, pending)
+        waiter: asyncio.Future[dict[bytes, Any]] = loop.create_future()
+        pending.keys.update(dict.fromkeys(rkeys))
+        pending.waiters.append(waiter)
+        return await waiter
+
+    def _start_read(self, pending: _PendingRead) -> None:
+        if self._pending is pending:
+            self._pending = None
+        task = pending.loop.create_task(self._finish_read(pending))
+        self._flushes.add(task)
+        task.add_done_callback(self._flushes.discard)
+
+    async def _finish_read(self, pending: _PendingRead) -> None:
+        waiters = pending.waiters
+        try:
+            rkeys = list(pending.keys)
+            aclient = self._async_client()
+            if len(rkeys) == 1:
+                blobs: dict[bytes, Any] = {rkeys[0]: await aclient.get(rkeys[0])}
+            else:
+                blobs = await self._amget(aclient, rkeys)
+        except _IO_ERRORS as exc:
+            for waiter in waiters:
+                if not waiter.done():
+                    error = _error(exc, "get")
+                    error.__cause__ = exc
+                    waiter.set_exception(error)
+        except asyncio.CancelledError:
+            for waiter in waiters:
+                waiter.cancel()
+            raise
+        except Exception as exc:
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_exception(exc)
+        else:
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(blobs)
+
+    def _decode(
+        self, keys: Sequence[FullKey], rkeys: Sequence[bytes], blobs: Mapping[bytes, Any]
+    ) -> tuple[dict[FullKey, ValueT], _Invalid]:
+        values: dict[FullKey, ValueT] = {}
+        invalid: _Invalid = []
+        load = self._load
+        for full_key, rkey in zip(keys, rkeys, strict=True):
+            blob = blobs[rkey]
+            if blob is None:
+                continue
+            try:
+                values[full_key] = load(blob)
+            except Exception:
+                if not any(item[1] == rkey for item in invalid):
+                    invalid.append((full_key[0], rkey, blob))
+        return values, invalid
+
+    def _load(self, blob: bytes) -> ValueT:
+        """Decode stored bytes; any failure means the entry is invalid (a miss, then deleted)."""
+        blob = unseal(blob)
+        size = blob[0]
+        if len(blob) <= size:
+            raise ValueError("truncated entry header")
+        value: ValueT = self.serde.loads_typed((blob[1 : 1 + size].decode(), blob[1 + size :]))
+        return value
+
+    def _report_invalid(self, invalid: _Invalid) -> None:
+        for ns, _, _ in invalid:
+            self._notify_eviction(ns, "invalid")
+
+    # -- writes --
+
+    def set(self, pairs: Mapping[FullKey, tuple[ValueT, int | None]]) -> None:
+        """Set the cached values for the given keys and TTLs."""
+        writes = self._encode_pairs(pairs)
+        if not writes:
+            return
+        client = self._sync_client()
+        try:
+            for args in _write_plan(writes, self._cluster):
+                try:
+                    client.execute_command(*args)
+                except redis.exceptions.NoScriptError:
+                    client.execute_command("EVAL", _SET_MANY, *args[2:])
+        except _IO_ERRORS as exc:
+            raise _error(exc, "set") from exc
+
+    async def aset(self, pairs: Mapping[FullKey, tuple[ValueT, int | None]]) -> None:
+        """Asynchronously set the cached values for the given keys and TTLs."""
+        writes = self._encode_pairs(pairs)
+        if not writes:
+            return
+        aclient = self._async_client()
+        try:
+            for args in _write_plan(writes, self._acluster):
+                try:
+                    await aclient.execute_command(*args)
+                except redis.exceptions.NoScriptError:
+                    await aclient.execute_command("EVAL", _SET_MANY, *args[2:])
+        except _IO_ERRORS as exc:
+            raise _error(exc, "set") from exc
+
+    def _encode_pairs(self, pairs: Mapping[FullKey, tuple[ValueT, int | None]]) -> list[_Write]:
+        """Validate and serialize a whole batch before anything is written."""
+        rows = check_pairs(pairs)
+        dumps = self.serde.dumps_typed
+        encode = self._codec.encode
+        writes: list[_Write] = []
+        for (ns, key), value, ttl in rows:
+            tag, payload = dumps(value)
+            writes.append((encode(ns, key), entry_bytes(tag, payload), _px(ttl)))
+        return writes
+
+    def redis_key(self, full_key: FullKey) -> bytes:
+        """The Redis key that stores ``full_key`` (for inspection with ``redis-cli``)."""
+        ns, key = check_key(full_key)
+        return self._codec.encode(ns, key)
+
+    def delete(self, keys: Sequence[FullKey]) -> None:
+        """Delete exactly these keys (an extension: the seed API deletes whole namespaces)."""
+        rkeys = self._delete_plan(keys)
+        if not rkeys:
+            return
+        client = self._sync_client()
+        try:
+            for batch in _unlink_batches(rkeys, self._cluster):
+                client.unlink(*batch)
+        except _IO_ERRORS as exc:
+            raise _error(exc, "delete") from exc
+
+    async def adelete(self, keys: Sequence[FullKey]) -> None:
+        """Asynchronously delete exactly these keys."""
+        rkeys = self._delete_plan(keys)
+        if not rkeys:
+            return
+        aclient = self._async_client()
+        try:
+            for batch in _unlink_batches(rkeys, self._acluster):
+                await aclient.unlink(*batch)
+        except _IO_ERRORS as exc:
+            raise _error(exc, "delete") from exc
+
+    def _delete_plan(self, keys: Sequence[FullKey]) -> list[bytes]:
+        encode = self._codec.encode
+        return list(dict.fromkeys(encode(ns, key) for ns, key in check_keys(keys)))
+
+    # -- clear --
+
+    def clear(self, namespaces: Sequence[Namespace] | None = None) -> None:
+        """Delete the cached values for the given namespaces.
+        If no namespaces are provided, clear all cached values."""
+        patterns = self._patterns(namespaces)
+        if not patterns:
+            return
+        client = self._sync_client()
+        try:
+            for pattern, node in self._scan_targets(client, patterns, self._cluster):
+                target = client.get_redis_connection(node) if self._cluster else client
+                cursor = 0
+                while True:
+                    cursor, found = target.scan(cursor, match=pattern, count=SCAN_COUNT)
+                    for batch in _unlink_batches(found, self._cluster):
+                        target.unlink(*batch)
+                    if int(cursor) == 0:
+                        break
+        except _IO_ERRORS as exc:
+            raise _error(exc, "clear") from exc
+
+    async def aclear(self, namespaces: Sequence[Namespace] | None = None) -> None:
+        """Asynchronously delete the cached values for the given namespaces.
+        If no namespaces are provided, clear all cached values."""
+        patterns = self._patterns(namespaces)
+        if not patterns:
+            return
+        aclient = self._async_client()
+        try:
+            if self._acluster:
+                await aclient.initialize()  # the slot map is loaded lazily; scans need it now
+            for pattern, node in self._scan_targets(aclient, patterns, self._acluster):
+                cursor = 0
+                while True:
+                    if self._acluster:
+                        cursor, found = await node.execute_command(
+                            "SCAN", cursor, "MATCH", pattern, "COUNT", SCAN_COUNT
+                        )
+                    else:
+                        cursor, found = await aclient.scan(cursor, match=pattern, count=SCAN_COUNT)
+                    for batch in _unlink_batches(found, self._acluster):
+                        if self._acluster:
+                            await node.execute_command("UNLINK", *batch)
+                        else:
+                            await aclient.unlink(*batch)
+                    if int(cursor) == 0:
+                        break
+        except _IO_ERRORS as exc:
+            raise _error(exc, "clear") from exc
+
+    def _patterns(self, namespaces: Sequence[Namespace] | None) -> list[tuple[bytes, bytes | None]]:
+        """``(MATCH pattern, a key of that namespace or None for all)`` for each scan to run."""
+        check_namespaces(namespaces)
+        codec = self._codec
+        if namespaces is None:
+            return [(codec.all_pattern(), None)]
+        unique = dict.fromkeys(namespaces)
+        return [(codec.namespace_pattern(ns), codec.encode(ns, "")) for ns in unique]
+
+    @staticmethod
+    def _scan_targets(
+        client: Any, patterns: list[tuple[bytes, bytes | None]], cluster: bool
+    ) -> list[tuple[bytes, Any]]:
+        """Which node each pattern is scanned on: a namespace's slot owner, or every primary."""
+        if not cluster:
+            return [(pattern, None) for pattern, _ in patterns]
+        targets: list[tuple[bytes, Any]] = []
+        for pattern, sample in patterns:
+            if sample is None:
+                targets += [(pattern, node) for node in client.get_primaries()]
+            else:
+                targets.append((pattern, client.get_node_from_key(sample)))
+        return targets
+
+    # -- clients --
+
+    def _sync_client(self) -> Any:
+        if self.client is None:
+            raise TypeError(_missing_client("an async", "aget/aset/aclear", "client=redis.Redis"))
+        return self.client
+
+    def _async_client(self) -> Any:
+        if self.aclient is None:
+            raise TypeError(
+                _missing_client("a sync", "get/set/clear", "aclient=redis.asyncio.Redis")
+            )
+        return self.aclient
+
+    def close(self) -> None:
+        """Close the sync client if this cache made it (``from_url``); one passed in stays open."""
+        if self._owns_clients and self.client is not None:
+            self.client.close()
+
+    async def aclose(self) -> None:
+        """Close both clients if this cache made them; a client passed in is left open."""
+        self.close()
+        if self._owns_clients and self.aclient is not None:
+            await self.aclient.aclose()
+
+
+def _missing_client(kind: str, methods: str, argument: str) -> str:
+    return (
+        f"this RedisCache has only {kind} client: call {methods}, or pass {argument}(...) "
+        "too (RedisCache.from_url makes both)"
+    )
+
+
+def _zip_plan(
+    plan: Sequence[Sequence[bytes]], replies: Sequence[Sequence[Any]]
+) -> dict[bytes, Any]:
+    blobs: dict[bytes, Any] = {}
+    for chunk, reply in zip(plan, replies, strict=True):
+        blobs.update(zip(chunk, reply, strict=True))
+    return blobs
+
+
+def _retry_once(options: dict[str, Any], *, sync: bool) -> dict[str, Any]:
+    """Default to one immediate retry on a dropped connection, none on timeouts."""
+    if "retry" in options:
+        return options
+    if sync:
+        from redis.retry import Retry
+    else:
+        from redis.asyncio.retry import Retry  # type: ignore[assignment]
+    return {**options, "retry": Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,))}

@@ -1,0 +1,292 @@
+"""A SQLite-backed cache: sqlite3 for sync calls, aiosqlite for async ones; a file or ``:memory:``.
+
+Usage::
+
+    cache = SqliteCache(path="cache.db")
+    graph = builder.compile(cache=cache)
+    ...
+    cache.close()
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+import weakref
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from types import TracebackType
+from typing import Any
+
+from toolkit._types import EvictionCause, FullKey, Namespace, SerializerProtocol, ValueT
+from toolkit.backends._coalesce import ReadCoalescer
+from toolkit.backends._integrity import seal
+from toolkit.backends._sqlite_conn import Connections
+from toolkit.backends._sqlite_log import redact_aiosqlite_calls
+from toolkit.backends._sqlite_sql import (
+    DEFAULT_TABLE,
+    MISSING,
+    Decoded,
+    ReadPlan,
+    Row,
+    Statement,
+    TableSql,
+    decode_namespace,
+    tally,
+)
+from toolkit.base import BaseCache, EvictionNotifier, check_keys, check_namespaces, check_pairs
+
+__all__ = ["SqliteCache"]
+
+redact_aiosqlite_calls()
+
+DEFAULT_BUSY_TIMEOUT = 5.0
+_PURGE_INTERVAL = 1.0
+_PURGE_BATCH = 256
+
+
+class SqliteCache(EvictionNotifier, BaseCache[ValueT]):
+    """Cache in a SQLite file, shared safely by threads and processes.
+
+    ``path=":memory:"`` gives one private in-memory database per cache object, seen by its
+    sync and async methods alike and gone when the cache is closed.
+    """
+
+    backend_name = "sqlite"
+
+    def __init__(
+        self,
+        *,
+        path: str,
+        serde: SerializerProtocol | None = None,
+        table: str = DEFAULT_TABLE,
+        busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+        timer: Callable[[], float] = time.time,
+    ) -> None:
+        """Open (creating if needed) the cache table in the database at ``path``.
+
+        ``busy_timeout`` is how long a call waits for another writer, in seconds; ``timer``
+        is the wall clock that expiry times are stored in.
+        """
+        super().__init__(serde=serde)
+        database, uri, memory = _database(path)
+        if isinstance(busy_timeout, bool) or not isinstance(busy_timeout, (int, float)):
+            raise TypeError(f"busy_timeout must be seconds, got {type(busy_timeout).__name__}")
+        if not busy_timeout >= 0:
+            raise ValueError(f"busy_timeout must be >= 0 seconds, got {busy_timeout!r}")
+        self.path = path
+        self._sql = TableSql(table)
+        self._timer = timer
+        self._next_purge = 0.0
+        pragmas = ["PRAGMA synchronous = NORMAL"]
+        if memory:
+            # Readers skip shared-cache table locks, so only writer/writer conflicts remain.
+            pragmas.append("PRAGMA read_uncommitted = 1")
+        self._conns = Connections(
+            database=database, uri=uri, busy_timeout=float(busy_timeout), pragmas=pragmas
+        )
+        setup = self._sql.schema if memory else ["PRAGMA journal_mode = WAL", *self._sql.schema]
+        # Opened now, and kept open: it also keeps a ":memory:" database alive.
+        self._conns.open_sync(setup)
+        self._sql.set_variable_limit(self._conns.variable_limit)
+        self._reads: ReadCoalescer[ValueT] = ReadCoalescer(MISSING)
+        self._finalizer = weakref.finalize(self, self._conns.close)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._conns.closed else "open"
+        return f"<SqliteCache path={self.path!r} table={self._sql.table!r} {state}>"
+
+    # -- the seed API: each sync method beside its async twin; only the I/O differs --
+
+    def get(self, keys: Sequence[FullKey]) -> dict[FullKey, ValueT]:
+        """Get the cached values for the given keys."""
+        keys = _checked(keys)
+        if not keys:
+            return {}
+        plan = self._sql.select(keys, self._timer())
+        decoded = self._decode(plan, self._conns.run(plan.statements), keyed=True)
+        if decoded.cleanup:
+            cleanup = self._cleanup(decoded)
+            self._report_cleanup(decoded, self._conns.run(cleanup, atomic=True, write=True))
+        return decoded.by_key
+
+    async def aget(self, keys: Sequence[FullKey]) -> dict[FullKey, ValueT]:
+        """Asynchronously get the cached values for the given keys."""
+        keys = _checked(keys)
+        if not keys:
+            return {}
+        # Concurrent agets (asyncio.gather) share one round trip to the aiosqlite thread.
+        return await self._reads.get(keys, self._aget_positions)
+
+    async def _aget_positions(self, keys: list[FullKey]) -> list[Any]:
+        plan = self._sql.select(keys, self._timer())
+        decoded = self._decode(plan, await self._conns.arun(plan.statements), keyed=False)
+        if decoded.cleanup:
+            cleanup = self._cleanup(decoded)
+            self._report_cleanup(decoded, await self._conns.arun(cleanup, atomic=True, write=True))
+        return decoded.by_position
+
+    def set(self, pairs: Mapping[FullKey, tuple[ValueT, int | None]]) -> None:
+        """Set the cached values for the given keys and TTLs."""
+        statements, now = self._write_plan(pairs)
+        if not statements:
+            return
+        self._conns.run(statements, atomic=True, write=True)
+        purge = self._due_purge(now)
+        if purge is not None:
+            self._report_purge(now, self._conns.run(purge, atomic=True, write=True))
+
+    async def aset(self, pairs: Mapping[FullKey, tuple[ValueT, int | None]]) -> None:
+        """Asynchronously set the cached values for the given keys and TTLs."""
+        statements, now = self._write_plan(pairs)
+        if not statements:
+            return
+        await self._conns.arun(statements, atomic=True, write=True)
+        purge = self._due_purge(now)
+        if purge is not None:
+            self._report_purge(now, await self._conns.arun(purge, atomic=True, write=True))
+
+    def clear(self, namespaces: Sequence[Namespace] | None = None) -> None:
+        """Delete the cached values for the given namespaces.
+        If no namespaces are provided, clear all cached values."""
+        statements = self._sql.clear(check_namespaces(namespaces))
+        if statements:
+            self._conns.run(statements, atomic=True, write=True)
+
+    async def aclear(self, namespaces: Sequence[Namespace] | None = None) -> None:
+        """Asynchronously delete the cached values for the given namespaces.
+        If no namespaces are provided, clear all cached values."""
+        statements = self._sql.clear(check_namespaces(namespaces))
+        if statements:
+            await self._conns.arun(statements, atomic=True, write=True)
+
+    def delete(self, keys: Sequence[FullKey]) -> None:
+        """Delete exactly these keys (an extension: the seed API deletes whole namespaces)."""
+        statements = self._sql.delete(check_keys(keys))
+        if statements:
+            self._conns.run(statements, atomic=True, write=True)
+
+    async def adelete(self, keys: Sequence[FullKey]) -> None:
+        """Asynchronously delete exactly these keys."""
+        statements = self._sql.delete(check_keys(keys))
+        if statements:
+            await self._conns.arun(statements, atomic=True, write=True)
+
+    # -- lifecycle --
+
+    def close(self) -> None:
+        """Close the database connections; later calls raise ``CacheClosedError``."""
+        self._finalizer.detach()
+        self._conns.close()
+
+    async def aclose(self) -> None:
+        """Close the database connections without blocking the event loop."""
+        self._finalizer.detach()
+        await self._conns.aclose()
+
+    def __enter__(self) -> SqliteCache[ValueT]:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> SqliteCache[ValueT]:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # -- inspection and maintenance --
+
+    def entry_count(self) -> int:
+        """Return the number of stored entries (expired ones not yet purged included)."""
+        [[(count,)]] = self._conns.run([self._sql.count])
+        return int(count)
+
+    def purge_expired(self) -> int:
+        """Delete every expired entry now, in bounded batches; returns how many went."""
+        total = 0
+        while True:
+            now = self._timer()
+            results = self._conns.run(self._sql.purge(now, _PURGE_BATCH), atomic=True, write=True)
+            self._report_purge(now, results)
+            total += len(results[0])
+            if len(results[0]) < _PURGE_BATCH:
+                return total
+
+    # -- shared non-I/O steps --
+
+    def _decode(self, plan: ReadPlan, results: list[list[Row]], *, keyed: bool) -> Decoded:
+        return self._sql.decode(results, plan, self.serde.loads_typed, keyed=keyed)
+
+    def _dumps_sealed(self, value: Any) -> tuple[str, bytes]:
+        tag, payload = self.serde.dumps_typed(value)
+        return tag, seal(payload)
+
+    def _write_plan(
+        self, pairs: Mapping[FullKey, tuple[ValueT, int | None]]
+    ) -> tuple[list[Statement], float]:
+        rows = check_pairs(pairs, self._dumps_sealed)
+        now = self._timer()
+        return (self._sql.upsert(rows, now) if rows else []), now
+
+    def _due_purge(self, now: float) -> list[Statement] | None:
+        if now < self._next_purge:
+            return None
+        self._next_purge = now + _PURGE_INTERVAL
+        return self._sql.purge(now, _PURGE_BATCH)
+
+    def _report_purge(self, now: float, results: list[list[Row]]) -> None:
+        rows = results[0]
+        if len(rows) >= _PURGE_BATCH:
+            self._next_purge = now  # more are waiting: take the next batch on the next write
+        self._report(tally((decode_namespace(ns), "expired") for (ns,) in rows))
+
+    def _cleanup(self, decoded: Decoded) -> list[Statement]:
+        statements: list[Statement] = []
+        for _, _, doomed in decoded.cleanup:
+            statements += self._sql.counted_delete(doomed)
+        return statements
+
+    def _report_cleanup(self, decoded: Decoded, results: list[list[Row]]) -> None:
+        # results alternate: the SELECT of each counted delete, then the DELETE itself
+        deleted = zip(decoded.cleanup, results[::2], strict=True)
+        self._report(tally((ns, cause) for (ns, cause, _), rows in deleted for _ in rows))
+
+    def _report(self, counts: dict[tuple[Namespace, EvictionCause], int]) -> None:
+        for (ns, cause), count in counts.items():
+            self._notify_eviction(ns, cause, count)
+
+
+def _checked(keys: Sequence[FullKey]) -> Sequence[FullKey]:
+    """Validate ``keys``; a one-shot iterable is materialized first so it is read once."""
+    if type(keys) is not list and type(keys) is not tuple:
+        raw: object = keys
+        if isinstance(raw, Iterable) and not isinstance(raw, (str, bytes)):
+            keys = list(raw)
+    check_keys(keys)
+    return keys
+
+
+def _database(path: object) -> tuple[str, bool, bool]:
+    """Return ``(database, uri, memory)`` for ``path``; ``:memory:`` becomes a shared-cache URI."""
+    if isinstance(path, os.PathLike):
+        path = os.fspath(path)
+    if not isinstance(path, str):
+        raise TypeError(f"path must be a file path or ':memory:', got {type(path).__name__}")
+    if path == ":memory:":
+        # One private in-memory database that the sqlite3 and aiosqlite connections share.
+        return f"file:toolkit-{uuid.uuid4().hex}?mode=memory&cache=shared", True, True
+    if not path:
+        raise ValueError("path must be a file path or ':memory:', got an empty string")
+    return path, False, False

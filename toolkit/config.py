@@ -1,0 +1,131 @@
+"""The default cache of ``@cached``: ``configure()``, cache URLs and ``TOOLKIT_CACHE_URL``."""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from toolkit.base import BaseCache
+
+__all__ = ["ENV_VAR", "cache_from_url", "configure", "default_cache", "is_cache_like"]
+
+ENV_VAR = "TOOLKIT_CACHE_URL"
+
+
+class _State:
+    cache: BaseCache[Any] | None = None
+
+
+_state = _State()
+_lock = threading.Lock()
+
+
+def cache_from_url(url: str) -> BaseCache[Any]:
+    """Build a backend from a URL: ``memory://``, ``sqlite:///path``, ``sqlite://:memory:``, ``redis://...``.
+
+    ``memory://?max_entries=N`` bounds the in-memory cache. The result is a bare backend:
+    wrap it in ``observe(...)`` for metrics, traces and fail-open behaviour.
+    """
+    if not isinstance(url, str):
+        raise TypeError(f"cache URL must be a str, got {type(url).__name__}")
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme == "memory":
+        from toolkit.backends.memory import InMemoryCache
+
+        query = parse_qs(parts.query)
+        unknown = set(query) - {"max_entries"}
+        if unknown or parts.netloc or parts.path:
+            raise ValueError(f"memory:// takes only ?max_entries=N, got {url!r}")
+        if "max_entries" in query:
+            return InMemoryCache(max_entries=_positive_int(query["max_entries"][-1], url))
+        return InMemoryCache()
+    if scheme == "sqlite":
+        path = _sqlite_path(parts.netloc, parts.path, url)
+        from toolkit.backends.sqlite import SqliteCache  # type: ignore[import-not-found, unused-ignore]
+
+        return SqliteCache(path=path)  # type: ignore[no-any-return, unused-ignore]
+    if scheme in ("redis", "rediss", "unix"):
+        from toolkit.backends.redis import RedisCache  # type: ignore[import-not-found, unused-ignore]
+
+        return RedisCache.from_url(url)  # type: ignore[no-any-return, unused-ignore]
+    raise ValueError(
+        f"unsupported cache URL {url!r}: expected memory://, sqlite:///path, "
+        "sqlite://:memory:, redis://host:port/db or rediss://..."
+    )
+
+
+def _sqlite_path(netloc: str, path: str, url: str) -> str:
+    if netloc == ":memory:" and path in ("", "/"):
+        return ":memory:"
+    if netloc:
+        raise ValueError(
+            "sqlite URLs take a path, not a host: sqlite:///relative.db or "
+            f"sqlite:////abs.db, got {url!r}"
+        )
+    # SQLAlchemy convention: three slashes then the path; a fourth makes it absolute.
+    path = unquote(path[1:]) if path.startswith("/") else unquote(path)
+    if not path:
+        raise ValueError(f"sqlite URL has no file path: {url!r}")
+    return path
+
+
+def _positive_int(text: str, url: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"max_entries must be an integer in {url!r}") from None
+    if value < 1:
+        raise ValueError(f"max_entries must be >= 1 in {url!r}")
+    return value
+
+
+def configure(*, cache: BaseCache[Any] | str | None = None) -> BaseCache[Any] | None:
+    """Set the default cache of ``@cached``: a cache, a URL (wrapped in ``observe``) or ``None``.
+
+    Returns the default now in effect (``None`` after a reset: it is rebuilt on next use).
+    """
+    if isinstance(cache, str):
+        cache = _observed(cache_from_url(cache))
+    elif cache is not None and not is_cache_like(cache):
+        raise TypeError(
+            f"cache must be a cache (get/aget/set/aset/clear/aclear), a URL or None, "
+            f"got {type(cache).__name__}"
+        )
+    with _lock:
+        _state.cache = cache
+    return cache
+
+
+def default_cache() -> BaseCache[Any]:
+    """The configured cache, else ``TOOLKIT_CACHE_URL``'s, else ``observe(InMemoryCache())``."""
+    cache = _state.cache
+    if cache is not None:
+        return cache
+    with _lock:
+        if _state.cache is None:
+            url = os.environ.get(ENV_VAR, "").strip()
+            if url:
+                _state.cache = _observed(cache_from_url(url))
+            else:
+                from toolkit.backends.memory import InMemoryCache
+
+                _state.cache = _observed(InMemoryCache())
+        return _state.cache
+
+
+def _observed(cache: BaseCache[Any]) -> BaseCache[Any]:
+    from toolkit.middleware import observe  # type: ignore[attr-defined, unused-ignore]
+
+    observed: BaseCache[Any] = observe(cache)
+    return observed
+
+
+def is_cache_like(obj: object) -> bool:
+    """Whether ``obj`` has the six methods of the cache API (any ``BaseCache``, ours or not)."""
+    return all(
+        callable(getattr(obj, name, None))
+        for name in ("get", "aget", "set", "aset", "clear", "aclear")
+    )

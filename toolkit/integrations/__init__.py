@@ -1,0 +1,1 @@
+"""Integrations with frameworks that use toolkit caches."""

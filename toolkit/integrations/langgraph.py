@@ -1,0 +1,33 @@
+"""LangGraph helpers: a stable ``key_func`` for ``CachePolicy`` and a ready-made policy.
+
+LangGraph's default node key pickles the node input, so it changes with dict insertion
+order, set iteration order (hash seed) and message ids. ``key_func`` uses the canonical
+encoding of ``toolkit.keys`` instead::
+
+    from langgraph.types import CachePolicy
+    from toolkit.integrations.langgraph import key_func
+
+    builder.add_node("summarize", summarize, cache_policy=CachePolicy(key_func=key_func))
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from toolkit.keys import encode
+
+__all__ = ["cache_policy", "key_func"]
+
+
+def key_func(*args: Any, **kwargs: Any) -> bytes:
+    """Canonical bytes of a node's (or task's) input; LangGraph hashes them into the key."""
+    if len(args) == 1 and not kwargs:  # a node's input: no encoding starts with "*"
+        return encode(args[0]).encode("utf-8", "surrogatepass")
+    return f"*{encode(args)}{encode(kwargs)}".encode("utf-8", "surrogatepass")
+
+
+def cache_policy(ttl: int | None = None) -> Any:
+    """A LangGraph ``CachePolicy`` using ``key_func``; ``ttl`` in seconds, ``None`` = forever."""
+    from langgraph.types import CachePolicy
+
+    return CachePolicy(key_func=key_func, ttl=ttl)

@@ -1,0 +1,571 @@
+"""Canonical, type-tagged encoding of call arguments and ``FullKey`` derivation.
+
+Every supported value encodes to a prefix-free string (a one-letter type tag, then a
+length or a terminator), so concatenations never collide: ``1``, ``1.0``, ``True``,
+``"1"`` and ``b"1"`` differ; ``("a b",)`` and ``("a", "b")`` differ. Dict entries and set
+members are sorted by their encodings, so insertion order and hash seed never matter.
+The encoding is hashed with BLAKE2b to a 128-bit hex digest. No ``hash()``, ``repr()`` of
+arbitrary objects, ``id()`` or pickle is ever used, so keys are stable across processes,
+``PYTHONHASHSEED`` values, machines and Python versions.
+
+Choices worth knowing:
+
+- lists and tuples are different keys by default (``f([1])`` and ``f((1,))`` may behave
+  differently); ``strict_containers=False`` makes them, and set/frozenset, one key.
+- every NaN is one key (NaN never equals itself, so a cache keyed on identity of bits
+  would never hit twice for a recomputed NaN); ``0.0`` and ``-0.0`` are two keys.
+- subclasses of builtins (``str``, ``int``, ``dict``, namedtuples...) encode as their base.
+- dataclasses encode their class and their ``compare=True`` fields; pydantic models their
+  class and ``model_dump()``; LangChain messages their class and content fields without
+  the ``id``, ``response_metadata`` and ``usage_metadata`` that change on every run.
+- numpy arrays encode dtype, shape and bytes (numpy is never imported by this module).
+- anything else needs ``__cache_key__(self)`` returning a supported value, or ``key=`` /
+  ``ignore=`` on ``@cached``; otherwise a ``TypeError`` names the parameter.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import decimal
+import enum
+import functools
+import hashlib
+import inspect
+import re
+import sys
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from toolkit._types import FullKey, Namespace
+
+__all__ = [
+    "FRAMEWORK_PARAMETERS",
+    "KeyPlan",
+    "UnsupportedKeyType",
+    "derive_key",
+    "encode",
+    "hash_encoding",
+    "key_plan",
+    "namespace_of",
+]
+
+FRAMEWORK_PARAMETERS = frozenset({"config", "runtime", "store", "writer"})
+"""LangGraph injects these by name; they never enter a key."""
+
+_FRAMEWORK_ANNOTATION = re.compile(r"\b(RunnableConfig|Runtime|BaseStore|StreamWriter)\b")
+_PERSON = b"toolkit.key.v1"  # BLAKE2 personalization: retires every key if the encoding changes
+_BIG_BYTES = 256  # longer byte strings enter the encoding as their own digest
+_MESSAGE_SKIP = frozenset({"id", "response_metadata", "usage_metadata"})
+
+
+class UnsupportedKeyType(TypeError):
+    """A value with no canonical encoding; carries the offending object."""
+
+    def __init__(self, obj: object) -> None:
+        super().__init__(f"{_type_name(type(obj))} has no canonical cache-key encoding")
+        self.obj = obj
+
+
+Encoder = Callable[[Any], str]
+
+
+def _type_name(cls: type) -> str:
+    module = getattr(cls, "__module__", "")
+    qualname = getattr(cls, "__qualname__", cls.__name__)
+    return qualname if module in ("builtins", "") else f"{module}.{qualname}"
+
+
+def _text(tag: str, text: str) -> str:
+    return f"{tag}{len(text)}:{text}"
+
+
+# -- scalar encoders --------------------------------------------------------------------
+
+
+def _enc_none(obj: Any) -> str:
+    return "N"
+
+
+def _enc_bool(obj: Any) -> str:
+    return "T" if obj else "F"
+
+
+def _enc_int(obj: Any) -> str:
+    return f"i{int.__repr__(obj)};"
+
+
+def _enc_float(obj: Any) -> str:
+    if obj != obj:
+        return "fnan;"
+    # repr is the shortest round-tripping form and keeps the sign of -0.0.
+    return f"f{float.__repr__(obj)};"
+
+
+def _enc_complex(obj: Any) -> str:
+    return f"j{_enc_float(obj.real)}{_enc_float(obj.imag)}"
+
+
+def _enc_str(obj: Any) -> str:
+    return f"s{len(obj)}:{obj}"
+
+
+def _enc_bytes(obj: Any) -> str:
+    data = bytes(obj)
+    if len(data) <= _BIG_BYTES:
+        return f"b{len(data)}:{data.decode('latin-1')}"
+    digest = hashlib.blake2b(data, digest_size=32).hexdigest()
+    return f"B{len(data)}:{digest}"
+
+
+def _enc_datetime(obj: Any) -> str:
+    return _text("D", obj.isoformat())
+
+
+def _enc_date(obj: Any) -> str:
+    return _text("A", obj.isoformat())
+
+
+def _enc_time(obj: Any) -> str:
+    return _text("M", obj.isoformat())
+
+
+def _enc_timedelta(obj: Any) -> str:
+    return f"R{obj.days};{obj.seconds};{obj.microseconds};"
+
+
+def _enc_uuid(obj: Any) -> str:
+    return f"U{obj.hex}"
+
+
+def _enc_decimal(obj: Any) -> str:
+    return _text("C", str(obj))
+
+
+def _enc_type(obj: Any) -> str:
+    return _text("Y", _type_name(obj))
+
+
+# -- the encoder: a per-type dispatch table filled lazily -------------------------------
+
+
+class _Codec:
+    """One encoding variant (strict or loose containers) with its own dispatch table."""
+
+    def __init__(self, strict_containers: bool) -> None:
+        self.strict = strict_containers
+        list_tag = "l" if strict_containers else "t"
+        frozenset_tag = "z" if strict_containers else "e"
+        table: dict[type, Encoder] = {}
+        resolve = self._resolve
+
+        # Closures rather than methods: the hot path is a chain of these calls, and the
+        # commonest scalars are inlined before the table lookup.
+        def encode(obj: Any) -> str:
+            cls = type(obj)
+            if cls is str:
+                return f"s{len(obj)}:{obj}"
+            if cls is int:
+                return f"i{obj};"
+            if cls is dict:
+                return enc_dict(obj)
+            if cls is list:
+                return enc_sequence(list_tag, obj)
+            if obj is None:
+                return "N"
+            fn = table.get(cls)
+            if fn is None:
+                fn = resolve(cls, obj)
+            return fn(obj)
+
+        def enc_sequence(tag: str, obj: Any) -> str:
+            out = f"{tag}{len(obj)}:"
+            for item in obj:
+                cls = type(item)
+                if cls is str:
+                    out += f"s{len(item)}:{item}"
+                elif cls is int:
+                    out += f"i{item};"
+                else:
+                    out += encode(item)
+            return out
+
+        def enc_list(obj: Any) -> str:
+            return enc_sequence(list_tag, obj)
+
+        def enc_tuple(obj: Any) -> str:
+            return enc_sequence("t", obj)
+
+        def enc_dict(obj: Any) -> str:
+            items = []
+            for k, v in obj.items():
+                head = f"s{len(k)}:{k}" if type(k) is str else encode(k)
+                cls = type(v)
+                if cls is str:
+                    items.append(f"{head}s{len(v)}:{v}")
+                elif cls is int:
+                    items.append(f"{head}i{v};")
+                elif cls is bool:
+                    items.append(head + ("T" if v else "F"))
+                else:
+                    items.append(head + encode(v))
+            if len(items) > 1:
+                items.sort()
+            return f"d{len(items)}:{''.join(items)}"
+
+        def enc_set(obj: Any) -> str:
+            return f"e{len(obj)}:{''.join(sorted(map(encode, obj)))}"
+
+        def enc_frozenset(obj: Any) -> str:
+            return f"{frozenset_tag}{len(obj)}:{''.join(sorted(map(encode, obj)))}"
+
+        table.update(
+            {
+                type(None): _enc_none,
+                bool: _enc_bool,
+                int: _enc_int,
+                float: _enc_float,
+                complex: _enc_complex,
+                str: _enc_str,
+                bytes: _enc_bytes,
+                bytearray: _enc_bytes,
+                memoryview: _enc_bytes,
+                dt.datetime: _enc_datetime,
+                dt.date: _enc_date,
+                dt.time: _enc_time,
+                dt.timedelta: _enc_timedelta,
+                uuid.UUID: _enc_uuid,
+                decimal.Decimal: _enc_decimal,
+                list: enc_list,
+                tuple: enc_tuple,
+                dict: enc_dict,
+                set: enc_set,
+                frozenset: enc_frozenset,
+            }
+        )
+        self.table = table
+        self.empty: dict[type, str] = {list: f"{list_tag}0:", dict: "d0:"}
+        self.encode: Encoder = encode
+        """Encode one value; raises ``UnsupportedKeyType`` for values with no encoding."""
+        self.enc_dict = enc_dict
+
+    def _resolve(self, cls: type, obj: Any) -> Encoder:
+        fn = self._encoder_for(cls, obj)
+        if fn is None:
+            raise UnsupportedKeyType(obj)
+        self.table[cls] = fn
+        return fn
+
+    def _encoder_for(self, cls: type, obj: Any) -> Encoder | None:
+        """Pick the encoder of a type seen for the first time; ``None`` if unsupported."""
+        enc = self.encode
+        name = _type_name(cls)
+        if callable(getattr(cls, "__cache_key__", None)):
+            return lambda o: f"K{_text('', name)}{enc(o.__cache_key__())}"
+        if issubclass(cls, enum.Enum):
+            return lambda o: f"E{_text('', name)}{_enc_str(o.name)}"
+        if isinstance(obj, type):
+            return _enc_type
+        numpy = sys.modules.get("numpy")
+        if numpy is not None:
+            if issubclass(cls, numpy.ndarray):
+                return self._enc_ndarray
+            if issubclass(cls, numpy.generic):
+                return self._enc_npscalar
+        if dataclasses.is_dataclass(cls):
+            fields = tuple(f.name for f in dataclasses.fields(cls) if f.compare)
+            return self._record_encoder("P", name, fields)
+        message = _langchain_message_class()
+        if message is not None and issubclass(cls, message):
+            fields = tuple(f for f in getattr(cls, "model_fields", ()) if f not in _MESSAGE_SKIP)
+            return self._record_encoder("L", name, fields)
+        pydantic = sys.modules.get("pydantic")
+        if pydantic is not None and issubclass(cls, pydantic.BaseModel):
+            return lambda o: f"Q{_text('', name)}{enc(o.model_dump())}"
+        # Builtin subclasses (str enums are handled above, namedtuples, OrderedDict...).
+        for base in cls.__mro__[1:]:
+            if base is str:
+                return lambda o: _enc_str(str.__str__(o))
+            fn = self.table.get(base)
+            if fn is not None:
+                return fn
+        if isinstance(obj, Mapping):
+            return self.enc_dict
+        return None
+
+    def _record_encoder(self, tag: str, name: str, fields: tuple[str, ...]) -> Encoder:
+        enc = self.encode
+        empty = self.empty
+        head = f"{tag}{_text('', name)}{len(fields)}:"
+        prefixes = tuple((f, _enc_str(f)) for f in fields)
+
+        def encode_record(obj: Any) -> str:
+            out = head
+            for field, prefix in prefixes:
+                value = getattr(obj, field)
+                if type(value) is str:
+                    out += f"{prefix}s{len(value)}:{value}"
+                elif value is None:
+                    out += prefix + "N"
+                elif type(value) in empty and not value:
+                    out += prefix + empty[type(value)]
+                else:
+                    out += prefix + enc(value)
+            return out
+
+        return encode_record
+
+    def _enc_ndarray(self, obj: Any) -> str:
+        dtype = obj.dtype
+        shape = ",".join(map(str, obj.shape))
+        if dtype.hasobject:
+            return f"O{_text('', shape)}{self.encode(obj.tolist())}"
+        if dtype.byteorder == ">" or (dtype.byteorder == "=" and sys.byteorder == "big"):
+            obj = obj.astype(dtype.newbyteorder("<"))
+            dtype = obj.dtype
+        return f"n{_text('', dtype.str)}{_text('', shape)}{_enc_bytes(obj.tobytes())}"
+
+    def _enc_npscalar(self, obj: Any) -> str:
+        return f"g{_text('', obj.dtype.str)}{_enc_bytes(obj.tobytes())}"
+
+
+def _langchain_message_class() -> type | None:
+    module = sys.modules.get("langchain_core.messages")
+    return getattr(module, "BaseMessage", None) if module is not None else None
+
+
+_STRICT = _Codec(strict_containers=True)
+_LOOSE = _Codec(strict_containers=False)
+
+
+def encode(obj: Any, *, strict_containers: bool = True) -> str:
+    """Return the canonical encoding of ``obj``; raises ``TypeError`` if it has none."""
+    codec = _STRICT if strict_containers else _LOOSE
+    try:
+        return codec.encode(obj)
+    except RecursionError:
+        raise ValueError("value is cyclic or nested too deeply to derive a cache key") from None
+
+
+_HASHER = hashlib.blake2b(digest_size=16, person=_PERSON)
+# Hot keys repeat: a dict lookup of a short encoding costs a fifth of hashing it again.
+_RECENT_DIGESTS: dict[str, str] = {}
+_MEMO_MAX_ENTRIES = 4096
+_MEMO_MAX_LENGTH = 256
+
+
+def hash_encoding(encoding: str) -> str:
+    """Hash an encoding to the 32-hex-digit (128-bit) key string."""
+    hasher = _HASHER.copy()  # copying the personalized state beats re-initializing it
+    hasher.update(encoding.encode("utf-8", "surrogatepass"))
+    return hasher.hexdigest()
+
+
+# -- binding: a per-function plan computed once -----------------------------------------
+
+
+def _unwrap(func: Any) -> Callable[..., Any]:
+    if isinstance(func, (classmethod, staticmethod)):
+        return func.__func__
+    return func  # type: ignore[no-any-return]
+
+
+def _is_framework(param: inspect.Parameter) -> bool:
+    if param.name in FRAMEWORK_PARAMETERS:
+        return True
+    annotation = param.annotation
+    if annotation is inspect.Parameter.empty:
+        return False
+    text = annotation if isinstance(annotation, str) else repr(annotation)
+    return _FRAMEWORK_ANNOTATION.search(text) is not None
+
+
+def namespace_of(func: Any) -> Namespace:
+    """The default namespace of a function: ``(module, qualified name)``."""
+    func = _unwrap(func)
+    module = getattr(func, "__module__", None)
+    qualname = getattr(func, "__qualname__", None)
+    if not isinstance(module, str) or not isinstance(qualname, str):
+        raise TypeError(
+            f"{type(func).__name__} objects have no stable qualified name: pass ns=... explicitly"
+        )
+    return (module, qualname)
+
+
+class KeyPlan:
+    """How one function's arguments become a key: computed once at decoration time."""
+
+    def __init__(
+        self,
+        func: Callable[..., Any],
+        *,
+        ignore: Iterable[str] = (),
+        strict_containers: bool = True,
+    ) -> None:
+        """Inspect ``func``'s signature; ``ignore`` names parameters left out of the key."""
+        func = _unwrap(func)
+        self.func_name = str(getattr(func, "__qualname__", None) or type(func).__qualname__)
+        self.signature = inspect.signature(func)
+        self.strict_containers = strict_containers
+        self.encode = (_STRICT if strict_containers else _LOOSE).encode
+        params = list(self.signature.parameters.values())
+        ignored = set(ignore)
+        unknown = ignored - {p.name for p in params}
+        if unknown:
+            raise ValueError(
+                f"ignore= names no parameter of {self.func_name}: {sorted(unknown)} "
+                f"(parameters: {[p.name for p in params]})"
+            )
+        self.skipped = frozenset(p.name for p in params if p.name in ignored or _is_framework(p))
+        self.params = params
+        P = inspect.Parameter
+        positional = [p for p in params if p.kind in (P.POSITIONAL_ONLY, P.POSITIONAL_OR_KEYWORD)]
+        self.simple = all(p.kind in (P.POSITIONAL_ONLY, P.POSITIONAL_OR_KEYWORD) for p in params)
+        # Fast path: purely positional signatures bound by index, defaults filled from a tuple.
+        self.n_positional = len(positional)
+        self.defaults = tuple(p.default for p in positional)
+        self.n_required = sum(1 for p in positional if p.default is P.empty)
+        self.names = tuple(p.name for p in positional)
+        self.kinds = tuple(p.kind for p in positional)
+        self.kept = tuple(
+            (i, _enc_str(p.name), p.name)
+            for i, p in enumerate(positional)
+            if p.name not in self.skipped
+        )
+        self.encode_positional = self._positional_encoder()
+
+    def bind(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> list[tuple[str, str, Any]]:
+        """Return ``(prefix, name, value)`` for every parameter that enters the key."""
+        if self.simple:
+            n = len(args)
+            if n <= self.n_positional and n >= self.n_required and not kwargs:
+                values = args + self.defaults[n:] if n < self.n_positional else args
+                return [(prefix, name, values[i]) for i, prefix, name in self.kept]
+            if kwargs and n <= self.n_positional:
+                by_hand = self._bind_keywords(args, kwargs)
+                if by_hand is not None:
+                    return [(prefix, name, by_hand[i]) for i, prefix, name in self.kept]
+        bound = self.signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        skipped = self.skipped
+        return [
+            (_enc_str(name), name, value)
+            for name, value in bound.arguments.items()
+            if name not in skipped
+        ]
+
+    def _bind_keywords(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> list[Any] | None:
+        """Bind a simple signature with keywords by hand; ``None`` defers to ``Signature.bind``."""
+        values = list(args)
+        used = 0
+        empty = inspect.Parameter.empty
+        for i in range(len(args), self.n_positional):
+            name = self.names[i]
+            if name in kwargs and self.kinds[i] is not inspect.Parameter.POSITIONAL_ONLY:
+                values.append(kwargs[name])
+                used += 1
+            elif self.defaults[i] is not empty:
+                values.append(self.defaults[i])
+            else:
+                return None
+        return values if used == len(kwargs) else None
+
+    def encode_call(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
+        """The canonical encoding of one call's key-relevant arguments."""
+        if not kwargs and self.simple:
+            encoded = self.encode_positional(args)
+            if encoded is not None:
+                return encoded
+        return self._encode_bound(self.bind(args, kwargs))
+
+    def _positional_encoder(self) -> Callable[[tuple[Any, ...]], str | None]:
+        """The fast path for purely positional calls: closure locals, scalars inlined.
+
+        Returns ``None`` when it cannot encode (wrong arity, unsupported value) so that
+        the slow path binds properly and names the parameter that failed.
+        """
+        n_required, n_positional = self.n_required, self.n_positional
+        defaults, kept, enc = self.defaults, self.kept, self.encode
+
+        def encode_positional(args: tuple[Any, ...]) -> str | None:
+            n = len(args)
+            if not n_required <= n <= n_positional:
+                return None
+            values = args if n == n_positional else args + defaults[n:]
+            out = ""
+            try:
+                for i, prefix, _ in kept:
+                    value = values[i]
+                    cls = type(value)
+                    if cls is int:
+                        out += f"{prefix}i{value};"
+                    elif cls is str:
+                        out += f"{prefix}s{len(value)}:{value}"
+                    else:
+                        out += prefix + enc(value)
+            except (TypeError, RecursionError):
+                return None
+            return out
+
+        return encode_positional
+
+    def digest(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
+        """The key string of one call: the 128-bit hex digest of its encoding."""
+        encoding = self.encode_call(args, kwargs)
+        digest = _RECENT_DIGESTS.get(encoding)
+        if digest is None:
+            digest = hash_encoding(encoding)
+            if len(encoding) <= _MEMO_MAX_LENGTH:
+                if len(_RECENT_DIGESTS) >= _MEMO_MAX_ENTRIES:
+                    _RECENT_DIGESTS.clear()
+                _RECENT_DIGESTS[encoding] = digest
+        return digest
+
+    def _encode_bound(self, bound: list[tuple[str, str, Any]]) -> str:
+        enc = self.encode
+        parts = []
+        for prefix, name, value in bound:
+            try:
+                parts.append(prefix + enc(value))
+            except UnsupportedKeyType as exc:
+                raise self._unsupported(name, value, exc.obj) from None
+            except RecursionError:
+                raise ValueError(
+                    f"parameter {name!r} of {self.func_name} is cyclic or nested too deeply "
+                    "to derive a cache key"
+                ) from None
+        return "".join(parts)
+
+    def _unsupported(self, name: str, value: Any, culprit: Any) -> TypeError:
+        what = _type_name(type(culprit))
+        inside = "" if culprit is value else f" (it contains a {what})"
+        return TypeError(
+            f"cannot derive a cache key from parameter {name!r} of {self.func_name}: "
+            f"a {_type_name(type(value))}{inside} has no canonical encoding. Pass key=... to "
+            f"@cached to build the key yourself, ignore=({name!r},) to leave it out, or give "
+            f"{what} a __cache_key__(self) method returning a supported value."
+        )
+
+
+@functools.lru_cache(maxsize=256)
+def key_plan(
+    func: Callable[..., Any], *, ignore: tuple[str, ...] = (), strict_containers: bool = True
+) -> KeyPlan:
+    """The (memoized) key plan of ``func``."""
+    return KeyPlan(func, ignore=ignore, strict_containers=strict_containers)
+
+
+def derive_key(
+    func: Callable[..., Any],
+    args: tuple[Any, ...] = (),
+    kwargs: Mapping[str, Any] | None = None,
+    *,
+    ns: Namespace | None = None,
+    ignore: Iterable[str] = (),
+    strict_containers: bool = True,
+) -> FullKey:
+    """The ``FullKey`` of ``func(*args, **kwargs)``: ``ns`` (default: module, qualname), digest."""
+    plan = key_plan(func, ignore=tuple(sorted(ignore)), strict_containers=strict_containers)
+    digest = hash_encoding(plan.encode_call(args, kwargs or {}))
+    return (ns if ns is not None else namespace_of(func), digest)
