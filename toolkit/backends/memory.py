@@ -98,7 +98,9 @@ class InMemoryCache(EvictionNotifier, BaseCache[ValueT]):
         if not encoded:
             return
         now: float | None = None  # read the clock only for an entry with a ttl
+        evicted: _Evicted | None = None
         data = self._data
+        limit = self.max_entries
         lock = self._lock
         lock.acquire()  # not ``with``: its protocol costs ~50 ns more than the two calls
         try:
@@ -111,31 +113,19 @@ class InMemoryCache(EvictionNotifier, BaseCache[ValueT]):
                         self._expiring = True
                     data[full_key] = (typed, now + ttl)
                 data.move_to_end(full_key)
+            # Until some entry has had a ttl there is nothing to sweep, and no clock to read.
+            if self._expiring:
+                if now is None:
+                    now = self._timer()
+                if now >= self._next_sweep:
+                    evicted = self._sweep(now)
+            if limit is not None and len(data) > limit:
+                evicted = evicted or []
+                while len(data) > limit:
+                    oldest, _ = data.popitem(last=False)
+                    evicted.append((oldest[0], "size"))
         finally:
             lock.release()
-        # Sweeping and trimming are rare: tested outside the lock, done (re-tested) under it.
-        # Until some entry has had a ttl there is nothing to sweep, and no clock to read.
-        if self._expiring:
-            if now is None:
-                now = self._timer()
-            if now >= self._next_sweep:
-                self._tidy(now)
-                return
-        limit = self.max_entries
-        if limit is not None and len(data) > limit:
-            self._tidy(now)
-
-    def _tidy(self, now: float | None) -> None:
-        """Sweep expired entries when a sweep is due, then trim to ``max_entries`` (LRU first)."""
-        evicted: _Evicted = []
-        data = self._data
-        with self._lock:
-            if now is not None and now >= self._next_sweep:
-                evicted = self._sweep(now)
-            limit = self.max_entries
-            while limit is not None and len(data) > limit:
-                oldest, _ = data.popitem(last=False)
-                evicted.append((oldest[0], "size"))
         if evicted:
             self._report(evicted)
 
