@@ -250,3 +250,12 @@ def test_in_process_backends_skip_the_thread_hop() -> None:
     flaky.in_process = True
     wrap(flaky, FailOpen(deadline=5.0)).get([KEY])
     assert flaky.threads == {threading.get_ident()}
+
+
+@pytest.mark.parametrize(("bound", "hops"), [(0.1, False), (5.0, False), (10.0, True)])
+def test_self_bounded_backends_skip_the_thread_hop(bound: float, hops: bool) -> None:
+    flaky = FlakyCache()
+    flaky.failing = False
+    flaky.max_call_seconds = bound  # type: ignore[attr-defined]
+    wrap(flaky, FailOpen(deadline=5.0)).get([KEY])
+    assert (threading.get_ident() not in flaky.threads) is hops

@@ -259,7 +259,8 @@ class FailOpen(CacheMiddleware[ValueT]):
     Each failure is counted by the ``Metrics`` layer inside (put ``FailOpen`` outermost),
     recorded on the span and logged at most once per ``log_interval`` per kind. ``deadline``
     bounds every call: async calls via ``asyncio.wait_for``, sync calls on ``max_workers``
-    daemon threads (skipped for in-process backends, which cannot hang on I/O). After
+    daemon threads (skipped for in-process backends, which cannot hang on I/O, and for
+    backends whose declared ``max_call_seconds`` fits within the deadline). After
     ``failure_threshold`` consecutive failures the circuit opens and calls are not made
     for ``reset_timeout`` seconds. ``strict=True`` re-raises instead. Caller bugs
     (``TypeError``/``ValueError``) always propagate.
@@ -301,7 +302,7 @@ class FailOpen(CacheMiddleware[ValueT]):
 
     def _on_bind(self) -> None:
         self.backend = backend_name(self.inner)
-        if self.deadline is not None and not _runs_in_process(innermost(self.inner)):
+        if self.deadline is not None and _needs_thread(innermost(self.inner), self.deadline):
             self._workers = _Workers(self._max_workers)
         self.record_circuit_state(self._breaker.state)
 
@@ -381,3 +382,14 @@ def _runs_in_process(cache: object) -> bool:
     if isinstance(declared, bool):
         return declared
     return (type(cache).__module__, type(cache).__qualname__) in _IN_PROCESS
+
+
+def _needs_thread(cache: object, deadline: float) -> bool:
+    """Whether sync calls need a deadline thread: not when the backend does no I/O, nor when
+    it declares ``max_call_seconds``, a bound its own timeouts keep, within ``deadline``."""
+    if _runs_in_process(cache):
+        return False
+    bound = getattr(cache, "max_call_seconds", None)
+    if isinstance(bound, bool) or not isinstance(bound, (int, float)):
+        return True
+    return not 0 < bound <= deadline

@@ -48,6 +48,8 @@ class _FastPath:
 
     def runs(self) -> bool:
         """Whether this path may run a call now (else the stack does): see ``ObservedCache``."""
+        if self.quick and trace._TRACER_PROVIDER is None:
+            return not self.breaker.state
         return self.direct and not self.breaker.state and self.tracing.idle()
 
     def seen(self, operation: str, arg: Any, result: Any, elapsed: float) -> None:
