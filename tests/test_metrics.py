@@ -336,3 +336,39 @@ def test_collected_caches_leave_the_entries_gauge(registry: CollectorRegistry) -
         registry.get_sample_value("cache_entries", {"cache": ALL_CACHES, "backend": "memory"})
         is None
     )
+
+
+class LaxCache(dict[Any, Any]):
+    """A foreign in-process cache that claims to validate its input but stores any key."""
+
+    validates_input = True
+    in_process = True
+    backend_name = "lax"
+
+    def get(self, keys: Any) -> dict[Any, Any]:  # type: ignore[override]
+        return {k: self[k] for k in keys if k in self}
+
+    async def aget(self, keys: Any) -> dict[Any, Any]:
+        return self.get(keys)
+
+    def set(self, pairs: Any) -> None:
+        self.update({k: v for k, (v, _) in pairs.items()})
+
+    async def aset(self, pairs: Any) -> None:
+        self.set(pairs)
+
+    def clear(self, namespaces: Any = None) -> None:
+        super().clear()
+
+    async def aclear(self, namespaces: Any = None) -> None:
+        self.clear()
+
+
+def test_keys_metrics_cannot_read_are_served_not_raised(registry: CollectorRegistry) -> None:
+    cache = observe(LaxCache(), registry=registry)
+    cache.set({(): ("v", None)})  # no namespace to label: the write is timed, then failed open
+    assert cache.get([()]) == {(): "v"}  # a get skips the unreadable key in its counts
+    latency = {"backend": "lax", "operation": "set"}
+    assert registry.get_sample_value("cache_operation_duration_seconds_count", latency) == 1
+    assert sample(registry, "cache_puts_total", cache="", backend="lax") == 0
+    assert sample(registry, "cache_errors_total", cache="", backend="lax", operation="set") == 0

@@ -67,8 +67,13 @@ class _FastPath:
                     next(children.put_one)
                 else:
                     next(children.hit_one if result else children.miss_one)
-            except Exception:  # malformed keys a foreign cache accepted
-                recorder.count_gets(arg, result)  # logs them
+            except Exception as exc:  # malformed keys a foreign cache accepted: as the layers do
+                if result is not None:
+                    recorder.count_gets(arg, result)  # logs and skips them
+                else:  # Metrics times the set, then raises on them; FailOpen judges that
+                    recorder.time(operation, elapsed)
+                    self.judge(operation, arg, exc)
+                    return
         elif result is None:
             recorder.count_puts(arg)
         else:
@@ -91,6 +96,10 @@ class _FastPath:
     def failed(self, operation: str, arg: Any, start: float, exc: BaseException) -> None:
         """What the stack does with a failure: ``Metrics`` counts it, ``FailOpen`` judges it."""
         self.recorder.ended(operation, arg, perf_counter() - start, exc)
+        self.judge(operation, arg, exc)
+
+    def judge(self, operation: str, arg: Any, exc: BaseException) -> None:
+        """``FailOpen``'s verdict: the failure is swallowed (a miss, a dropped write) or raised."""
         guard = self.failopen._guard(operation, arg)
         guard.admitted = True
         if not guard.__exit__(type(exc), exc, exc.__traceback__):
