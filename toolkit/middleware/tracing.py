@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -170,6 +170,34 @@ class Tracing(ObservingMiddleware[ValueT]):
             span.end()
             return _NOT_RECORDING  # the common no-SDK path: nothing allocated, nothing attached
         return _Span(self, operation, arg, span)
+
+    # With no SDK installed nothing can record: skip the (no-op) observation protocol too.
+
+    def get(self, keys: Sequence[FullKey]) -> dict[FullKey, ValueT]:
+        """Get the cached values for the given keys."""
+        if self._global and trace._TRACER_PROVIDER is None:
+            return self.inner.get(keys)  # type: ignore[no-any-return]
+        return super().get(keys)
+
+    async def aget(self, keys: Sequence[FullKey]) -> dict[FullKey, ValueT]:
+        """Asynchronously get the cached values for the given keys."""
+        if self._global and trace._TRACER_PROVIDER is None:
+            return await self.inner.aget(keys)  # type: ignore[no-any-return]
+        return await super().aget(keys)
+
+    def set(self, pairs: Mapping[FullKey, tuple[ValueT, int | None]]) -> None:
+        """Set the cached values for the given keys and TTLs."""
+        if self._global and trace._TRACER_PROVIDER is None:
+            self.inner.set(pairs)
+        else:
+            super().set(pairs)
+
+    async def aset(self, pairs: Mapping[FullKey, tuple[ValueT, int | None]]) -> None:
+        """Asynchronously set the cached values for the given keys and TTLs."""
+        if self._global and trace._TRACER_PROVIDER is None:
+            await self.inner.aset(pairs)
+        else:
+            await super().aset(pairs)
 
     def _describe(self, span: Span, operation: str, arg: Any) -> None:
         span.set_attribute("cache.backend", self.backend)
