@@ -258,4 +258,5 @@ def test_self_bounded_backends_skip_the_thread_hop(bound: float, hops: bool) -> 
     flaky.failing = False
     flaky.max_call_seconds = bound  # type: ignore[attr-defined]
     wrap(flaky, FailOpen(deadline=5.0)).get([KEY])
+    observe(flaky, registry=CollectorRegistry(), deadline=5.0).get([KEY])
     assert (threading.get_ident() not in flaky.threads) is hops
