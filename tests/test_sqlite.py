@@ -215,13 +215,13 @@ def _fork() -> int:
 def test_reopens_after_fork(cache: SqliteCache[Any]) -> None:
     cache.set({k("parent"): (1, None)})
     assert asyncio.run(cache.aget([k("parent")])) == {k("parent"): 1}
-    parent_sync = cache._conns._sync
+    parent_sync = cache._conns._writer.sync
     pid = _fork()
     if pid == 0:  # child: must not use (or close) the parent's connections
         code = 1
         try:
             assert cache.get([k("parent")]) == {k("parent"): 1}
-            assert cache._conns._sync is not parent_sync
+            assert cache._conns._writer.sync is not parent_sync
             cache.set({k("child"): (2, None)})
             assert asyncio.run(cache.aget([k("child")])) == {k("child"): 2}
             cache.close()
@@ -233,7 +233,7 @@ def test_reopens_after_fork(cache: SqliteCache[Any]) -> None:
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert cache.get([k("child"), k("parent")]) == {k("child"): 2, k("parent"): 1}
-    assert cache._conns._sync is parent_sync
+    assert cache._conns._writer.sync is parent_sync
 
 
 def test_locked_database_raises_backend_error(db: str) -> None:
@@ -342,11 +342,13 @@ async def test_async_context_manager_and_close_inside_a_loop(db: str) -> None:
 
 def test_batch_statements_respect_the_variable_limit(cache: SqliteCache[Any]) -> None:
     # Lower SQLite's own limit: a statement over it would fail outright.
-    conn = cache._conns._sync
-    assert conn is not None
-    if not hasattr(conn, "setlimit"):
+    cache.get([k("open-the-read-connection")])
+    conns = [cache._conns._writer.sync, cache._conns._reader.sync]
+    if not hasattr(sqlite3.Connection, "setlimit"):
         pytest.skip("Connection.setlimit needs Python >= 3.11")
-    conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 99)
+    for conn in conns:
+        assert conn is not None
+        conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 99)
     cache._sql.set_variable_limit(99)
     pairs: dict[FullKey, tuple[Any, int | None]] = {k(f"k{i}"): (i, None) for i in range(100_000)}
     cache.set(pairs)
