@@ -15,7 +15,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar, cast
 
 import aiosqlite
@@ -78,34 +78,32 @@ class AsyncMutex:
             weakref.WeakKeyDictionary()
         )
 
-    @contextlib.asynccontextmanager
-    async def hold(self) -> AsyncIterator[None]:
-        """Hold the mutex for the body of an ``async with``."""
+    async def acquire(self) -> Callable[[], None]:
+        """Wait for the mutex; returns the function that releases it (callable once)."""
         loop = asyncio.get_running_loop()
         queue = self._queues.get(loop)
         if queue is None:
             queue = self._queues.setdefault(loop, asyncio.Lock())
-        async with queue:
+        await queue.acquire()
+        try:
             delay = _FIRST_RETRY_DELAY
             # Only a coroutine of another loop (another thread) can hold it now: poll briefly.
             while not self._held.acquire(blocking=False):
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _MAX_RETRY_DELAY)
-            try:
-                yield
-            finally:
-                self._held.release()
+        except BaseException:
+            queue.release()
+            raise
 
-    @contextlib.asynccontextmanager
-    async def hold_if_free(self) -> AsyncIterator[bool]:
-        """Hold the mutex for the body only if that needs no waiting; yields whether held."""
-        if not self._held.acquire(blocking=False):
-            yield False
-            return
-        try:
-            yield True
-        finally:
+        def release() -> None:
             self._held.release()
+            queue.release()
+
+        return release
+
+    def acquire_if_free(self) -> Callable[[], None] | None:
+        """Take the mutex only if nobody holds it; returns its release function, or ``None``."""
+        return self._held.release if self._held.acquire(blocking=False) else None
 
 
 class _Path:
@@ -152,7 +150,7 @@ class Connections:
         self._reader = _Path((*self.pragmas, "PRAGMA query_only = 1"))
         self._writer = _Path(self.pragmas)
         self._writes = AsyncMutex()  # serializes use of the async write connection
-        self._writing: set[asyncio.Task[Any]] = set()
+        self._writing: set[asyncio.Task[Any]] = set()  # strong references while they run
 
     def _connect_kwargs(self) -> dict[str, Any]:
         return {
@@ -175,7 +173,6 @@ class Connections:
                 return
             for path in (self._reader, self._writer):
                 _INHERITED.extend(c for c in (path.sync, path.aio, path.aio_opening) if c)
-            _INHERITED.extend(self._writing)
             self._guard = threading.Lock()
             self._reset()
 
@@ -303,62 +300,74 @@ class Connections:
         self, statements: Sequence[Statement], *, atomic: bool = False, write: bool = False
     ) -> list[list[Row]]:
         """Run statements on the async read or write connection; one transaction if ``atomic``."""
-        if not write:
-            return await self._arun(self._reader, statements, atomic, None)
-        return await self._finished(self._arun(self._writer, statements, atomic, self._writes))
-
-    async def atry_write(self, statements: Sequence[Statement]) -> list[list[Row]] | None:
-        """Async twin of :meth:`try_write`: ``None`` when the write would have had to wait."""
-        return await self._finished(self._atry_write(statements))
-
-    async def _finished(self, write: Coroutine[Any, Any, _T]) -> _T:
-        # A write runs to its end even if its caller stops waiting (a deadline): the write
-        # mutex stays held until the aiosqlite thread is really done, so try_write knows.
-        task = asyncio.get_running_loop().create_task(write)
-        self._writing.add(task)
-        task.add_done_callback(_forget(self._writing))
-        return await asyncio.shield(task)
-
-    async def _arun(
-        self,
-        path: _Path,
-        statements: Sequence[Statement],
-        atomic: bool,
-        mutex: AsyncMutex | None,
-    ) -> list[list[Row]]:
+        path = self._writer if write else self._reader
         framed, in_transaction = _framed(statements, atomic)
         deadline = time.monotonic() + self.busy_timeout
         attempt = 0
         while True:
             conn = await self._aconnection(path)
-            async with mutex.hold() if mutex else contextlib.nullcontext():
-                try:
+            try:
+                if not write:
                     return await _aexecute(conn, framed, in_transaction)
-                except (sqlite3.Error, ValueError) as exc:
-                    error = exc
+                release = await self._writes.acquire()
+                return await self._until_done(_aexecute(conn, framed, in_transaction), release)
+            except (sqlite3.Error, ValueError) as exc:
+                error = exc
             delay = _retry_delay(error, attempt, deadline)
             if delay is None:
                 raise self._failure(error) from error
             attempt += 1
             await asyncio.sleep(delay)
 
-    async def _atry_write(self, statements: Sequence[Statement]) -> list[list[Row]] | None:
+    async def atry_write(self, statements: Sequence[Statement]) -> list[list[Row]] | None:
+        """Async twin of :meth:`try_write`: ``None`` when the write would have had to wait."""
         try:
             conn = await self._aconnection(self._writer)
         except BackendError:
             return None
-        async with self._writes.hold_if_free() as held:
-            if not held or self.closed:
-                return None
-            framed, in_transaction = _framed(statements, True)
+        release = self._writes.acquire_if_free()
+        if release is None:
+            return None
+        return await self._until_done(self._atry_write(conn, statements), release)
+
+    async def _atry_write(
+        self, conn: aiosqlite.Connection, statements: Sequence[Statement]
+    ) -> list[list[Row]] | None:
+        if self.closed:
+            return None
+        framed, in_transaction = _framed(statements, True)
+        try:
+            await conn.execute_fetchall(_NO_WAIT)
             try:
-                await conn.execute_fetchall(_NO_WAIT)
-                try:
-                    return await _aexecute(conn, framed, in_transaction)
-                finally:
-                    await conn.execute_fetchall(self._waiting())
-            except (sqlite3.Error, ValueError):
-                return None  # it stays stored; the next read or the purge deletes it
+                return await _aexecute(conn, framed, in_transaction)
+            finally:
+                await conn.execute_fetchall(self._waiting())
+        except (sqlite3.Error, ValueError):
+            return None  # it stays stored; the next read or the purge deletes it
+
+    async def _until_done(self, write: Coroutine[Any, Any, _T], release: Callable[[], None]) -> _T:
+        """Run ``write`` to its end even if the caller stops waiting, then ``release``.
+
+        A caller's deadline must not free the write mutex while the aiosqlite thread still
+        runs the write: the next write would queue in that thread behind it unseen, and
+        ``atry_write`` could not tell that it would have to wait.
+        """
+        try:
+            task = asyncio.get_running_loop().create_task(write)
+        except BaseException:
+            write.close()
+            release()
+            raise
+        self._writing.add(task)
+
+        def done(task: asyncio.Task[_T]) -> None:
+            self._writing.discard(task)
+            release()
+            if not task.cancelled():
+                task.exception()  # retrieved: a caller that stopped waiting logs nothing
+
+        task.add_done_callback(done)
+        return await asyncio.shield(task)
 
     def _failure(self, exc: BaseException) -> CacheClosedError | BackendError:
         if self.closed:
@@ -424,15 +433,6 @@ async def _aexecute(
     # execute_fetchall returns lists of plain tuples (no row factory is set)
     rows = cast("list[list[Row]]", results)
     return rows[1:-1] if in_transaction else rows
-
-
-def _forget(tasks: set[asyncio.Task[Any]]) -> Callable[[asyncio.Task[Any]], None]:
-    def done(task: asyncio.Task[Any]) -> None:
-        tasks.discard(task)
-        if not task.cancelled():
-            task.exception()  # retrieved: a caller that stopped waiting logs nothing
-
-    return done
 
 
 def _close_sync(lock: threading.Lock, conn: sqlite3.Connection) -> None:
