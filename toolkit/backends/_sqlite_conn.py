@@ -353,21 +353,19 @@ class Connections:
         ``atry_write`` could not tell that it would have to wait.
         """
         try:
-            task = asyncio.get_running_loop().create_task(write)
+            task = asyncio.get_running_loop().create_task(_then(write, release))
         except BaseException:
             write.close()
             release()
             raise
         self._writing.add(task)
-
-        def done(task: asyncio.Task[_T]) -> None:
-            self._writing.discard(task)
-            release()
-            if not task.cancelled():
-                task.exception()  # retrieved: a caller that stopped waiting logs nothing
-
-        task.add_done_callback(done)
+        task.add_done_callback(self._forget)
         return await asyncio.shield(task)
+
+    def _forget(self, task: asyncio.Task[Any]) -> None:
+        self._writing.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: a caller that stopped waiting logs nothing
 
     def _failure(self, exc: BaseException) -> CacheClosedError | BackendError:
         if self.closed:
@@ -433,6 +431,14 @@ async def _aexecute(
     # execute_fetchall returns lists of plain tuples (no row factory is set)
     rows = cast("list[list[Row]]", results)
     return rows[1:-1] if in_transaction else rows
+
+
+async def _then(work: Coroutine[Any, Any, _T], release: Callable[[], None]) -> _T:
+    # A finally, not a done callback: it runs even if the task is dropped with its loop.
+    try:
+        return await work
+    finally:
+        release()
 
 
 def _close_sync(lock: threading.Lock, conn: sqlite3.Connection) -> None:
