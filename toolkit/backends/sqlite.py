@@ -62,8 +62,8 @@ class SqliteCache(EvictionNotifier, BaseCache[ValueT]):
     ) -> None:
         """Open (creating if needed) the cache table in the database at ``path``.
 
-        ``busy_timeout`` is how long a call waits for another writer, in seconds; ``timer``
-        is the wall clock that expiry times are stored in.
+        ``busy_timeout`` is how long a write waits for another writer, in seconds (reads do
+        not wait behind writes); ``timer`` is the wall clock that expiry times are stored in.
         """
         super().__init__(serde=serde)
         database, uri, memory = _database(path)
