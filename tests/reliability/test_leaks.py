@@ -177,14 +177,6 @@ async def test_no_key_or_value_in_metrics_spans_or_logs(
     assert row.wrong == 0
 
 
-AIOSQLITE_DEBUG_BUG = (
-    "aiosqlite logs every call with its parameters at DEBUG (logger 'aiosqlite', "
-    "aiosqlite/core.py:62 'executing functools.partial(...)'), and SqliteCache's async "
-    "methods pass keys and encoded values as parameters: root logging at DEBUG prints them"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=AIOSQLITE_DEBUG_BUG)
 async def test_no_key_or_value_in_logs_at_debug_everywhere(
     tmp_path: Path,
     spans: tuple[TracerProvider, InMemorySpanExporter],

@@ -22,6 +22,7 @@ from toolkit._types import EvictionCause, FullKey, Namespace, SerializerProtocol
 from toolkit.backends._coalesce import ReadCoalescer
 from toolkit.backends._integrity import seal
 from toolkit.backends._sqlite_conn import Connections
+from toolkit.backends._sqlite_log import redact_aiosqlite_calls
 from toolkit.backends._sqlite_sql import (
     DEFAULT_TABLE,
     MISSING,
@@ -36,6 +37,8 @@ from toolkit.backends._sqlite_sql import (
 from toolkit.base import BaseCache, EvictionNotifier, check_keys, check_namespaces, check_pairs
 
 __all__ = ["SqliteCache"]
+
+redact_aiosqlite_calls()
 
 DEFAULT_BUSY_TIMEOUT = 5.0
 _PURGE_INTERVAL = 1.0
