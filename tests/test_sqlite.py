@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
 import os
 import sqlite3
@@ -12,7 +13,7 @@ import textwrap
 import threading
 import traceback
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -215,13 +216,13 @@ def _fork() -> int:
 def test_reopens_after_fork(cache: SqliteCache[Any]) -> None:
     cache.set({k("parent"): (1, None)})
     assert asyncio.run(cache.aget([k("parent")])) == {k("parent"): 1}
-    parent_sync = cache._conns._sync
+    parent_sync = cache._conns._writer.sync
     pid = _fork()
     if pid == 0:  # child: must not use (or close) the parent's connections
         code = 1
         try:
             assert cache.get([k("parent")]) == {k("parent"): 1}
-            assert cache._conns._sync is not parent_sync
+            assert cache._conns._writer.sync is not parent_sync
             cache.set({k("child"): (2, None)})
             assert asyncio.run(cache.aget([k("child")])) == {k("child"): 2}
             cache.close()
@@ -233,7 +234,7 @@ def test_reopens_after_fork(cache: SqliteCache[Any]) -> None:
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert cache.get([k("child"), k("parent")]) == {k("child"): 2, k("parent"): 1}
-    assert cache._conns._sync is parent_sync
+    assert cache._conns._writer.sync is parent_sync
 
 
 def test_locked_database_raises_backend_error(db: str) -> None:
@@ -254,6 +255,75 @@ def test_locked_database_raises_backend_error(db: str) -> None:
             holder.close()
         cache.set({k("b"): (2, None)})  # usable again once the lock is gone
         assert cache.get([k("a"), k("b")]) == {k("a"): 1, k("b"): 2}
+
+
+@contextlib.contextmanager
+def write_lock_held(db: str) -> Iterator[None]:
+    """Another connection (as good as another process) holds the database's write lock."""
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
+def wait_until(condition: Callable[[], bool]) -> None:
+    while not condition():
+        threading.Event().wait(0.005)
+
+
+def test_reads_are_served_while_a_write_waits_for_the_lock(db: str) -> None:
+    with open_cache(db, busy_timeout=60) as cache:
+        cache.set({k("a"): (1, None)})
+        with write_lock_held(db):
+            writer = threading.Thread(target=cache.set, args=({k("b"): (2, None)},))
+            writer.start()
+            wait_until(cache._conns._writer.lock.locked)  # the write waits on the other lock
+            assert cache.get([k("a"), k("b")]) == {k("a"): 1}
+
+            async def read() -> dict[FullKey, Any]:
+                return await cache.aget([k("a")])
+
+            assert asyncio.run(read()) == {k("a"): 1}
+        writer.join()
+        assert cache.get([k("b")]) == {k("b"): 2}
+
+
+async def test_an_abandoned_async_write_keeps_the_write_path_until_it_ends(db: str) -> None:
+    async with open_cache(db, busy_timeout=60) as cache:
+        await cache.aset({k("a"): (1, None)})
+        with write_lock_held(db):
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(cache.aset({k("b"): (2, None)}), 0.05)
+            # Still running in the write thread: a read neither waits for it nor sees it.
+            assert cache._conns._writing
+            assert await cache.aget([k("a"), k("b")]) == {k("a"): 1}
+        await asyncio.gather(*cache._conns._writing)
+        assert await cache.aget([k("b")]) == {k("b"): 2}
+
+
+@pytest.mark.parametrize("io", ["sync", "async"])
+def test_deletions_found_by_a_read_never_wait_for_the_write_lock(db: str, io: str) -> None:
+    clock = WallClock()
+    evicted: list[tuple[Namespace, EvictionCause, int]] = []
+    with open_cache(db, timer=clock, busy_timeout=0.2) as cache:
+        cache.add_eviction_listener(lambda ns, cause, n: evicted.append((ns, cause, n)))
+        cache.set({k("old"): (1, 10), k("live"): (2, None)})
+        clock.now += 11
+
+        def get(keys: list[FullKey]) -> dict[FullKey, Any]:
+            return cache.get(keys) if io == "sync" else asyncio.run(cache.aget(keys))
+
+        with write_lock_held(db):
+            # A plain write fails after busy_timeout here; the read's deletion is skipped.
+            assert get([k("old"), k("live")]) == {k("live"): 2}
+            assert evicted == []
+            assert cache.entry_count() == 2
+        assert get([k("old"), k("live")]) == {k("live"): 2}
+        assert evicted == [(NS, "expired", 1)]
+        assert cache.entry_count() == 1
 
 
 @pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root ignores file modes")
@@ -342,11 +412,13 @@ async def test_async_context_manager_and_close_inside_a_loop(db: str) -> None:
 
 def test_batch_statements_respect_the_variable_limit(cache: SqliteCache[Any]) -> None:
     # Lower SQLite's own limit: a statement over it would fail outright.
-    conn = cache._conns._sync
-    assert conn is not None
-    if not hasattr(conn, "setlimit"):
+    cache.get([k("open-the-read-connection")])
+    conns = [cache._conns._writer.sync, cache._conns._reader.sync]
+    if not hasattr(sqlite3.Connection, "setlimit"):
         pytest.skip("Connection.setlimit needs Python >= 3.11")
-    conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 99)
+    for conn in conns:
+        assert conn is not None
+        conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 99)
     cache._sql.set_variable_limit(99)
     pairs: dict[FullKey, tuple[Any, int | None]] = {k(f"k{i}"): (i, None) for i in range(100_000)}
     cache.set(pairs)

@@ -126,16 +126,7 @@ async def test_write_lock_held_by_another_process(
     assert len(run.landed) == len(run.landed_asked) or run.set_errors > 0
 
 
-READS_STARVED_BUG = (
-    "toolkit/backends/_sqlite_conn.py:116: one sync connection behind one lock (and aiosqlite's "
-    "one thread) serves reads and writes, so a write waiting up to busy_timeout (5 s) for "
-    "another process's lock blocks every later read of this process: reads miss at the "
-    "FailOpen deadline instead of being served from the WAL snapshot"
-)
-
-
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=READS_STARVED_BUG)
 async def test_reads_served_while_another_process_holds_the_write_lock(
     tmp_path: Path, tally: Callable[..., Tally]
 ) -> None:

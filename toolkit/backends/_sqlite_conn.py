@@ -1,8 +1,9 @@
 """SqliteCache's connections: sqlite3 for sync calls, aiosqlite for async ones; fork- and exit-safe.
 
-One sqlite3 connection serves every thread behind a lock, one aiosqlite connection (its own
-daemon thread) serves every event loop. Only the I/O lives here, written twice side by side
-(``run`` / ``arun``); what to execute is decided by the caller.
+Reads and writes each get one sqlite3 connection, serving every thread behind its own lock,
+and one aiosqlite connection (its own daemon thread), serving every event loop. Only the I/O
+lives here, written twice side by side (``run`` / ``arun``); what to execute is decided by
+the caller.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Sequence
-from typing import Any, cast
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, TypeVar, cast
 
 import aiosqlite
 
@@ -23,6 +24,8 @@ from toolkit.backends._sqlite_sql import Row, Statement
 from toolkit.errors import BackendError, CacheClosedError
 
 __all__ = ["AsyncMutex", "Connections"]
+
+_T = TypeVar("_T")
 
 # Connections inherited across fork(): the child must neither use nor close them (closing one
 # may checkpoint the parent's WAL or drop its locks), so they stay referenced here for good.
@@ -33,6 +36,7 @@ _COMMIT: Statement = ("COMMIT", ())
 # Shared-cache (":memory:") table locks fail at once with SQLITE_LOCKED: busy_timeout does
 # not wait on them, so the caller retries until the timeout.
 _SQLITE_LOCKED = 6
+_NO_WAIT = "PRAGMA busy_timeout = 0"
 _FIRST_RETRY_DELAY = 0.0005
 _MAX_RETRY_DELAY = 0.05
 
@@ -74,27 +78,56 @@ class AsyncMutex:
             weakref.WeakKeyDictionary()
         )
 
-    @contextlib.asynccontextmanager
-    async def hold(self) -> AsyncIterator[None]:
-        """Hold the mutex for the body of an ``async with``."""
+    async def acquire(self) -> Callable[[], None]:
+        """Wait for the mutex; returns the function that releases it (callable once)."""
         loop = asyncio.get_running_loop()
         queue = self._queues.get(loop)
         if queue is None:
             queue = self._queues.setdefault(loop, asyncio.Lock())
-        async with queue:
+        await queue.acquire()
+        try:
             delay = _FIRST_RETRY_DELAY
             # Only a coroutine of another loop (another thread) can hold it now: poll briefly.
             while not self._held.acquire(blocking=False):
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _MAX_RETRY_DELAY)
-            try:
-                yield
-            finally:
-                self._held.release()
+        except BaseException:
+            queue.release()
+            raise
+
+        def release() -> None:
+            self._held.release()
+            queue.release()
+
+        return release
+
+    def acquire_if_free(self) -> Callable[[], None] | None:
+        """Take the mutex only if nobody holds it; returns its release function, or ``None``."""
+        return self._held.release if self._held.acquire(blocking=False) else None
+
+
+class _Path:
+    """One way into the database (reads, or writes): a sqlite3 and an aiosqlite connection."""
+
+    def __init__(self, pragmas: Sequence[str]) -> None:
+        self.pragmas = tuple(pragmas)
+        self.lock = threading.Lock()  # serializes use of the sync connection
+        self.sync: sqlite3.Connection | None = None
+        self.aio: aiosqlite.Connection | None = None
+        self.aio_opening: asyncio.Task[aiosqlite.Connection] | None = None
+
+    def detach(self) -> tuple[sqlite3.Connection | None, aiosqlite.Connection | None]:
+        conns, self.sync, self.aio = (self.sync, self.aio), None, None
+        return conns
 
 
 class Connections:
-    """The connections of one SqliteCache, reopened after ``fork()`` and closed exactly once."""
+    """The connections of one SqliteCache, reopened after ``fork()`` and closed exactly once.
+
+    Reads and writes take separate connections (and, for async calls, separate aiosqlite
+    threads): a write waiting for another process's lock never delays a read, which WAL
+    serves from the last committed snapshot.
+    """
 
     variable_limit: int | None = None
     """SQLite's limit on ``?`` parameters per statement, once a connection has reported it."""
@@ -113,11 +146,11 @@ class Connections:
 
     def _reset(self) -> None:
         self.pid = os.getpid()
-        self._lock = threading.Lock()  # serializes use of the sync connection
-        self._sync: sqlite3.Connection | None = None
-        self._aio: aiosqlite.Connection | None = None
-        self._aio_opening: asyncio.Task[aiosqlite.Connection] | None = None
-        self._writes = AsyncMutex()
+        # query_only: a read path that tried to write would wait on the write lock.
+        self._reader = _Path((*self.pragmas, "PRAGMA query_only = 1"))
+        self._writer = _Path(self.pragmas)
+        self._writes = AsyncMutex()  # serializes use of the async write connection
+        self._writing: set[asyncio.Task[Any]] = set()  # strong references while they run
 
     def _connect_kwargs(self) -> dict[str, Any]:
         return {
@@ -138,27 +171,28 @@ class Connections:
         with self._guard:
             if self.pid == os.getpid():
                 return
-            _INHERITED.extend(c for c in (self._sync, self._aio, self._aio_opening) if c)
+            for path in (self._reader, self._writer):
+                _INHERITED.extend(c for c in (path.sync, path.aio, path.aio_opening) if c)
             self._guard = threading.Lock()
             self._reset()
 
     # -- sync I/O --
 
     def open_sync(self, setup: Sequence[str] = ()) -> sqlite3.Connection:
-        """Open the sync connection now (running ``setup`` once), or return the open one."""
+        """Open the sync write connection now (running ``setup`` once), or return the open one."""
         self._check()
-        with self._lock:
-            return self._sync_connection(setup)
+        with self._writer.lock:
+            return self._sync_connection(self._writer, setup)
 
-    def _sync_connection(self, setup: Sequence[str] = ()) -> sqlite3.Connection:
-        conn = self._sync
+    def _sync_connection(self, path: _Path, setup: Sequence[str] = ()) -> sqlite3.Connection:
+        conn = path.sync
         if conn is None:
             try:
                 conn = sqlite3.connect(self.database, **self._connect_kwargs())
             except sqlite3.Error as exc:
                 raise BackendError(f"cannot open SQLite database {self.database!r}: {exc}") from exc
             try:
-                for sql in (*self.pragmas, *setup):
+                for sql in (*path.pragmas, *setup):
                     conn.execute(sql).fetchall()
                 limit = getattr(conn, "getlimit", None)  # Python >= 3.11
                 self.variable_limit = limit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) if limit else None
@@ -167,73 +201,95 @@ class Connections:
                 raise BackendError(
                     f"cannot set up SQLite database {self.database!r}: {exc}"
                 ) from exc
-            self._sync = conn
+            path.sync = conn
         return conn
 
     def run(
         self, statements: Sequence[Statement], *, atomic: bool = False, write: bool = False
     ) -> list[list[Row]]:
-        """Execute statements on the sync connection; one transaction if ``atomic``."""
-        del write  # the sync lock already serializes every statement
+        """Run statements on the sync read or write connection; one transaction if ``atomic``."""
+        path = self._writer if write else self._reader
         framed, in_transaction = _framed(statements, atomic)
         deadline = time.monotonic() + self.busy_timeout
         attempt = 0
         while True:
             self._check()
-            with self._lock:
+            with path.lock:
                 if self.closed:
                     raise CacheClosedError("SqliteCache is closed")
-                conn = self._sync_connection()
+                conn = self._sync_connection(path)
                 try:
-                    results = [conn.execute(sql, params).fetchall() for sql, params in framed]
-                except BaseException as exc:
-                    if in_transaction and conn.in_transaction:
-                        with contextlib.suppress(sqlite3.Error):
-                            conn.rollback()
-                    if not isinstance(exc, sqlite3.Error):
-                        raise
+                    return _execute(conn, framed, in_transaction)
+                except sqlite3.Error as exc:
                     error = exc
-                else:
-                    return results[1:-1] if in_transaction else results
             delay = _retry_delay(error, attempt, deadline)
             if delay is None:
                 raise self._failure(error) from error
             attempt += 1
             time.sleep(delay)
 
+    def try_write(self, statements: Sequence[Statement]) -> list[list[Row]] | None:
+        """Run one write transaction only if it need not wait; ``None`` when it did not run.
+
+        For deletions a read discovers: a read must never wait on the write lock.
+        """
+        self._check()
+        path = self._writer
+        if not path.lock.acquire(blocking=False):
+            return None
+        try:
+            if self.closed:
+                return None
+            conn = self._sync_connection(path)
+            framed, in_transaction = _framed(statements, True)
+            conn.execute(_NO_WAIT).fetchall()
+            try:
+                return _execute(conn, framed, in_transaction)
+            except sqlite3.Error:
+                return None  # it stays stored; the next read or the purge deletes it
+            finally:
+                conn.execute(self._waiting()).fetchall()
+        except (sqlite3.Error, BackendError):
+            return None
+        finally:
+            path.lock.release()
+
+    def _waiting(self) -> str:
+        return f"PRAGMA busy_timeout = {round(self.busy_timeout * 1000)}"
+
     # -- async I/O --
 
-    async def _aconnection(self) -> aiosqlite.Connection:
+    async def _aconnection(self, path: _Path) -> aiosqlite.Connection:
         self._check()
-        conn = self._aio
+        conn = path.aio
         if conn is not None:
             return conn
         loop = asyncio.get_running_loop()
         with self._guard:
-            opening = self._aio_opening
+            opening = path.aio_opening
             if opening is None or opening.get_loop() is not loop:
-                opening = self._aio_opening = loop.create_task(self._aopen())
+                opening = path.aio_opening = loop.create_task(self._aopen(path))
         return await asyncio.shield(opening)
 
-    async def _aopen(self) -> aiosqlite.Connection:
+    async def _aopen(self, path: _Path) -> aiosqlite.Connection:
         conn = aiosqlite.connect(self.database, **self._connect_kwargs())
         _daemonize(conn)
         try:
             await conn
-            for sql in self.pragmas:
+            for sql in path.pragmas:
                 await conn.execute_fetchall(sql)
         except BaseException as exc:
             with self._guard:
-                self._aio_opening = None
+                path.aio_opening = None
             await conn.close()
             if isinstance(exc, sqlite3.Error):
                 raise BackendError(f"cannot open SQLite database {self.database!r}: {exc}") from exc
             raise
         with self._guard:
-            self._aio_opening = None
-            winner = self._aio if not self.closed else None
+            path.aio_opening = None
+            winner = path.aio if not self.closed else None
             if winner is None and not self.closed:
-                self._aio = winner = conn
+                path.aio = winner = conn
         if winner is not conn:  # closed meanwhile, or another event loop opened one first
             await conn.close()
         if winner is None:
@@ -243,34 +299,73 @@ class Connections:
     async def arun(
         self, statements: Sequence[Statement], *, atomic: bool = False, write: bool = False
     ) -> list[list[Row]]:
-        """Execute statements on the aiosqlite connection; one transaction if ``atomic``."""
+        """Run statements on the async read or write connection; one transaction if ``atomic``."""
+        path = self._writer if write else self._reader
         framed, in_transaction = _framed(statements, atomic)
         deadline = time.monotonic() + self.busy_timeout
         attempt = 0
         while True:
-            conn = await self._aconnection()
-            async with self._writes.hold() if write else contextlib.nullcontext():
-                try:
-                    results = [await conn.execute_fetchall(sql, params) for sql, params in framed]
-                except BaseException as exc:
-                    if in_transaction:
-                        # Enqueued before the mutex is released, so it runs before any later
-                        # transaction even if this task is being cancelled.
-                        with contextlib.suppress(sqlite3.Error, ValueError):
-                            await conn.rollback()
-                    # aiosqlite reports its own state (e.g. a closed connection) as ValueError.
-                    if not isinstance(exc, (sqlite3.Error, ValueError)):
-                        raise
-                    error = exc
-                else:
-                    # execute_fetchall returns lists of plain tuples (no row factory is set)
-                    rows = cast("list[list[Row]]", results)
-                    return rows[1:-1] if in_transaction else rows
+            conn = await self._aconnection(path)
+            try:
+                if not write:
+                    return await _aexecute(conn, framed, in_transaction)
+                release = await self._writes.acquire()
+                return await self._until_done(_aexecute(conn, framed, in_transaction), release)
+            except (sqlite3.Error, ValueError) as exc:
+                error = exc
             delay = _retry_delay(error, attempt, deadline)
             if delay is None:
                 raise self._failure(error) from error
             attempt += 1
             await asyncio.sleep(delay)
+
+    async def atry_write(self, statements: Sequence[Statement]) -> list[list[Row]] | None:
+        """Async twin of :meth:`try_write`: ``None`` when the write would have had to wait."""
+        try:
+            conn = await self._aconnection(self._writer)
+        except BackendError:
+            return None
+        release = self._writes.acquire_if_free()
+        if release is None:
+            return None
+        return await self._until_done(self._atry_write(conn, statements), release)
+
+    async def _atry_write(
+        self, conn: aiosqlite.Connection, statements: Sequence[Statement]
+    ) -> list[list[Row]] | None:
+        if self.closed:
+            return None
+        framed, in_transaction = _framed(statements, True)
+        try:
+            await conn.execute_fetchall(_NO_WAIT)
+            try:
+                return await _aexecute(conn, framed, in_transaction)
+            finally:
+                await conn.execute_fetchall(self._waiting())
+        except (sqlite3.Error, ValueError):
+            return None  # it stays stored; the next read or the purge deletes it
+
+    async def _until_done(self, write: Coroutine[Any, Any, _T], release: Callable[[], None]) -> _T:
+        """Run ``write`` to its end even if the caller stops waiting, then ``release``.
+
+        A caller's deadline must not free the write mutex while the aiosqlite thread still
+        runs the write: the next write would queue in that thread behind it unseen, and
+        ``atry_write`` could not tell that it would have to wait.
+        """
+        try:
+            task = asyncio.get_running_loop().create_task(_then(write, release))
+        except BaseException:
+            write.close()
+            release()
+            raise
+        self._writing.add(task)
+        task.add_done_callback(self._forget)
+        return await asyncio.shield(task)
+
+    def _forget(self, task: asyncio.Task[Any]) -> None:
+        self._writing.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: a caller that stopped waiting logs nothing
 
     def _failure(self, exc: BaseException) -> CacheClosedError | BackendError:
         if self.closed:
@@ -279,42 +374,76 @@ class Connections:
 
     # -- closing --
 
-    def _detach(self) -> tuple[sqlite3.Connection | None, aiosqlite.Connection | None] | None:
+    def _detach(self) -> list[tuple[_Path, sqlite3.Connection | None, aiosqlite.Connection | None]]:
         with self._guard:
             if self.closed:
-                return None
+                return []
             self.closed = True
             if self.pid != os.getpid():
-                return None  # a forked child never touches its parent's connections
-            conns, self._sync, self._aio = (self._sync, self._aio), None, None
-            return conns
+                return []  # a forked child never touches its parent's connections
+            return [(path, *path.detach()) for path in (self._reader, self._writer)]
 
     def close(self) -> None:
-        """Close both connections; idempotent, callable from any thread or at exit."""
-        conns = self._detach()
-        if conns is None:
-            return
-        sync, aio = conns
-        if sync is not None:
-            with self._lock:
-                sync.close()
-        if aio is not None:
-            _close_aio_blocking(aio)
+        """Close every connection; idempotent, callable from any thread or at exit."""
+        for path, sync, aio in self._detach():
+            if sync is not None:
+                with path.lock:
+                    sync.close()
+            if aio is not None:
+                _close_aio_blocking(aio)
 
     async def aclose(self) -> None:
-        """Close both connections without blocking the event loop; idempotent."""
-        conns = self._detach()
-        if conns is None:
-            return
-        sync, aio = conns
-        if aio is not None:
-            await aio.close()
-        if sync is not None:
-            await asyncio.to_thread(self._close_sync, sync)
+        """Close every connection without blocking the event loop; idempotent."""
+        for path, sync, aio in self._detach():
+            if aio is not None:
+                await aio.close()
+            if sync is not None:
+                await asyncio.to_thread(_close_sync, path.lock, sync)
 
-    def _close_sync(self, conn: sqlite3.Connection) -> None:
-        with self._lock:
-            conn.close()
+
+def _execute(
+    conn: sqlite3.Connection, framed: Sequence[Statement], in_transaction: bool
+) -> list[list[Row]]:
+    """Run framed statements on a sync connection, rolling back a transaction that failed."""
+    try:
+        results = [conn.execute(sql, params).fetchall() for sql, params in framed]
+    except BaseException:
+        if in_transaction and conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.rollback()
+        raise
+    return results[1:-1] if in_transaction else results
+
+
+async def _aexecute(
+    conn: aiosqlite.Connection, framed: Sequence[Statement], in_transaction: bool
+) -> list[list[Row]]:
+    """Async twin of :func:`_execute`; aiosqlite reports its own state as ``ValueError``."""
+    try:
+        results = [await conn.execute_fetchall(sql, params) for sql, params in framed]
+    except BaseException:
+        if in_transaction:
+            # Enqueued before the write mutex is released, so it runs before any later
+            # transaction even if this task is being cancelled.
+            with contextlib.suppress(sqlite3.Error, ValueError):
+                await conn.rollback()
+        raise
+    # execute_fetchall returns lists of plain tuples (no row factory is set)
+    rows = cast("list[list[Row]]", results)
+    return rows[1:-1] if in_transaction else rows
+
+
+async def _then(work: Coroutine[Any, Any, _T], release: Callable[[], None]) -> _T:
+    # A finally, not a done callback: it runs even if the task is dropped with its loop.
+    try:
+        return await work
+    finally:
+        release()
+
+
+def _close_sync(lock: threading.Lock, conn: sqlite3.Connection) -> None:
+    with lock:
+        conn.close()
 
 
 def _close_aio_blocking(conn: aiosqlite.Connection) -> None:

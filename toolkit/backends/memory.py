@@ -140,7 +140,9 @@ class InMemoryCache(EvictionNotifier, BaseCache[ValueT]):
             doomed = set(namespaces)
             if doomed:
                 # A scan, not an index: clear is rare and an index would tax every set.
-                for full_key in [k for k in self._data if k[0] in doomed]:
+                # list() copies in one C call, atomic under the GIL: lock-free gets may
+                # reorder the dict meanwhile, which would break a Python-level iteration.
+                for full_key in [k for k in list(self._data) if k[0] in doomed]:
                     del self._data[full_key]
 
     def delete(self, keys: Sequence[FullKey]) -> None:
@@ -191,7 +193,8 @@ class InMemoryCache(EvictionNotifier, BaseCache[ValueT]):
     def _sweep(self, now: float) -> _Evicted:
         """Drop expired entries; the caller holds the lock."""
         self._next_sweep = now + _SWEEP_INTERVAL
-        expired = [k for k, (_, exp) in self._data.items() if exp is not None and now >= exp]
+        entries = list(self._data.items())  # an atomic copy; see clear()
+        expired = [k for k, (_, exp) in entries if exp is not None and now >= exp]
         for full_key in expired:
             del self._data[full_key]
         return [(full_key[0], "expired") for full_key in expired]

@@ -65,8 +65,8 @@ class SqliteCache(EvictionNotifier, BaseCache[ValueT]):
     ) -> None:
         """Open (creating if needed) the cache table in the database at ``path``.
 
-        ``busy_timeout`` is how long a call waits for another writer, in seconds; ``timer``
-        is the wall clock that expiry times are stored in.
+        ``busy_timeout`` is how long a write waits for another writer, in seconds (reads do
+        not wait behind writes); ``timer`` is the wall clock that expiry times are stored in.
         """
         super().__init__(serde=serde)
         database, uri, memory = _database(path)
@@ -106,8 +106,7 @@ class SqliteCache(EvictionNotifier, BaseCache[ValueT]):
         plan = self._sql.select(keys, self._timer())
         decoded = self._decode(plan, self._conns.run(plan.statements), keyed=True)
         if decoded.cleanup:
-            cleanup = self._cleanup(decoded)
-            self._report_cleanup(decoded, self._conns.run(cleanup, atomic=True, write=True))
+            self._report_cleanup(decoded, self._conns.try_write(self._cleanup(decoded)))
         return decoded.by_key
 
     async def aget(self, keys: Sequence[FullKey]) -> dict[FullKey, ValueT]:
@@ -122,8 +121,7 @@ class SqliteCache(EvictionNotifier, BaseCache[ValueT]):
         plan = self._sql.select(keys, self._timer())
         decoded = self._decode(plan, await self._conns.arun(plan.statements), keyed=False)
         if decoded.cleanup:
-            cleanup = self._cleanup(decoded)
-            self._report_cleanup(decoded, await self._conns.arun(cleanup, atomic=True, write=True))
+            self._report_cleanup(decoded, await self._conns.atry_write(self._cleanup(decoded)))
         return decoded.by_position
 
     def set(self, pairs: Mapping[FullKey, tuple[ValueT, int | None]]) -> None:
@@ -258,7 +256,9 @@ class SqliteCache(EvictionNotifier, BaseCache[ValueT]):
             statements += self._sql.counted_delete(doomed)
         return statements
 
-    def _report_cleanup(self, decoded: Decoded, results: list[list[Row]]) -> None:
+    def _report_cleanup(self, decoded: Decoded, results: list[list[Row]] | None) -> None:
+        if results is None:
+            return  # the write lock was busy: the rows stay until a later read or purge
         # results alternate: the SELECT of each counted delete, then the DELETE itself
         deleted = zip(decoded.cleanup, results[::2], strict=True)
         self._report(tally((ns, cause) for (ns, cause, _), rows in deleted for _ in rows))
