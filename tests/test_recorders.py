@@ -19,7 +19,7 @@ from toolkit.middleware.recorders import CounterFamily, HistogramFamily, LockFre
 BUCKETS = (0.001, 0.01, 0.1, 1.0)
 EXEMPLAR = {"trace_id": "0" * 31 + "1", "span_id": "0" * 15 + "2"}
 # Bucket bounds themselves (le is inclusive), both sides of each, beyond the last, zero.
-AMOUNTS = [0.0, 0.0005, 0.001, 0.0011, 0.01, 0.05, 0.1, 1.0, 1.5, 250.0]
+AMOUNTS = [0.0, 0.0005, 0.001, 0.0011, 0.01, 0.05, 0.1, 1.0, 1.5, 250.0, -1.0]
 
 
 def play(counter: Any, histogram: Any) -> None:
@@ -178,3 +178,14 @@ def test_concurrent_observed_hits_lose_no_counts() -> None:
     assert registry.get_sample_value("cache_operation_duration_seconds_count", latency) == (
         8 * rounds
     )
+
+
+def test_nan_falls_in_no_bucket_like_prometheus_clients() -> None:
+    def counts(build: Callable[[CollectorRegistry], tuple[Any, Any]]) -> list[Any]:
+        registry = CollectorRegistry()
+        _, histogram = build(registry)
+        histogram.labels("memory", "get").observe(float("nan"))
+        histogram.labels("memory", "get").observe(0.5)
+        return [s for s in structure(registry)[-1][3] if not s[0].endswith("_sum")]
+
+    assert counts(ours) == counts(theirs)

@@ -97,7 +97,13 @@ class HistogramCell:
 
     def observe(self, amount: float, exemplar: dict[str, str] | None = None) -> None:
         """Record one observation (``exemplar``: trace labels for its bucket)."""
-        index = 0 if amount <= self.first else bisect_left(self.bounds, amount)
+        if amount <= self.first:
+            index = 0
+        elif amount == amount:
+            index = bisect_left(self.bounds, amount)
+        else:  # NaN falls in no bucket, as with prometheus-client; it still poisons the sum
+            self.sum += amount
+            return
         next(self.buckets[index])
         self.sum += amount  # the documented race: see the module docstring
         if exemplar:
