@@ -406,3 +406,15 @@ def test_toolkit_imports_without_redis_and_names_the_extra() -> None:
         check=True,
     )
     assert "pip install 'langgraph-cache-toolkit[redis]'" in done.stdout
+
+
+async def test_call_bound_known_only_for_clients_it_made(
+    redis_url: str, redis_closer: list[RedisCache[Any]]
+) -> None:
+    made = make_cache(redis_closer, redis_url, socket_timeout=0.2, socket_connect_timeout=0.1)
+    assert made.max_call_seconds == pytest.approx(0.3)
+    given: RedisCache[Any] = RedisCache(redis.Redis.from_url(redis_url), prefix=unique_prefix())
+    try:
+        assert given.max_call_seconds is None
+    finally:
+        given.client.close()

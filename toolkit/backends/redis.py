@@ -229,6 +229,8 @@ class RedisCache(EvictionNotifier, BaseCache[ValueT]):
         self._cluster = isinstance(client, RedisCluster)
         self._acluster = isinstance(aclient, AsyncRedisCluster)
         self._owns_clients = False
+        self.max_call_seconds: float | None = None
+        """A bound on one Redis command, known only for clients ``from_url`` made."""
         self._pending: _PendingRead | None = None
         self._flushes: set[asyncio.Task[None]] = set()
 
@@ -261,6 +263,10 @@ class RedisCache(EvictionNotifier, BaseCache[ValueT]):
             async_client = aredis.Redis.from_url(url, **_retry_once(options, sync=False))
         cache: RedisCache[Any] = cls(sync_client, aclient=async_client, serde=serde, prefix=prefix)
         cache._owns_clients = True
+        if "retry" not in client_options:
+            # A timeout is never retried; a dropped connection is retried once: a reconnect
+            # and a reply. FailOpen trusts this bound instead of a deadline thread per call.
+            cache.max_call_seconds = socket_connect_timeout + socket_timeout
         return cache
 
     # -- reads --
