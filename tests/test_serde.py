@@ -246,8 +246,8 @@ def test_distinct_values_stay_distinct() -> None:
 def test_plain_data_uses_plain_msgpack() -> None:
     value = {"messages": [["ai", "hello world"]] * 3, "n": 42, "f": 1.5, "b": b"x", "z": None}
     tag, payload = SAFE.dumps_typed(value)
-    assert tag == "toolkit-msgpack-v1"
-    assert payload == ormsgpack.packb(value)
+    assert tag == "toolkit-msgpack-v2"
+    assert payload == ormsgpack.packb(value) + _safe.END
 
 
 scalars = (
@@ -504,19 +504,24 @@ def test_hostile_payload_raises_serialization_error_and_runs_nothing(data: Any) 
     assert TRIGGERED == []
 
 
-def test_pickle_relabelled_with_our_tag_is_inert() -> None:
-    # msgpack reads a pickle's leading PROTO byte (0x80) as an empty map and, having no
-    # length framing, ignores the rest: the result is harmless data, not a revived object.
+def test_pickle_relabelled_with_our_tag_is_refused_inertly() -> None:
+    # Without the end marker msgpack would read the pickle's PROTO byte (0x80) as an empty map.
     payload = pickle.dumps(Trap())
     TRIGGERED.clear()
     imported, raised = imports_during(lambda: SAFE.loads_typed((TAG, payload)))
-    assert (imported, raised, TRIGGERED) == ([], None, [])
-    assert SAFE.loads_typed((TAG, payload)) == {}
+    assert imported == [] and TRIGGERED == []
+    assert isinstance(raised, SerializationError)
+
+
+@pytest.mark.parametrize("payload", [b"", b"{}", b"\x01\x02junk", b"\x80\x04\x95."])
+def test_payloads_without_the_end_marker_are_refused(payload: bytes) -> None:
+    with pytest.raises(SerializationError):
+        SAFE.loads_typed((TAG, payload))
 
 
 def test_constructor_shaped_map_is_inert_data() -> None:
     shaped = {"lc": 1, "type": "constructor", "id": ["os", "system"], "kwargs": {}}
-    assert SAFE.loads_typed((TAG, ormsgpack.packb(shaped))) == shaped
+    assert SAFE.loads_typed((TAG, ormsgpack.packb(shaped) + _safe.END)) == shaped
 
 
 RICH = {

@@ -145,14 +145,6 @@ def test_undecodable_payloads_are_deleted_and_counted(hostile: Hostile) -> None:
     hostile("foreign tag, truncated, oversized or nested-bomb payloads", stored, True)
 
 
-TRAILING_BYTES_BUG = (
-    "toolkit/serde/_safe.py:221 (SafeSerializer.loads_typed): ormsgpack.unpackb ignores trailing "
-    "bytes, so a pickle or JSON document stored under our tag decodes to its first msgpack "
-    "object (b'\\x80...' -> {}, b'c...' -> 99, b'{...' -> 123) instead of a miss"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=TRAILING_BYTES_BUG)
 @pytest.mark.parametrize("backend_name", BACKEND_NAMES)
 def test_foreign_documents_under_our_tag_are_misses(hostile: Hostile) -> None:
     stored = [

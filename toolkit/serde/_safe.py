@@ -24,7 +24,12 @@ import ormsgpack
 from toolkit.errors import SerializationError
 from toolkit.serde._allow import DEFAULT_ALLOW, AllowList, ClassInfo
 
-SAFE_TAG = "toolkit-msgpack-v1"
+SAFE_TAG = "toolkit-msgpack-v2"
+# Every payload ends with 0xC1, the one byte msgpack never uses. ormsgpack stops reading
+# after the first object, so without the marker a pickle (0x80: an empty map), a JSON
+# document ("{": the int 123) or junk after a value would decode as something.
+END = b"\xc1"
+_END = 0xC1
 
 # msgpack extension codes; the payload of each is itself msgpack. They start at 32 so
 # LangGraph's extensions (codes 0-6, which name constructors) never decode as ours.
@@ -204,11 +209,11 @@ class SafeSerializer:
         """Encode ``obj``; a type that is neither data nor allow-listed raises ``TypeError``."""
         try:
             # Positional, not keywords: ormsgpack parses keyword names on every call (~10 ns).
-            return SAFE_TAG, _packb(obj, self._default_hook, _OPTIONS)
+            return SAFE_TAG, _packb(obj, self._default_hook, _OPTIONS) + END
         except _MsgpackEncodeError:
             # Dicts with non-str keys (or an unsupported type) defeat the native path;
             # the Python walk below encodes the former and names the latter precisely.
-            return SAFE_TAG, _packb(self._to_wire(obj))
+            return SAFE_TAG, _packb(self._to_wire(obj)) + END
 
     def loads_typed(self, data: tuple[str, bytes]) -> Any:
         """Decode a pair made by ``dumps_typed``; anything else raises ``SerializationError``."""
@@ -219,6 +224,10 @@ class SafeSerializer:
         if tag != SAFE_TAG:
             raise SerializationError(f"unknown serialization tag {tag!r} (expected {SAFE_TAG!r})")
         try:
+            if payload[-1] != _END:
+                raise SerializationError("payload lacks the end marker: foreign or truncated")
+            # No slice: ormsgpack stops after the first object, so the marker is never read
+            # (tests/test_serde.py pins that behaviour).
             return _unpackb(payload, ext_hook=self._ext_hook_bound)
         except Exception as exc:
             cause = getattr(_failure, "error", None) or exc
