@@ -372,3 +372,28 @@ def test_keys_metrics_cannot_read_are_served_not_raised(registry: CollectorRegis
     assert registry.get_sample_value("cache_operation_duration_seconds_count", latency) == 1
     assert sample(registry, "cache_puts_total", cache="", backend="lax") == 0
     assert sample(registry, "cache_errors_total", cache="", backend="lax", operation="set") == 0
+
+
+def test_a_malformed_namespace_is_the_callers_error_not_a_logged_warning(
+    registry: CollectorRegistry, caplog: pytest.LogCaptureFixture
+) -> None:
+    cache = observe(InMemoryCache(), registry=registry, tracer_provider=TracerProvider())
+    with caplog.at_level("WARNING"), pytest.raises(TypeError, match="namespace part"):
+        cache.get([(("s", 1), "k")])
+    assert [r for r in caplog.records if r.levelname == "WARNING"] == []
+
+
+def test_a_failing_label_function_warns_and_labels_invalid(
+    registry: CollectorRegistry, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(namespace: tuple[str, ...]) -> str:
+        raise RuntimeError("label bug")
+
+    cache = observe(InMemoryCache(), registry=registry, cache_label=broken)
+    with caplog.at_level("WARNING"):
+        cache.get([(NS, "k")])
+    assert any("label function failed" in r.getMessage() for r in caplog.records)
+    assert (
+        sample(registry, "cache_gets_total", cache="__invalid__", backend="memory", result="miss")
+        == 1
+    )

@@ -60,7 +60,10 @@ class CacheLabeler:
         try:
             label = str(self._label(namespace))
         except Exception:
-            logger.warning("cache label function failed; using %r", INVALID, exc_info=True)
+            # A malformed namespace is the caller's bug and validation reports it to them;
+            # only a label function failing on a valid namespace deserves a warning.
+            if _is_namespace(namespace):
+                logger.warning("cache label function failed; using %r", INVALID, exc_info=True)
             label = INVALID
         with self._lock:
             if label not in self._seen:
@@ -78,3 +81,7 @@ class CacheLabeler:
         if namespaces is None:
             return [ALL_CACHES]
         return list(dict.fromkeys(self(ns) for ns in namespaces))
+
+
+def _is_namespace(namespace: object) -> bool:
+    return isinstance(namespace, tuple) and all(isinstance(part, str) for part in namespace)

@@ -75,7 +75,8 @@ class _Span:
             try:
                 tracing._describe(span, self.operation, self.arg)
             except Exception:
-                logger.warning("cache span attributes failed; ignored", exc_info=True)
+                # Malformed keys (a caller bug that validation reports to them) land here.
+                logger.debug("cache span attributes failed; ignored", exc_info=True)
             _guarded(tracing._request_hook, span, self.operation, self.arg)
         return self
 
