@@ -418,3 +418,21 @@ async def test_call_bound_known_only_for_clients_it_made(
         assert given.max_call_seconds is None
     finally:
         given.client.close()
+
+
+def test_cluster_close_leaves_no_socket_open(redis_cluster_url: str) -> None:
+    import gc
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cache: RedisCache[Any] = RedisCache.from_url(
+            redis_cluster_url, cluster=True, prefix=unique_prefix()
+        )
+        cache.set({((str(i),), "k"): (i, None) for i in range(20)})
+        cache.get([((str(i),), "k") for i in range(20)])
+        cache.clear()
+        cache.close()
+        del cache
+        gc.collect()
+    assert [w for w in caught if issubclass(w.category, ResourceWarning)] == []

@@ -591,6 +591,12 @@ class RedisCache(EvictionNotifier, BaseCache[ValueT]):
     def close(self) -> None:
         """Close the sync client if this cache made it (``from_url``); one passed in stays open."""
         if self._owns_clients and self.client is not None:
+            if self._cluster:
+                # RedisCluster.close() can leave a node's pooled socket open (redis-py 8):
+                # disconnect every node's pool first so nothing leaks.
+                for node in self.client.get_nodes():
+                    if node.redis_connection is not None:
+                        node.redis_connection.connection_pool.disconnect()
             self.client.close()
 
     async def aclose(self) -> None:
