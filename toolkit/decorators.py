@@ -48,8 +48,9 @@ _MISSING: Any = object()
 _log = logging.getLogger(__name__)
 
 
-def _is_tombstone(value: Any) -> bool:
-    return type(value) is str and value == _TOMBSTONE
+def _is_hit(value: Any) -> bool:
+    """Whether a value read back is a cached result: neither absent nor a tombstone."""
+    return value is not _MISSING and not (type(value) is str and value == _TOMBSTONE)
 
 
 # -- public types -----------------------------------------------------------------------
@@ -330,12 +331,12 @@ class _Cached:
         full_key, cache, span = self.begin(instance, args, kwargs)
         if span is None:
             value = cache.get([full_key]).get(full_key, _MISSING)
-            if value is not _MISSING and not (type(value) is str and value == _TOMBSTONE):
+            if _is_hit(value):
                 return value
             return self._single_flight(cache, wrapped, args, kwargs, full_key, None)
         with trace.use_span(span, end_on_exit=True):
             value = cache.get([full_key]).get(full_key, _MISSING)
-            hit = value is not _MISSING and not (type(value) is str and value == _TOMBSTONE)
+            hit = _is_hit(value)
             span.set_attribute("cache.hit", hit)
             if hit:
                 return value
@@ -366,7 +367,7 @@ class _Cached:
                 return flight.outcome()
             # The leader was interrupted: another waiter may have taken over and finished.
             value = cache.get([full_key]).get(full_key, _MISSING)
-            if value is not _MISSING and not _is_tombstone(value):
+            if _is_hit(value):
                 return value
 
     def _lead(
@@ -429,12 +430,12 @@ class _Cached:
         full_key, cache, span = self.begin(instance, args, kwargs)
         if span is None:
             value = (await cache.aget([full_key])).get(full_key, _MISSING)
-            if value is not _MISSING and not (type(value) is str and value == _TOMBSTONE):
+            if _is_hit(value):
                 return value
             return await self._asingle_flight(cache, wrapped, args, kwargs, full_key, None)
         with trace.use_span(span, end_on_exit=True):
             value = (await cache.aget([full_key])).get(full_key, _MISSING)
-            hit = value is not _MISSING and not (type(value) is str and value == _TOMBSTONE)
+            hit = _is_hit(value)
             span.set_attribute("cache.hit", hit)
             if hit:
                 return value
@@ -463,7 +464,7 @@ class _Cached:
                 return flight.outcome()
             # The leader was cancelled: another waiter may have taken over and finished.
             value = (await cache.aget([full_key])).get(full_key, _MISSING)
-            if value is not _MISSING and not _is_tombstone(value):
+            if _is_hit(value):
                 return value
 
     async def _alead(

@@ -6,6 +6,7 @@ import threading
 from collections.abc import Callable, Iterable
 
 from toolkit._types import Namespace
+from toolkit.base import check_namespace
 from toolkit.middleware.base import logger
 
 __all__ = [
@@ -84,4 +85,8 @@ class CacheLabeler:
 
 
 def _is_namespace(namespace: object) -> bool:
-    return isinstance(namespace, tuple) and all(isinstance(part, str) for part in namespace)
+    try:
+        check_namespace(namespace)
+    except (TypeError, ValueError):
+        return False
+    return True
