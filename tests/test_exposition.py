@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import inspect
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -18,7 +20,13 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from toolkit import InMemoryCache, observe, start_metrics_server
-from toolkit.exposition import make_asgi_app, make_wsgi_app, mark_process_dead, metrics_registry
+from toolkit.exposition import (
+    PortInUseError,
+    make_asgi_app,
+    make_wsgi_app,
+    mark_process_dead,
+    metrics_registry,
+)
 
 NS = ("app", "users")
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,6 +60,21 @@ def registry() -> Iterator[CollectorRegistry]:
     cache.set({(NS, "a"): (1, None), (NS, "b"): (2, None)})
     cache.get([(NS, "a"), (NS, "b"), (NS, "c")])
     yield registry  # the generator's frame keeps the cache alive: entries count live caches only
+
+
+def test_busy_port_says_so_and_what_to_do(registry: CollectorRegistry) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(PortInUseError) as caught:
+            start_metrics_server(port=port, registry=registry)
+    message = str(caught.value)
+    assert f"127.0.0.1:{port}" in message
+    assert "already in use" in message
+    assert "port=0" in message  # what to do
+    assert caught.value.errno == errno.EADDRINUSE
+    assert isinstance(caught.value, OSError)  # callers catching OSError keep working
 
 
 def test_http_scrape_is_parsed(registry: CollectorRegistry) -> None:

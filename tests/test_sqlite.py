@@ -430,8 +430,12 @@ def test_batch_statements_respect_the_variable_limit(cache: SqliteCache[Any]) ->
 
 
 EXIT_WITHOUT_CLOSE = """
-import asyncio, sys
+import asyncio, logging, sys, time
 from toolkit import SqliteCache
+
+# -X dev logs every event-loop step slower than 0.1 s: on a busy machine that is noise, not
+# a fault of the code under test. Every other warning, error and traceback still shows.
+logging.getLogger("asyncio").addFilter(lambda record: "took %.3f seconds" not in record.msg)
 
 cache = SqliteCache(path=sys.argv[1])
 key = (("exit",), "k")
@@ -440,28 +444,40 @@ assert asyncio.run(cache.aget([key])) == {key: 1}
 print("done")
 """
 
+SLOW_STEP = """
+async def slow_step() -> None:
+    time.sleep(0.15)  # a loaded machine: one step of the loop past asyncio's 0.1 s threshold
+
+asyncio.run(slow_step())
+"""
+
+
+def exit_without_close(path: str, extra: str = "") -> subprocess.CompletedProcess[str]:
+    """Run the exit script in ``python -X dev -W error``; ``extra`` runs before it opens."""
+    script = textwrap.dedent(EXIT_WITHOUT_CLOSE).replace("\ncache =", extra + "\ncache =", 1)
+    return subprocess.run(
+        [sys.executable, "-X", "dev", "-W", "error", "-c", script, path],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+
 
 @pytest.mark.parametrize("where", ["file", "memory"])
 def test_process_exits_without_close(tmp_path: Path, where: str) -> None:
     path = str(tmp_path / "exit.db") if where == "file" else ":memory:"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-X",
-            "dev",
-            "-W",
-            "error",
-            "-c",
-            textwrap.dedent(EXIT_WITHOUT_CLOSE),
-            path,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-    )
+    done = exit_without_close(path)
     assert (done.returncode, done.stdout, done.stderr) == (0, "done\n", "")
+
+
+def test_exit_check_ignores_a_slow_loop_step_only(tmp_path: Path) -> None:
+    # The flake: under load, -X dev reported a slow event-loop step on stderr.
+    done = exit_without_close(str(tmp_path / "exit.db"), SLOW_STEP)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "done\n", "")
+    # ... while a real problem still shows: an unclosed file is a ResourceWarning under -X dev.
+    leak = exit_without_close(str(tmp_path / "leak.db"), "\nopen(sys.argv[1] + '.txt', 'w')")
+    assert "ResourceWarning" in leak.stderr
 
 
 def test_dropped_cache_closes_its_connections(db: str) -> None:

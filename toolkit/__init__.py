@@ -29,6 +29,7 @@ from toolkit.middleware import (
     wrap,
 )
 from toolkit.serde import PickleSerializer, SafeSerializer
+from toolkit.ttl import parse_ttl
 
 if typing.TYPE_CHECKING:
     from toolkit.backends.redis import RedisCache as RedisCache
@@ -79,6 +80,7 @@ __all__ = [
     "configure",
     "derive_key",
     "observe",
+    "parse_ttl",
     "start_metrics_server",
     "wrap",
 ]

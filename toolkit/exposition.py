@@ -21,6 +21,7 @@ are not available in multiprocess mode (a prometheus-client limitation).
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 from collections.abc import Callable
@@ -36,6 +37,7 @@ from prometheus_client.registry import Collector
 __all__ = [
     "DEFAULT_PORT",
     "MetricsServer",
+    "PortInUseError",
     "make_asgi_app",
     "make_wsgi_app",
     "mark_process_dead",
@@ -117,11 +119,27 @@ class MetricsServer:
         self.close()
 
 
+class PortInUseError(OSError):
+    """``start_metrics_server`` found its port taken by another process or server."""
+
+
 def start_metrics_server(
     port: int = DEFAULT_PORT, addr: str = "127.0.0.1", registry: Collector | None = None
 ) -> MetricsServer:
-    """Serve ``/metrics`` on ``addr:port`` (loopback unless told otherwise; ``port=0``: any)."""
-    httpd, thread = start_http_server(
-        port, addr, registry if registry is not None else metrics_registry()
-    )
+    """Serve ``/metrics`` on ``addr:port`` (loopback unless told otherwise; ``port=0``: any).
+
+    Raises ``PortInUseError`` (an ``OSError``) when the port is taken.
+    """
+    collector = registry if registry is not None else metrics_registry()
+    try:
+        httpd, thread = start_http_server(port, addr, collector)
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        raise PortInUseError(
+            errno.EADDRINUSE,
+            f"cannot serve /metrics on {addr}:{port}: the port is already in use (another "
+            "/metrics server in this process, another process, or an earlier run still "
+            "exiting); pass another port=, port=0 for any free port, or stop the other server",
+        ) from exc
     return MetricsServer(httpd, thread)
