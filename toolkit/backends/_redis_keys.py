@@ -17,6 +17,7 @@ hash collisions for hashed parts).
 from __future__ import annotations
 
 import hashlib
+import re
 
 from toolkit._types import Namespace
 
@@ -28,6 +29,8 @@ _SEGMENT_CACHE_LIMIT = 4096
 
 _PART_ESCAPES = str.maketrans({"%": "%25", "/": "%2F", "}": "%7D"})
 _GLOB_SPECIALS = frozenset(b"*?[]\\")
+_PART_UNESCAPES = {b"25": b"%", b"2F": b"/", b"7D": b"}"}
+_ESCAPED = re.compile(rb"%(25|2F|7D)")
 
 
 def _digest(data: bytes) -> str:
@@ -98,3 +101,41 @@ class KeyCodec:
     def all_pattern(self) -> bytes:
         """A SCAN MATCH pattern selecting every key this codec can make."""
         return glob_escape(self._prefix_bytes) + b"{*"
+
+    # -- decoding (introspection: RedisCache.stats, namespaces and iter_keys) --
+
+    def decode(self, rkey: bytes) -> tuple[Namespace | None, str] | None:
+        """``(namespace, key)`` of a Redis key this codec made, else ``None``.
+
+        A hashed namespace decodes as ``None`` and a hashed key as ``"#<digest>"``: hashing
+        cannot be undone.
+        """
+        start = len(self._prefix_bytes) + 1
+        if not rkey.startswith(self._prefix_bytes + b"{"):
+            return None
+        end = rkey.find(b"}", start)
+        if end < 0:
+            return None
+        tag, rest = rkey[start:end], rkey[end + 1 :]
+        try:
+            key = rest[1:].decode()
+            if rest[:1] == b"#":
+                key = "#" + key
+            elif rest[:1] != b":":
+                return None
+            if tag.startswith(b"#"):
+                return None, key
+            if not tag.startswith(b"ns"):
+                return None
+            parts = tag[2:].split(b"/")[1:]
+            ns = tuple(
+                _ESCAPED.sub(lambda m: _PART_UNESCAPES[m.group(1)], p).decode() for p in parts
+            )
+        except UnicodeDecodeError:
+            return None
+        # Only an exact round trip is ours: anything else under the prefix is foreign.
+        if not rkey.startswith(self.segment(ns)):
+            return None
+        if not key.startswith("#") and self.encode(ns, key) != rkey:
+            return None
+        return ns, key

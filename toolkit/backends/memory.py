@@ -5,10 +5,18 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from toolkit._types import EvictionCause, FullKey, Namespace, SerializerProtocol, ValueT
-from toolkit.base import BaseCache, EvictionNotifier, check_keys, check_namespaces, check_pairs
+from toolkit.base import (
+    BaseCache,
+    EvictionNotifier,
+    check_keys,
+    check_namespace,
+    check_namespaces,
+    check_pairs,
+)
+from toolkit.introspect import CacheStats, KeyInfo
 
 __all__ = ["InMemoryCache"]
 
@@ -179,6 +187,34 @@ class InMemoryCache(EvictionNotifier, BaseCache[ValueT]):
             evicted = self._sweep(self._timer())
         self._report(evicted)
         return len(evicted)
+
+    # -- introspection (SupportsIntrospection; in-process only: memory:// is per process) --
+
+    def stats(self) -> CacheStats:
+        """Entries, value bytes, expired entries not yet purged, and entries per namespace."""
+        now = self._timer()
+        entries = list(self._data.items())  # an atomic copy; see clear()
+        return CacheStats.tally(
+            (
+                (full_key[0], 1, len(typed[1]), int(expiry is not None and now >= expiry))
+                for full_key, (typed, expiry) in entries
+            ),
+            expires_itself=False,
+        )
+
+    def namespaces(self) -> dict[Namespace, int]:
+        """Entries per namespace (expired ones not yet purged included)."""
+        return self.stats().namespaces
+
+    def iter_keys(self, namespace: Namespace) -> Iterator[KeyInfo]:
+        """The live keys of exactly ``namespace``, least recently used first."""
+        ns = check_namespace(namespace)
+        now = self._timer()
+        for (entry_ns, key), (_, expiry) in list(self._data.items()):
+            if entry_ns == ns and (expiry is None or now < expiry):
+                yield KeyInfo(key, None if expiry is None else expiry - now)
+
+    # -- end of introspection --
 
     # -- internals --
 

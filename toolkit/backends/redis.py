@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from toolkit._types import FullKey, Namespace, SerializerProtocol, ValueT
@@ -42,6 +42,7 @@ from toolkit.base import (
     check_pairs,
 )
 from toolkit.errors import BackendError, CacheError, CacheTimeoutError
+from toolkit.introspect import CacheStats, KeyInfo
 
 try:
     import redis
@@ -573,6 +574,79 @@ class RedisCache(EvictionNotifier, BaseCache[ValueT]):
             else:
                 targets.append((pattern, client.get_node_from_key(sample)))
         return targets
+
+    # -- introspection (SupportsIntrospection; the `toolkit` command's stats and ls) --
+    # Sync only, for tools: SCAN in steps of SCAN_COUNT (never KEYS), one pipelined
+    # STRLEN or PTTL round trip per step.
+
+    def stats(self) -> CacheStats:
+        """Entries, value bytes, entries per namespace; ``expired=None``: Redis drops them."""
+        rows: list[tuple[Namespace | None, int, int, int]] = []
+        for target, found in self._scan_all():
+            pipe = target.pipeline(transaction=False)
+            for rkey in found:
+                pipe.strlen(rkey)
+            for rkey, size in zip(found, self._execute(pipe), strict=True):
+                decoded = self._codec.decode(rkey)
+                if decoded is not None and size:
+                    rows.append((decoded[0], 1, int(size), 0))
+        return CacheStats.tally(rows, expires_itself=True)
+
+    def namespaces(self) -> dict[Namespace, int]:
+        """Entries per namespace (namespaces stored hashed, over 120 bytes, are left out)."""
+        counts: dict[Namespace, int] = {}
+        for _, found in self._scan_all():
+            for rkey in found:
+                decoded = self._codec.decode(rkey)
+                if decoded is not None and decoded[0] is not None:
+                    counts[decoded[0]] = counts.get(decoded[0], 0) + 1
+        return counts
+
+    def iter_keys(self, namespace: Namespace) -> Iterator[KeyInfo]:
+        """The keys of exactly ``namespace``, in SCAN order, with seconds left to live."""
+        [(pattern, sample)] = self._patterns([namespace])
+        for target, found in self._scan(pattern, sample):
+            pipe = target.pipeline(transaction=False)
+            for rkey in found:
+                pipe.pttl(rkey)
+            for rkey, pttl in zip(found, self._execute(pipe), strict=True):
+                decoded = self._codec.decode(rkey)
+                if decoded is None or pttl == -2:  # not ours, or expired since the SCAN
+                    continue
+                yield KeyInfo(decoded[1], None if pttl < 0 else pttl / 1000)
+
+    def purge_expired(self) -> int:
+        """Nothing to do: Redis deletes expired keys itself. Returns 0."""
+        return 0
+
+    def _scan_all(self) -> Iterator[tuple[Any, list[bytes]]]:
+        [(pattern, sample)] = self._patterns(None)
+        return self._scan(pattern, sample)
+
+    def _scan(self, pattern: bytes, sample: bytes | None) -> Iterator[tuple[Any, list[bytes]]]:
+        """``(connection, keys)`` per SCAN step over the node(s) that can hold ``pattern``."""
+        client = self._sync_client()
+        try:
+            for _, node in self._scan_targets(client, [(pattern, sample)], self._cluster):
+                target = client.get_redis_connection(node) if self._cluster else client
+                cursor = 0
+                while True:
+                    cursor, found = target.scan(cursor, match=pattern, count=SCAN_COUNT)
+                    if found:
+                        yield target, list(found)
+                    if int(cursor) == 0:
+                        break
+        except _IO_ERRORS as exc:
+            raise _error(exc, "scan") from exc
+
+    @staticmethod
+    def _execute(pipe: Any) -> list[Any]:
+        try:
+            return list(pipe.execute())
+        except _IO_ERRORS as exc:
+            raise _error(exc, "scan") from exc
+
+    # -- end of introspection --
 
     # -- clients --
 

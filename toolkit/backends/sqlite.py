@@ -14,7 +14,7 @@ import os
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -22,6 +22,13 @@ from toolkit._types import EvictionCause, FullKey, Namespace, SerializerProtocol
 from toolkit.backends._coalesce import ReadCoalescer
 from toolkit.backends._integrity import seal
 from toolkit.backends._sqlite_conn import Connections
+from toolkit.backends._sqlite_inspect import (
+    KEY_PAGE,
+    key_infos,
+    keys_page,
+    stats_rows,
+    tally_statement,
+)
 from toolkit.backends._sqlite_log import redact_aiosqlite_calls
 from toolkit.backends._sqlite_sql import (
     DEFAULT_TABLE,
@@ -34,7 +41,15 @@ from toolkit.backends._sqlite_sql import (
     decode_namespace,
     tally,
 )
-from toolkit.base import BaseCache, EvictionNotifier, check_keys, check_namespaces, check_pairs
+from toolkit.base import (
+    BaseCache,
+    EvictionNotifier,
+    check_keys,
+    check_namespace,
+    check_namespaces,
+    check_pairs,
+)
+from toolkit.introspect import CacheStats, KeyInfo
 
 __all__ = ["SqliteCache"]
 
@@ -221,6 +236,31 @@ class SqliteCache(EvictionNotifier, BaseCache[ValueT]):
             total += len(results[0])
             if len(results[0]) < _PURGE_BATCH:
                 return total
+
+    # -- introspection (SupportsIntrospection; the `toolkit` command's stats and ls) --
+
+    def stats(self) -> CacheStats:
+        """Entries, value bytes, expired entries not yet purged, and entries per namespace."""
+        [rows] = self._conns.run([tally_statement(self._sql.table, self._timer())])
+        return CacheStats.tally(stats_rows(rows), expires_itself=False)
+
+    def namespaces(self) -> dict[Namespace, int]:
+        """Entries per namespace (expired ones not yet purged included)."""
+        return self.stats().namespaces
+
+    def iter_keys(self, namespace: Namespace) -> Iterator[KeyInfo]:
+        """The live keys of exactly ``namespace`` in key order, read a page at a time."""
+        ns = check_namespace(namespace)
+        after: str | None = None
+        while True:
+            now = self._timer()
+            [rows] = self._conns.run([keys_page(self._sql.table, ns, after, now)])
+            yield from key_infos(rows, now)
+            if len(rows) < KEY_PAGE:
+                return
+            after = rows[-1][0]
+
+    # -- end of introspection --
 
     # -- shared non-I/O steps --
 
