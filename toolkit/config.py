@@ -9,7 +9,14 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from toolkit.base import BaseCache
 
-__all__ = ["ENV_VAR", "cache_from_url", "configure", "default_cache", "is_cache_like"]
+__all__ = [
+    "ENV_VAR",
+    "cache_from_url",
+    "configure",
+    "default_cache",
+    "is_cache_like",
+    "sqlite_url_path",
+]
 
 ENV_VAR = "TOOLKIT_CACHE_URL"
 
@@ -70,6 +77,14 @@ def _sqlite_path(netloc: str, path: str, url: str) -> str:
     if not path:
         raise ValueError(f"sqlite URL has no file path: {url!r}")
     return path
+
+
+def sqlite_url_path(url: str) -> str:
+    """The file path a ``sqlite:///path`` URL names (``":memory:"`` for ``sqlite://:memory:``)."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() != "sqlite":
+        raise ValueError(f"not a sqlite:// URL: {url!r}")
+    return _sqlite_path(parts.netloc, parts.path, url)
 
 
 def _positive_int(text: str, url: str) -> int:

@@ -1,0 +1,158 @@
+"""Opening the cache a command-line URL names, and the errors and prompts commands share."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sqlite3
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Protocol
+from urllib.parse import urlsplit, urlunsplit
+
+from toolkit._types import Namespace
+from toolkit.config import cache_from_url, sqlite_url_path
+from toolkit.introspect import SupportsIntrospection
+
+__all__ = [
+    "CliError",
+    "Target",
+    "add_target_arguments",
+    "confirm",
+    "entries",
+    "human_bytes",
+    "open_target",
+]
+
+URL_HELP = "cache URL: sqlite:///relative.db, sqlite:////abs/path.db or redis://host:6379/0"
+
+
+class CliError(Exception):
+    """Bad input or a refused action: printed as one line, exit status 2, no traceback."""
+
+
+class Target(SupportsIntrospection, Protocol):
+    """What the commands need of a cache: introspection and ``clear``."""
+
+    def clear(self, namespaces: list[Namespace] | None = None) -> None:
+        """Delete the given namespaces, or every entry of this cache."""
+        ...
+
+
+def add_target_arguments(parser: argparse.ArgumentParser) -> None:
+    """The URL argument and the options that say where in the store the cache lives."""
+    parser.add_argument("url", help=URL_HELP)
+    parser.add_argument(
+        "--prefix", help="Redis key prefix of the cache (default: RedisCache's, toolkit:cache:)"
+    )
+    parser.add_argument(
+        "--table", default="toolkit_cache", help="SQLite table of the cache (default %(default)s)"
+    )
+
+
+@contextmanager
+def open_target(options: argparse.Namespace) -> Iterator[tuple[Target, str]]:
+    """The cache ``options.url`` names and a description of where it is; closed afterwards."""
+    url: str = options.url
+    scheme = urlsplit(url).scheme.lower()
+    cache: Any
+    if scheme == "memory":
+        raise CliError(
+            "memory:// caches live inside one process, out of the command line's sight: "
+            "call cache.stats() or cache.iter_keys(ns) in that process instead"
+        )
+    if scheme == "sqlite":
+        path = _sqlite_file(url, options.table)
+        from toolkit.backends.sqlite import SqliteCache
+
+        cache = SqliteCache(path=path, table=options.table)
+        where = f"SQLite file {os.path.abspath(path)} (table {options.table})"
+    elif scheme in ("redis", "rediss", "unix"):
+        try:
+            from toolkit.backends.redis import DEFAULT_PREFIX, RedisCache
+        except ImportError as exc:
+            raise CliError(str(exc)) from exc
+        prefix = options.prefix or DEFAULT_PREFIX
+        cache = RedisCache.from_url(url, prefix=prefix)
+        where = f"Redis {_redacted(url)} (keys under {prefix})"
+    else:
+        try:
+            cache_from_url(url)
+        except (TypeError, ValueError) as exc:
+            raise CliError(str(exc)) from exc
+        raise CliError(f"{scheme}:// caches cannot be inspected from the command line")
+    try:
+        yield cache, where
+    finally:
+        cache.close()
+
+
+def _sqlite_file(url: str, table: str) -> str:
+    """The path of an existing SQLite file holding ``table``, checked without writing to it."""
+    try:
+        path = sqlite_url_path(url)
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+    if path == ":memory:":
+        raise CliError(
+            "sqlite://:memory: lives inside one process, out of the command line's sight"
+        )
+    if not os.path.isfile(path):
+        raise CliError(f"no SQLite file at {os.path.abspath(path)}")
+    try:
+        with _read_only(path) as conn:
+            found = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
+            ).fetchone()
+    except sqlite3.DatabaseError as exc:
+        raise CliError(f"{path} is not a SQLite cache: {exc}") from exc
+    if found is None:
+        raise CliError(f"{path} has no cache table {table!r} (is --table right?)")
+    return path
+
+
+@contextmanager
+def _read_only(path: str) -> Iterator[sqlite3.Connection]:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def _redacted(url: str) -> str:
+    """``url`` without its password, for printing."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return urlunsplit(parts._replace(netloc=user + host))
+
+
+def confirm(question: str, *, yes: bool) -> None:
+    """Go ahead if ``yes`` or the user types y at a terminal; else raise ``CliError``."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise CliError("refusing without confirmation: no terminal to ask on; pass --yes")
+    print(f"{question} [y/N] ", end="", flush=True)
+    answer = sys.stdin.readline().strip().lower()
+    if answer not in ("y", "yes"):
+        raise CliError("not confirmed: nothing was deleted")
+
+
+def human_bytes(count: int) -> str:
+    """``1536`` as ``1.5 KiB``."""
+    size = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{count} B" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+def entries(count: int) -> str:
+    """``1 entry``, ``1,234 entries``."""
+    return f"{count:,} {'entry' if count == 1 else 'entries'}"
