@@ -1,0 +1,227 @@
+"""The ``toolkit`` command against real SQLite files and the real Redis, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tests.redis_support import make_cache
+from toolkit import SqliteCache, __version__
+from toolkit.backends.redis import RedisCache
+from toolkit.cli import main
+from toolkit.cli._namespaces import format_namespace, parse_namespace
+from toolkit.cli.dashboards import FILES
+
+ROOT = Path(__file__).resolve().parent.parent
+COMMANDS = ("stats", "ls", "clear", "purge", "dashboards", "demo")
+
+
+def toolkit(*args: str, stdin: int | None = subprocess.DEVNULL) -> subprocess.CompletedProcess[str]:
+    """``python -m toolkit ARGS`` in a child process, stdin not a terminal unless given."""
+    return subprocess.run(
+        [sys.executable, "-m", "toolkit", *args],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdin=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> str:
+    """A SQLite cache file with three namespaces, one expired entry; its URL."""
+    path = tmp_path / "cache.db"
+    clock = [1_000.0]
+    with SqliteCache(path=str(path), timer=lambda: clock[0]) as cache:
+        cache.set({(("app.svc", "answer"), f"k{i}"): ("secret value", None) for i in range(3)})
+        cache.set({(("llm",), "old"): ("secret value", 1), (("a/b",), "x"): (1, None)})
+    return f"sqlite:///{path}"
+
+
+def test_help_lists_every_command_and_version() -> None:
+    done = toolkit("--help")
+    assert done.returncode == 0
+    for command in COMMANDS:
+        assert f"\n    {command}" in done.stdout, command
+    assert "a/b for ('a', 'b')" in done.stdout  # the namespace syntax is documented
+    assert toolkit("--version").stdout.strip() == f"toolkit {__version__}"
+    for command in COMMANDS:
+        with pytest.raises(SystemExit) as exited:
+            main([command, "--help"])
+        assert exited.value.code == 0, command
+    no_command = toolkit()
+    assert no_command.returncode == 2 and "COMMAND" in no_command.stderr
+
+
+def test_stats_on_a_sqlite_file(db: str) -> None:
+    done = toolkit("stats", db)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "entries:    5" in out
+    assert "expired:    1 not yet purged" in out
+    assert "namespaces: 3" in out
+    assert "3  app.svc/answer" in out and "1  a%2Fb" in out and "1  llm" in out
+    assert "secret" not in out  # never values
+
+
+def stats_json(url: str, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
+    assert main(["stats", url, "--json"]) == 0
+    data: dict[str, Any] = json.loads(capsys.readouterr().out)
+    return data
+
+
+def test_stats_json(db: str, capsys: pytest.CaptureFixture[str]) -> None:
+    data = stats_json(db, capsys)
+    assert (data["entries"], data["expired"]) == (5, 1)
+    assert data["bytes"] > 0
+    assert {"namespace": ["a/b"], "path": "a%2Fb", "entries": 1} in data["namespaces"]
+
+
+def test_ls_lists_namespaces_then_keys_never_values(
+    db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["ls", db]) == 0
+    assert "app.svc/answer" in capsys.readouterr().out
+    assert main(["ls", db, "--ns", "app.svc/answer", "--limit", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "never  k0" in out and "never  k1" in out and "k2" not in out
+    assert "1 more keys" in out
+    assert "secret" not in out
+    assert main(["ls", db, "--ns", '["a/b"]']) == 0
+    assert "never  x" in capsys.readouterr().out
+    assert main(["ls", db, "--ns", "llm"]) == 0  # only an expired entry: no live keys
+    assert "(no live keys)" in capsys.readouterr().out
+
+
+def test_purge_deletes_expired_entries_only(db: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["purge", db]) == 0
+    assert "purged 1 entry (expired)" in capsys.readouterr().out
+    assert stats_json(db, capsys)["entries"] == 4
+
+
+def test_clear_refuses_without_a_terminal_unless_yes(
+    db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert not sys.stdin.isatty()  # pytest's stdin, like a cron job's
+    assert main(["clear", db, "--ns", "app.svc/answer"]) == 2
+    assert "pass --yes" in capsys.readouterr().err
+    assert stats_json(db, capsys)["entries"] == 5  # untouched
+    assert main(["clear", db, "--ns", "app.svc/answer", "--ns", "a%2Fb", "--yes"]) == 0
+    assert "(4 entries)" in capsys.readouterr().out
+    assert stats_json(db, capsys)["entries"] == 1
+
+
+@pytest.mark.parametrize(("answer", "kept"), [("n\n", 5), ("y\n", 0)])
+def test_clear_asks_at_a_terminal(
+    db: str, answer: str, kept: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    leader, follower = pty.openpty()
+    try:
+        os.write(leader, answer.encode())
+        done = toolkit("clear", db, stdin=follower)
+    finally:
+        os.close(follower)
+        os.close(leader)
+    assert "Delete 5 entries (every entry) of SQLite file" in done.stdout
+    assert done.returncode == (2 if kept else 0), done.stderr
+    assert stats_json(db, capsys)["entries"] == kept
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["stats", "memory://"], "live inside one process"),
+        (["stats", "sqlite://:memory:"], "inside one process"),
+        (["stats", "sqlite:///does/not/exist.db"], "no SQLite file at"),
+        (["stats", "postgres://x"], "unsupported cache URL"),
+        (["ls", "sqlite:///x.db", "--ns", "a//b"], "empty part"),
+        (["ls", "sqlite:///x.db", "--ns", "[1]"], "JSON array of strings"),
+    ],
+)
+def test_bad_input_gets_one_clear_line(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_a_file_that_is_no_cache_is_left_alone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = tmp_path / "other.db"
+    other.write_bytes(b"not a database at all, just bytes" * 100)
+    assert main(["stats", f"sqlite:///{other}"]) == 2
+    assert "is not a SQLite cache" in capsys.readouterr().err
+    empty = tmp_path / "app.db"
+    sqlite3.connect(empty).close()
+    assert main(["stats", f"sqlite:///{empty}"]) == 2
+    assert "no cache table 'toolkit_cache'" in capsys.readouterr().err
+    with sqlite3.connect(empty) as conn:  # nothing was created in the user's database
+        assert conn.execute("SELECT count(*) FROM sqlite_master").fetchone() == (0,)
+
+
+def test_every_command_on_the_real_redis(
+    redis_closer: list[RedisCache[Any]], redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cache = make_cache(redis_closer, redis_url)
+    cache.set({(("llm",), f"k{i}"): ("secret value", 60) for i in range(3)})
+    cache.set({(("other",), "k"): (1, None)})
+    target = [redis_url, "--prefix", cache.prefix]
+    assert main(["stats", *target]) == 0
+    out = capsys.readouterr().out
+    assert "entries:    4" in out and "3  llm" in out and "expired:    none kept" in out
+    assert main(["ls", *target, "--ns", "llm"]) == 0
+    out = capsys.readouterr().out
+    assert "k0" in out and "s  k2" in out and "secret" not in out
+    assert main(["purge", *target]) == 0
+    assert "deletes expired entries itself" in capsys.readouterr().out
+    assert main(["clear", *target, "--ns", "llm", "--yes"]) == 0
+    assert cache.namespaces() == {("other",): 1}
+    assert main(["clear", *target, "--yes"]) == 0
+    assert cache.stats().entries == 0
+
+
+def test_an_unreachable_redis_is_reported(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["stats", "redis://127.0.0.1:1/0"]) == 1
+    assert "the cache failed" in capsys.readouterr().err
+
+
+def test_dashboards_are_written(tmp_path: Path) -> None:
+    out = tmp_path / "monitoring"
+    done = toolkit("dashboards", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    for name in FILES:
+        assert (out / name).read_bytes() == (ROOT / "dashboards" / name).read_bytes()
+
+
+def test_dashboards_never_clobber_other_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "monitoring"
+    assert main(["dashboards", "--out", str(out)]) == 0
+    assert main(["dashboards", "--out", str(out)]) == 0  # same content: fine
+    (out / "cache.json").write_text("{}")
+    assert main(["dashboards", "--out", str(out)]) == 2
+    assert "--force" in capsys.readouterr().err
+    assert (out / "cache.json").read_text() == "{}"
+    assert main(["dashboards", "--out", str(out), "--force"]) == 0
+    assert json.loads((out / "cache.json").read_text())["title"]
+
+
+@given(st.lists(st.text(max_size=6), max_size=4).map(tuple))
+def test_namespace_syntax_round_trips(ns: tuple[str, ...]) -> None:
+    assert parse_namespace(format_namespace(ns)) == ns
