@@ -45,7 +45,8 @@ def db(tmp_path: Path) -> str:
     """A SQLite cache file with three namespaces, one expired entry; its URL."""
     path = tmp_path / "cache.db"
     clock = [1_000.0]
-    with SqliteCache(path=str(path), timer=lambda: clock[0]) as cache:
+    cache: SqliteCache[Any] = SqliteCache(path=str(path), timer=lambda: clock[0])
+    with cache:
         cache.set({(("app.svc", "answer"), f"k{i}"): ("secret value", None) for i in range(3)})
         cache.set({(("llm",), "old"): ("secret value", 1), (("a/b",), "x"): (1, None)})
     return f"sqlite:///{path}"

@@ -24,8 +24,9 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Any,
     if request.param == "memory":
         yield InMemoryCache(timer=clock), clock
     elif request.param == "sqlite":
-        with SqliteCache(path=str(tmp_path / "c.db"), timer=clock) as cache:
-            yield cache, clock
+        sqlite: SqliteCache[Any] = SqliteCache(path=str(tmp_path / "c.db"), timer=clock)
+        with sqlite:
+            yield sqlite, clock
     else:
         closer = request.getfixturevalue("redis_closer")
         yield make_cache(closer, request.getfixturevalue("redis_url")), None
@@ -76,7 +77,8 @@ def test_iter_keys_lists_exactly_one_namespace(store: tuple[Any, FakeClock | Non
 
 
 def test_sqlite_lists_a_big_namespace_in_pages(tmp_path: Path) -> None:
-    with SqliteCache(path=str(tmp_path / "c.db")) as cache:
+    cache: SqliteCache[Any] = SqliteCache(path=str(tmp_path / "c.db"))
+    with cache:
         cache.set({(("big",), f"{i:05}"): (i, None) for i in range(2_500)})
         keys = [info.key for info in cache.iter_keys(("big",))]
     assert keys == [f"{i:05}" for i in range(2_500)]
