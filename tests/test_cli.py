@@ -20,7 +20,6 @@ from toolkit import SqliteCache, __version__
 from toolkit.backends.redis import RedisCache
 from toolkit.cli import main
 from toolkit.cli._namespaces import format_namespace, parse_namespace
-from toolkit.cli.dashboards import FILES
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMANDS = ("stats", "ls", "clear", "purge", "dashboards", "demo")
@@ -205,7 +204,10 @@ def test_dashboards_are_written(tmp_path: Path) -> None:
     out = tmp_path / "monitoring"
     done = toolkit("dashboards", "--out", str(out))
     assert done.returncode == 0, done.stderr
-    for name in FILES:
+    shipped = sorted(path.name for path in (ROOT / "dashboards").iterdir())
+    assert sorted(path.name for path in out.iterdir()) == shipped
+    assert {"cache.json", "alerts.yml"} <= set(shipped)
+    for name in shipped:
         assert (out / name).read_bytes() == (ROOT / "dashboards" / name).read_bytes()
 
 

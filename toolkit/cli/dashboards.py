@@ -10,10 +10,7 @@ from typing import Any
 
 from toolkit.cli._target import CliError
 
-__all__ = ["FILES", "dashboard_files", "register", "run"]
-
-FILES = ("cache.json", "alerts.yml", "alerts_test.yml")
-"""The Grafana dashboard, the alert and recording rules, and their promtool tests."""
+__all__ = ["dashboard_files", "register", "run"]
 
 
 def register(commands: Any) -> None:
@@ -47,7 +44,11 @@ def run(options: argparse.Namespace) -> int:
     out: Path = options.out
     if out.exists() and not out.is_dir():
         raise CliError(f"{out} exists and is not a directory")
-    contents = {name: (source / name).read_bytes() for name in FILES}
+    contents = {
+        item.name: item.read_bytes()
+        for item in sorted(source.iterdir(), key=lambda item: item.name)
+        if item.is_file()
+    }
     clashes = [
         name
         for name, data in contents.items()
