@@ -13,10 +13,23 @@ from prometheus_client import CollectorRegistry
 
 from tests.harness import FakeClock
 from tests.prometheus_support import free_port
-from toolkit import InMemoryCache, observe
+from toolkit import InMemoryCache, SqliteCache, observe
+from toolkit.demo import summary
 from toolkit.demo.faults import FlakyCache
-from toolkit.demo.view import progress_bar, read_rows, redraw, render_table
-from toolkit.demo.workload import CallStats
+from toolkit.demo.view import (
+    LATENCY_NOTE,
+    WIDTH,
+    BreakerWatch,
+    CacheRow,
+    Totals,
+    error_lines,
+    progress_bar,
+    read_rows,
+    redraw,
+    render_table,
+    status_lines,
+)
+from toolkit.demo.workload import CallStats, UpstreamError
 from toolkit.errors import BackendError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,6 +59,60 @@ def test_demo_on_memory_runs_and_summarises() -> None:
     assert f"http://127.0.0.1:{port}/metrics" in out
     assert "examples/monitoring/prometheus.yml" in out
     assert "Traceback" not in result.stderr
+    assert out.startswith("toolkit demo: starting")
+    assert "p50/p95: time per call" in out
+    assert "make demo ARGS=--forever" in out  # a timed run suggests running longer
+    assert "unexpected errors: 0" in out
+    assert all(len(line) <= WIDTH for line in out.splitlines() if "/tmp/" not in line)
+
+
+def test_a_healthy_sqlite_run_reports_zero_unexpected_errors(tmp_path: Path) -> None:
+    # Deliberate faults (the flaky cache, failing model calls) are reported apart; a healthy
+    # SQLite backend under the demo's load must add none of its own (issue 11).
+    result = demo(
+        *("--duration", "4", "--port", str(free_port()), "--plain"),
+        *("--sqlite-path", str(tmp_path / "demo.sqlite")),
+    )
+    assert result.returncode == 0, result.stderr
+    assert "errors  deliberate" in result.stdout  # the live status splits them too
+    summary_errors = result.stdout.split("deliberate faults", 1)[1].split("Next:", 1)[0]
+    assert "unexpected errors: 0\n" in summary_errors, summary_errors
+
+
+def test_the_first_line_comes_before_the_slow_imports() -> None:
+    # The demo says it is starting before opening backends and importing LangGraph.
+    probe = """
+import sys
+from toolkit.cli import main
+
+class First:
+    seen = None
+    def write(self, text):
+        if First.seen is None and text.strip():
+            First.seen = (text.strip(), "langgraph" in sys.modules)
+            raise SystemExit(0)
+        return len(text)
+    def flush(self): pass
+    def isatty(self): return False
+
+sys.stdout = First()
+try:
+    main(["demo", "--backend", "memory", "--duration", "1", "--port", "0"])
+finally:
+    sys.stderr.write(repr(First.seen))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.stderr.endswith("('toolkit demo: starting (memory backend)...', False)"), (
+        done.stderr
+    )
 
 
 def test_demo_refuses_a_busy_port() -> None:
@@ -139,3 +206,101 @@ def test_progress_bar_and_redraw() -> None:
     assert "until Ctrl-C" in progress_bar(3, None)
     assert redraw(0, ["a", "b"]) == "a\nb\n"
     assert redraw(2, ["c"]) == "\x1b[2F\x1b[Jc\n"
+
+
+def _big_totals() -> Totals:
+    return Totals(
+        deliberate={"flaky-memory get BackendError": 123_456_789.0},
+        unexpected={"sqlite get DeadlineExceededError": 2.0},
+        evictions={},
+        coalesced=0.0,
+        puts=0.0,
+        breakers={"flaky-memory": 2, "memory": 0, "sqlite": 1},
+        openings={"flaky-memory": 1234.0},
+    )
+
+
+def test_every_line_of_the_view_fits_80_columns() -> None:
+    rows = [
+        CacheRow(
+            "a-very-long-langgraph-node-name-that-goes-on",
+            hits=99_999_999,
+            misses=99_999_999,
+            load_seconds=10.0,
+            loads=1,
+            p50=12.345,
+            p95=99.999,
+        )
+    ]
+    stats = CallStats()
+    stats.calls = 123_456_789
+    stats.unexpected("llm", RuntimeError("x" * 300))
+    lines = [
+        progress_bar(1e6, None),
+        *status_lines(rows, _big_totals(), stats),
+        *render_table(rows),
+        LATENCY_NOTE,
+        *error_lines(_big_totals(), stats),
+    ]
+    too_wide = [line for line in lines if len(line) > WIDTH]
+    assert too_wide == []
+
+
+def test_errors_split_deliberate_from_unexpected_and_breakers_show() -> None:
+    registry = CollectorRegistry()
+    flaky = observe(
+        FlakyCache(error_rate=1.0), registry=registry, failure_threshold=3, reset_timeout=60
+    )
+    broken: SqliteCache[object] = SqliteCache(path=":memory:")
+    broken.close()  # a real fault: every call now raises CacheClosedError
+    sqlite = observe(broken, registry=registry)
+    key = (("ns",), "k")
+    for _ in range(3):
+        flaky.get([key])
+    sqlite.get([key])
+    stats = CallStats()
+    stats.record("llm", 0.1, failed=True, deliberate=True)
+    stats.record("llm", 0.1, failed=True)
+    stats.unexpected("llm", UpstreamError("unlikely"))
+    watch = BreakerWatch()
+    rows, totals = read_rows(registry, stats, watch=watch)
+    assert sum(totals.deliberate.values()) == 3
+    assert set(totals.unexpected) == {"sqlite get CacheClosedError"}
+    assert totals.breakers["flaky-memory"] == 2  # open
+    _, errors, breakers = status_lines(rows, totals, stats)
+    assert errors == "errors  deliberate 4  unexpected 2"
+    assert "flaky-memory OPEN (opened 1x)" in breakers and "sqlite closed" in breakers
+    text = "\n".join(error_lines(totals, stats))
+    assert "flaky cache: 3 errors: get BackendError" in text or "get CacheTimeoutError" in text
+    assert "model calls that failed on purpose: 1" in text
+    assert "unexpected errors: 2" in text
+    assert "sqlite get CacheClosedError 1" in text
+    assert "raised to a caller: llm: UpstreamError: unlikely" in text
+    # The same opening, sampled again, is not counted twice.
+    assert read_rows(registry, stats, watch=watch)[1].openings == {
+        "flaky-memory": 1,
+        "sqlite": 0,
+    }
+
+
+def test_breaker_openings_come_from_a_transition_counter_when_exported() -> None:
+    from prometheus_client import Counter
+
+    registry = CollectorRegistry()
+    transitions = Counter(
+        "cache_circuit_breaker_transitions",
+        "Breaker transitions.",
+        ["backend", "state"],
+        registry=registry,
+    )
+    transitions.labels("flaky-memory", "open").inc(7)
+    transitions.labels("flaky-memory", "closed").inc(6)
+    _, totals = read_rows(registry, CallStats())
+    assert (totals.openings, totals.openings_exact) == ({"flaky-memory": 7}, True)
+
+
+def test_forever_runs_do_not_suggest_forever() -> None:
+    registry = CollectorRegistry()
+    args = (registry, CallStats(), BreakerWatch(), 1.0, "http://127.0.0.1:1/metrics")
+    assert "ARGS=--forever" in summary(*args, forever=False)
+    assert "--forever" not in summary(*args, forever=True)

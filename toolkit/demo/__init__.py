@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 import tempfile
+import textwrap
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -21,10 +22,21 @@ from typing import Any, TextIO
 from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
-from toolkit.demo.view import progress_bar, read_rows, redraw, render_table
+from toolkit.demo.view import (
+    LATENCY_NOTE,
+    WIDTH,
+    BreakerWatch,
+    error_lines,
+    progress_bar,
+    read_rows,
+    redraw,
+    render_table,
+    status_lines,
+)
 from toolkit.demo.workload import CallStats, DemoCaches, Workload, build_caches
+from toolkit.ttl import parse_ttl
 
-__all__ = ["add_arguments", "run"]
+__all__ = ["add_arguments", "run", "summary"]
 
 DEFAULT_DURATION = 30.0
 BACKENDS = ("sqlite", "memory", "redis")
@@ -34,7 +46,10 @@ REDIS_PREFIX = "toolkit-demo:"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the demo's options to ``parser``."""
     parser.add_argument(
-        "--duration", type=_positive, default=DEFAULT_DURATION, help="seconds to run (default 30)"
+        "--duration",
+        type=_duration,
+        default=DEFAULT_DURATION,
+        help="how long to run: seconds or a duration like 90s, 5m (default 30)",
     )
     parser.add_argument("--forever", action="store_true", help="run until Ctrl-C")
     parser.add_argument(
@@ -57,11 +72,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _positive(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0 seconds, got {text}")
-    return value
+def _duration(text: str) -> float:
+    try:
+        seconds = parse_ttl(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    assert seconds is not None  # parse_ttl returns None only for None
+    return seconds
 
 
 def _tracer_provider() -> TracerProvider | None:
@@ -98,12 +115,15 @@ def _main_backend(options: argparse.Namespace, scratch: ExitStack) -> tuple[Any,
 
 def run(options: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     """Run the demo; returns the process exit code."""
-    from toolkit.exposition import start_metrics_server
+    from toolkit.exposition import PortInUseError, start_metrics_server
 
     duration = None if options.forever else float(options.duration)
+    # Opening the backend and importing LangGraph take a moment: say so at once.
+    print(f"toolkit demo: starting ({options.backend} backend)...", file=out, flush=True)
     registry = CollectorRegistry()
     tracer_provider = _tracer_provider()
     stats = CallStats()
+    watch = BreakerWatch()
     logs = _LogCounter()
     with ExitStack() as scratch:
         scratch.enter_context(logs.capture(logging.getLogger("toolkit")))
@@ -118,8 +138,14 @@ def run(options: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         try:
             server = start_metrics_server(port=options.port, addr=options.addr, registry=registry)
         except OSError as exc:
-            print(f"cannot serve /metrics on {options.addr}:{options.port}: {exc}", file=sys.stderr)
-            print("pass another port: make demo ARGS='--port 9465'", file=sys.stderr)
+            if isinstance(exc, PortInUseError):
+                print(exc.strerror, file=sys.stderr)
+            else:
+                print(
+                    f"cannot serve /metrics on {options.addr}:{options.port}: {exc}",
+                    file=sys.stderr,
+                )
+            print("for the demo: make demo ARGS='--port 9465'", file=sys.stderr)
             return 2
         scratch.callback(server.close)
         url = server.url
@@ -134,17 +160,31 @@ def run(options: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         workload.start()
         started = time.monotonic()
         try:
-            _watch(registry, stats, started, duration, out, live=out.isatty() and not options.plain)
+            _watch(
+                registry,
+                stats,
+                watch,
+                started,
+                duration,
+                out,
+                live=out.isatty() and not options.plain,
+            )
         except KeyboardInterrupt:
             print("\nstopping...", file=out, flush=True)
         finally:
             stuck = workload.join()
         if stuck:
             print(f"warning: {', '.join(stuck)} did not stop within 10 s (left behind)", file=out)
-        print(_summary(registry, stats, time.monotonic() - started, url), file=out, flush=True)
+        elapsed = time.monotonic() - started
+        summary_text = summary(registry, stats, watch, elapsed, url, forever=duration is None)
+        print(summary_text, file=out, flush=True)
         if logs.count:
             print(
-                f"toolkit logged {logs.count} warnings meanwhile; the last: {logs.last}",
+                textwrap.fill(
+                    f"toolkit logged {logs.count} warnings meanwhile; the last: {logs.last}",
+                    WIDTH,
+                    subsequent_indent="  ",
+                ),
                 file=out,
                 flush=True,
             )
@@ -179,6 +219,7 @@ class _LogCounter(logging.Handler):
 def _watch(
     registry: CollectorRegistry,
     stats: CallStats,
+    watch: BreakerWatch,
     started: float,
     duration: float | None,
     out: TextIO,
@@ -190,21 +231,15 @@ def _watch(
     while True:
         elapsed = time.monotonic() - started
         finished = duration is not None and elapsed >= duration
-        rows, _ = read_rows(registry, stats)
+        rows, totals = read_rows(registry, stats, watch=watch)
+        status = [progress_bar(elapsed, duration), *status_lines(rows, totals, stats)]
         if live:
-            lines = [progress_bar(elapsed, duration), "", *render_table(rows)]
+            lines = [*status, "", *render_table(rows), LATENCY_NOTE]
             out.write(redraw(drawn, lines))
             out.flush()
             drawn = len(lines)
         elif elapsed >= next_plain or finished:
-            hits = sum(row.hits for row in rows)
-            gets = hits + sum(row.misses for row in rows)
-            ratio = f"{hits / gets:.0%}" if gets else "-"
-            print(
-                f"{progress_bar(elapsed, duration)}  gets={gets:.0f} hit ratio={ratio}",
-                file=out,
-                flush=True,
-            )
+            print("\n".join(status), file=out, flush=True)
             next_plain = elapsed + 5.0
         if finished:
             return
@@ -213,52 +248,70 @@ def _watch(
 
 def _banner(caches: DemoCaches, where: str, url: str, with_graph: bool) -> str:
     graph = (
-        "a LangGraph graph with cached nodes (model, polish)"
+        "and a LangGraph graph with cached nodes (model, polish)"
         if with_graph
-        else "no graph (LangGraph not installed)"
+        else "(no graph: LangGraph is not installed)"
     )
-    return "\n".join(
-        [
-            "toolkit demo: cached functions under load, with metrics.",
-            f"  main cache:  {caches.main_label} ({where})",
-            f"               llm, embeddings, weather, profiles (async); {graph}",
-            "  small cache: memory, 24 entries: render, sessions (evicts by size and by 1 s ttl)",
-            "  flaky cache: flaky-memory, FAILS ON PURPOSE (5% of calls; 3 s outages every 15 s)",
-            "               behind fail-open: errors and the circuit breaker show on the dashboard",
-            "  model calls fail 2% of the time on purpose (load errors, never cached)",
-            f"  metrics:     {url}",
-            "",
-        ]
-    )
+    lines = [
+        "toolkit demo: cached functions under load, with metrics.",
+        f"  main cache:  {caches.main_label} ({where})",
+        *textwrap.wrap(
+            f"llm, embeddings, weather, profiles (async), {graph}",
+            WIDTH,
+            initial_indent=" " * 15,
+            subsequent_indent=" " * 15,
+        ),
+        "  small cache: memory, 24 entries: render, sessions (evicts by size, 1 s ttl)",
+        "  flaky cache: flaky-memory FAILS ON PURPOSE (5% of calls; 3 s outages every",
+        "               15 s), behind fail-open: its errors and breaker are deliberate",
+        "  model calls: fail 2% of the time on purpose (load errors, never cached)",
+        f"  metrics:     {url}",
+        "",
+    ]
+    return "\n".join(lines)
 
 
-def _summary(registry: CollectorRegistry, stats: CallStats, elapsed: float, url: str) -> str:
-    rows, totals = read_rows(registry, stats)
+def summary(
+    registry: CollectorRegistry,
+    stats: CallStats,
+    watch: BreakerWatch,
+    elapsed: float,
+    url: str,
+    *,
+    forever: bool,
+) -> str:
+    """The closing report: per-cache table, totals, deliberate vs unexpected errors, next steps."""
+    rows, totals = read_rows(registry, stats, watch=watch)
     hits = sum(row.hits for row in rows)
     gets = hits + sum(row.misses for row in rows)
     saved = sum(row.saved_seconds or 0.0 for row in rows)
-    lines = ["", f"Summary after {elapsed:.1f}s: {stats.calls} calls, {gets:.0f} cache gets", ""]
-    lines += render_table(rows)
-    lines += [
+    lines = [
+        "",
+        f"Summary after {elapsed:.1f}s: {stats.calls:,} calls, {gets:,.0f} cache gets",
+        "",
+        *render_table(rows),
+        LATENCY_NOTE,
         "",
         f"overall hit ratio: {hits / gets:.1%}" if gets else "overall hit ratio: -",
-        f"compute time saved: {saved:.1f}s",
-        f"writes: {totals.puts:.0f}, coalesced waits (single-flight): {totals.coalesced:.0f}",
-        "evictions: "
-        + (", ".join(f"{k}={v:.0f}" for k, v in sorted(totals.evictions.items())) or "none"),
-        "errors (flaky cache is deliberate): "
-        + (", ".join(f"{k}={v:.0f}" for k, v in sorted(totals.errors.items())) or "none"),
-        *(
-            f"unexpected error in {kind}: {message}"
-            for kind, message in sorted(stats.surprises.items())
+        f"compute time saved: {saved:,.1f}s",
+        f"writes: {totals.puts:,.0f}, coalesced waits (single-flight): {totals.coalesced:,.0f}",
+        *textwrap.wrap(
+            "evictions: "
+            + (", ".join(f"{k}={v:.0f}" for k, v in sorted(totals.evictions.items())) or "none"),
+            WIDTH,
+            subsequent_indent="  ",
         ),
         "",
+        *error_lines(totals, stats),
+        "",
         "Next:",
-        f"  Prometheus: scrape {url}; examples/monitoring/prometheus.yml does, with the rules:",
+        f"  Prometheus: scrape {url}",
+        "              examples/monitoring/prometheus.yml does, and loads the rules:",
         "              prometheus --config.file=examples/monitoring/prometheus.yml",
-        "  Grafana:    import dashboards/cache.json, or bring both up with",
+        "  Grafana:    toolkit dashboards --out DIR writes cache.json to import; or",
         "              docker compose -f examples/monitoring/compose.yaml up",
         "              and open http://127.0.0.1:3000 (dashboard: Toolkit caches)",
-        "  Keep metrics flowing meanwhile:  make demo ARGS=--forever",
     ]
+    if not forever:
+        lines.append("  Keep metrics flowing meanwhile:  make demo ARGS=--forever")
     return "\n".join(lines)

@@ -100,18 +100,26 @@ class CallStats:
         self.failures: dict[str, int] = {}
         self.surprises: dict[str, str] = {}
         self.calls = 0
+        self.deliberate_failures = 0
+        """Calls that failed on purpose (the simulated model failures)."""
+        self.unexpected_calls = 0
+        """Calls that raised anything else: zero in a healthy run."""
 
-    def record(self, label: str, seconds: float, *, failed: bool = False) -> None:
-        """Record one call of ``label`` that took ``seconds``."""
+    def record(
+        self, label: str, seconds: float, *, failed: bool = False, deliberate: bool = False
+    ) -> None:
+        """Record one call of ``label`` that took ``seconds`` (and failed, on purpose or not)."""
         with self._lock:
             self.calls += 1
             self._latencies.setdefault(label, deque(maxlen=self._keep)).append(seconds)
             if failed:
                 self.failures[label] = self.failures.get(label, 0) + 1
+                self.deliberate_failures += deliberate
 
     def unexpected(self, label: str, exc: BaseException) -> None:
-        """Remember the first unexpected exception of each kind per label, for the summary."""
+        """Count an unexpected exception; remember the first of each kind per label."""
         with self._lock:
+            self.unexpected_calls += 1
             self.surprises.setdefault(f"{label}: {type(exc).__name__}", str(exc)[:200])
 
     def percentiles(self, label: str) -> tuple[float, float] | None:
@@ -258,13 +266,16 @@ class Workload:
         start = time.perf_counter()
         try:
             call()
-        except UpstreamError:
-            self.stats.record(label, time.perf_counter() - start, failed=True)
         except Exception as exc:  # keep the demo running; the summary reports it
-            self.stats.record(label, time.perf_counter() - start, failed=True)
-            self.stats.unexpected(label, exc)
+            self._failed(label, start, exc)
         else:
             self.stats.record(label, time.perf_counter() - start)
+
+    def _failed(self, label: str, start: float, exc: Exception) -> None:
+        deliberate = isinstance(exc, UpstreamError)
+        self.stats.record(label, time.perf_counter() - start, failed=True, deliberate=deliberate)
+        if not deliberate:
+            self.stats.unexpected(label, exc)
 
     def _tasks(self) -> list[tuple[int, str, Callable[[], Any]]]:
         rng = self._rng
@@ -312,8 +323,12 @@ class Workload:
         async def fetch() -> None:
             while not self.stop.is_set():
                 start = time.perf_counter()
-                await self.profile(self._rng.randrange(40))
-                self.stats.record("profiles", time.perf_counter() - start)
+                try:
+                    await self.profile(self._rng.randrange(40))
+                except Exception as exc:  # keep fetching; the summary reports it
+                    self._failed("profiles", start, exc)
+                else:
+                    self.stats.record("profiles", time.perf_counter() - start)
                 await asyncio.sleep(self._rng.uniform(0.02, 0.08))
 
         async def main() -> None:
