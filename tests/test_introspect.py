@@ -99,3 +99,15 @@ def test_redis_reads_back_long_names_as_far_as_it_can(
     assert info.key.startswith("#")  # stored hashed: listed by its digest
     assert list(cache.iter_keys(long_ns)) == [KeyInfo("k", None)]
     cache.client.delete(cache.redis_key((("short",), "x")).replace(b":x", b"?x"))
+
+
+def test_redis_cluster_is_scanned_on_every_primary(
+    redis_closer: list[RedisCache[Any]], redis_cluster_url: str
+) -> None:
+    cache = make_cache(redis_closer, redis_cluster_url, cluster=True)
+    namespaces = {(f"ns{i}",): i + 1 for i in range(8)}  # eight slots, spread over the nodes
+    for ns, count in namespaces.items():
+        cache.set({(ns, f"k{j}"): (j, 60) for j in range(count)})
+    assert cache.namespaces() == namespaces
+    assert cache.stats().entries == sum(namespaces.values())
+    assert sorted(info.key for info in cache.iter_keys(("ns7",))) == [f"k{j}" for j in range(8)]
