@@ -20,6 +20,7 @@ from toolkit import SqliteCache, __version__
 from toolkit.backends.redis import RedisCache
 from toolkit.cli import main
 from toolkit.cli._namespaces import format_namespace, parse_namespace
+from toolkit.cli._target import human_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMANDS = ("stats", "ls", "clear", "purge", "dashboards", "demo")
@@ -228,3 +229,10 @@ def test_dashboards_never_clobber_other_files(
 @given(st.lists(st.text(max_size=6), max_size=4).map(tuple))
 def test_namespace_syntax_round_trips(ns: tuple[str, ...]) -> None:
     assert parse_namespace(format_namespace(ns)) == ns
+
+
+@pytest.mark.parametrize(
+    ("count", "text"), [(0, "0 B"), (1023, "1023 B"), (1536, "1.5 KiB"), (3 * 2**30, "3.0 GiB")]
+)
+def test_bytes_read_as_people_do(count: int, text: str) -> None:
+    assert human_bytes(count) == text

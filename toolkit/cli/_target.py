@@ -145,12 +145,14 @@ def confirm(question: str, *, yes: bool) -> None:
 
 def human_bytes(count: int) -> str:
     """``1536`` as ``1.5 KiB``."""
+    if count < 1024:
+        return f"{count} B"
     size = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{count} B" if unit == "B" else f"{size:.1f} {unit}"
+    for unit in ("KiB", "MiB", "GiB"):
         size /= 1024
-    raise AssertionError("unreachable")
+        if size < 1024:
+            break
+    return f"{size:,.1f} {unit}"
 
 
 def entries(count: int) -> str:
