@@ -147,11 +147,11 @@ def human_bytes(count: int) -> str:
     """``1536`` as ``1.5 KiB``."""
     if count < 1024:
         return f"{count} B"
-    size = float(count)
-    for unit in ("KiB", "MiB", "GiB"):
-        size /= 1024
+    size, unit = count / 1024, "KiB"
+    for larger in ("MiB", "GiB"):
         if size < 1024:
             break
+        size, unit = size / 1024, larger
     return f"{size:,.1f} {unit}"
 
 
