@@ -227,7 +227,7 @@ def test_bad_decorator_arguments() -> None:
     with pytest.raises(TypeError, match="cache"):
         cached(cache=object())  # type: ignore[call-overload]
     with pytest.raises(ValueError, match="nope"):
-        cached(ignore=("nope",))(lambda x: x)
+        cached(ignore=("nope",), key_id="f")(lambda x: x)
     with pytest.raises(TypeError, match="decorates functions"):
         cached()(42)  # type: ignore[call-overload]
 
@@ -410,7 +410,7 @@ def test_bound_method_controls(default_cache: HookedCache) -> None:
 def test_threads_share_one_execution(cache: HookedCache) -> None:
     calls: list[int] = []
 
-    @cached(cache=cache)
+    @cached(cache=cache, key_id="t")  # captures unencodable test fixtures
     def slow(x: int) -> int:
         calls.append(x)
         cache.wait_for_waiters(49)  # every other thread is now waiting on this call
@@ -437,7 +437,7 @@ def test_threads_share_one_execution(cache: HookedCache) -> None:
 def test_threads_all_see_the_leaders_exception(cache: HookedCache) -> None:
     calls: list[int] = []
 
-    @cached(cache=cache)
+    @cached(cache=cache, key_id="t")  # captures unencodable test fixtures
     def fails(x: int) -> int:
         calls.append(x)
         cache.wait_for_waiters(49)
@@ -468,7 +468,7 @@ def test_threads_all_see_the_leaders_exception(cache: HookedCache) -> None:
 async def test_coroutines_share_one_execution(cache: HookedCache) -> None:
     calls: list[int] = []
 
-    @cached(cache=cache)
+    @cached(cache=cache, key_id="t")  # captures unencodable test fixtures
     async def slow(x: int) -> int:
         calls.append(x)
         await cache.awaiting(199)
@@ -483,7 +483,7 @@ async def test_coroutines_share_one_execution(cache: HookedCache) -> None:
 async def test_coroutines_all_see_the_leaders_exception(cache: HookedCache) -> None:
     calls: list[int] = []
 
-    @cached(cache=cache)
+    @cached(cache=cache, key_id="t")  # captures unencodable test fixtures
     async def fails(x: int) -> int:
         calls.append(x)
         await cache.awaiting(199)
@@ -501,7 +501,7 @@ async def test_cancelled_leader_hands_over_to_a_waiter(cache: HookedCache) -> No
     calls: list[str] = []
     release = asyncio.Event()
 
-    @cached(cache=cache)
+    @cached(cache=cache, key_id="t")  # captures unencodable test fixtures
     async def compute(x: int) -> int:
         calls.append("run")
         if len(calls) == 1:
@@ -524,7 +524,7 @@ async def test_cancelled_leader_hands_over_to_a_waiter(cache: HookedCache) -> No
 async def test_cancelled_waiter_leaves_the_leader_alone(cache: HookedCache) -> None:
     release = asyncio.Event()
 
-    @cached(cache=cache)
+    @cached(cache=cache, key_id="t")  # captures unencodable test fixtures
     async def compute(x: int) -> int:
         await release.wait()
         return x
