@@ -292,14 +292,13 @@ class _Codec:
                 return self._enc_ndarray
             if issubclass(cls, numpy.generic):
                 return self._enc_npscalar
-        if dataclasses.is_dataclass(cls):
-            fields = tuple(f.name for f in dataclasses.fields(cls) if f.compare)
-            return self._record_encoder("P", name, fields)
-        if issubclass(cls, tuple) and isinstance(getattr(cls, "_fields", None), tuple):
-            return self._record_encoder("R", name, tuple(cls._fields))  # a namedtuple
-        pydantic = sys.modules.get("pydantic")
-        if pydantic is not None and issubclass(cls, pydantic.BaseModel):
-            return self._model_encoder(cls, name)
+        layout = _record_layout(cls)
+        if layout is not None:
+            tag, fields, has_extra = layout
+            record = self._record_encoder(tag, name, fields)
+            if not has_extra:
+                return record
+            return lambda o: record(o) + (enc(extra) if (extra := o.__pydantic_extra__) else "d0:")
         base = next((b for b in cls.__mro__[1:] if b in _BUILTIN_ENCODERS), None)
         if base is not None:
             head = f"X{_text('', name)}"
@@ -312,20 +311,6 @@ class _Codec:
             head = f"X{_text('', name)}"
             return lambda o: head + self.enc_dict(o)
         return None
-
-    def _model_encoder(self, cls: Any, name: str) -> Encoder:
-        """A pydantic model: class and declared fields, plus extra fields where allowed."""
-        message = _langchain_message_class()
-        if message is not None and issubclass(cls, message):
-            tag, skip = "L", _MESSAGE_SKIP
-        else:
-            tag, skip = "Q", frozenset()
-        fields = tuple(f for f in cls.model_fields if f not in skip)
-        record = self._record_encoder(tag, name, fields)
-        if cls.model_config.get("extra") != "allow":
-            return record
-        enc = self.encode
-        return lambda o: record(o) + enc(o.model_extra or {})
 
     def _record_encoder(self, tag: str, name: str, fields: tuple[str, ...]) -> Encoder:
         enc = self.encode
@@ -375,6 +360,30 @@ _BUILTIN_ENCODERS = frozenset(
 _BUILTIN_VALUE: dict[type, Callable[[Any], Any]] = {str: str.__str__}
 
 
+def _record_layout(cls: type) -> tuple[str, tuple[str, ...], bool] | None:
+    """A record class's tag, key fields and whether extra fields follow; ``None`` if no record.
+
+    Dataclasses keep their ``compare=True`` fields, namedtuples and pydantic models all of
+    theirs (and a model's extra fields where it allows them), LangChain messages those that
+    do not change from run to run.
+    """
+    if callable(getattr(cls, "__cache_key__", None)) or issubclass(cls, enum.Enum):
+        return None
+    if dataclasses.is_dataclass(cls):
+        return ("P", tuple(f.name for f in dataclasses.fields(cls) if f.compare), False)
+    named = getattr(cls, "_fields", None)
+    if issubclass(cls, tuple) and isinstance(named, tuple):
+        return ("R", named, False)  # a namedtuple
+    pydantic = sys.modules.get("pydantic")
+    if pydantic is None or not issubclass(cls, pydantic.BaseModel):
+        return None
+    model: Any = cls
+    message = _langchain_message_class()
+    tag, skip = ("L", _MESSAGE_SKIP) if message and issubclass(cls, message) else ("Q", ())
+    fields = tuple(f for f in model.model_fields if f not in skip)
+    return (tag, fields, model.model_config.get("extra") == "allow")
+
+
 def _langchain_message_class() -> type | None:
     module = sys.modules.get("langchain_core.messages")
     return getattr(module, "BaseMessage", None) if module is not None else None
@@ -411,8 +420,9 @@ def encode(obj: Any, *, strict_containers: bool = True) -> str:
 # -- the same canonical identity as bytes, at C speed for plain data ---------------------
 
 # msgpack keeps None, bool, int, float, str, bytes, list and str-keyed dicts apart natively;
-# every other value (tuples, sets, subclasses, records, big ints...) reaches _packed_text and
-# is carried as an extension holding its text encoding, so classes are never lost.
+# every other value reaches _packed as an extension: records (dataclasses, models, messages)
+# as their class and fields, the rest (tuples, sets, subclasses, big ints...) as their text
+# encoding, so classes are never lost.
 _PACK_OPTIONS = (
     ormsgpack.OPT_SORT_KEYS
     | ormsgpack.OPT_PASSTHROUGH_BIG_INT
@@ -427,14 +437,37 @@ _TEXT_MARK = b"\xc1"  # never starts a msgpack document, so the two forms cannot
 _NON_FINITE = (b"\xcb\x7f", b"\xcb\xff")  # how a float64 NaN or infinity starts
 
 
-def _packed_text(obj: Any) -> ormsgpack.Ext:
-    return ormsgpack.Ext(0, _encode_with(_STRICT, obj).encode("utf-8", "surrogatepass"))
+_PACKED_RECORDS: dict[type, tuple[bytes, tuple[str, ...], bool] | None] = {}
+
+
+def _packed_record_layout(cls: type) -> tuple[bytes, tuple[str, ...], bool] | None:
+    layout = _record_layout(cls)
+    if layout is None:
+        return None
+    tag, fields, has_extra = layout
+    return (ormsgpack.packb([tag, _type_name(cls), list(fields)]), fields, has_extra)
+
+
+def _packed(obj: Any) -> ormsgpack.Ext:
+    """What msgpack has no type for: a record's fields packed natively, anything else as text."""
+    cls = type(obj)
+    try:
+        layout = _PACKED_RECORDS[cls]
+    except KeyError:
+        layout = _PACKED_RECORDS[cls] = _packed_record_layout(cls)
+    if layout is None:
+        return ormsgpack.Ext(0, _encode_with(_STRICT, obj).encode("utf-8", "surrogatepass"))
+    head, fields, has_extra = layout
+    values = [getattr(obj, field) for field in fields]
+    if has_extra:
+        values.append(obj.__pydantic_extra__ or {})
+    return ormsgpack.Ext(1, head + ormsgpack.packb(values, default=_packed, option=_PACK_OPTIONS))
 
 
 def encode_bytes(obj: Any) -> bytes:
     """Canonical bytes of ``obj``: equal exactly when ``encode(obj)`` is (strict containers)."""
     try:
-        packed = ormsgpack.packb(obj, default=_packed_text, option=_PACK_OPTIONS)
+        packed = ormsgpack.packb(obj, default=_packed, option=_PACK_OPTIONS)
     except (TypeError, ValueError, RecursionError):
         pass  # a non-str dict key, a surrogate, deep nesting: the text form decides
     else:
@@ -710,7 +743,7 @@ def derive_key(
     strict_containers: bool = True,
     key_id: str | None = None,
 ) -> FullKey:
-    """The ``FullKey`` ``@cached`` gives ``func(*args, **kwargs)`` (default ns: module, qualname)."""
+    """The ``FullKey`` that ``@cached`` gives ``func(*args, **kwargs)``."""
     plan = key_plan(
         func, ignore=tuple(sorted(ignore)), strict_containers=strict_containers, key_id=key_id
     )
