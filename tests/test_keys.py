@@ -717,3 +717,49 @@ def test_encode_bytes_keeps_lookalikes_apart() -> None:
     assert encode_bytes({"a": 1, "b": [1, 2]}) == encode_bytes({"b": [1, 2], "a": 1})
     assert encode_bytes(math.nan) == encode_bytes(-math.nan)
     assert encode_bytes(Owner(pet=Cat(name="x"))) != encode_bytes(Owner(pet=Dog(name="x")))
+
+
+class _Base:
+    def lookup(self, x: int) -> int:
+        return x
+
+
+def test_methods_calling_super_and_recursive_closures_are_keyed() -> None:
+    plans: list[KeyPlan] = []
+
+    def plan(func: Any) -> Any:  # runs in the class body, as @cached does
+        plans.append(KeyPlan(func, ignore=("self",)))
+        return func
+
+    class Child(_Base):
+        @plan
+        def lookup(self, x: int) -> int:  # captures __class__, empty while the class is built
+            return super().lookup(x) + 1
+
+    base = KeyPlan(_Base.lookup, ignore=("self",))
+    assert plans[0].digest((Child(), 1), {}) != base.digest((Child(), 1), {})
+
+    def factory() -> Any:
+        def fib(n: int) -> int:  # captures itself
+            return n if n < 2 else fib(n - 1) + fib(n - 2)
+
+        return fib
+
+    assert KeyPlan(factory()).digest((3,), {})
+
+
+def test_wrapped_functions_are_keyed_as_the_function_they_wrap() -> None:
+    def logged(func: Any) -> Any:
+        settings = object()  # the decorator's own state: not part of the key
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            assert settings
+            return func(*args, **kwargs)
+
+        return wrapper
+
+    assert KeyPlan(logged(_summarize)).digest(("a",), {}) == KeyPlan(_summarize).digest(("a",), {})
+    assert KeyPlan(logged(_summarize)).digest(("a",), {}) != KeyPlan(logged(_translate)).digest(
+        ("a",), {}
+    )

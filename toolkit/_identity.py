@@ -88,7 +88,16 @@ class _Namer:
                 context = (*context, ("self", inner.receiver))
             return Identity(f"partial({inner.name})", func, context=context)
         if inspect.isfunction(func):
-            return Identity(self.function_name(func), func)
+            # A functools.wraps wrapper is named after, and keyed as, the function it wraps;
+            # its own captured values (the decorator's settings) are not read.
+            inner = inspect.unwrap(func)
+            if inner is func:
+                return Identity(self.function_name(func), func)
+            wrapped = self.identity(inner)
+            context = wrapped.context
+            if wrapped.receiver is not None:
+                context = (*context, ("self", wrapped.receiver))
+            return Identity(wrapped.name, func, context=context)
         if isinstance(func, type):
             return Identity(_qualified(func) or func.__qualname__, func)
         if inspect.isbuiltin(func):
@@ -124,7 +133,9 @@ class _Namer:
             try:
                 value = cell.cell_contents
             except ValueError:  # not yet assigned
-                if var == func.__name__:  # a recursive function calling itself by name
+                # A recursive function naming itself, or super()'s class of a method being
+                # defined: both are named by the qualified name already.
+                if var in (func.__name__, "__class__"):
                     continue
                 raise self.refuse(qualified, var, "is not assigned yet") from None
             try:
