@@ -85,7 +85,7 @@ class _Namer:
             context = (*inner.context, ("partial args", func.args))
             context = (*context, ("partial keywords", func.keywords))
             if inner.receiver is not None:
-                context = (*context, ("self", inner.receiver))
+                context = (*context, ("bound instance", inner.receiver))
             return Identity(f"partial({inner.name})", func, context=context)
         if inspect.isfunction(func):
             # A functools.wraps wrapper is named after, and keyed as, the function it wraps;
@@ -96,7 +96,7 @@ class _Namer:
             wrapped = self.identity(inner)
             context = wrapped.context
             if wrapped.receiver is not None:
-                context = (*context, ("self", wrapped.receiver))
+                context = (*context, ("bound instance", wrapped.receiver))
             return Identity(wrapped.name, func, context=context)
         if isinstance(func, type):
             return Identity(_qualified(func) or func.__qualname__, func)
@@ -105,7 +105,7 @@ class _Namer:
             owner = func.__self__
             if owner is None or isinstance(owner, types.ModuleType):
                 return Identity(name, func)
-            return Identity(name, func, context=(("self", owner),))
+            return Identity(name, func, context=(("bound instance", owner),))
         return self.callable_object(func)
 
     def function_name(self, func: types.FunctionType) -> str:
@@ -170,7 +170,7 @@ class _Namer:
                 f"{cls.__qualname__} a __cache_key__(self) method, or pass key_id='...' "
                 "naming this one."
             ) from None
-        return Identity(name, func, context=(("self", func),))
+        return Identity(name, func, context=(("instance", func),))
 
     @staticmethod
     def refuse(qualified: str, var: str, why: str) -> TypeError:

@@ -545,7 +545,8 @@ class KeyPlan:
         self.context = identity.context
         context_names = ",".join(what for what, _ in identity.context)
         self.hasher = _HASHER.copy()
-        self.hasher.update(f"F{_text('', identity.name)}{_text('', context_names)}".encode())
+        head = f"F{_text('', identity.name)}{_text('', context_names)}"
+        self.hasher.update(head.encode("utf-8", "surrogatepass"))
         self.recent: dict[str, str] = {}
         for what, value in self.context:  # refuse at decoration what no call could encode
             self._encode_context_value(what, value)
@@ -635,7 +636,7 @@ class KeyPlan:
             return self.encode_value(value)
         except UnsupportedKeyType as exc:
             raise TypeError(
-                f"cannot derive a cache key for {self.func_name}: its {what} hold a "
+                f"cannot derive a cache key for {self.func_name}: its {what} contain a "
                 f"{_type_name(type(exc.obj))}, which has no canonical encoding. Pass "
                 "key_id='...' naming this callable, or give that class a __cache_key__(self)."
             ) from None
