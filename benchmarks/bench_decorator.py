@@ -2,7 +2,8 @@
 
 Targets (issue 5): sync hit with the default stack faster than dogpile's memory hit;
 async hit ≤ 0.25x cashews ``mem://`` and ≤ 0.5x aiocache ``SimpleMemoryCache``;
-``integrations.langgraph.key_func`` ≤ 1.0x LangGraph's ``default_cache_key``. The absolute
+``integrations.langgraph.key_func`` ≤ 1.0x LangGraph's default key (pickle + xxh3; issue 12:
+on a LangChain-messages state and on a plain-dict state). The absolute
 budgets (sync hit ≤ 5 µs default stack, ≤ 2.5 µs bare; ``.cache_key`` ≤ 2.5 µs) are read
 off the "ours" column.
 """
@@ -19,6 +20,7 @@ from cashews import Cache as CashewsCache
 from dogpile.cache import make_region
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 from langgraph._internal._cache import default_cache_key
+from xxhash import xxh3_128_hexdigest
 
 from benchmarks._harness import Comparison
 from toolkit import InMemoryCache, cached
@@ -62,6 +64,29 @@ def typical_state() -> dict[str, Any]:
     for i, message in enumerate(messages):
         message.id = f"msg-{i}"
     return {"messages": messages, "user_id": "u-123", "turn": 3, "temperature": 0.2, "done": False}
+
+
+def _node_keys(state: dict[str, Any]) -> tuple[Callable[[], str], Callable[[], str]]:
+    """Our node key and LangGraph's default one, each hashed as LangGraph hashes it."""
+
+    def ours() -> str:
+        return xxh3_128_hexdigest(key_func(state))
+
+    def theirs() -> str:
+        key = default_cache_key(state)
+        return xxh3_128_hexdigest(key.encode() if isinstance(key, str) else key)
+
+    return ours, theirs
+
+
+def plain_state() -> dict[str, Any]:
+    """A node input of plain data only (issue 12's example)."""
+    return {
+        "messages": [["human", "What is the weather in Paris today?"], ["ai", "Sunny, 21C."]],
+        "step": 3,
+        "user": "u-42",
+        "flags": {"debug": False},
+    }
 
 
 def suite() -> Iterator[Comparison]:
@@ -136,15 +161,20 @@ def suite() -> Iterator[Comparison]:
         inner_loops=20,
     )
 
-    state = typical_state()
-    yield Comparison(
-        "LangGraph node key: 5 messages + 4 scalars",
-        lambda: key_func(state),
-        lambda: default_cache_key(state),
-        "langgraph default_cache_key (pickle)",
-        target=1.0,
-        inner_loops=500,
-    )
+    # LangGraph hashes what the key function returns with xxh3: both sides do the same.
+    for name, state in (
+        ("5 LangChain messages + 4 scalars", typical_state()),
+        ("plain dict: 2 message pairs + 3 scalars", plain_state()),
+    ):
+        ours, theirs = _node_keys(state)
+        yield Comparison(
+            f"LangGraph node key: {name}",
+            ours,
+            theirs,
+            "langgraph default key (pickle + xxh3)",
+            target=1.0,
+            inner_loops=500,
+        )
 
     def three(a: int, b: str, c: dict[str, list[int]]) -> None: ...
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import threading
 from collections.abc import Iterator
@@ -227,7 +228,7 @@ def test_bad_decorator_arguments() -> None:
     with pytest.raises(TypeError, match="cache"):
         cached(cache=object())  # type: ignore[call-overload]
     with pytest.raises(ValueError, match="nope"):
-        cached(ignore=("nope",))(lambda x: x)
+        cached(ignore=("nope",), key_id="f")(lambda x: x)
     with pytest.raises(TypeError, match="decorates functions"):
         cached()(42)  # type: ignore[call-overload]
 
@@ -410,7 +411,7 @@ def test_bound_method_controls(default_cache: HookedCache) -> None:
 def test_threads_share_one_execution(cache: HookedCache) -> None:
     calls: list[int] = []
 
-    @cached(cache=cache)
+    @cached(cache=cache, key_id="t")  # captures unencodable test fixtures
     def slow(x: int) -> int:
         calls.append(x)
         cache.wait_for_waiters(49)  # every other thread is now waiting on this call
@@ -437,7 +438,7 @@ def test_threads_share_one_execution(cache: HookedCache) -> None:
 def test_threads_all_see_the_leaders_exception(cache: HookedCache) -> None:
     calls: list[int] = []
 
-    @cached(cache=cache)
+    @cached(cache=cache, key_id="t")  # captures unencodable test fixtures
     def fails(x: int) -> int:
         calls.append(x)
         cache.wait_for_waiters(49)
@@ -468,7 +469,7 @@ def test_threads_all_see_the_leaders_exception(cache: HookedCache) -> None:
 async def test_coroutines_share_one_execution(cache: HookedCache) -> None:
     calls: list[int] = []
 
-    @cached(cache=cache)
+    @cached(cache=cache, key_id="t")  # captures unencodable test fixtures
     async def slow(x: int) -> int:
         calls.append(x)
         await cache.awaiting(199)
@@ -483,7 +484,7 @@ async def test_coroutines_share_one_execution(cache: HookedCache) -> None:
 async def test_coroutines_all_see_the_leaders_exception(cache: HookedCache) -> None:
     calls: list[int] = []
 
-    @cached(cache=cache)
+    @cached(cache=cache, key_id="t")  # captures unencodable test fixtures
     async def fails(x: int) -> int:
         calls.append(x)
         await cache.awaiting(199)
@@ -501,7 +502,7 @@ async def test_cancelled_leader_hands_over_to_a_waiter(cache: HookedCache) -> No
     calls: list[str] = []
     release = asyncio.Event()
 
-    @cached(cache=cache)
+    @cached(cache=cache, key_id="t")  # captures unencodable test fixtures
     async def compute(x: int) -> int:
         calls.append("run")
         if len(calls) == 1:
@@ -524,7 +525,7 @@ async def test_cancelled_leader_hands_over_to_a_waiter(cache: HookedCache) -> No
 async def test_cancelled_waiter_leaves_the_leader_alone(cache: HookedCache) -> None:
     release = asyncio.Event()
 
-    @cached(cache=cache)
+    @cached(cache=cache, key_id="t")  # captures unencodable test fixtures
     async def compute(x: int) -> int:
         await release.wait()
         return x
@@ -659,3 +660,136 @@ def test_inside_observe_spans_nest_and_loads_are_measured() -> None:
     assert loads("success") == 1
     assert loads("error") == 1
     provider.shutdown()
+
+
+# -- functions never share entries by accident (issue 10 items 1, 2, 3, 11) ------------
+
+
+def test_functions_sharing_a_namespace_keep_their_own_results(cache: HookedCache) -> None:
+    @cached("llm", cache=cache)
+    def summarize(text: str) -> str:
+        return f"summary of {text}"
+
+    @cached("llm", cache=cache)
+    def translate(text: str) -> str:
+        return f"translation of {text}"
+
+    assert summarize("hello") == "summary of hello"
+    assert translate("hello") == "translation of hello"
+    assert summarize("hello") == "summary of hello"
+
+
+def test_key_id_shares_entries_on_request(cache: HookedCache) -> None:
+    calls: list[str] = []
+
+    @cached("llm", cache=cache, key_id="summary-v1")
+    def summarize(text: str) -> str:
+        calls.append(text)
+        return f"summary of {text}"
+
+    @cached("llm", cache=cache, key_id="summary-v1")
+    def summarize_again(text: str) -> str:
+        calls.append(text)
+        return f"summary of {text}"
+
+    assert summarize("hello") == summarize_again("hello") == "summary of hello"
+    assert calls == ["hello"]
+
+
+def test_partials_of_one_function_keep_their_own_results(cache: HookedCache) -> None:
+    def scale(factor: int, x: int) -> int:
+        return factor * x
+
+    double = cached("scale", cache=cache)(functools.partial(scale, 2))
+    triple = cached("scale", cache=cache)(functools.partial(scale, 3))
+    assert double(5) == 10
+    assert triple(5) == 15
+
+
+def test_closures_from_one_factory_keep_their_own_results(cache: HookedCache) -> None:
+    def make(factor: int) -> Any:
+        @cached("scale", cache=cache)
+        def scaled(x: int) -> int:
+            return factor * x
+
+        return scaled
+
+    assert make(2)(5) == 10
+    assert make(3)(5) == 15
+    with pytest.raises(TypeError, match=r"captures 'client'.*key_id="):
+        client = object()
+
+        @cached("scale", cache=cache)
+        def uses_client(x: int) -> object:
+            return client
+
+
+def test_lambdas_are_refused_without_a_key_id(cache: HookedCache) -> None:
+    with pytest.raises(TypeError, match=r"lambda.*key_id="):
+        cached("l", cache=cache)(lambda x: 2 * x)
+    doubled = cached("l", cache=cache, key_id="double")(lambda x: 2 * x)
+    tripled = cached("l", cache=cache, key_id="triple")(lambda x: 3 * x)
+    assert (doubled(5), tripled(5)) == (10, 15)
+
+
+class Scaler:
+    def __init__(self, factor: int) -> None:
+        self.factor = factor
+        self.calls = 0
+
+    def scale(self, x: int) -> int:
+        self.calls += 1
+        return self.factor * x
+
+    def __call__(self, x: int) -> int:
+        return self.factor * x
+
+    def __cache_key__(self) -> int:
+        return self.factor
+
+
+def test_bound_methods_key_on_their_instance(cache: HookedCache) -> None:
+    two, three = Scaler(2), Scaler(3)
+    double = cached("s", cache=cache)(two.scale)
+    triple = cached("s", cache=cache)(three.scale)
+    assert (double(5), triple(5), double(5)) == (10, 15, 10)
+    assert two.calls == 1
+    assert double.cache_key(5) == double.cache_key(5) != triple.cache_key(5)
+    double.invalidate(5)
+    assert double(5) == 10
+    assert two.calls == 2
+
+
+def test_callable_objects_key_on_their_state(cache: HookedCache) -> None:
+    assert cached("s", cache=cache)(Scaler(2))(5) == 10
+    assert cached("s", cache=cache)(Scaler(3))(5) == 15
+
+
+def test_nested_models_keep_their_class_end_to_end(cache: HookedCache) -> None:
+    import pydantic
+
+    class Cat(pydantic.BaseModel):
+        name: str
+
+    class Dog(pydantic.BaseModel):
+        name: str
+
+    class Owner(pydantic.BaseModel):
+        pet: Cat | Dog
+
+    @cached("pets", cache=cache)
+    def sound(owner: Owner) -> str:
+        return "meow" if isinstance(owner.pet, Cat) else "woof"
+
+    assert sound(Owner(pet=Cat(name="x"))) == "meow"
+    assert sound(Owner(pet=Dog(name="x"))) == "woof"
+
+
+def test_integers_of_any_size_are_keys(cache: HookedCache) -> None:
+    @cached("big", cache=cache)
+    def mod7(x: int) -> int:
+        return x % 7
+
+    huge = 10**5000
+    assert mod7(huge) == huge % 7
+    assert mod7(huge + 1) == (huge + 1) % 7

@@ -6,15 +6,17 @@ import dataclasses
 import datetime as dt
 import decimal
 import enum
+import functools
 import json
 import math
 import os
+import struct
 import subprocess
 import sys
 import uuid
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 import pydantic
@@ -24,7 +26,7 @@ from hypothesis import strategies as st
 from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.runnables import RunnableConfig
 
-from toolkit.keys import KeyPlan, derive_key, encode, hash_encoding, namespace_of
+from toolkit.keys import KeyPlan, derive_key, encode, encode_bytes, hash_encoding, namespace_of
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -107,7 +109,7 @@ def test_equal_values_in_any_order_share_a_key() -> None:
     assert key({"a": 1, "b": [1, 2]}) == key({"b": [1, 2], "a": 1})
     assert key({3, 1, 2}) == key({2, 3, 1})
     assert key(frozenset("abc")) == key(frozenset("cba"))
-    assert key(OrderedDict(a=1)) == key({"a": 1})
+    assert key(OrderedDict(a=1, b=2)) == key(OrderedDict(b=2, a=1))
     assert key(math.nan) == key(float("nan")) == key(-math.nan)
 
 
@@ -166,7 +168,7 @@ def test_supported_rich_types() -> None:
     assert key(Point(1, 2)) != key(Other(1, 2))
     assert key(Model(a=1)) == key(Model(a=1, b=[]))
     assert key(Model(a=1)) != key(Model(a=2))
-    assert key(Pair(1, 2)) == key((1, 2))  # tuple subclasses encode as tuples
+    assert key(Pair(1, 2)) != key((1, 2))  # a namedtuple keeps its class
     assert key(Tenant("acme")) == key(Tenant("acme"))
     assert key(Tenant("acme")) != key(Tenant("umbrella"))
     assert key(Tenant("acme")) != key("acme")
@@ -215,10 +217,12 @@ def test_unsupported_value_is_a_type_error_naming_the_parameter() -> None:
 
 
 def test_cyclic_value_is_a_clear_error() -> None:
+    def f(x: Any) -> None: ...
+
     loop: list[Any] = []
     loop.append(loop)
-    with pytest.raises(ValueError, match="cyclic"):
-        derive_key(lambda x: x, (loop,))
+    with pytest.raises(TypeError, match=r"'x'.*cyclic"):
+        derive_key(f, (loop,))
 
 
 # -- binding ----------------------------------------------------------------------------
@@ -389,3 +393,373 @@ def test_keys_are_identical_across_hash_seeds() -> None:
         outputs.add(done.stdout)
     assert len(outputs) == 1
     assert len(json.loads(outputs.pop())) == 11
+
+
+# -- function identity (issue 10 items 1 and 3) -----------------------------------------
+
+
+def _summarize(text: str) -> str:
+    return f"summary of {text}"
+
+
+def _translate(text: str) -> str:
+    return f"translation of {text}"
+
+
+def scale(factor: int, x: int) -> int:
+    return factor * x
+
+
+def test_functions_with_one_namespace_and_parameters_get_distinct_keys() -> None:
+    assert derive_key(_summarize, ("hello",), ns=("llm",)) != derive_key(
+        _translate, ("hello",), ns=("llm",)
+    )
+
+
+def test_key_id_is_the_explicit_way_to_share() -> None:
+    shared = KeyPlan(_summarize, key_id="text-v1").digest(("hello",), {})
+    assert KeyPlan(_translate, key_id="text-v1").digest(("hello",), {}) == shared
+    assert KeyPlan(_translate, key_id="text-v2").digest(("hello",), {}) != shared
+    # key_id names the function as module:qualname would, so a renamed function keeps its keys
+    derived = KeyPlan(_summarize).digest(("hello",), {})
+    assert KeyPlan(_translate, key_id=f"{__name__}:_summarize").digest(("hello",), {}) == derived
+    with pytest.raises(TypeError, match="key_id"):
+        KeyPlan(_summarize, key_id=3)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="key_id"):
+        KeyPlan(_summarize, key_id="")
+
+
+def test_partials_key_on_the_wrapped_function_and_frozen_arguments() -> None:
+    double, triple = functools.partial(scale, 2), functools.partial(scale, 3)
+    assert derive_key(double, (5,), ns=("s",)) != derive_key(triple, (5,), ns=("s",))
+    assert derive_key(double, (5,), ns=("s",)) == derive_key(
+        functools.partial(scale, 2), (5,), ns=("s",)
+    )
+    assert derive_key(functools.partial(scale, factor=2), (), {"x": 5}, ns=("s",)) != (
+        derive_key(functools.partial(scale, factor=3), (), {"x": 5}, ns=("s",))
+    )
+    with pytest.raises(TypeError, match="key_id="):
+        KeyPlan(functools.partial(scale, cast(Any, object())))
+
+
+def _make_scaler(factor: Any) -> Any:
+    def scaled(x: int) -> Any:
+        return factor * x
+
+    return scaled
+
+
+def test_closures_key_on_their_captured_values() -> None:
+    assert KeyPlan(_make_scaler(2)).digest((5,), {}) != KeyPlan(_make_scaler(3)).digest((5,), {})
+    assert KeyPlan(_make_scaler(2)).digest((5,), {}) == KeyPlan(_make_scaler(2)).digest((5,), {})
+    with pytest.raises(TypeError, match=r"captures 'factor'.*key_id="):
+        KeyPlan(_make_scaler(object()))
+    assert KeyPlan(_make_scaler(object()), key_id="scaler").digest((5,), {})
+
+
+def test_closures_over_functions_key_on_their_identity() -> None:
+    assert KeyPlan(_make_scaler(_summarize)).digest((5,), {}) != (
+        KeyPlan(_make_scaler(_translate)).digest((5,), {})
+    )
+    assert KeyPlan(_make_scaler(_make_scaler(2))).digest((5,), {}) != (
+        KeyPlan(_make_scaler(_make_scaler(3))).digest((5,), {})
+    )
+
+
+def test_lambdas_need_a_key_id() -> None:
+    with pytest.raises(TypeError, match=r"lambda.*key_id="):
+        KeyPlan(lambda x: x)
+    first = KeyPlan(lambda x: x, key_id="first").digest((1,), {})
+    assert first != KeyPlan(lambda x: -x, key_id="second").digest((1,), {})
+
+
+class Multiplier:
+    def __init__(self, factor: int) -> None:
+        self.factor = factor
+
+    def __call__(self, x: int) -> int:
+        return self.factor * x
+
+    def __cache_key__(self) -> int:
+        return self.factor
+
+
+def test_callable_objects_key_on_their_state() -> None:
+    assert KeyPlan(Multiplier(2)).digest((5,), {}) != KeyPlan(Multiplier(3)).digest((5,), {})
+    assert KeyPlan(Multiplier(2)).digest((5,), {}) == KeyPlan(Multiplier(2)).digest((5,), {})
+
+
+# -- classes stay in the encoding (issue 10 item 2) -------------------------------------
+
+
+class Cat(pydantic.BaseModel):
+    name: str
+
+
+class Dog(pydantic.BaseModel):
+    name: str
+
+
+class Owner(pydantic.BaseModel):
+    pet: Cat | Dog
+
+
+@dataclasses.dataclass
+class CatRecord:
+    name: str
+
+
+@dataclasses.dataclass
+class DogRecord:
+    name: str
+
+
+@dataclasses.dataclass
+class OwnerRecord:
+    pet: CatRecord | DogRecord
+
+
+class Loose(pydantic.BaseModel, extra="allow"):
+    a: int
+
+
+class Point2(NamedTuple):
+    x: int
+    y: int
+
+
+class Size2(NamedTuple):
+    x: int
+    y: int
+
+
+class UserId(str):
+    pass
+
+
+class OrderId(str):
+    pass
+
+
+class Size(enum.Enum):
+    SMALL = 1
+
+
+class Perm(enum.Flag):
+    R = 1
+    W = 2
+
+
+def test_nested_models_keep_their_class() -> None:
+    assert key(Owner(pet=Cat(name="x"))) != key(Owner(pet=Dog(name="x")))
+    assert key(Owner(pet=Cat(name="x"))) == key(Owner(pet=Cat(name="x")))
+    assert key(OwnerRecord(CatRecord("x"))) != key(OwnerRecord(DogRecord("x")))
+    assert key([Cat(name="x")]) != key([Dog(name="x")])
+    assert key({"pet": Cat(name="x")}) != key({"pet": Dog(name="x")})
+
+
+def test_extra_fields_of_models_enter_the_key() -> None:
+    assert key(Loose.model_validate({"a": 1, "b": 2})) != key(
+        Loose.model_validate({"a": 1, "b": 3})
+    )
+    assert key(Loose.model_validate({"a": 1, "b": 2})) != key(Loose(a=1))
+
+
+def test_unions_of_lookalike_classes_stay_apart() -> None:
+    assert key(Point2(1, 2)) != key(Size2(1, 2))
+    assert key(Point2(1, 2)) != key((1, 2))
+    assert key(UserId("5")) != key(OrderId("5"))
+    assert key(UserId("5")) != key("5")
+    assert key({"a": 1}) != key(OrderedDict(a=1))
+    assert key(Color.RED) != key(Size.SMALL)
+    assert key(Perm.R | Perm.W) != key(Perm.R)
+    assert key(Perm(0)) != key(Perm.R)
+
+
+# -- any size, any depth (issue 10 item 11) ---------------------------------------------
+
+
+def test_integers_of_any_size() -> None:
+    huge = 10**5000
+    assert key(huge) != key(huge + 1)
+    assert key(-huge) != key(huge)
+    assert key([huge]) != key([huge - 1])
+    assert key({"n": huge}) == key({"n": 10**5000})
+
+    def f(x: int) -> None: ...
+
+    assert derive_key(f, (huge,)) != derive_key(f, (huge + 1,))
+
+
+def test_huge_integers_do_not_depend_on_the_str_digits_limit() -> None:
+    probe = "from toolkit.keys import encode, hash_encoding; print(hash_encoding(encode(7**9000)))"
+    outputs = set()
+    for limit in ("0", "640", "4300"):
+        done = subprocess.run(
+            [sys.executable, "-X", f"int_max_str_digits={limit}", "-c", probe],
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        outputs.add(done.stdout)
+    assert len(outputs) == 1
+
+
+def test_huge_floats_decimals_and_strings() -> None:
+    assert key(1e308) != key(1.7976931348623157e308)
+    assert key(decimal.Decimal("1e999999")) != key(decimal.Decimal("1e999998"))
+    long = "x" * 5_000_000
+    assert key(long) != key(long + "y")
+
+
+def test_deep_nesting_is_a_type_error_naming_the_parameter() -> None:
+    def f(x: int, deep: Any) -> None: ...
+
+    deep: list[Any] = []
+    for _ in range(100_000):
+        deep = [deep]
+    with pytest.raises(TypeError, match=r"'deep'.*nested too deeply"):
+        derive_key(f, (1, deep))
+    with pytest.raises(TypeError, match="nested too deeply"):
+        encode(deep)
+
+
+# -- encode_bytes: the C-speed form agrees with the text form (issue 12) ----------------
+
+
+class Label(str):
+    pass
+
+
+@dataclasses.dataclass(frozen=True)
+class Wrapper:
+    inner: Any
+
+
+def _nan(payload: int, negative: bool) -> float:
+    bits = 0x7FF8000000000000 | payload | (1 << 63 if negative else 0)
+    return float(struct.unpack("<d", struct.pack("<Q", bits))[0])
+
+
+LEAVES: list[Any] = [
+    None, True, False, 0, 1, -1, 1.0, 0.0, -0.0, math.inf, -math.inf, _nan(0, False),
+    _nan(1, True), "1", "", "\ud800", Label("1"), b"1", bytearray(b"1"), 2**63, 2**64,
+    -(2**63) - 1, 3**3000, Color.RED, Shade.RED, Pair(1, 2), Point(1, 2), Cat(name="x"),
+    Dog(name="x"), AIMessage("x", id="1"), HumanMessage("x"), Loose(a=1),
+    Loose.model_validate({"a": 1, "b": 2.5}),
+    dt.date(2024, 1, 2), uuid.UUID(int=1), decimal.Decimal("1"),
+]  # fmt: skip
+leaves = st.one_of(st.sampled_from(LEAVES), scalars, st.text(st.characters(codec=None)))
+rich = st.recursive(
+    leaves,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.lists(inner, max_size=3).map(tuple),
+        st.dictionaries(st.text(max_size=2), inner, max_size=3),
+        st.dictionaries(hashables, inner, max_size=3),
+        st.dictionaries(st.text(max_size=2), inner, max_size=3).map(OrderedDict),
+        st.frozensets(hashables, max_size=3),
+        inner.map(Wrapper),
+    ),
+    max_leaves=10,
+)
+
+
+def variant(value: Any) -> Any:
+    """An equal-canonical copy: other insertion order, other NaN payload, fresh objects."""
+    if isinstance(value, float) and math.isnan(value):
+        return _nan(0x1234, not math.copysign(1, value) < 0)
+    if type(value) is dict:
+        return {k: variant(value[k]) for k in reversed(list(value))}
+    if type(value) is list:
+        return [variant(v) for v in value]
+    if type(value) is tuple:
+        return tuple(variant(v) for v in value)
+    if type(value) is Wrapper:
+        return Wrapper(variant(value.inner))
+    if type(value) is str:
+        return "".join(list(value))
+    return value
+
+
+def agree(a: Any, b: Any) -> None:
+    assert (encode_bytes(a) == encode_bytes(b)) == (encode(a) == encode(b))
+
+
+@settings(max_examples=400, deadline=None)
+@given(rich)
+def test_encode_bytes_is_canonical(value: Any) -> None:
+    copy = variant(value)
+    assert encode(copy) == encode(value)
+    assert encode_bytes(copy) == encode_bytes(value)
+
+
+@settings(max_examples=400, deadline=None)
+@given(rich, rich)
+def test_encode_bytes_and_encode_agree_on_equality(a: Any, b: Any) -> None:
+    agree(a, b)
+
+
+def test_encode_bytes_agrees_on_every_pair_of_lookalike_leaves() -> None:
+    for a in LEAVES:
+        for b in [*LEAVES, variant(a)]:
+            agree(a, b)
+            agree([a], [b])
+            agree({"k": a}, {"k": b})
+            agree((a,), (b,))
+
+
+def test_encode_bytes_keeps_lookalikes_apart() -> None:
+    lookalikes = [1, 1.0, True, "1", b"1", [1], (1,), {1}, frozenset({1}), {"1": 1}, {1: 1}]
+    lookalikes += [Label("1"), Shade.RED, OrderedDict({"1": 1}), Pair(1, 1), Wrapper(1)]
+    assert len({encode_bytes(v) for v in lookalikes}) == len(lookalikes)
+    assert encode_bytes({"a": 1, "b": [1, 2]}) == encode_bytes({"b": [1, 2], "a": 1})
+    assert encode_bytes(math.nan) == encode_bytes(-math.nan)
+    assert encode_bytes(Owner(pet=Cat(name="x"))) != encode_bytes(Owner(pet=Dog(name="x")))
+
+
+class _Base:
+    def lookup(self, x: int) -> int:
+        return x
+
+
+def test_methods_calling_super_and_recursive_closures_are_keyed() -> None:
+    plans: list[KeyPlan] = []
+
+    def plan(func: Any) -> Any:  # runs in the class body, as @cached does
+        plans.append(KeyPlan(func, ignore=("self",)))
+        return func
+
+    class Child(_Base):
+        @plan
+        def lookup(self, x: int) -> int:  # captures __class__, empty while the class is built
+            return super().lookup(x) + 1
+
+    base = KeyPlan(_Base.lookup, ignore=("self",))
+    assert plans[0].digest((Child(), 1), {}) != base.digest((Child(), 1), {})
+
+    def factory() -> Any:
+        def fib(n: int) -> int:  # captures itself
+            return n if n < 2 else fib(n - 1) + fib(n - 2)
+
+        return fib
+
+    assert KeyPlan(factory()).digest((3,), {})
+
+
+def test_wrapped_functions_are_keyed_as_the_function_they_wrap() -> None:
+    def logged(func: Any) -> Any:
+        settings = object()  # the decorator's own state: not part of the key
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            assert settings
+            return func(*args, **kwargs)
+
+        return wrapper
+
+    assert KeyPlan(logged(_summarize)).digest(("a",), {}) == KeyPlan(_summarize).digest(("a",), {})
+    assert KeyPlan(logged(_summarize)).digest(("a",), {}) != KeyPlan(logged(_translate)).digest(
+        ("a",), {}
+    )

@@ -31,7 +31,7 @@ from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
 from toolkit._types import FullKey, Namespace, SupportsDelete
 from toolkit.base import BaseCache, check_namespace, check_ttl
 from toolkit.config import default_cache, is_cache_like
-from toolkit.keys import KeyPlan, encode, hash_encoding, namespace_of
+from toolkit.keys import KeyPlan, namespace_of
 
 __all__ = ["AsyncCachedFunction", "CachedDecorator", "CachedFunction", "cached"]
 
@@ -222,6 +222,7 @@ class _Cached:
         condition: Callable[[Any], bool] | None,
         strict_containers: bool,
         tracer_provider: trace.TracerProvider | None,
+        key_id: str | None = None,
     ) -> None:
         self.ns = ns
         self.ns_label = ".".join(ns)  # the middleware's short form for plain namespaces
@@ -231,7 +232,7 @@ class _Cached:
         self.cache_none = cache_none
         self.condition = condition
         self.is_async = inspect.iscoroutinefunction(func)
-        self.plan = KeyPlan(func, ignore=ignore, strict_containers=strict_containers)
+        self.plan = KeyPlan(func, ignore=ignore, strict_containers=strict_containers, key_id=key_id)
         self.digest = self.plan.digest
         self.func_name = self.plan.func_name
         from toolkit import __version__
@@ -249,6 +250,7 @@ class _Cached:
     # -- keys and storage decisions (no I/O) --
 
     def full_key(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> FullKey:
+        instance = self.plan.receiver if instance is None else instance  # cached(obj.method)
         if instance is not None:
             args = (instance, *args)
         if self.key_func is not None:
@@ -259,7 +261,7 @@ class _Cached:
         assert self.key_func is not None
         made = self.key_func(*args, **kwargs)
         try:
-            return hash_encoding(encode(made, strict_containers=self.plan.strict_containers))
+            return self.plan.hash_value(made)
         except TypeError as exc:
             raise TypeError(
                 f"key= function of {self.func_name} returned a {type(made).__name__}, "
@@ -659,6 +661,7 @@ def cached(
     condition: Callable[[Any], bool] | None = None,
     strict_containers: bool = True,
     tracer_provider: trace.TracerProvider | None = None,
+    key_id: str | None = None,
 ) -> CachedDecorator: ...
 def cached(
     ns: Any = None,
@@ -672,6 +675,7 @@ def cached(
     condition: Callable[[Any], bool] | None = None,
     strict_containers: bool = True,
     tracer_provider: trace.TracerProvider | None = None,
+    key_id: str | None = None,
 ) -> Any:
     """Cache a function's results by its arguments: ``@cached`` or ``@cached(ns, ttl, ...)``.
 
@@ -681,7 +685,9 @@ def cached(
     ``key(*args, **kwargs)`` (``self``/``cls`` first for methods) returns the value to key on
     instead of the arguments; ``ignore`` leaves parameters out of the key; ``cache_none``
     and ``condition(result)`` decide what is stored; ``strict_containers=False`` makes
-    lists/tuples and sets/frozensets one key; ``tracer_provider`` overrides the global one.
+    lists/tuples and sets/frozensets one key; ``tracer_provider`` overrides the global one;
+    ``key_id`` names the function in its keys instead of its module and qualified name (the
+    one way for two functions to share entries; see ``toolkit._identity``).
     """
     func, name = (ns, None) if _is_decoratable(ns) else (None, ns)
     check_ttl(ttl, "@cached")
@@ -706,6 +712,7 @@ def cached(
             condition=condition,
             strict_containers=strict_containers,
             tracer_provider=tracer_provider,
+            key_id=key_id,
         )
         return _CachedWrapper(func, state)
 

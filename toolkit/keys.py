@@ -14,13 +14,19 @@ Choices worth knowing:
   differently); ``strict_containers=False`` makes them, and set/frozenset, one key.
 - every NaN is one key (NaN never equals itself, so a cache keyed on identity of bits
   would never hit twice for a recomputed NaN); ``0.0`` and ``-0.0`` are two keys.
-- subclasses of builtins (``str``, ``int``, ``dict``, namedtuples...) encode as their base.
-- dataclasses encode their class and their ``compare=True`` fields; pydantic models their
-  class and ``model_dump()``; LangChain messages their class and content fields without
-  the ``id``, ``response_metadata`` and ``usage_metadata`` that change on every run.
+- every class stays in the encoding, nested ones included, so a union of look-alike types
+  never shares a key: subclasses of builtins (``str``, ``dict``...) encode their class and
+  their base value; dataclasses their class and ``compare=True`` fields; namedtuples and
+  pydantic models their class and fields (extra fields included); LangChain messages their
+  class and content fields without the ``id``, ``response_metadata`` and
+  ``usage_metadata`` that change on every run; enums their class and member.
+- integers of any size encode, whatever ``sys.set_int_max_str_digits`` says.
 - numpy arrays encode dtype, shape and bytes (numpy is never imported by this module).
 - anything else needs ``__cache_key__(self)`` returning a supported value, or ``key=`` /
   ``ignore=`` on ``@cached``; otherwise a ``TypeError`` names the parameter.
+
+A function's own identity enters its keys too (``toolkit._identity``): two functions never
+share entries unless they are given the same ``key_id``.
 """
 
 from __future__ import annotations
@@ -32,12 +38,16 @@ import enum
 import functools
 import hashlib
 import inspect
+import math
 import re
 import sys
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+import ormsgpack
+
+from toolkit._identity import identify
 from toolkit._types import FullKey, Namespace
 
 __all__ = [
@@ -46,6 +56,7 @@ __all__ = [
     "UnsupportedKeyType",
     "derive_key",
     "encode",
+    "encode_bytes",
     "hash_encoding",
     "key_plan",
     "namespace_of",
@@ -55,7 +66,7 @@ FRAMEWORK_PARAMETERS = frozenset({"config", "runtime", "store", "writer"})
 """LangGraph injects these by name; they never enter a key."""
 
 _FRAMEWORK_ANNOTATION = re.compile(r"\b(RunnableConfig|Runtime|BaseStore|StreamWriter)\b")
-_PERSON = b"toolkit.key.v1"  # BLAKE2 personalization: retires every key if the encoding changes
+_PERSON = b"toolkit.key.v2"  # BLAKE2 personalization: retires every key if the encoding changes
 _BIG_BYTES = 256  # longer byte strings enter the encoding as their own digest
 _MESSAGE_SKIP = frozenset({"id", "response_metadata", "usage_metadata"})
 
@@ -93,11 +104,14 @@ def _enc_bool(obj: Any) -> str:
 
 
 def _enc_int(obj: Any) -> str:
-    return f"i{int.__repr__(obj)};"
+    try:
+        return f"i{int.__repr__(obj)};"
+    except ValueError:  # beyond sys.get_int_max_str_digits(); Decimal prints any size exactly
+        return f"i{decimal.Decimal(int(obj))};"
 
 
 def _enc_float(obj: Any) -> str:
-    if obj != obj:
+    if math.isnan(obj):
         return "fnan;"
     # repr is the shortest round-tripping form and keeps the sign of -0.0.
     return f"f{float.__repr__(obj)};"
@@ -153,8 +167,11 @@ def _enc_type(obj: Any) -> str:
 class _Codec:
     """One encoding variant (strict or loose containers) with its own dispatch table."""
 
-    def __init__(self, strict_containers: bool) -> None:
+    def __init__(self, strict_containers: bool, *, inline_ints: bool = True) -> None:
         self.strict = strict_containers
+        # f"{n}" fails past sys.get_int_max_str_digits(); the variant without inlined ints
+        # sends every int to _enc_int, which prints any size (see _Codec.encode_exact).
+        small_int: type = int if inline_ints else _NeverInlined
         list_tag = "l" if strict_containers else "t"
         frozenset_tag = "z" if strict_containers else "e"
         table: dict[type, Encoder] = {}
@@ -166,7 +183,7 @@ class _Codec:
             cls = type(obj)
             if cls is str:
                 return f"s{len(obj)}:{obj}"
-            if cls is int:
+            if cls is small_int:
                 return f"i{obj};"
             if cls is dict:
                 return enc_dict(obj)
@@ -185,7 +202,7 @@ class _Codec:
                 cls = type(item)
                 if cls is str:
                     out += f"s{len(item)}:{item}"
-                elif cls is int:
+                elif cls is small_int:
                     out += f"i{item};"
                 else:
                     out += encode(item)
@@ -204,7 +221,7 @@ class _Codec:
                 cls = type(v)
                 if cls is str:
                     items.append(f"{head}s{len(v)}:{v}")
-                elif cls is int:
+                elif cls is small_int:
                     items.append(f"{head}i{v};")
                 elif cls is bool:
                     items.append(head + ("T" if v else "F"))
@@ -264,7 +281,9 @@ class _Codec:
         if callable(getattr(cls, "__cache_key__", None)):
             return lambda o: f"K{_text('', name)}{enc(o.__cache_key__())}"
         if issubclass(cls, enum.Enum):
-            return lambda o: f"E{_text('', name)}{_enc_str(o.name)}"
+            head = f"E{_text('', name)}"
+            # A Flag combination without a name of its own is told apart by its value.
+            return lambda o: head + (_enc_str(o.name) if o.name is not None else enc(o.value))
         if isinstance(obj, type):
             return _enc_type
         numpy = sys.modules.get("numpy")
@@ -273,25 +292,24 @@ class _Codec:
                 return self._enc_ndarray
             if issubclass(cls, numpy.generic):
                 return self._enc_npscalar
-        if dataclasses.is_dataclass(cls):
-            fields = tuple(f.name for f in dataclasses.fields(cls) if f.compare)
-            return self._record_encoder("P", name, fields)
-        message = _langchain_message_class()
-        if message is not None and issubclass(cls, message):
-            fields = tuple(f for f in getattr(cls, "model_fields", ()) if f not in _MESSAGE_SKIP)
-            return self._record_encoder("L", name, fields)
-        pydantic = sys.modules.get("pydantic")
-        if pydantic is not None and issubclass(cls, pydantic.BaseModel):
-            return lambda o: f"Q{_text('', name)}{enc(o.model_dump())}"
-        # Builtin subclasses (str enums are handled above, namedtuples, OrderedDict...).
-        for base in cls.__mro__[1:]:
-            if base is str:
-                return lambda o: _enc_str(str.__str__(o))
-            fn = self.table.get(base)
-            if fn is not None:
-                return fn
+        layout = _record_layout(cls)
+        if layout is not None:
+            tag, fields, has_extra = layout
+            record = self._record_encoder(tag, name, fields)
+            if not has_extra:
+                return record
+            return lambda o: record(o) + (enc(extra) if (extra := o.__pydantic_extra__) else "d0:")
+        base = next((b for b in cls.__mro__[1:] if b in _BUILTIN_ENCODERS), None)
+        if base is not None:
+            head = f"X{_text('', name)}"
+            base_fn = _enc_str if base is str else self.table[base]
+            to_base = _BUILTIN_VALUE.get(base)
+            if to_base is not None:  # don't let an overridden __str__/__format__ speak
+                return lambda o: head + base_fn(to_base(o))
+            return lambda o: head + base_fn(o)
         if isinstance(obj, Mapping):
-            return self.enc_dict
+            head = f"X{_text('', name)}"
+            return lambda o: head + self.enc_dict(o)
         return None
 
     def _record_encoder(self, tag: str, name: str, fields: tuple[str, ...]) -> Encoder:
@@ -330,6 +348,42 @@ class _Codec:
         return f"g{_text('', obj.dtype.str)}{_enc_bytes(obj.tobytes())}"
 
 
+class _NeverInlined:
+    """Matches no value: the exact variant of a codec inlines no int formatting."""
+
+
+_BUILTIN_ENCODERS = frozenset(
+    {bool, int, float, complex, str, bytes, bytearray, list, tuple, dict, set, frozenset}
+    | {dt.datetime, dt.date, dt.time, dt.timedelta, uuid.UUID, decimal.Decimal}
+)
+"""Classes whose subclasses encode as ``X`` + their class + the base encoding."""
+_BUILTIN_VALUE: dict[type, Callable[[Any], Any]] = {str: str.__str__}
+
+
+def _record_layout(cls: type) -> tuple[str, tuple[str, ...], bool] | None:
+    """A record class's tag, key fields and whether extra fields follow; ``None`` if no record.
+
+    Dataclasses keep their ``compare=True`` fields, namedtuples and pydantic models all of
+    theirs (and a model's extra fields where it allows them), LangChain messages those that
+    do not change from run to run.
+    """
+    if callable(getattr(cls, "__cache_key__", None)) or issubclass(cls, enum.Enum):
+        return None
+    if dataclasses.is_dataclass(cls):
+        return ("P", tuple(f.name for f in dataclasses.fields(cls) if f.compare), False)
+    named = getattr(cls, "_fields", None)
+    if issubclass(cls, tuple) and isinstance(named, tuple):
+        return ("R", named, False)  # a namedtuple
+    pydantic = sys.modules.get("pydantic")
+    if pydantic is None or not issubclass(cls, pydantic.BaseModel):
+        return None
+    model: Any = cls
+    message = _langchain_message_class()
+    tag, skip = ("L", _MESSAGE_SKIP) if message and issubclass(cls, message) else ("Q", ())
+    fields = tuple(f for f in model.model_fields if f not in skip)
+    return (tag, fields, model.model_config.get("extra") == "allow")
+
+
 def _langchain_message_class() -> type | None:
     module = sys.modules.get("langchain_core.messages")
     return getattr(module, "BaseMessage", None) if module is not None else None
@@ -337,21 +391,96 @@ def _langchain_message_class() -> type | None:
 
 _STRICT = _Codec(strict_containers=True)
 _LOOSE = _Codec(strict_containers=False)
+_EXACT = {
+    _STRICT: _Codec(strict_containers=True, inline_ints=False),
+    _LOOSE: _Codec(strict_containers=False, inline_ints=False),
+}
+
+
+def _encode_with(codec: _Codec, obj: Any) -> str:
+    """Encode with ``codec``; an int too long for ``f"{n}"`` retries on the exact variant."""
+    try:
+        return codec.encode(obj)
+    except ValueError:
+        return _EXACT[codec].encode(obj)
+
+
+def _too_deep(what: str) -> TypeError:
+    return TypeError(f"{what} is cyclic or nested too deeply to derive a cache key")
 
 
 def encode(obj: Any, *, strict_containers: bool = True) -> str:
     """Return the canonical encoding of ``obj``; raises ``TypeError`` if it has none."""
-    codec = _STRICT if strict_containers else _LOOSE
     try:
-        return codec.encode(obj)
+        return _encode_with(_STRICT if strict_containers else _LOOSE, obj)
     except RecursionError:
-        raise ValueError("value is cyclic or nested too deeply to derive a cache key") from None
+        raise _too_deep("the value") from None
+
+
+# -- the same canonical identity as bytes, at C speed for plain data ---------------------
+
+# msgpack keeps None, bool, int, float, str, bytes, list and str-keyed dicts apart natively;
+# every other value reaches _packed as an extension: records (dataclasses, models, messages)
+# as their class and fields, the rest (tuples, sets, subclasses, big ints...) as their text
+# encoding, so classes are never lost.
+_PACK_OPTIONS = (
+    ormsgpack.OPT_SORT_KEYS
+    | ormsgpack.OPT_PASSTHROUGH_BIG_INT
+    | ormsgpack.OPT_PASSTHROUGH_DATACLASS
+    | ormsgpack.OPT_PASSTHROUGH_DATETIME
+    | ormsgpack.OPT_PASSTHROUGH_ENUM
+    | ormsgpack.OPT_PASSTHROUGH_SUBCLASS
+    | ormsgpack.OPT_PASSTHROUGH_TUPLE
+    | ormsgpack.OPT_PASSTHROUGH_UUID
+)
+_TEXT_MARK = b"\xc1"  # never starts a msgpack document, so the two forms cannot meet
+_NON_FINITE = (b"\xcb\x7f", b"\xcb\xff")  # how a float64 NaN or infinity starts
+
+
+_PACKED_RECORDS: dict[type, tuple[bytes, tuple[str, ...], bool] | None] = {}
+
+
+def _packed_record_layout(cls: type) -> tuple[bytes, tuple[str, ...], bool] | None:
+    layout = _record_layout(cls)
+    if layout is None:
+        return None
+    tag, fields, has_extra = layout
+    return (ormsgpack.packb([tag, _type_name(cls), list(fields)]), fields, has_extra)
+
+
+def _packed(obj: Any) -> ormsgpack.Ext:
+    """What msgpack has no type for: a record's fields packed natively, anything else as text."""
+    cls = type(obj)
+    try:
+        layout = _PACKED_RECORDS[cls]
+    except KeyError:
+        layout = _PACKED_RECORDS[cls] = _packed_record_layout(cls)
+    if layout is None:
+        return ormsgpack.Ext(0, _encode_with(_STRICT, obj).encode("utf-8", "surrogatepass"))
+    head, fields, has_extra = layout
+    values = [getattr(obj, field) for field in fields]
+    if has_extra:
+        values.append(obj.__pydantic_extra__ or {})
+    return ormsgpack.Ext(1, head + ormsgpack.packb(values, default=_packed, option=_PACK_OPTIONS))
+
+
+def encode_bytes(obj: Any) -> bytes:
+    """Canonical bytes of ``obj``: equal exactly when ``encode(obj)`` is (strict containers)."""
+    try:
+        packed = ormsgpack.packb(obj, default=_packed, option=_PACK_OPTIONS)
+    except (TypeError, ValueError, RecursionError):
+        pass  # a non-str dict key, a surrogate, deep nesting: the text form decides
+    else:
+        # msgpack keeps a NaN's payload bits, the text form makes every NaN one key: a value
+        # that may hold one (or just these bytes inside a string) takes the text form.
+        if _NON_FINITE[0] not in packed and _NON_FINITE[1] not in packed:
+            return packed
+    return _TEXT_MARK + encode(obj).encode("utf-8", "surrogatepass")
 
 
 _HASHER = hashlib.blake2b(digest_size=16, person=_PERSON)
 # Hot keys repeat: a dict lookup of a short encoding costs a fifth of hashing it again.
-_RECENT_DIGESTS: dict[str, str] = {}
-_MEMO_MAX_ENTRIES = 4096
+_MEMO_MAX_ENTRIES = 2048
 _MEMO_MAX_LENGTH = 256
 
 
@@ -402,13 +531,26 @@ class KeyPlan:
         *,
         ignore: Iterable[str] = (),
         strict_containers: bool = True,
+        key_id: str | None = None,
     ) -> None:
-        """Inspect ``func``'s signature; ``ignore`` names parameters left out of the key."""
+        """Inspect ``func``; ``ignore`` names parameters left out, ``key_id`` names ``func``."""
         func = _unwrap(func)
         self.func_name = str(getattr(func, "__qualname__", None) or type(func).__qualname__)
-        self.signature = inspect.signature(func)
         self.strict_containers = strict_containers
-        self.encode = (_STRICT if strict_containers else _LOOSE).encode
+        self.codec = _STRICT if strict_containers else _LOOSE
+        self.encode = self.codec.encode
+        identity = identify(func, self.encode_value, key_id=key_id)
+        self.receiver = identity.receiver
+        """A bound method's instance, which callers pass as the first argument."""
+        self.context = identity.context
+        context_names = ",".join(what for what, _ in identity.context)
+        self.hasher = _HASHER.copy()
+        head = f"F{_text('', identity.name)}{_text('', context_names)}"
+        self.hasher.update(head.encode("utf-8", "surrogatepass"))
+        self.recent: dict[str, str] = {}
+        for what, value in self.context:  # refuse at decoration what no call could encode
+            self._encode_context_value(what, value)
+        self.signature = inspect.signature(identity.target)
         params = list(self.signature.parameters.values())
         ignored = set(ignore)
         unknown = ignored - {p.name for p in params}
@@ -434,6 +576,8 @@ class KeyPlan:
             if p.name not in self.skipped
         )
         self.encode_positional = self._positional_encoder()
+        if self.receiver is not None and self.kept and self.kept[0][0] == 0:
+            self._encode_bound([(self.kept[0][1], self.kept[0][2], self.receiver)])  # fail now
 
     def bind(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> list[tuple[str, str, Any]]:
         """Return ``(prefix, name, value)`` for every parameter that enters the key."""
@@ -471,13 +615,46 @@ class KeyPlan:
                 return None
         return values if used == len(kwargs) else None
 
+    def encode_value(self, value: Any) -> str:
+        """The canonical encoding of one value under this plan's container rules."""
+        return _encode_with(self.codec, value)
+
     def encode_call(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
         """The canonical encoding of one call's key-relevant arguments."""
         if not kwargs and self.simple:
             encoded = self.encode_positional(args)
             if encoded is not None:
-                return encoded
-        return self._encode_bound(self.bind(args, kwargs))
+                return self._encode_context() + encoded if self.context else encoded
+        encoded = self._encode_bound(self.bind(args, kwargs))
+        return self._encode_context() + encoded if self.context else encoded
+
+    def _encode_context(self) -> str:
+        return "".join(self._encode_context_value(what, value) for what, value in self.context)
+
+    def _encode_context_value(self, what: str, value: Any) -> str:
+        try:
+            return self.encode_value(value)
+        except UnsupportedKeyType as exc:
+            raise TypeError(
+                f"cannot derive a cache key for {self.func_name}: its {what} contain a "
+                f"{_type_name(type(exc.obj))}, which has no canonical encoding. Pass "
+                "key_id='...' naming this callable, or give that class a __cache_key__(self)."
+            ) from None
+        except RecursionError:
+            raise _too_deep(f"the {what} of {self.func_name}") from None
+
+    def hash_value(self, value: Any) -> str:
+        """The key string of a ``key=`` function's result: it replaces the arguments."""
+        try:
+            encoded = self.encode_value(value)
+        except RecursionError:
+            raise _too_deep("the value") from None
+        return self._hash(self._encode_context() + encoded if self.context else encoded)
+
+    def _hash(self, encoding: str) -> str:
+        hasher = self.hasher.copy()
+        hasher.update(encoding.encode("utf-8", "surrogatepass"))
+        return hasher.hexdigest()
 
     def _positional_encoder(self) -> Callable[[tuple[Any, ...]], str | None]:
         """The fast path for purely positional calls: closure locals, scalars inlined.
@@ -504,7 +681,7 @@ class KeyPlan:
                         out += f"{prefix}s{len(value)}:{value}"
                     else:
                         out += prefix + enc(value)
-            except (TypeError, RecursionError):
+            except (TypeError, ValueError, RecursionError):
                 return None
             return out
 
@@ -513,28 +690,25 @@ class KeyPlan:
     def digest(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
         """The key string of one call: the 128-bit hex digest of its encoding."""
         encoding = self.encode_call(args, kwargs)
-        digest = _RECENT_DIGESTS.get(encoding)
+        recent = self.recent
+        digest = recent.get(encoding)
         if digest is None:
-            digest = hash_encoding(encoding)
+            digest = self._hash(encoding)
             if len(encoding) <= _MEMO_MAX_LENGTH:
-                if len(_RECENT_DIGESTS) >= _MEMO_MAX_ENTRIES:
-                    _RECENT_DIGESTS.clear()
-                _RECENT_DIGESTS[encoding] = digest
+                if len(recent) >= _MEMO_MAX_ENTRIES:
+                    recent.clear()
+                recent[encoding] = digest
         return digest
 
     def _encode_bound(self, bound: list[tuple[str, str, Any]]) -> str:
-        enc = self.encode
         parts = []
         for prefix, name, value in bound:
             try:
-                parts.append(prefix + enc(value))
+                parts.append(prefix + self.encode_value(value))
             except UnsupportedKeyType as exc:
                 raise self._unsupported(name, value, exc.obj) from None
             except RecursionError:
-                raise ValueError(
-                    f"parameter {name!r} of {self.func_name} is cyclic or nested too deeply "
-                    "to derive a cache key"
-                ) from None
+                raise _too_deep(f"parameter {name!r} of {self.func_name}") from None
         return "".join(parts)
 
     def _unsupported(self, name: str, value: Any, culprit: Any) -> TypeError:
@@ -550,10 +724,14 @@ class KeyPlan:
 
 @functools.lru_cache(maxsize=256)
 def key_plan(
-    func: Callable[..., Any], *, ignore: tuple[str, ...] = (), strict_containers: bool = True
+    func: Callable[..., Any],
+    *,
+    ignore: tuple[str, ...] = (),
+    strict_containers: bool = True,
+    key_id: str | None = None,
 ) -> KeyPlan:
     """The (memoized) key plan of ``func``."""
-    return KeyPlan(func, ignore=ignore, strict_containers=strict_containers)
+    return KeyPlan(func, ignore=ignore, strict_containers=strict_containers, key_id=key_id)
 
 
 def derive_key(
@@ -564,8 +742,12 @@ def derive_key(
     ns: Namespace | None = None,
     ignore: Iterable[str] = (),
     strict_containers: bool = True,
+    key_id: str | None = None,
 ) -> FullKey:
-    """The ``FullKey`` of ``func(*args, **kwargs)``: ``ns`` (default: module, qualname), digest."""
-    plan = key_plan(func, ignore=tuple(sorted(ignore)), strict_containers=strict_containers)
-    digest = hash_encoding(plan.encode_call(args, kwargs or {}))
-    return (ns if ns is not None else namespace_of(func), digest)
+    """The ``FullKey`` that ``@cached`` gives ``func(*args, **kwargs)``."""
+    plan = key_plan(
+        func, ignore=tuple(sorted(ignore)), strict_containers=strict_containers, key_id=key_id
+    )
+    if plan.receiver is not None:
+        args = (plan.receiver, *args)
+    return (ns if ns is not None else namespace_of(func), plan.digest(args, kwargs or {}))

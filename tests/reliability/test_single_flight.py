@@ -51,7 +51,7 @@ async def test_threads_and_coroutines_share_one_computation(
         release.wait(WAIT)
         return [x, x * 2]
 
-    lookup: Any = _cached()(("reliability", "flight", kind), cache=stack)(slow)
+    lookup: Any = _cached()(("reliability", "flight", kind), cache=stack, key_id="slow")(slow)
     results: list[Any] = []
     lock = threading.Lock()
 
@@ -146,7 +146,7 @@ async def test_cancelled_leader_hands_over(tally: Callable[..., Tally]) -> None:
             await forever.wait()  # the first computation never finishes on its own
         return [x, x * 3]
 
-    lookup: Any = _cached()(("reliability", "cancel"), cache=stack)(compute)
+    lookup: Any = _cached()(("reliability", "cancel"), cache=stack, key_id="compute")(compute)
     leader = asyncio.create_task(lookup(5))
     while not runs:
         await asyncio.sleep(0)
@@ -182,7 +182,7 @@ async def test_sync_leader_failure_reaches_waiters_and_is_not_cached(
             raise RuntimeError("first computation fails")
         return x + 1
 
-    lookup: Any = _cached()(("reliability", "flaky"), cache=stack)(flaky)
+    lookup: Any = _cached()(("reliability", "flaky"), cache=stack, key_id="flaky")(flaky)
     outcomes: list[Any] = []
 
     def caller() -> None:

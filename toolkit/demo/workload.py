@@ -187,10 +187,12 @@ class Workload:
     # -- the cached functions --
 
     def _build_functions(self, tp: TracerProvider | None) -> None:
+        # The functions capture this workload's random generator, which has no key
+        # encoding: key_id names each one (one workload per process).
         main, small, flaky = self.caches.main, self.caches.small, self.caches.flaky
         rng = self._rng
 
-        @cached("llm", ttl=600, cache=main, tracer_provider=tp)
+        @cached("llm", ttl=600, cache=main, tracer_provider=tp, key_id="answer")
         def answer(question: str) -> str:
             """A slow model call."""
             time.sleep(rng.uniform(0.04, 0.12))
@@ -198,37 +200,37 @@ class Workload:
                 raise UpstreamError("demo: simulated model timeout")
             return f"An answer about {question.lower()}"
 
-        @cached("embeddings", cache=main, tracer_provider=tp)
+        @cached("embeddings", cache=main, tracer_provider=tp, key_id="embed")
         def embed(text: str) -> list[float]:
             """A cheaper embedding call; embeddings never go stale."""
             time.sleep(rng.uniform(0.005, 0.015))
             return [float(ord(ch) % 7) for ch in text[:8]]
 
-        @cached("weather", ttl=2, cache=main, tracer_provider=tp)
+        @cached("weather", ttl=2, cache=main, tracer_provider=tp, key_id="weather")
         def weather(city: str) -> dict[str, Any]:
             """A lookup whose result goes stale in two seconds."""
             time.sleep(rng.uniform(0.01, 0.03))
             return {"city": city, "celsius": rng.randint(-5, 35)}
 
-        @cached("profiles", ttl=30, cache=main, tracer_provider=tp)
+        @cached("profiles", ttl=30, cache=main, tracer_provider=tp, key_id="profile")
         async def profile(user_id: int) -> dict[str, Any]:
             """An async fetch of a user profile."""
             await asyncio.sleep(rng.uniform(0.01, 0.03))
             return {"id": user_id, "name": f"user-{user_id}"}
 
-        @cached("render", ttl=60, cache=small, tracer_provider=tp)
+        @cached("render", ttl=60, cache=small, tracer_provider=tp, key_id="render")
         def render(page: int) -> str:
             """Renders pages into a cache too small for them all: size evictions."""
             time.sleep(rng.uniform(0.002, 0.006))
             return f"<html>page {page}</html>"
 
-        @cached("sessions", ttl=1, cache=small, tracer_provider=tp)
+        @cached("sessions", ttl=1, cache=small, tracer_provider=tp, key_id="session")
         def session(user: str) -> str:
             """Short-lived session tokens: expiry evictions."""
             time.sleep(0.002)
             return f"token-{user}-{rng.randint(0, 1 << 30)}"
 
-        @cached("recommendations", ttl=120, cache=flaky, tracer_provider=tp)
+        @cached("recommendations", ttl=120, cache=flaky, tracer_provider=tp, key_id="recommend")
         def recommend(user_id: int) -> list[int]:
             """Recommendations cached on the deliberately flaky cache."""
             time.sleep(rng.uniform(0.01, 0.03))

@@ -2,7 +2,8 @@
 
 LangGraph's default node key pickles the node input, so it changes with dict insertion
 order, set iteration order (hash seed) and message ids. ``key_func`` uses the canonical
-encoding of ``toolkit.keys`` instead::
+encoding of ``toolkit.keys`` instead (``encode_bytes``: msgpack at C speed for plain data,
+the text encoding for everything else), and is faster than the default::
 
     from langgraph.types import CachePolicy
     from toolkit.integrations.langgraph import key_func
@@ -14,16 +15,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from toolkit.keys import encode
+from toolkit.keys import encode, encode_bytes
 
 __all__ = ["cache_policy", "key_func"]
 
 
 def key_func(*args: Any, **kwargs: Any) -> bytes:
     """Canonical bytes of a node's (or task's) input; LangGraph hashes them into the key."""
-    if len(args) == 1 and not kwargs:  # a node's input: no encoding starts with "*"
-        return encode(args[0]).encode("utf-8", "surrogatepass")
-    return f"*{encode(args)}{encode(kwargs)}".encode("utf-8", "surrogatepass")
+    if len(args) == 1 and not kwargs:  # a node's input
+        return encode_bytes(args[0])
+    # A task's arguments: the text form, marked as encode_bytes marks it, then "*", which
+    # starts no text encoding.
+    return b"\xc1*" + f"{encode(args)}{encode(kwargs)}".encode("utf-8", "surrogatepass")
 
 
 def cache_policy(ttl: int | None = None) -> Any:

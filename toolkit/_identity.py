@@ -1,0 +1,190 @@
+"""What names a callable in its cache keys, so two callables never share entries by accident.
+
+A plain function is named by ``module:qualname``, stable across processes and restarts.
+What makes two callables with one qualified name differ enters as well: a closure's
+captured values (read once, at decoration), a partial's frozen arguments and a callable
+object's state (both read on every call). A bound method keeps its own signature, so its
+instance binds to ``self`` and enters the key as a method's does. What cannot be named
+stably (lambdas, captured values without a canonical encoding) is refused with a
+``TypeError`` that asks for ``key_id=``: an explicit name that replaces all of the above,
+and the one way for two callables to share entries.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import types
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["Identity", "identify"]
+
+Encoder = Callable[[Any], str]
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A callable's stable name, the signature to bind calls to and per-call key context."""
+
+    name: str
+    """Enters every key of the callable (``module:qualname``, captured values, or key_id)."""
+    target: Callable[..., Any]
+    """Whose signature binds a call's arguments (a bound method's function: ``self`` first)."""
+    receiver: Any = None
+    """A bound method's instance: the decorator passes it as the first argument."""
+    context: tuple[tuple[str, Any], ...] = ()
+    """Values encoded into every key beside the arguments (a partial's, a callable object's)."""
+
+
+def identify(func: Any, encode: Encoder, *, key_id: str | None = None) -> Identity:
+    """The identity of ``func``; ``key_id`` names it explicitly instead."""
+    if isinstance(func, (classmethod, staticmethod)):
+        func = func.__func__
+    if key_id is not None:
+        return _named(func, _check_key_id(key_id))
+    return _Namer(encode).identity(func)
+
+
+def _check_key_id(key_id: object) -> str:
+    if not isinstance(key_id, str):
+        raise TypeError(f"key_id must be a str, got {type(key_id).__name__}")
+    if not key_id:
+        raise ValueError("key_id must not be empty")
+    return key_id
+
+
+def _named(func: Any, key_id: str) -> Identity:
+    """The explicit identity: only the signature is still read from ``func``."""
+    if inspect.ismethod(func):
+        return Identity(key_id, func.__func__, receiver=func.__self__)
+    return Identity(key_id, func)
+
+
+def _qualified(obj: Any) -> str | None:
+    module, qualname = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
+    if isinstance(module, str) and isinstance(qualname, str):
+        return f"{module}:{qualname}"
+    return None
+
+
+class _Namer:
+    """Derives identities; remembers the functions on its path so recursion terminates."""
+
+    def __init__(self, encode: Encoder) -> None:
+        self.encode = encode
+        self.visiting: set[int] = set()
+
+    def identity(self, func: Any) -> Identity:
+        if inspect.ismethod(func):
+            inner = self.identity(func.__func__)
+            return Identity(inner.name, func.__func__, receiver=func.__self__)
+        if isinstance(func, functools.partial):
+            inner = self.identity(func.func)
+            context = (*inner.context, ("partial args", func.args))
+            context = (*context, ("partial keywords", func.keywords))
+            if inner.receiver is not None:
+                context = (*context, ("bound instance", inner.receiver))
+            return Identity(f"partial({inner.name})", func, context=context)
+        if inspect.isfunction(func):
+            # A functools.wraps wrapper is named after, and keyed as, the function it wraps;
+            # its own captured values (the decorator's settings) are not read.
+            inner = inspect.unwrap(func)
+            if inner is func:
+                return Identity(self.function_name(func), func)
+            wrapped = self.identity(inner)
+            context = wrapped.context
+            if wrapped.receiver is not None:
+                context = (*context, ("bound instance", wrapped.receiver))
+            return Identity(wrapped.name, func, context=context)
+        if isinstance(func, type):
+            return Identity(_qualified(func) or func.__qualname__, func)
+        if inspect.isbuiltin(func):
+            name = _qualified(func) or f"builtin:{func.__name__}"
+            owner = func.__self__
+            if owner is None or isinstance(owner, types.ModuleType):
+                return Identity(name, func)
+            return Identity(name, func, context=(("bound instance", owner),))
+        return self.callable_object(func)
+
+    def function_name(self, func: types.FunctionType) -> str:
+        qualified = _qualified(func)
+        assert qualified is not None  # every Python function has both
+        if func.__name__ == "<lambda>":
+            raise TypeError(
+                f"cannot key {qualified}: every lambda is named <lambda>, so two of them "
+                "would share entries. Pass key_id='...' naming this one, or use a def."
+            )
+        if not func.__closure__ or id(func) in self.visiting:
+            return qualified
+        self.visiting.add(id(func))
+        try:
+            captured = "".join(self.captured(func, qualified))
+        finally:
+            self.visiting.discard(id(func))
+        return f"{qualified}[{captured}]"
+
+    def captured(self, func: types.FunctionType, qualified: str) -> list[str]:
+        """Each captured variable's name and value, encoded at decoration time."""
+        parts = []
+        assert func.__closure__ is not None
+        for var, cell in zip(func.__code__.co_freevars, func.__closure__, strict=True):
+            try:
+                value = cell.cell_contents
+            except ValueError:  # not yet assigned
+                # A recursive function naming itself, or super()'s class of a method being
+                # defined: both are named by the qualified name already.
+                if var in (func.__name__, "__class__"):
+                    continue
+                raise self.refuse(qualified, var, "is not assigned yet") from None
+            try:
+                parts.append(f"{len(var)}:{var}{self.value(value)}")
+            except TypeError as exc:
+                what = f"holds a {type(value).__qualname__} ({exc})"
+                raise self.refuse(qualified, var, what) from None
+        return parts
+
+    def value(self, value: Any) -> str:
+        """A captured value: callables and modules by identity, data by its encoding."""
+        if isinstance(value, types.ModuleType):
+            return f"m{len(value.__name__)}:{value.__name__}"
+        if callable(value) and not isinstance(value, type) and _is_routine(value):
+            identity = self.identity(value)
+            context = "".join(self.encode(v) for _, v in identity.context)
+            receiver = "" if identity.receiver is None else self.encode(identity.receiver)
+            return f"c{len(identity.name)}:{identity.name}{receiver}{context}"
+        return self.encode(value)
+
+    def callable_object(self, func: Any) -> Identity:
+        cls = type(func)
+        name = f"{_qualified(cls) or cls.__qualname__}.__call__"
+        if not getattr(func, "__dict__", True) and not getattr(cls, "__slots__", ()):
+            return Identity(name, func)  # no state of its own: the class says it all
+        try:
+            self.encode(func)
+        except TypeError:
+            raise TypeError(
+                f"cannot key calls of a {cls.__qualname__} object: its state has no canonical "
+                f"encoding, so two {cls.__qualname__} objects would share entries. Give "
+                f"{cls.__qualname__} a __cache_key__(self) method, or pass key_id='...' "
+                "naming this one."
+            ) from None
+        return Identity(name, func, context=(("instance", func),))
+
+    @staticmethod
+    def refuse(qualified: str, var: str, why: str) -> TypeError:
+        return TypeError(
+            f"cannot key {qualified}: it captures {var!r}, which {why}, so two functions "
+            f"made by the same factory would share entries. Pass key_id='...' naming this "
+            f"one (a distinct key_id per instance that must not share), or make {var!r} a "
+            "parameter."
+        )
+
+
+def _is_routine(value: Any) -> bool:
+    return (
+        inspect.isroutine(value)
+        or isinstance(value, functools.partial)
+        or inspect.isfunction(getattr(value, "__wrapped__", None))
+    )
