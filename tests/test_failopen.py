@@ -81,10 +81,22 @@ def test_caller_bugs_propagate_even_fail_open(inner: Any) -> None:
         cache.set({KEY: (1, -5)})
 
 
-def test_type_error_from_the_backend_propagates() -> None:
-    cache = observe(FlakyCache(TypeError("cannot encode Opaque")), registry=CollectorRegistry())
+def test_a_serializer_refusal_is_dropped_and_never_trips_the_breaker() -> None:
+    """A foreign cache's serializer raising TypeError on a value is no backend failure."""
+    registry = CollectorRegistry()
+    flaky = FlakyCache(TypeError("cannot encode Opaque"))
+    cache = observe(flaky, registry=registry, failure_threshold=1)
+    for _ in range(3):
+        cache.set({KEY: (object(), None)})  # dropped, like any value that cannot be stored
+    assert flaky.calls == 3  # the circuit stayed closed: every write reached the backend
+    assert errors(registry, "flaky", "set", "TypeError") == 0
+    evicted = registry.get_sample_value(
+        "cache_evictions_total", {"cache": "app.users", "backend": "flaky", "cause": "uncacheable"}
+    )
+    assert evicted == 3
+    strict = observe(FlakyCache(TypeError("cannot encode Opaque")), strict=True)
     with pytest.raises(TypeError, match="Opaque"):
-        cache.set({KEY: (object(), None)})
+        strict.set({KEY: (object(), None)})
 
 
 def test_sync_hang_is_cut_at_the_deadline() -> None:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import operator
+import threading
 from typing import Annotated, Any, TypedDict
 
+import pydantic
 import pytest
+from langchain_core.documents import Document
 from langgraph.func import entrypoint, task
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import CachePolicy
@@ -115,3 +120,97 @@ def test_clear_cache_reaches_only_graph_namespaces(
     graph.invoke({"x": 1})
     assert calls == [1, 1]
     assert subject.cache.get([bystander]) == {bystander: "untouched"}
+
+
+class Verdict(enum.Enum):
+    GOOD = "good"
+    BAD = "bad"
+
+
+class Answer(pydantic.BaseModel):
+    text: str
+    score: float
+
+
+@dataclasses.dataclass
+class Trace:
+    steps: list[str]
+    answer: Answer
+
+
+class Structured(TypedDict, total=False):
+    question: str
+    answer: Answer
+    trace: Trace
+    verdict: Verdict
+    sources: list[Document]
+
+
+def build_structured_graph(subject: Subject, calls: list[str]) -> Any:
+    """Nodes that return what structured LLM output looks like: models, dataclasses, enums."""
+
+    def answer(state: Structured) -> dict[str, Any]:
+        calls.append(state["question"])
+        reply = Answer(text=f"about {state['question']}", score=0.5)
+        return {
+            "answer": reply,
+            "trace": Trace(steps=["retrieve", "answer"], answer=reply),
+            "verdict": Verdict.GOOD,
+            "sources": [Document(page_content="doc", metadata={"page": 1})],
+        }
+
+    builder = StateGraph(Structured)
+    builder.add_node("answer", answer, cache_policy=CachePolicy(ttl=60))
+    builder.add_edge(START, "answer")
+    builder.add_edge("answer", END)
+    return builder.compile(cache=as_langgraph(subject))
+
+
+async def test_nodes_returning_models_dataclasses_enums_and_documents_are_cached(
+    subject: Subject, mode: str
+) -> None:
+    calls: list[str] = []
+    graph = build_structured_graph(subject, calls)
+
+    async def invoke() -> Any:
+        if mode == "sync":
+            return graph.invoke({"question": "tides"})
+        return await graph.ainvoke({"question": "tides"})
+
+    first = await invoke()
+    again = await invoke()
+    assert again == first
+    assert type(again["answer"]) is Answer
+    assert type(again["trace"]) is Trace
+    assert again["verdict"] is Verdict.GOOD
+    assert type(again["sources"][0]) is Document
+    assert calls == ["tides"]
+
+
+async def test_a_node_returning_an_uncacheable_value_still_runs(
+    subject: Subject, mode: str
+) -> None:
+    calls: list[int] = []
+
+    class Handles(TypedDict, total=False):
+        x: int
+        handle: Any
+
+    def node(state: Handles) -> dict[str, Any]:
+        calls.append(1)
+        return {"handle": threading.Lock()}
+
+    builder = StateGraph(Handles)
+    builder.add_node("node", node, cache_policy=CachePolicy(ttl=60))
+    builder.add_edge(START, "node")
+    builder.add_edge("node", END)
+    graph = builder.compile(cache=as_langgraph(subject))
+    if not subject.validates_input:
+        pytest.skip("a foreign cache's own serializer decides what it stores")
+    for _ in range(2):
+        if mode == "sync":
+            out = graph.invoke({"x": 1})
+        else:
+            out = await graph.ainvoke({"x": 1})
+        assert "handle" in out
+    assert calls == [1, 1]  # never stored, so computed each time, and never an error

@@ -39,7 +39,14 @@ from langgraph.graph import START, StateGraph
 from langgraph.graph.message import add_messages
 from langgraph.types import CachePolicy, Command, Interrupt, Overwrite, Send
 
-from toolkit import InMemoryCache, PickleSerializer, SafeSerializer, SerializationError, serde
+from toolkit import (
+    InMemoryCache,
+    NotCacheableError,
+    PickleSerializer,
+    SafeSerializer,
+    SerializationError,
+    serde,
+)
 from toolkit.serde import _safe
 
 SAFE = SafeSerializer()
@@ -246,8 +253,8 @@ def test_distinct_values_stay_distinct() -> None:
 def test_plain_data_uses_plain_msgpack() -> None:
     value = {"messages": [["ai", "hello world"]] * 3, "n": 42, "f": 1.5, "b": b"x", "z": None}
     tag, payload = SAFE.dumps_typed(value)
-    assert tag == "toolkit-msgpack-v2"
-    assert payload == ormsgpack.packb(value) + _safe.END
+    assert tag == "toolkit-msgpack-v3"
+    assert payload == _safe.frame(ormsgpack.packb(value))
 
 
 scalars = (
@@ -299,9 +306,9 @@ class Unregistered:
     pass
 
 
-@dataclasses.dataclass
 class UnregisteredPoint:
-    x: int
+    def __init__(self, x: int) -> None:
+        self.x = x
 
 
 class Shouty(str):
@@ -339,11 +346,14 @@ def test_unknown_type_raises_type_error_naming_it(value: Any, name: str) -> None
 
 
 def test_register_is_a_decorator_and_per_instance_allow_does_not_leak() -> None:
-    @dataclasses.dataclass
     class Local:
-        v: int
+        def __init__(self, v: int) -> None:
+            self.v = v
 
-    with pytest.raises(TypeError, match="Local"):
+        def __eq__(self, other: object) -> bool:
+            return type(other) is Local and other.v == self.v
+
+    with pytest.raises(NotCacheableError, match="Local"):
         SAFE.dumps_typed(Local(1))
     own = SafeSerializer(allow=[Local])
     assert round_trip(Local(1), own) == Local(1)
@@ -521,7 +531,7 @@ def test_payloads_without_the_end_marker_are_refused(payload: bytes) -> None:
 
 def test_constructor_shaped_map_is_inert_data() -> None:
     shaped = {"lc": 1, "type": "constructor", "id": ["os", "system"], "kwargs": {}}
-    assert SAFE.loads_typed((TAG, ormsgpack.packb(shaped) + _safe.END)) == shaped
+    assert SAFE.loads_typed((TAG, _safe.frame(ormsgpack.packb(shaped)))) == shaped
 
 
 RICH = {
@@ -635,3 +645,83 @@ def test_deeply_nested_payloads_are_serialization_errors() -> None:
         SAFE.loads_typed((TAG, nested))
     with pytest.raises(SerializationError):
         SAFE.loads_typed((TAG, b"\x91" * 100_000 + b"\xc0"))
+
+
+class Pair(collections.namedtuple("Pair", "left right")):
+    __slots__ = ()
+
+
+class Shape(enum.Enum):
+    ROUND = "round"
+
+
+@dataclasses.dataclass
+class Cat:
+    name: str
+
+
+@dataclasses.dataclass
+class Dog:
+    name: str
+
+
+class Owner(pydantic.BaseModel):
+    pet: Cat | Dog
+    shape: Shape
+
+
+def test_langchain_documents_round_trip_without_recursion() -> None:
+    from langchain_core.documents import Document
+
+    doc = Document(page_content="text", metadata={"page": 3})
+    back = round_trip(doc)
+    assert type(back) is Document and back == doc
+
+
+def test_langgraph_policies_never_recurse() -> None:
+    """The allow-list's type lookup once called itself forever for LangGraph's classes."""
+    from langgraph.types import RetryPolicy
+
+    # Its default ``retry_on`` is a function: refused with a clear error, not a RecursionError.
+    with pytest.raises(NotCacheableError, match="function"):
+        SAFE.dumps_typed(RetryPolicy())
+    policy = RetryPolicy(retry_on=ValueError)
+    with pytest.raises(NotCacheableError):
+        SAFE.dumps_typed(policy)  # a class is not data either
+
+
+def test_records_the_process_stores_revive_with_their_nested_classes() -> None:
+    value = [Owner(pet=Cat("x"), shape=Shape.ROUND), Owner(pet=Dog("x"), shape=Shape.ROUND)]
+    back = round_trip(value)
+    assert back == value
+    assert [type(owner.pet) for owner in back] == [Cat, Dog]
+    assert round_trip(Pair(1, (2, 3))) == Pair(1, (2, 3))
+    assert type(round_trip(Pair(1, 2))) is Pair
+
+
+def test_a_record_never_stored_here_is_refused_by_name() -> None:
+    @dataclasses.dataclass
+    class NeverStored:
+        v: int
+
+    forged = SafeSerializer(allow=[NeverStored]).dumps_typed(NeverStored(1))
+    with pytest.raises(SerializationError, match="not on the allow-list"):
+        SAFE.loads_typed(forged)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [pickle.dumps({"a": 1}), b'{"a": 1}', b"123", ormsgpack.packb({"a": 1}) + b"junk"],
+    ids=["pickle", "json-object", "json-number", "msgpack-with-junk"],
+)
+def test_foreign_bytes_ending_in_the_marker_are_refused(body: bytes) -> None:
+    with pytest.raises(SerializationError, match="frame"):
+        SAFE.loads_typed((TAG, body + _safe.END))
+
+
+def test_too_deep_nesting_is_not_cacheable() -> None:
+    value: Any = ()
+    for _ in range(5000):
+        value = (value,)
+    with pytest.raises(NotCacheableError, match="nested too deeply"):
+        SAFE.dumps_typed(value)

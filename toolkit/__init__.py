@@ -13,6 +13,7 @@ from toolkit.errors import (
     CacheClosedError,
     CacheError,
     CacheTimeoutError,
+    NotCacheableError,
     SerializationError,
 )
 from toolkit.exposition import start_metrics_server
@@ -67,6 +68,7 @@ __all__ = [
     "InMemoryCache",
     "Metrics",
     "Namespace",
+    "NotCacheableError",
     "PickleSerializer",
     "SafeSerializer",
     "SerializationError",

@@ -9,8 +9,9 @@ ValueT = TypeVar("ValueT")
 Namespace = tuple[str, ...]
 FullKey = tuple[Namespace, str]
 
-EvictionCause = Literal["size", "expired", "invalid"]
-"""Why an entry left a cache without being cleared: LRU bound, TTL, or undecodable bytes."""
+EvictionCause = Literal["size", "expired", "invalid", "uncacheable"]
+"""Why an entry left (or never entered) a cache: LRU bound, TTL, undecodable bytes, or a
+value the serializer refused."""
 
 EvictionListener = Callable[[Namespace, EvictionCause, int], None]
 """Called by a backend as ``listener(namespace, cause, count)`` after it drops entries."""

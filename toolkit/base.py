@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -16,6 +17,7 @@ from toolkit._types import (
     SerializerProtocol,
     ValueT,
 )
+from toolkit.errors import CacheError, NotCacheableError
 from toolkit.serde import SafeSerializer
 
 __all__ = [
@@ -25,9 +27,23 @@ __all__ = [
     "check_namespaces",
     "check_pairs",
     "check_ttl",
+    "is_refusal",
+    "warn_uncacheable",
 ]
 
 _REPR_LIMIT = 80
+_log = logging.getLogger("toolkit")
+_warned: set[str] = set()
+_WARN_LIMIT = 256
+
+
+def warn_uncacheable(error: NotCacheableError) -> None:
+    """Log a serializer refusal once per distinct message (it names a type, never a value)."""
+    text = str(error)
+    if text in _warned or len(_warned) >= _WARN_LIMIT:
+        return
+    _warned.add(text)
+    _log.warning("value not cached: %s", text)
 
 
 def _short(obj: object) -> str:
@@ -131,11 +147,13 @@ def check_ttl(ttl: object, where: object = None) -> float | None:
 def check_pairs(
     pairs: Mapping[FullKey, tuple[Any, int | None]],
     encode: Callable[[Any], Any] | None = None,
+    refused: Callable[[FullKey, NotCacheableError], None] | None = None,
 ) -> list[tuple[FullKey, Any, float | None]]:
     """Validate (and, given ``encode``, encode) a whole ``set`` batch before anything is written.
 
     Returns ``(key, value, ttl)`` rows, with ``value`` replaced by ``encode(value)`` if given;
-    the first bad key, entry, ttl or unencodable value raises before the caller writes.
+    the first bad key, entry or ttl raises before the caller writes. A value the serializer
+    refuses is left out and handed to ``refused`` (re-raised when it is ``None``).
     """
     raw: object = pairs
     if type(raw) is not dict and not isinstance(raw, Mapping):
@@ -166,7 +184,15 @@ def check_pairs(
                 f"set() values must be (value, ttl) pairs, "
                 f"got {type(entry).__name__} for {_short(full_key)}"
             )
-        rows.append((full_key, value if encode is None else encode(value), checked_ttl))
+        if encode is None:
+            rows.append((full_key, value, checked_ttl))
+            continue
+        try:
+            rows.append((full_key, encode(value), checked_ttl))
+        except NotCacheableError as exc:
+            if refused is None:
+                raise
+            refused(full_key, exc)
     return rows
 
 
@@ -184,6 +210,25 @@ def check_namespaces(namespaces: Sequence[Namespace] | None) -> Sequence[Namespa
     return namespaces
 
 
+def is_refusal(operation: str, exc: BaseException, arg: Any) -> bool:
+    """A serializer that refused a value: never a backend failure, never a caller bug.
+
+    Our backends leave such values out themselves; a foreign cache (LangGraph's own) raises
+    a plain ``TypeError`` from its serializer, told apart from bad input by checking it.
+    """
+    if operation != "set" or not isinstance(exc, TypeError):
+        return False
+    if isinstance(exc, NotCacheableError):
+        return True
+    if isinstance(exc, CacheError):
+        return False
+    try:
+        check_pairs(arg)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
 class EvictionNotifier:
     """Mixin that lets a backend report evictions to listeners (the metrics layer)."""
 
@@ -192,6 +237,11 @@ class EvictionNotifier:
     def add_eviction_listener(self, listener: EvictionListener) -> None:
         """Register ``listener(namespace, cause, count)`` for every future eviction."""
         self._eviction_listeners = (*self._eviction_listeners, listener)
+
+    def _refuse(self, full_key: FullKey, error: NotCacheableError) -> None:
+        """Leave out a value the serializer refused: warn once per message, count it."""
+        warn_uncacheable(error)
+        self._notify_eviction(full_key[0], "uncacheable")
 
     def _notify_eviction(self, ns: Namespace, cause: EvictionCause, count: int = 1) -> None:
         for listener in self._eviction_listeners:

@@ -19,5 +19,9 @@ class CacheClosedError(CacheError):
     """The cache was used after ``close()``."""
 
 
+class NotCacheableError(CacheError, TypeError):
+    """A serializer refused a value: its type cannot be stored safely (never a backend failure)."""
+
+
 class SerializationError(CacheError):
     """A value could not be decoded from stored bytes (corrupt, foreign or hostile)."""

@@ -102,7 +102,7 @@ class InMemoryCache(EvictionNotifier, BaseCache[ValueT]):
 
     def set(self, pairs: Mapping[FullKey, tuple[ValueT, int | None]]) -> None:
         """Set the cached values for the given keys."""
-        encoded = check_pairs(pairs, self._dumps)
+        encoded = check_pairs(pairs, self._dumps, self._refuse)
         if not encoded:
             return
         now: float | None = None  # read the clock only for an entry with a ttl

@@ -458,14 +458,12 @@ class RedisCache(EvictionNotifier, BaseCache[ValueT]):
 
     def _encode_pairs(self, pairs: Mapping[FullKey, tuple[ValueT, int | None]]) -> list[_Write]:
         """Validate and serialize a whole batch before anything is written."""
-        rows = check_pairs(pairs)
-        dumps = self.serde.dumps_typed
+        rows = check_pairs(pairs, self._entry_bytes, self._refuse)
         encode = self._codec.encode
-        writes: list[_Write] = []
-        for (ns, key), value, ttl in rows:
-            tag, payload = dumps(value)
-            writes.append((encode(ns, key), entry_bytes(tag, payload), _px(ttl)))
-        return writes
+        return [(encode(ns, key), entry, _px(ttl)) for (ns, key), entry, ttl in rows]
+
+    def _entry_bytes(self, value: Any) -> bytes:
+        return entry_bytes(*self.serde.dumps_typed(value))
 
     def redis_key(self, full_key: FullKey) -> bytes:
         """The Redis key that stores ``full_key`` (for inspection with ``redis-cli``)."""

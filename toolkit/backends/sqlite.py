@@ -274,7 +274,7 @@ class SqliteCache(EvictionNotifier, BaseCache[ValueT]):
     def _write_plan(
         self, pairs: Mapping[FullKey, tuple[ValueT, int | None]]
     ) -> tuple[list[Statement], float]:
-        rows = check_pairs(pairs, self._dumps_sealed)
+        rows = check_pairs(pairs, self._dumps_sealed, self._refuse)
         now = self._timer()
         return (self._sql.upsert(rows, now) if rows else []), now
 

@@ -15,8 +15,8 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from toolkit._types import FullKey, Namespace, ValueT
-from toolkit.base import check_keys, check_namespaces, check_pairs
-from toolkit.errors import BackendError, CacheError, CacheTimeoutError
+from toolkit.base import check_keys, check_namespaces, check_pairs, is_refusal, warn_uncacheable
+from toolkit.errors import BackendError, CacheError, CacheTimeoutError, NotCacheableError
 from toolkit.middleware.base import (
     CIRCUIT_CLOSED,
     CIRCUIT_HALF_OPEN,
@@ -225,6 +225,11 @@ class _Guard:
         tb: TracebackType | None,
     ) -> bool:
         breaker = self.failopen._breaker
+        if exc is not None and is_refusal(self.operation, exc, self.arg):
+            if self.failopen.strict:
+                return False
+            warn_uncacheable(NotCacheableError(str(exc)))
+            return True  # dropped like any unstorable write; the backend answered
         if exc is None or _is_caller_bug(exc):
             if self.admitted and (breaker.state != CIRCUIT_CLOSED or breaker.failures):
                 breaker.succeeded()

@@ -26,7 +26,7 @@ from toolkit._types import (
     SupportsEvictionListeners,
     ValueT,
 )
-from toolkit.base import check_key, check_namespace
+from toolkit.base import check_key, check_namespace, is_refusal
 from toolkit.middleware.base import ObservingMiddleware, backend_name, innermost, logger
 from toolkit.middleware.labels import ALL_CACHES, INVALID, CacheLabeler, default_cache_label
 from toolkit.middleware.recorders import (
@@ -382,6 +382,9 @@ class Recorder:
                 self.count_puts(arg)
             if self.refresh_entries is not None:
                 self.refresh_entries()
+        elif is_refusal(operation, exc, arg):  # a value left out, not a failure
+            for ns in dict.fromkeys(full_key[0] for full_key in arg):
+                self.count_eviction(ns, "uncacheable", 1)
         elif isinstance(exc, Exception):  # not cancellation: an outer deadline reports that itself
             try:
                 namespaces = list(_namespaces(operation, arg) or ()) or None

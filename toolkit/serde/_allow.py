@@ -11,6 +11,7 @@ because those live in pydantic's own slots.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import importlib
 import threading
@@ -24,13 +25,24 @@ T = TypeVar("T", bound=type)
 # ``Overwrite`` for reducer bypasses; ``Send.timeout`` is a ``TimeoutPolicy``). Only
 # these fixed modules are ever imported, and only when a name from this table is seen.
 _MESSAGE_NAMES = ("AI", "Human", "System", "Tool", "Function", "Chat")
+_GENERATIONS = ("Generation", "GenerationChunk", "ChatGeneration", "ChatGenerationChunk")
 BUILTIN_CLASSES: dict[str, tuple[str, ...]] = {
     "langchain_core.messages": (
         *(f"{kind}Message" for kind in _MESSAGE_NAMES),
         *(f"{kind}MessageChunk" for kind in _MESSAGE_NAMES),
         "RemoveMessage",
     ),
-    "langgraph.types": ("Send", "Command", "Interrupt", "Overwrite", "TimeoutPolicy"),
+    "langchain_core.documents": ("Document",),
+    "langchain_core.outputs": (*_GENERATIONS, "LLMResult", "ChatResult"),
+    "langgraph.types": (
+        "Send",
+        "Command",
+        "Interrupt",
+        "Overwrite",
+        "TimeoutPolicy",
+        "RetryPolicy",
+        "CachePolicy",
+    ),
 }
 BUILTIN_NAMES = frozenset(
     f"{module}:{attr}" for module, attrs in BUILTIN_CLASSES.items() for attr in attrs
@@ -47,9 +59,13 @@ class ClassInfo:
     is_enum: bool
     slots: frozenset[str]
     has_dict: bool
+    fields: tuple[str, ...] | None = None
+    """A named tuple's field names; its state is then the list of its items."""
 
-    def capture(self, obj: Any) -> dict[str, Any]:
-        """Return the attributes that make up ``obj``'s state."""
+    def capture(self, obj: Any) -> Any:
+        """Return the attributes that make up ``obj``'s state (a named tuple's items)."""
+        if self.fields is not None:
+            return list(obj)
         state: dict[str, Any] = dict(obj.__dict__) if self.has_dict else {}
         for slot in self.slots:
             try:
@@ -60,6 +76,10 @@ class ClassInfo:
 
     def revive(self, state: Any) -> Any:
         """Build an instance from stored state by field assignment (no user code runs)."""
+        if self.fields is not None:
+            if type(state) is not list or len(state) != len(self.fields):
+                raise TypeError(f"state of {self.name} must be a list of {len(self.fields)} items")
+            return tuple.__new__(self.cls, state)
         if type(state) is not dict:
             raise TypeError(f"state of {self.name} must be a dict, got {type(state).__name__}")
         for attr in state:
@@ -89,6 +109,8 @@ def class_info(cls: type, name: str) -> ClassInfo:
         raise TypeError(f"register() takes a class, got {cls!r}")
     if issubclass(cls, enum.Enum):
         return ClassInfo(name, cls, True, frozenset(), False)
+    if is_named_tuple(cls):
+        return ClassInfo(name, cls, False, frozenset(), False, tuple(cls._fields))  # type: ignore[attr-defined]
     builtin_bases = [base for base in cls.__mro__[:-1] if base.__module__ == "builtins"]
     if builtin_bases:
         raise TypeError(
@@ -97,6 +119,28 @@ def class_info(cls: type, name: str) -> ClassInfo:
             "and plain classes can be revived safely"
         )
     return ClassInfo(name, cls, False, _slot_names(cls), _has_dict(cls))
+
+
+def is_named_tuple(cls: type) -> bool:
+    """Whether ``cls`` is a ``namedtuple``/``NamedTuple`` class (a tuple with named fields)."""
+    fields = getattr(cls, "_fields", None)
+    return (
+        issubclass(cls, tuple)
+        and type(fields) is tuple
+        and all(type(field) is str for field in fields)
+        and all(base.__module__ != "builtins" or base in (tuple, object) for base in cls.__mro__)
+    )
+
+
+def is_data_class(cls: type) -> bool:
+    """Whether ``cls`` is a record type an application stores: enum, dataclass, pydantic
+    model or named tuple (never an arbitrary class whose state may live outside Python)."""
+    if issubclass(cls, enum.Enum) or is_named_tuple(cls) or dataclasses.is_dataclass(cls):
+        return True
+    return any(
+        base.__name__ == "BaseModel" and base.__module__.split(".", 1)[0] == "pydantic"
+        for base in cls.__mro__
+    )
 
 
 def _slot_names(cls: type) -> frozenset[str]:
@@ -143,23 +187,37 @@ class AllowList:
             self._by_type.setdefault(cls, info)
         return info
 
+    def learn(self, cls: type) -> ClassInfo:
+        """Allow ``cls``, replacing a class of the same wire name (a redefined class)."""
+        info = class_info(cls, wire_name(cls))
+        with self._lock:
+            self._by_name[info.name] = info
+            self._by_type[cls] = info
+        return info
+
     def by_type(self, cls: type) -> ClassInfo | None:
         """Return the entry for exactly ``cls`` (subclasses are not implied)."""
-        info = self._by_type.get(cls)
-        if info is None and self._parent is not None:
-            info = self._parent.by_type(cls)
-        if info is None and cls.__module__.split(".", 1)[0] in _BUILTIN_PACKAGES:
-            info = _builtins().by_type(cls)
-        return info
+        allow: AllowList | None = self
+        while allow is not None:
+            info = allow._by_type.get(cls)
+            if info is not None:
+                return info
+            allow = allow._parent
+        if cls.__module__.split(".", 1)[0] in _BUILTIN_PACKAGES:
+            return _builtins()._by_type.get(cls)
+        return None
 
     def by_name(self, name: str) -> ClassInfo | None:
         """Return the entry stored under exactly ``name``, importing nothing for unknown names."""
-        info = self._by_name.get(name)
-        if info is None and self._parent is not None:
-            info = self._parent.by_name(name)
-        if info is None and name in BUILTIN_NAMES:
-            info = _builtins().by_name(name)
-        return info
+        allow: AllowList | None = self
+        while allow is not None:
+            info = allow._by_name.get(name)
+            if info is not None:
+                return info
+            allow = allow._parent
+        if name in BUILTIN_NAMES:
+            return _builtins()._by_name.get(name)
+        return None
 
 
 _builtin_list: AllowList | None = None
@@ -186,7 +244,11 @@ def _builtins() -> AllowList:
     return _builtin_list
 
 
-DEFAULT_ALLOW = AllowList()
+LEARNED = AllowList()
+"""Record classes (enums, dataclasses, pydantic models, named tuples) this process has stored:
+revivable in this process only, since their code is already imported here."""
+
+DEFAULT_ALLOW = AllowList(parent=LEARNED)
 """The process-wide allow-list that ``register`` fills and every ``SafeSerializer`` consults."""
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pickle
 from typing import Any
 
-from toolkit.errors import SerializationError
+from toolkit.errors import NotCacheableError, SerializationError
 
 PICKLE_TAG = "pickle"
 
@@ -29,8 +29,11 @@ class PickleSerializer:
             )
 
     def dumps_typed(self, obj: Any) -> tuple[str, bytes]:
-        """Pickle ``obj`` with the highest protocol."""
-        return PICKLE_TAG, pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+        """Pickle ``obj`` (highest protocol); an unpicklable value is ``NotCacheableError``."""
+        try:
+            return PICKLE_TAG, pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+        except (pickle.PicklingError, TypeError, AttributeError, RecursionError) as exc:
+            raise NotCacheableError(f"cannot pickle a {type(obj).__qualname__}: {exc}") from exc
 
     def loads_typed(self, data: tuple[str, bytes]) -> Any:
         """Unpickle a pair made by ``dumps_typed`` (this runs code named by the bytes)."""

@@ -21,15 +21,27 @@ from typing import Any
 
 import ormsgpack
 
-from toolkit.errors import SerializationError
-from toolkit.serde._allow import DEFAULT_ALLOW, AllowList, ClassInfo
+from toolkit.errors import NotCacheableError, SerializationError
+from toolkit.serde._allow import DEFAULT_ALLOW, LEARNED, AllowList, ClassInfo, is_data_class
 
-SAFE_TAG = "toolkit-msgpack-v2"
-# Every payload ends with 0xC1, the one byte msgpack never uses. ormsgpack stops reading
-# after the first object, so without the marker a pickle (0x80: an empty map), a JSON
-# document ("{": the int 123) or junk after a value would decode as something.
+SAFE_TAG = "toolkit-msgpack-v3"
+# Every payload is the msgpack body, its length as 4 big-endian bytes, then 0xC1 (the one
+# byte msgpack never uses). ormsgpack stops reading after the first object, so without
+# this frame a pickle (0x80: an empty map), a JSON document ("{": the int 123) or junk
+# after a value would decode as something; the length pins what precedes the marker.
 END = b"\xc1"
 _END = 0xC1
+_FRAME = 5
+_MAX_BODY = 2**32 - 1
+
+
+def frame(body: bytes) -> bytes:
+    """Close a msgpack body with its length and the end marker."""
+    size = len(body)
+    if size > _MAX_BODY:
+        raise NotCacheableError(f"cannot serialize a value of {size} bytes (limit 4 GiB)")
+    return body + size.to_bytes(4, "big") + END
+
 
 # msgpack extension codes; the payload of each is itself msgpack. They start at 32 so
 # LangGraph's extensions (codes 0-6, which name constructors) never decode as ours.
@@ -206,14 +218,20 @@ class SafeSerializer:
         self._ext_hook_bound = self._ext_hook
 
     def dumps_typed(self, obj: Any) -> tuple[str, bytes]:
-        """Encode ``obj``; a type that is neither data nor allow-listed raises ``TypeError``."""
+        """Encode ``obj``; a value it cannot store safely raises ``NotCacheableError``."""
         try:
             # Positional, not keywords: ormsgpack parses keyword names on every call (~10 ns).
-            return SAFE_TAG, _packb(obj, self._default_hook, _OPTIONS) + END
+            body = _packb(obj, self._default_hook, _OPTIONS)
         except _MsgpackEncodeError:
             # Dicts with non-str keys (or an unsupported type) defeat the native path;
             # the Python walk below encodes the former and names the latter precisely.
-            return SAFE_TAG, _packb(self._to_wire(obj)) + END
+            try:
+                body = _packb(self._to_wire(obj))
+            except RecursionError:
+                raise NotCacheableError(
+                    f"cannot serialize a {type(obj).__qualname__}: nested too deeply"
+                ) from None
+        return SAFE_TAG, frame(body)
 
     def loads_typed(self, data: tuple[str, bytes]) -> Any:
         """Decode a pair made by ``dumps_typed``; anything else raises ``SerializationError``."""
@@ -224,8 +242,11 @@ class SafeSerializer:
         if tag != SAFE_TAG:
             raise SerializationError(f"unknown serialization tag {tag!r} (expected {SAFE_TAG!r})")
         try:
-            if payload[-1] != _END:
-                raise SerializationError("payload lacks the end marker: foreign or truncated")
+            if (
+                payload[-1] != _END
+                or int.from_bytes(payload[-_FRAME:-1], "big") != len(payload) - _FRAME
+            ):
+                raise SerializationError("payload lacks the toolkit frame: foreign or truncated")
             # No slice: ormsgpack stops after the first object, so the marker is never read
             # (tests/test_serde.py pins that behaviour).
             return _unpackb(payload, ext_hook=self._ext_hook_bound)
@@ -239,17 +260,27 @@ class SafeSerializer:
         reducer = _REDUCERS.get(cls)
         if reducer is not None:
             return reducer(obj)
-        info = self._allow.by_type(cls)
+        info = self._allow.by_type(cls) or self._learn(cls)
         if info is None:
-            raise TypeError(
+            raise NotCacheableError(
                 f"cannot serialize {cls.__module__}.{cls.__qualname__}: the safe serializer "
-                "stores plain data and allow-listed classes only; register the class with "
-                "toolkit.serde.register(cls) (Enums, dataclasses, pydantic models, plain classes) "
+                "stores plain data, enums, dataclasses, pydantic models, named tuples and "
+                "registered classes only; register the class with toolkit.serde.register(cls) "
                 "or pass another serde= to the cache"
             )
         if info.is_enum:
             return ENUM, [info.name, obj.value]
         return OBJECT, [info.name, info.capture(obj)]
+
+    @staticmethod
+    def _learn(cls: type) -> ClassInfo | None:
+        """Allow a record class this process stores, so this process can revive it."""
+        if not is_data_class(cls):
+            return None
+        try:
+            return LEARNED.learn(cls)
+        except TypeError:
+            return None  # e.g. a dataclass deriving from a built-in type
 
     def _default(self, obj: Any) -> Any:
         code, content = self._reduce(obj)
