@@ -28,10 +28,11 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
 
-from toolkit._types import FullKey, Namespace, SupportsDelete
+from toolkit._types import FullKey, Namespace
 from toolkit.base import BaseCache, check_namespace, check_ttl
 from toolkit.config import default_cache, is_cache_like
 from toolkit.keys import KeyPlan, namespace_of
+from toolkit.middleware.base import supports_delete
 
 __all__ = ["AsyncCachedFunction", "CachedDecorator", "CachedFunction", "cached"]
 
@@ -544,7 +545,7 @@ class _Controls:
         state, instance, _ = self._bind()
         full_key = state.full_key(instance, args, kwargs)
         cache = state.backend()
-        if isinstance(cache, SupportsDelete):
+        if supports_delete(cache):
             cache.delete([full_key])
         else:
             cache.set(state.tombstone(full_key))
@@ -554,7 +555,7 @@ class _Controls:
         state, instance, _ = self._bind()
         full_key = state.full_key(instance, args, kwargs)
         cache = state.backend()
-        if isinstance(cache, SupportsDelete):
+        if supports_delete(cache):
             await cache.adelete([full_key])
         else:
             await cache.aset(state.tombstone(full_key))
@@ -690,7 +691,7 @@ def cached(
     one way for two functions to share entries; see ``toolkit._identity``).
     """
     func, name = (ns, None) if _is_decoratable(ns) else (None, ns)
-    check_ttl(ttl, "@cached")
+    check_ttl(ttl, "@cached", allow_zero=False)
     if cache is not None and not is_cache_like(cache):
         raise TypeError(f"cache must be a BaseCache-like object, got {type(cache).__name__}")
     if isinstance(ignore, str):
