@@ -86,6 +86,8 @@ for i = 1, #KEYS do
   local px = ARGV[2 * i]
   if px == '' then
     redis.call('SET', KEYS[i], ARGV[2 * i - 1])
+  elseif px == '0' then
+    redis.call('DEL', KEYS[i])
   else
     redis.call('SET', KEYS[i], ARGV[2 * i - 1], 'PX', px)
   end
@@ -146,6 +148,8 @@ def _read_plan(rkeys: Sequence[bytes], cluster: bool) -> list[Sequence[bytes]]:
 def _px(ttl: float | None) -> bytes:
     if ttl is None:
         return b""
+    if ttl == 0:
+        return b"0"  # expires at once: the write deletes the key
     ms = max(1, round(ttl * 1000))
     return b"" if ms > _MAX_PX else str(ms).encode()
 
@@ -154,6 +158,8 @@ def _write_plan(writes: Sequence[_Write], cluster: bool) -> list[tuple[Any, ...]
     """Commands for a batch: a plain SET for one entry, else one script call per slot and chunk."""
     if len(writes) == 1:
         rkey, blob, px = writes[0]
+        if px == b"0":
+            return [("DEL", rkey)]
         return [("SET", rkey, blob, "PX", px) if px else ("SET", rkey, blob)]
     groups: Iterable[Sequence[_Write]]
     if cluster:
@@ -274,7 +280,7 @@ class RedisCache(EvictionNotifier, BaseCache[ValueT]):
 
     def get(self, keys: Sequence[FullKey]) -> dict[FullKey, ValueT]:
         """Get the cached values for the given keys."""
-        check_keys(keys)
+        keys = check_keys(keys)
         if not keys:
             return {}
         client = self._sync_client()
@@ -312,7 +318,7 @@ class RedisCache(EvictionNotifier, BaseCache[ValueT]):
 
     async def aget(self, keys: Sequence[FullKey]) -> dict[FullKey, ValueT]:
         """Asynchronously get the cached values for the given keys."""
-        check_keys(keys)
+        keys = check_keys(keys)
         if not keys:
             return {}
         aclient = self._async_client()

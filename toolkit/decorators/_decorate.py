@@ -71,7 +71,7 @@ def cached(
     one way for two functions to share entries; see ``toolkit._identity``).
     """
     func, name = (ns, None) if _is_decoratable(ns) else (None, ns)
-    check_ttl(ttl, "@cached")
+    check_ttl(ttl, "@cached", allow_zero=False)
     if cache is not None and not is_cache_like(cache):
         raise TypeError(f"cache must be a BaseCache-like object, got {type(cache).__name__}")
     if isinstance(ignore, str):

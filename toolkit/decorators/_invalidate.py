@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from toolkit._types import FullKey, SupportsDelete
+from toolkit._types import FullKey
 from toolkit.base import BaseCache
 from toolkit.decorators._entry import tombstone
+from toolkit.middleware.base import supports_delete
 
 
 def invalidate(cache: BaseCache[Any], full_key: FullKey) -> None:
     """Forget one entry: ``delete`` where the cache has it, else a short-lived tombstone."""
-    if isinstance(cache, SupportsDelete):
+    if supports_delete(cache):
         cache.delete([full_key])
     else:
         cache.set(tombstone(full_key))
@@ -19,7 +20,7 @@ def invalidate(cache: BaseCache[Any], full_key: FullKey) -> None:
 
 async def ainvalidate(cache: BaseCache[Any], full_key: FullKey) -> None:
     """Forget one entry (async I/O)."""
-    if isinstance(cache, SupportsDelete):
+    if supports_delete(cache):
         await cache.adelete([full_key])
     else:
         await cache.aset(tombstone(full_key))

@@ -15,7 +15,14 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from toolkit._types import FullKey, Namespace, ValueT
-from toolkit.base import check_keys, check_namespaces, check_pairs, is_refusal, warn_uncacheable
+from toolkit.base import (
+    check_keys,
+    check_namespaces,
+    check_pairs,
+    is_refusal,
+    key_sequence,
+    warn_uncacheable,
+)
 from toolkit.errors import BackendError, CacheError, CacheTimeoutError, NotCacheableError
 from toolkit.middleware.base import (
     CIRCUIT_CLOSED,
@@ -249,6 +256,7 @@ _VALIDATORS: dict[str, Callable[[Any], object]] = {
     "get": check_keys,
     "set": check_pairs,
     "clear": check_namespaces,
+    "delete": check_keys,
 }
 
 
@@ -338,6 +346,7 @@ class FailOpen(CacheMiddleware[ValueT]):
 
     def get(self, keys: Sequence[FullKey]) -> dict[FullKey, ValueT]:
         """Get the cached values for the given keys; a failure is a miss."""
+        keys = key_sequence(keys)
         with self._guard("get", keys) as admitted:
             if admitted:
                 return self._call(self.inner.get, keys)
@@ -345,6 +354,7 @@ class FailOpen(CacheMiddleware[ValueT]):
 
     async def aget(self, keys: Sequence[FullKey]) -> dict[FullKey, ValueT]:
         """Asynchronously get the cached values for the given keys; a failure is a miss."""
+        keys = key_sequence(keys)
         with self._guard("get", keys) as admitted:
             if admitted:
                 return await self._acall(self.inner.aget, keys)  # type: ignore[no-any-return]
@@ -373,6 +383,20 @@ class FailOpen(CacheMiddleware[ValueT]):
         with self._guard("clear", namespaces) as admitted:
             if admitted:
                 await self._acall(self.inner.aclear, namespaces)
+
+    def delete(self, keys: Sequence[FullKey]) -> None:
+        """Delete exactly these keys; a failure is dropped."""
+        keys = key_sequence(keys)
+        with self._guard("delete", keys) as admitted:
+            if admitted:
+                self._call(self.inner.delete, keys)
+
+    async def adelete(self, keys: Sequence[FullKey]) -> None:
+        """Asynchronously delete exactly these keys; a failure is dropped."""
+        keys = key_sequence(keys)
+        with self._guard("delete", keys) as admitted:
+            if admitted:
+                await self._acall(self.inner.adelete, keys)
 
 
 _IN_PROCESS = {

@@ -315,7 +315,7 @@ class Recorder:
         self.by_label: dict[str, _Children] = {}
         self.loads: dict[tuple[str, bool], Any] = {}
         self.durations = {
-            op: families.duration.labels(backend, op) for op in ("get", "set", "clear")
+            op: families.duration.labels(backend, op) for op in ("get", "set", "clear", "delete")
         }
         self.refresh_entries: Callable[[], None] | None = None
 

@@ -9,6 +9,7 @@ from typing import Any
 from opentelemetry import trace
 
 from toolkit._types import FullKey, Namespace, ValueT
+from toolkit.base import key_sequence
 from toolkit.middleware.base import CacheMiddleware
 from toolkit.middleware.failopen import FailOpen
 from toolkit.middleware.metrics import Metrics, Recorder, _exemplar
@@ -145,6 +146,8 @@ class ObservedCache(CacheMiddleware[ValueT]):
 
     def get(self, keys: Sequence[FullKey]) -> dict[FullKey, ValueT]:
         """Get the cached values for the given keys; a failure is a miss."""
+        if type(keys) is not list:
+            keys = key_sequence(keys)
         fast = self._fast
         if not (
             (fast.quick and trace._TRACER_PROVIDER is None and not fast.breaker.state)
@@ -162,6 +165,7 @@ class ObservedCache(CacheMiddleware[ValueT]):
 
     async def aget(self, keys: Sequence[FullKey]) -> dict[FullKey, ValueT]:
         """Asynchronously get the cached values for the given keys; a failure is a miss."""
+        keys = key_sequence(keys)
         fast = self._fast
         if not fast.runs():
             return await self._stack.aget(keys)
@@ -212,6 +216,14 @@ class ObservedCache(CacheMiddleware[ValueT]):
     async def aclear(self, namespaces: Sequence[Namespace] | None = None) -> None:
         """Asynchronously delete the values of the given namespaces; a failure is dropped."""
         await self._stack.aclear(namespaces)
+
+    def delete(self, keys: Sequence[FullKey]) -> None:
+        """Delete exactly these keys; a failure is dropped."""
+        self._stack.delete(keys)
+
+    async def adelete(self, keys: Sequence[FullKey]) -> None:
+        """Asynchronously delete exactly these keys; a failure is dropped."""
+        await self._stack.adelete(keys)
 
     # -- hooks: the stack's layers record them --
 
