@@ -55,7 +55,7 @@ __all__ = ["SqliteCache"]
 
 redact_aiosqlite_calls()
 
-DEFAULT_BUSY_TIMEOUT = 5.0
+DEFAULT_BUSY_TIMEOUT = 0.2
 _PURGE_INTERVAL = 1.0
 _PURGE_BATCH = 256
 
@@ -106,6 +106,12 @@ class SqliteCache(EvictionNotifier, BaseCache[ValueT]):
         self._sql.set_variable_limit(self._conns.variable_limit)
         self._reads: ReadCoalescer[ValueT] = ReadCoalescer(MISSING)
         self._finalizer = weakref.finalize(self, self._conns.close)
+
+    @property
+    def max_call_seconds(self) -> float:
+        """The bound every call keeps by itself (twice ``busy_timeout`` plus a margin), so
+        ``observe`` needs no deadline thread when it fits within the deadline."""
+        return self._conns.max_call_seconds
 
     def __repr__(self) -> str:
         state = "closed" if self._conns.closed else "open"

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import os
 import queue
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -124,25 +126,35 @@ class CircuitBreaker:
 
 
 class _Workers:
-    """A few daemon threads that run sync backend calls so the caller can stop waiting.
+    """Daemon threads that run sync backend calls so the caller can stop waiting.
 
     Daemon threads, not ``ThreadPoolExecutor``: a call stuck on a hung backend must not
     block interpreter exit. A thread starts only when no idle one can take the call and
-    exits after ``idle_exit`` seconds without work. When all are busy, a call fails at once.
+    exits after ``idle_exit`` seconds without work. When all are busy, a caller waits for
+    one within its own deadline: a deadline fires only when the caller really waited that
+    long. After ``fork`` the child starts with no threads and a fresh state.
     """
 
     def __init__(self, size: int, idle_exit: float = 30.0) -> None:
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise ValueError(f"max_workers must be a positive int, got {size!r}")
-        self._free = threading.Semaphore(size)
+        self._size = size
+        self._idle_exit = idle_exit
+        self._reset()
+        _ALL_WORKERS.add(self)
+
+    def _reset(self) -> None:
+        self._free = threading.BoundedSemaphore(self._size)
         self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = queue.SimpleQueue()
         self._idle = 0  # threads waiting for a job and not yet claimed by a caller
-        self._idle_exit = idle_exit
         self._lock = threading.Lock()
 
     def run(self, fn: Callable[[Any], R], arg: Any, deadline: float) -> R:
-        if not self._free.acquire(blocking=False):
-            raise DeadlineExceededError("every fail-open worker is waiting on the backend")
+        start = time.monotonic()
+        if not self._free.acquire(timeout=deadline):
+            raise DeadlineExceededError(
+                f"no answer within {deadline:g}s: every fail-open worker was waiting on the backend"
+            )
         future: Future[R] = Future()
         call = contextvars.copy_context().run  # spans started in the worker nest under the caller's
         with self._lock:
@@ -152,19 +164,22 @@ class _Workers:
                 threading.Thread(target=self._work, name="toolkit-failopen", daemon=True).start()
             self._jobs.put((lambda: call(fn, arg), future))
         try:
-            return future.result(timeout=deadline)
+            return future.result(timeout=max(0.0, deadline - (time.monotonic() - start)))
         except FutureTimeout:
             raise DeadlineExceededError(f"no answer within {deadline:g}s") from None
 
     def _work(self) -> None:
+        jobs, free = self._jobs, self._free  # a fork replaces them; this thread keeps its own
         while True:
             try:
-                job, future = self._jobs.get(timeout=self._idle_exit)
+                job, future = jobs.get(timeout=self._idle_exit)
             except queue.Empty:
                 with self._lock:
-                    if self._jobs.empty() and self._idle:
+                    if jobs.empty() and self._idle and jobs is self._jobs:
                         self._idle -= 1
                         return
+                if jobs is not self._jobs:
+                    return
                 continue
             try:
                 future.set_result(job())
@@ -172,8 +187,21 @@ class _Workers:
                 future.set_exception(exc)
             finally:
                 with self._lock:
-                    self._idle += 1
-                self._free.release()  # after idling, so the next caller reuses this thread
+                    if jobs is self._jobs:
+                        self._idle += 1
+                free.release()  # after idling, so the next caller reuses this thread
+
+
+_ALL_WORKERS: weakref.WeakSet[_Workers] = weakref.WeakSet()
+
+
+def _reset_after_fork() -> None:
+    """In a forked child no worker thread exists: start every pool afresh."""
+    for workers in list(_ALL_WORKERS):
+        workers._reset()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 class _RateLimitedLog:
@@ -287,7 +315,7 @@ class FailOpen(CacheMiddleware[ValueT]):
         strict: bool = False,
         failure_threshold: int = 5,
         reset_timeout: float = 10.0,
-        max_workers: int = 4,
+        max_workers: int = 8,
         log_interval: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
