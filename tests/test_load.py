@@ -182,7 +182,7 @@ def test_coroutines_on_observed_sqlite_count_no_error(tmp_path: Path) -> None:
 
 
 def test_sqlite_bounds_itself_so_observe_needs_no_deadline_thread(tmp_path: Path) -> None:
-    sqlite = SqliteCache(path=str(tmp_path / "bound.db"))
+    sqlite: SqliteCache[Any] = SqliteCache(path=str(tmp_path / "bound.db"))
     assert 0 < sqlite.max_call_seconds <= 0.5  # within observe's default deadline
     cache = observe(sqlite, registry=CollectorRegistry())
     before = {t.name for t in threading.enumerate()}

@@ -32,6 +32,7 @@ from typing import Any
 
 from toolkit._types import FullKey, Namespace, SerializerProtocol, ValueT
 from toolkit.backends._integrity import seal, unseal
+from toolkit.backends._loop_clients import LoopClients
 from toolkit.backends._redis_keys import KeyCodec
 from toolkit.base import (
     BaseCache,
@@ -60,6 +61,8 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 __all__ = ["DEFAULT_PREFIX", "DEFAULT_TIMEOUT", "RedisCache"]
 
 DEFAULT_PREFIX = "toolkit:cache:"
+ASYNC_MAX_CONNECTIONS = 32
+"""Connections per event loop in a ``from_url`` cache's async pool; callers beyond wait."""
 DEFAULT_TIMEOUT = 0.25
 """Seconds ``from_url`` clients wait to connect and for each reply."""
 
@@ -231,6 +234,8 @@ class RedisCache(EvictionNotifier, BaseCache[ValueT]):
             _check_client(aclient, _ASYNC_KINDS, "aclient")
         self.client = client
         self.aclient = aclient
+        """The async client given (``from_url`` caches make one per event loop instead)."""
+        self._aclients = LoopClients(None, aclient)
         self.prefix = prefix
         self._codec = KeyCodec(prefix)
         self._cluster = isinstance(client, RedisCluster)
@@ -264,11 +269,26 @@ class RedisCache(EvictionNotifier, BaseCache[ValueT]):
                 sync_client: Any = RedisCluster.from_url(url, **_retry_once(options, sync=True))
             except _IO_ERRORS as exc:
                 raise _error(exc, "cluster discovery") from exc
-            async_client: Any = AsyncRedisCluster.from_url(url, **_retry_once(options, sync=False))
+
+            def make_async() -> Any:
+                return AsyncRedisCluster.from_url(url, **_retry_once(options, sync=False))
         else:
             sync_client = redis.Redis.from_url(url, **_retry_once(options, sync=True))
-            async_client = aredis.Redis.from_url(url, **_retry_once(options, sync=False))
-        cache: RedisCache[Any] = cls(sync_client, aclient=async_client, serde=serde, prefix=prefix)
+
+            def make_async() -> Any:
+                # A bounded pool: a burst of coroutines shares a few connections instead of
+                # opening hundreds at once (each racing its connect timeout).
+                pool = aredis.BlockingConnectionPool.from_url(
+                    url,
+                    max_connections=ASYNC_MAX_CONNECTIONS,
+                    timeout=None,
+                    **_retry_once(options, sync=False),
+                )
+                return aredis.Redis.from_pool(pool)  # the client owns (and closes) the pool
+
+        cache: RedisCache[Any] = cls(sync_client, serde=serde, prefix=prefix)
+        cache._aclients = LoopClients(make_async)
+        cache._acluster = cluster
         cache._owns_clients = True
         if "retry" not in client_options:
             # A timeout is never retried; a dropped connection is retried once: a reconnect
@@ -660,11 +680,11 @@ class RedisCache(EvictionNotifier, BaseCache[ValueT]):
         return self.client
 
     def _async_client(self) -> Any:
-        if self.aclient is None:
+        if not self._aclients.available:
             raise TypeError(
                 _missing_client("a sync", "get/set/clear", "aclient=redis.asyncio.Redis")
             )
-        return self.aclient
+        return self._aclients.current()
 
     def close(self) -> None:
         """Close the sync client if this cache made it (``from_url``); one passed in stays open."""
@@ -680,8 +700,8 @@ class RedisCache(EvictionNotifier, BaseCache[ValueT]):
     async def aclose(self) -> None:
         """Close both clients if this cache made them; a client passed in is left open."""
         self.close()
-        if self._owns_clients and self.aclient is not None:
-            await self.aclient.aclose()
+        if self._owns_clients:
+            await self._aclients.aclose()
 
 
 def _missing_client(kind: str, methods: str, argument: str) -> str:

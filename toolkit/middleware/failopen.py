@@ -332,6 +332,8 @@ class FailOpen(CacheMiddleware[ValueT]):
         )
         self._max_workers = max_workers
         self._workers: _Workers | None = None
+        self.async_deadline: float | None = None
+        """The deadline async calls run under: ``None`` for in-process backends."""
         self._log = _RateLimitedLog(log_interval, clock)
         self._guard = functools.partial(_Guard, self)  # a C-level call: one Python frame fewer
         super().__init__(inner)
@@ -343,8 +345,13 @@ class FailOpen(CacheMiddleware[ValueT]):
 
     def _on_bind(self) -> None:
         self.backend = backend_name(self.inner)
-        if self.deadline is not None and _needs_thread(innermost(self.inner), self.deadline):
+        bottom = innermost(self.inner)
+        if self.deadline is not None and _needs_thread(bottom, self.deadline):
             self._workers = _Workers(self._max_workers)
+        if self.deadline is not None and not _runs_in_process(bottom):
+            # No thread needed: a timer on the loop cuts a wait that a backend's own bound
+            # may not cover (a connection pool's queue, a loop's backlog).
+            self.async_deadline = self.deadline
         self.record_circuit_state(self._breaker.state)
 
     def _circuit_changed(self, state: int) -> None:
@@ -365,12 +372,14 @@ class FailOpen(CacheMiddleware[ValueT]):
         return self._workers.run(fn, arg, self.deadline)
 
     async def _acall(self, fn: Callable[[Any], Any], arg: Any) -> Any:
-        if self._workers is None or self.deadline is None:
+        deadline = self.async_deadline
+        if deadline is None:
             return await fn(arg)
         try:
-            return await asyncio.wait_for(fn(arg), self.deadline)
-        except asyncio.TimeoutError:
-            raise DeadlineExceededError(f"no answer within {self.deadline:g}s") from None
+            async with asyncio.timeout(deadline):
+                return await fn(arg)
+        except TimeoutError:
+            raise DeadlineExceededError(f"no answer within {deadline:g}s") from None
 
     def get(self, keys: Sequence[FullKey]) -> dict[FullKey, ValueT]:
         """Get the cached values for the given keys; a failure is a miss."""

@@ -25,6 +25,7 @@ class _FastPath:
     __slots__ = (
         "breaker",
         "cells",
+        "adirect",
         "direct",
         "failopen",
         "inner",
@@ -45,6 +46,7 @@ class _FastPath:
         # Without a deadline thread and with lock-free metrics, a call can skip the layers.
         direct = self.failopen._workers is None and not self.recorder.families.multiprocess
         self.direct = direct
+        self.adirect = direct and self.failopen.async_deadline is None
         self.quick = direct and self.tracing._global  # then "no SDK" is one module lookup
 
     def runs(self) -> bool:
@@ -52,6 +54,10 @@ class _FastPath:
         if self.quick and trace._TRACER_PROVIDER is None:
             return not self.breaker.state
         return self.direct and not self.breaker.state and self.tracing.idle()
+
+    def aruns(self) -> bool:
+        """``runs`` for async calls: only when no async deadline applies either."""
+        return self.adirect and self.runs()
 
     def seen(self, operation: str, arg: Any, result: Any, elapsed: float) -> None:
         """A successful get's or set's record: its counts, its latency, the breaker's verdict.
@@ -167,7 +173,7 @@ class ObservedCache(CacheMiddleware[ValueT]):
         """Asynchronously get the cached values for the given keys; a failure is a miss."""
         keys = key_sequence(keys)
         fast = self._fast
-        if not fast.runs():
+        if not fast.aruns():
             return await self._stack.aget(keys)
         start = perf_counter()
         try:
@@ -198,7 +204,7 @@ class ObservedCache(CacheMiddleware[ValueT]):
     async def aset(self, pairs: Mapping[FullKey, tuple[ValueT, int | None]]) -> None:
         """Asynchronously set the values for the given keys and TTLs; a failure drops the write."""
         fast = self._fast
-        if not fast.runs():
+        if not fast.aruns():
             await self._stack.aset(pairs)
             return
         start = perf_counter()

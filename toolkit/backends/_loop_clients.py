@@ -1,0 +1,88 @@
+"""Async clients per event loop: an asyncio client is bound to the loop it first ran on."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+from toolkit.errors import EventLoopMismatchError
+
+__all__ = ["LoopClients"]
+
+
+class LoopClients:
+    """One async client per running event loop, made lazily by ``factory``.
+
+    A client passed in by the user (``given``) cannot be copied: it serves the first loop
+    that uses it, and any other loop gets a clear ``EventLoopMismatchError`` instead of a
+    hang or a "bound to a different event loop" error from deep inside the driver.
+    """
+
+    def __init__(self, factory: Callable[[], Any] | None, given: Any = None) -> None:
+        self._factory = factory
+        self._given = given
+        self._given_loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._lock = threading.Lock()
+
+    @property
+    def available(self) -> bool:
+        """Whether an async client can be had at all."""
+        return self._factory is not None or self._given is not None
+
+    def current(self) -> Any:
+        """The client of the running loop, made on first use."""
+        loop = asyncio.get_running_loop()
+        if self._factory is None:
+            return self._bound_given(loop)
+        client = self._clients.get(loop)
+        if client is None:
+            with self._lock:
+                client = self._clients.get(loop)
+                if client is None:
+                    client = self._clients[loop] = self._factory()
+        return client
+
+    def _bound_given(self, loop: asyncio.AbstractEventLoop) -> Any:
+        first = self._given_loop() if self._given_loop is not None else None
+        if first is None or first.is_closed():
+            if first is not None and first is not loop:
+                raise EventLoopMismatchError(
+                    "the async Redis client given to RedisCache was bound to an event loop "
+                    "that has closed (a second asyncio.run?); build the cache with "
+                    "RedisCache.from_url(...), which makes one client per loop"
+                )
+            self._given_loop = weakref.ref(loop)
+            return self._given
+        if first is not loop:
+            raise EventLoopMismatchError(
+                "the async Redis client given to RedisCache is bound to another event loop "
+                "(used from two threads or loops); build the cache with "
+                "RedisCache.from_url(...), which makes one client per loop"
+            )
+        return self._given
+
+    def any(self) -> Any:
+        """Some client (for type checks and settings), without making one."""
+        if self._given is not None:
+            return self._given
+        return next(iter(list(self._clients.values())), None)
+
+    async def aclose(self) -> None:
+        """Close the running loop's client; hand others to their loops, drop dead loops'."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            owned = list(self._clients.items())
+            self._clients.clear()
+        for owner, client in owned:
+            if owner is loop:
+                await client.aclose()
+            elif not owner.is_closed() and owner.is_running():
+                with contextlib.suppress(RuntimeError):  # it closed meanwhile
+                    asyncio.run_coroutine_threadsafe(client.aclose(), owner)
