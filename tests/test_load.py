@@ -21,7 +21,6 @@ from prometheus_client import CollectorRegistry
 
 from tests.faults import FlakyCache, HangingCache
 from toolkit import (
-    DeadlineExceededError,
     FailOpen,
     FullKey,
     Metrics,

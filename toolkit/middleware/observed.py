@@ -23,9 +23,9 @@ class _FastPath:
     ``__getattr__`` makes every attribute read on it about three times slower."""
 
     __slots__ = (
+        "adirect",
         "breaker",
         "cells",
-        "adirect",
         "direct",
         "failopen",
         "inner",
