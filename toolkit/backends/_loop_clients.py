@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from toolkit.errors import EventLoopMismatchError
@@ -36,18 +36,21 @@ class LoopClients:
         """Whether an async client can be had at all."""
         return self._factory is not None or self._given is not None
 
-    def current(self) -> Any:
-        """The client of the running loop, made on first use."""
+    async def current(self) -> Any:
+        """The client of the running loop, made on first use and closed with the loop."""
         loop = asyncio.get_running_loop()
         if self._factory is None:
             return self._bound_given(loop)
-        client = self._clients.get(loop)
-        if client is None:
+        held = self._clients.get(loop)
+        if held is None:
             with self._lock:
-                client = self._clients.get(loop)
-                if client is None:
-                    client = self._clients[loop] = self._factory()
-        return client
+                held = self._clients.get(loop)
+                if held is None:
+                    client = self._factory()
+                    keeper = _close_with_loop(client)
+                    held = self._clients[loop] = (client, keeper)
+            await keeper.__anext__()  # the loop now tracks it: see _close_with_loop
+        return held[0]
 
     def _bound_given(self, loop: asyncio.AbstractEventLoop) -> Any:
         first = self._given_loop() if self._given_loop is not None else None
@@ -72,7 +75,7 @@ class LoopClients:
         """Some client (for type checks and settings), without making one."""
         if self._given is not None:
             return self._given
-        return next(iter(list(self._clients.values())), None)
+        return next((client for client, _ in list(self._clients.values())), None)
 
     async def aclose(self) -> None:
         """Close the running loop's client; hand others to their loops, drop dead loops'."""
@@ -80,9 +83,23 @@ class LoopClients:
         with self._lock:
             owned = list(self._clients.items())
             self._clients.clear()
-        for owner, client in owned:
+        for owner, (client, keeper) in owned:
             if owner is loop:
-                await client.aclose()
+                await keeper.aclose()  # closes the client
             elif not owner.is_closed() and owner.is_running():
                 with contextlib.suppress(RuntimeError):  # it closed meanwhile
-                    asyncio.run_coroutine_threadsafe(client.aclose(), owner)
+                    asyncio.run_coroutine_threadsafe(keeper.aclose(), owner)
+
+
+async def _close_with_loop(client: Any) -> AsyncIterator[None]:
+    """Closes ``client`` when the loop shuts down its async generators.
+
+    ``asyncio.run`` (and every runner built on it) calls ``loop.shutdown_asyncgens()``
+    before closing the loop: a started generator is how a client learns, through public
+    API only, that its loop is ending, so its sockets close on that loop and none leak.
+    """
+    try:
+        yield
+        await asyncio.Event().wait()  # parked until the loop (or aclose) finalizes it
+    finally:
+        await client.aclose()

@@ -341,7 +341,7 @@ class RedisCache(EvictionNotifier, BaseCache[ValueT]):
         keys = check_keys(keys)
         if not keys:
             return {}
-        aclient = self._async_client()
+        aclient = await self._async_client()
         encode = self._codec.encode
         rkeys = [encode(ns, key) for ns, key in keys]
         blobs = await self._read_soon(rkeys)
@@ -396,7 +396,7 @@ class RedisCache(EvictionNotifier, BaseCache[ValueT]):
         waiters = pending.waiters
         try:
             rkeys = list(pending.keys)
-            aclient = self._async_client()
+            aclient = await self._async_client()
             if len(rkeys) == 1:
                 blobs: dict[bytes, Any] = {rkeys[0]: await aclient.get(rkeys[0])}
             else:
@@ -472,7 +472,7 @@ class RedisCache(EvictionNotifier, BaseCache[ValueT]):
         writes = self._encode_pairs(pairs)
         if not writes:
             return
-        aclient = self._async_client()
+        aclient = await self._async_client()
         try:
             for args in _write_plan(writes, self._acluster):
                 try:
@@ -513,7 +513,7 @@ class RedisCache(EvictionNotifier, BaseCache[ValueT]):
         rkeys = self._delete_plan(keys)
         if not rkeys:
             return
-        aclient = self._async_client()
+        aclient = await self._async_client()
         try:
             for batch in _unlink_batches(rkeys, self._acluster):
                 await aclient.unlink(*batch)
@@ -552,7 +552,7 @@ class RedisCache(EvictionNotifier, BaseCache[ValueT]):
         patterns = self._patterns(namespaces)
         if not patterns:
             return
-        aclient = self._async_client()
+        aclient = await self._async_client()
         try:
             if self._acluster:
                 await aclient.initialize()  # the slot map is loaded lazily; scans need it now
@@ -679,12 +679,12 @@ class RedisCache(EvictionNotifier, BaseCache[ValueT]):
             raise TypeError(_missing_client("an async", "aget/aset/aclear", "client=redis.Redis"))
         return self.client
 
-    def _async_client(self) -> Any:
+    async def _async_client(self) -> Any:
         if not self._aclients.available:
             raise TypeError(
                 _missing_client("a sync", "get/set/clear", "aclient=redis.asyncio.Redis")
             )
-        return self._aclients.current()
+        return await self._aclients.current()
 
     def close(self) -> None:
         """Close the sync client if this cache made it (``from_url``); one passed in stays open."""
