@@ -83,7 +83,7 @@ class LoopClients:
         with self._lock:
             owned = list(self._clients.items())
             self._clients.clear()
-        for owner, (client, keeper) in owned:
+        for owner, (_client, keeper) in owned:
             if owner is loop:
                 await keeper.aclose()  # closes the client
             elif not owner.is_closed() and owner.is_running():
