@@ -34,6 +34,11 @@ _END = 0xC1
 _FRAME = 5
 _MAX_BODY = 2**32 - 1
 
+MAX_DEPTH = 10
+"""How deep extension values (tuples, records, ...) may nest in one another. ormsgpack
+recurses on the C stack through our hooks, so unbounded nesting can overflow it (a
+SIGSEGV, not an exception, once the application raises the recursion limit)."""
+
 
 def frame(body: bytes) -> bytes:
     """Close a msgpack body with its length and the end marker."""
@@ -204,6 +209,13 @@ _REVIVERS: dict[int, Callable[[Any], Any]] = {
 }
 
 
+def _too_deep(obj: Any) -> NotCacheableError:
+    return NotCacheableError(
+        f"cannot serialize a {type(obj).__qualname__} nested in {MAX_DEPTH} tuples, sets or "
+        "records: flatten the value or pass another serde= to the cache"
+    )
+
+
 class SafeSerializer:
     """Data-only msgpack serializer; classes revive only from the allow-list (``register``)."""
 
@@ -213,9 +225,10 @@ class SafeSerializer:
         self._allow = AllowList(parent=DEFAULT_ALLOW)
         for cls in allow:
             self._allow.add(cls)
-        # Bound once: a bound method made per call would allocate on the hot path.
-        self._default_hook = self._default
-        self._ext_hook_bound = self._ext_hook
+        # Built once: one hook per nesting level, each handing the next to ormsgpack, so
+        # the depth is bounded without any per-call state.
+        self._default_hook = self._encoder_chain()
+        self._ext_hook_bound = self._decoder_chain()
 
     def dumps_typed(self, obj: Any) -> tuple[str, bytes]:
         """Encode ``obj``; a value it cannot store safely raises ``NotCacheableError``."""
@@ -227,10 +240,13 @@ class SafeSerializer:
             # the Python walk below encodes the former and names the latter precisely.
             try:
                 body = _packb(self._to_wire(obj))
-            except RecursionError:
+            except NotCacheableError:
+                raise
+            except (RecursionError, TypeError, ValueError, OverflowError) as exc:
+                # Lists nested past ormsgpack's limit, an unsupported tzinfo, ...
                 raise NotCacheableError(
-                    f"cannot serialize a {type(obj).__qualname__}: nested too deeply"
-                ) from None
+                    f"cannot serialize a {type(obj).__qualname__}: {exc}"
+                ) from exc
         return SAFE_TAG, frame(body)
 
     def loads_typed(self, data: tuple[str, bytes]) -> Any:
@@ -282,36 +298,71 @@ class SafeSerializer:
         except TypeError:
             return None  # e.g. a dataclass deriving from a built-in type
 
-    def _default(self, obj: Any) -> Any:
-        code, content = self._reduce(obj)
-        return _Ext(code, _packb(content, self._default_hook, _OPTIONS))
+    def _encoder_chain(self) -> Callable[[Any], Any]:
+        """ormsgpack's ``default`` hook for the outermost extension value."""
 
-    def _to_wire(self, obj: Any) -> Any:
+        def too_deep(obj: Any) -> Any:
+            raise _too_deep(obj)
+
+        hook: Callable[[Any], Any] = too_deep
+        for _ in range(MAX_DEPTH):
+            hook = self._encoder(hook)
+        return hook
+
+    def _encoder(self, inner: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        reduce = self._reduce
+
+        def default(obj: Any) -> Any:
+            code, content = reduce(obj)
+            return _Ext(code, _packb(content, inner, _OPTIONS))
+
+        return default
+
+    def _to_wire(self, obj: Any, depth: int = 0) -> Any:
         """Turn ``obj`` into plain msgpack data and ``Ext`` values in Python (the rare path)."""
         cls = type(obj)
         if cls in _NATIVE or (cls is int and _I64_MIN <= obj < _U64_END):
             return obj
         if cls is list:
-            return [self._to_wire(item) for item in obj]
+            return [self._to_wire(item, depth) for item in obj]
         if cls is dict and all(type(key) is str for key in obj):
-            return {key: self._to_wire(value) for key, value in obj.items()}
+            return {key: self._to_wire(value, depth) for key, value in obj.items()}
+        if depth == MAX_DEPTH:
+            raise _too_deep(obj)
         code, content = self._reduce(obj)
-        return _Ext(code, _packb(self._to_wire(content)))
+        return _Ext(code, _packb(self._to_wire(content, depth + 1)))
 
-    def _ext_hook(self, code: int, data: bytes) -> Any:
-        try:
-            reviver = _REVIVERS.get(code)
-            if reviver is not None:
-                return reviver(_unpackb(data, ext_hook=self._ext_hook_bound))
-            if code != ENUM and code != OBJECT:
-                raise ValueError(f"unknown extension type {code}")
-            name, value = _of_type(_unpackb(data, ext_hook=self._ext_hook_bound), list)
-            info = self._allowed(_of_type(name, str), is_enum=code == ENUM)
-            return info.cls(value) if info.is_enum else info.revive(value)
-        except Exception as exc:
-            if getattr(_failure, "error", None) is None:  # keep the innermost cause
-                _failure.error = exc
-            raise
+    def _decoder_chain(self) -> Callable[[int, bytes], Any]:
+        """ormsgpack's ``ext_hook`` for the outermost extension value."""
+
+        def too_deep(code: int, data: bytes) -> Any:
+            error = ValueError(f"extension values nested more than {MAX_DEPTH} levels deep")
+            if getattr(_failure, "error", None) is None:
+                _failure.error = error
+            raise error
+
+        hook: Callable[[int, bytes], Any] = too_deep
+        for _ in range(MAX_DEPTH):
+            hook = self._decoder(hook)
+        return hook
+
+    def _decoder(self, inner: Callable[[int, bytes], Any]) -> Callable[[int, bytes], Any]:
+        def ext_hook(code: int, data: bytes) -> Any:
+            try:
+                reviver = _REVIVERS.get(code)
+                if reviver is not None:
+                    return reviver(_unpackb(data, ext_hook=inner))
+                if code != ENUM and code != OBJECT:
+                    raise ValueError(f"unknown extension type {code}")
+                name, value = _of_type(_unpackb(data, ext_hook=inner), list)
+                info = self._allowed(_of_type(name, str), is_enum=code == ENUM)
+                return info.cls(value) if info.is_enum else info.revive(value)
+            except Exception as exc:
+                if getattr(_failure, "error", None) is None:  # keep the innermost cause
+                    _failure.error = exc
+                raise
+
+        return ext_hook
 
     def _allowed(self, name: str, *, is_enum: bool) -> ClassInfo:
         info = self._allow.by_name(name)
