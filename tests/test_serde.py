@@ -11,6 +11,7 @@ import enum
 import importlib
 import math
 import pickle
+import sys
 import uuid
 import zoneinfo
 from collections.abc import Callable
@@ -316,8 +317,8 @@ def ext_depth(value: Any) -> int:
 @settings(max_examples=150, deadline=None)
 @given(data)
 def test_generated_data_round_trips_exactly(value: Any) -> None:
-    if ext_depth(value) > _safe.MAX_DEPTH:
-        with pytest.raises(NotCacheableError, match="nested in"):
+    if ext_depth(value) > _safe.MAX_NESTING:
+        with pytest.raises(NotCacheableError, match="nested too deeply"):
             SAFE.dumps_typed(value)
         return
     got = round_trip(value)
@@ -676,6 +677,10 @@ def test_deeply_nested_payloads_are_serialization_errors() -> None:
 class Pair(collections.namedtuple("Pair", "left right")):
     __slots__ = ()
 
+    @staticmethod
+    def of(value: Any) -> Pair:
+        return Pair(value, None)
+
 
 class Shape(enum.Enum):
     ROUND = "round"
@@ -745,12 +750,32 @@ def test_foreign_bytes_ending_in_the_marker_are_refused(body: bytes) -> None:
         SAFE.loads_typed((TAG, body + _safe.END))
 
 
-def test_too_deep_nesting_is_not_cacheable() -> None:
-    value: Any = ()
-    for _ in range(5000):
-        value = (value,)
-    with pytest.raises(NotCacheableError, match="tuple nested in"):
-        SAFE.dumps_typed(value)
+@pytest.mark.parametrize("wrap", [lambda v: (v,), lambda v: [v], lambda v: {"k": v}, Pair.of])
+def test_too_deep_nesting_is_not_cacheable_whatever_the_recursion_limit(
+    wrap: Callable[[Any], Any],
+) -> None:
+    value: Any = 1
+    for _ in range(20_000):
+        value = wrap(value)
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(100_000)  # as hypothesis and some apps do: no crash either way
+    try:
+        with pytest.raises(NotCacheableError, match="nested too deeply"):
+            SAFE.dumps_typed(value)
+    finally:
+        sys.setrecursionlimit(limit)
+    shallow = value
+    for _ in range(20_000 - _safe.MAX_NESTING + 1):
+        shallow = shallow[0] if not isinstance(shallow, dict) else shallow["k"]
+    assert round_trip(shallow) == shallow
+
+
+def test_crafted_deep_extension_bytes_are_refused() -> None:
+    inner = ormsgpack.packb([])
+    for _ in range(5_000):
+        inner = ormsgpack.packb(ormsgpack.Ext(_safe.TUPLE, inner))
+    with pytest.raises(SerializationError, match="nested deeper"):
+        SAFE.loads_typed((TAG, _safe.frame(inner)))
 
 
 def boxed(depth: int) -> Any:
@@ -762,50 +787,55 @@ def boxed(depth: int) -> Any:
 
 
 def test_extension_nesting_is_bounded_on_both_sides() -> None:
-    deepest = boxed(_safe.MAX_DEPTH)
+    deepest = boxed(_safe.MAX_NESTING)
     assert round_trip(deepest) == deepest
-    with pytest.raises(NotCacheableError, match=f"Cat nested in {_safe.MAX_DEPTH}"):
-        SAFE.dumps_typed(boxed(_safe.MAX_DEPTH + 1))
-    with pytest.raises(NotCacheableError, match="nested in"):
-        SAFE.dumps_typed({1: boxed(_safe.MAX_DEPTH)})  # the Python walk keeps the same bound
+    with pytest.raises(NotCacheableError, match="Cat: nested too deeply"):
+        SAFE.dumps_typed(boxed(_safe.MAX_NESTING + 1))
+    with pytest.raises(NotCacheableError, match="nested too deeply"):
+        SAFE.dumps_typed({1: boxed(_safe.MAX_NESTING)})  # the Python walk keeps the same bound
     hostile = ormsgpack.packb(None)
-    for _ in range(_safe.MAX_DEPTH + 1):
+    for _ in range(_safe.MAX_NESTING + 1):
         hostile = ormsgpack.packb(ormsgpack.Ext(_safe.TUPLE, b"\x91" + hostile))
-    with pytest.raises(SerializationError, match="nested more than"):
+    with pytest.raises(SerializationError, match="nested deeper than"):
         SAFE.loads_typed((TAG, _safe.frame(hostile)))
 
 
 DEEP_SCRIPT = """
-import sys, dataclasses, ormsgpack
+import sys, dataclasses, threading, ormsgpack
 from toolkit import NotCacheableError, SafeSerializer, SerializationError
 from toolkit.serde import _safe
 sys.setrecursionlimit(1_000_000)  # applications do; the C stack is then the only limit
 safe = SafeSerializer()
-hostile = ormsgpack.packb(None)
-for _ in range(50_000):
-    hostile = ormsgpack.packb(ormsgpack.Ext(_safe.TUPLE, b"\\x91" + hostile))
-try:
-    safe.loads_typed((_safe.SAFE_TAG, _safe.frame(hostile)))
-except SerializationError:
-    pass
 @dataclasses.dataclass
 class Node:
     inner: object
-for leaf in (None, {1: 2}):
-    value = leaf
-    for _ in range(50_000):
-        value = Node(value)
+def refused(call, error):
     try:
-        safe.dumps_typed(value)
-    except NotCacheableError:
-        pass
-plain = 1
-for _ in range(50_000):
-    plain = [plain]
-try:
-    safe.dumps_typed(plain)
-except NotCacheableError:
+        call()
+    except error:
+        return
+    raise AssertionError("accepted")
+def hostile(levels, lists):
+    data = ormsgpack.packb(None)
+    for _ in range(levels):  # each level: an extension holding lists nested ``lists`` deep
+        data = ormsgpack.packb(ormsgpack.Ext(_safe.TUPLE, b"\\x91" * (lists + 1) + data))
+    return (_safe.SAFE_TAG, _safe.frame(data))
+def run():
+    for levels, lists in ((50_000, 0), (99, 250), (99, 900)):
+        refused(lambda: safe.loads_typed(hostile(levels, lists)), SerializationError)
+    for leaf in (None, {1: 2}):
+        value = leaf
+        for _ in range(50_000):
+            value = Node(value)
+        refused(lambda: safe.dumps_typed(value), NotCacheableError)
+    plain = 1
+    for _ in range(50_000):
+        plain = [plain]
+    refused(lambda: safe.dumps_typed(plain), NotCacheableError)
     print("ok")
+worker = threading.Thread(target=run)  # a thread's C stack is what web servers run on
+worker.start()
+worker.join()
 """
 
 

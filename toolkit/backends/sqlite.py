@@ -14,7 +14,7 @@ import os
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -55,7 +55,7 @@ __all__ = ["SqliteCache"]
 
 redact_aiosqlite_calls()
 
-DEFAULT_BUSY_TIMEOUT = 5.0
+DEFAULT_BUSY_TIMEOUT = 0.2
 _PURGE_INTERVAL = 1.0
 _PURGE_BATCH = 256
 
@@ -107,6 +107,12 @@ class SqliteCache(EvictionNotifier, BaseCache[ValueT]):
         self._reads: ReadCoalescer[ValueT] = ReadCoalescer(MISSING)
         self._finalizer = weakref.finalize(self, self._conns.close)
 
+    @property
+    def max_call_seconds(self) -> float:
+        """The bound every call keeps by itself (twice ``busy_timeout`` plus a margin), so
+        ``observe`` needs no deadline thread when it fits within the deadline."""
+        return self._conns.max_call_seconds
+
     def __repr__(self) -> str:
         state = "closed" if self._conns.closed else "open"
         return f"<SqliteCache path={self.path!r} table={self._sql.table!r} {state}>"
@@ -115,7 +121,7 @@ class SqliteCache(EvictionNotifier, BaseCache[ValueT]):
 
     def get(self, keys: Sequence[FullKey]) -> dict[FullKey, ValueT]:
         """Get the cached values for the given keys."""
-        keys = _checked(keys)
+        keys = check_keys(keys)
         if not keys:
             return {}
         plan = self._sql.select(keys, self._timer())
@@ -126,7 +132,7 @@ class SqliteCache(EvictionNotifier, BaseCache[ValueT]):
 
     async def aget(self, keys: Sequence[FullKey]) -> dict[FullKey, ValueT]:
         """Asynchronously get the cached values for the given keys."""
-        keys = _checked(keys)
+        keys = check_keys(keys)
         if not keys:
             return {}
         # Concurrent agets (asyncio.gather) share one round trip to the aiosqlite thread.
@@ -306,16 +312,6 @@ class SqliteCache(EvictionNotifier, BaseCache[ValueT]):
     def _report(self, counts: dict[tuple[Namespace, EvictionCause], int]) -> None:
         for (ns, cause), count in counts.items():
             self._notify_eviction(ns, cause, count)
-
-
-def _checked(keys: Sequence[FullKey]) -> Sequence[FullKey]:
-    """Validate ``keys``; a one-shot iterable is materialized first so it is read once."""
-    if type(keys) is not list and type(keys) is not tuple:
-        raw: object = keys
-        if isinstance(raw, Iterable) and not isinstance(raw, (str, bytes)):
-            keys = list(raw)
-    check_keys(keys)
-    return keys
 
 
 def _database(path: object) -> tuple[str, bool, bool]:
