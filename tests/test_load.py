@@ -165,7 +165,10 @@ def test_a_deadline_fires_only_after_the_caller_really_waited() -> None:
 def test_threads_on_observed_sqlite_count_no_error(tmp_path: Path) -> None:
     registry = CollectorRegistry()
     cache = observe(SqliteCache(path=str(tmp_path / "load.db")), registry=registry)
-    run_threads(THREADS, lambda i: mixed_calls(cache, i))
+    try:
+        run_threads(THREADS, lambda i: mixed_calls(cache, i))
+    finally:
+        cache.close()
     assert_healthy(registry)
 
 
@@ -174,7 +177,10 @@ def test_coroutines_on_observed_sqlite_count_no_error(tmp_path: Path) -> None:
     cache = observe(SqliteCache(path=str(tmp_path / "load.db")), registry=registry)
 
     async def main() -> None:
-        await asyncio.gather(*(amixed_calls(cache, i, 10) for i in range(COROUTINES)))
+        try:
+            await asyncio.gather(*(amixed_calls(cache, i, 10) for i in range(COROUTINES)))
+        finally:
+            await cache.aclose()
 
     asyncio.run(main())
     assert_healthy(registry)
@@ -188,6 +194,7 @@ def test_sqlite_bounds_itself_so_observe_needs_no_deadline_thread(tmp_path: Path
     cache.set({(("load",), "k"): (1, None)})
     assert cache.get([(("load",), "k")]) == {(("load",), "k"): 1}
     started = {t.name for t in threading.enumerate()} - before
+    cache.close()
     assert "toolkit-failopen" not in started
 
 
@@ -201,6 +208,7 @@ def _process_worker(kind: str, where: str, seed: int, results: Any) -> None:
     cache = observe(backend, registry=registry)
     try:
         mixed_calls(cache, seed, calls=100)
+        cache.close()
         results.put(
             (
                 total(registry, "cache_errors_total"),

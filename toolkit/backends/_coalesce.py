@@ -1,4 +1,4 @@
-"""Merge concurrent async reads on one event loop into a single backend round trip."""
+"""Merge concurrent async reads (one round trip) and writes (one transaction) per event loop."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any, Generic, TypeVar
 
 from toolkit._types import FullKey
 
-__all__ = ["ReadCoalescer"]
+__all__ = ["ReadCoalescer", "WriteCoalescer"]
 
 V = TypeVar("V")
 
@@ -78,3 +78,58 @@ class ReadCoalescer(Generic[V]):
             if not fut.done():
                 fut.set_result(result)
             start += count
+
+
+Write = Callable[[list[Any]], Awaitable[object]]
+"""Runs statements as one write transaction."""
+
+
+class WriteCoalescer:
+    """Joins the writes coroutines issue while a write is running into the next transaction.
+
+    Writes to one SQLite file are serialized anyway; one transaction for many ``aset``s
+    costs one lock turn and one commit instead of one each. Each caller's statements stay
+    together and in the order they were issued; a caller who stops waiting before its
+    turn is left out.
+    """
+
+    def __init__(self) -> None:
+        self._queues: dict[asyncio.AbstractEventLoop, list[tuple[list[Any], Any]]] = {}
+        self._draining: set[asyncio.Task[None]] = set()
+
+    async def write(self, statements: list[Any], run: Write) -> None:
+        """Run ``statements`` in the next transaction of this loop; ``run`` executes one."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        queue = self._queues.get(loop)
+        if queue is None:
+            queue = self._queues[loop] = []
+            task = loop.create_task(self._drain(loop, run))
+            self._draining.add(task)
+            task.add_done_callback(self._draining.discard)
+        queue.append((statements, future))
+        await future
+
+    async def _drain(self, loop: asyncio.AbstractEventLoop, run: Write) -> None:
+        while True:
+            waiters = [(st, fut) for st, fut in self._queues.get(loop, []) if not fut.done()]
+            if not waiters:
+                self._queues.pop(loop, None)
+                return
+            self._queues[loop] = []  # writes issued from now on join the next transaction
+            try:
+                await run([statement for statements, _ in waiters for statement in statements])
+            except BaseException as exc:
+                for _, fut in waiters:
+                    if not fut.done():
+                        if isinstance(exc, asyncio.CancelledError):
+                            fut.cancel()
+                        else:
+                            fut.set_exception(exc)
+                if not isinstance(exc, Exception):
+                    self._queues.pop(loop, None)
+                    raise
+                continue
+            for _, fut in waiters:
+                if not fut.done():
+                    fut.set_result(None)

@@ -321,18 +321,20 @@ class Connections:
         attempt = 0
         while True:
             try:
-                # Queueing for the connection's thread or the write turn counts against the
-                # same bound as the sync path: see max_call_seconds.
-                async with asyncio.timeout(self.max_call_seconds):
-                    conn = await self._aconnection(path)
-                    if not write:
-                        return await _aexecute(conn, framed, in_transaction)
-                    release = await self._writes.acquire()
-                    return await self._until_done(_aexecute(conn, framed, in_transaction), release)
-            except TimeoutError:
-                raise CacheTimeoutError(
-                    f"SQLite {self.database!r}: no answer within {self.max_call_seconds:g}s"
-                ) from None
+                # Waiting for the connection or the write turn is bounded like the sync
+                # path's; the statements themselves run to the end (a big batch takes long).
+                try:
+                    async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                        conn = await self._aconnection(path)
+                        release = await self._writes.acquire() if write else None
+                except TimeoutError:
+                    raise CacheTimeoutError(
+                        f"SQLite {self.database!r}: waited busy_timeout "
+                        f"({self.busy_timeout:g}s) for the connection"
+                    ) from None
+                if release is None:
+                    return await _aexecute(conn, framed, in_transaction)
+                return await self._until_done(_aexecute(conn, framed, in_transaction), release)
             except (sqlite3.Error, ValueError) as exc:
                 error = exc
             delay = _retry_delay(error, attempt, deadline)

@@ -19,7 +19,7 @@ from types import TracebackType
 from typing import Any
 
 from toolkit._types import EvictionCause, FullKey, Namespace, SerializerProtocol, ValueT
-from toolkit.backends._coalesce import ReadCoalescer
+from toolkit.backends._coalesce import ReadCoalescer, WriteCoalescer
 from toolkit.backends._integrity import seal
 from toolkit.backends._sqlite_conn import Connections
 from toolkit.backends._sqlite_inspect import (
@@ -105,6 +105,7 @@ class SqliteCache(EvictionNotifier, BaseCache[ValueT]):
         self._conns.open_sync(setup)
         self._sql.set_variable_limit(self._conns.variable_limit)
         self._reads: ReadCoalescer[ValueT] = ReadCoalescer(MISSING)
+        self._write_turns = WriteCoalescer()
         self._finalizer = weakref.finalize(self, self._conns.close)
 
     @property
@@ -160,7 +161,7 @@ class SqliteCache(EvictionNotifier, BaseCache[ValueT]):
         statements, now = self._write_plan(pairs)
         if not statements:
             return
-        await self._conns.arun(statements, atomic=True, write=True)
+        await self._write_turns.write(statements, self._awrite)
         purge = self._due_purge(now)
         if purge is not None:
             self._report_purge(now, await self._conns.arun(purge, atomic=True, write=True))
@@ -267,6 +268,9 @@ class SqliteCache(EvictionNotifier, BaseCache[ValueT]):
             after = rows[-1][0]
 
     # -- end of introspection --
+
+    async def _awrite(self, statements: list[Statement]) -> None:
+        await self._conns.arun(statements, atomic=True, write=True)
 
     # -- shared non-I/O steps --
 

@@ -499,6 +499,9 @@ class Metrics(ObservingMiddleware[ValueT]):
         families = self._families
         families.circuit.labels(self.backend).set(state)
         previous, self._circuit = self._circuit, state
-        if previous is not None and previous != state:
+        if previous is None:  # every series exists from the start, so increase() sees the first
+            for name in _CIRCUIT_STATES:
+                families.transitions.labels(self.backend, name)
+        elif previous != state:
             families.transitions.labels(self.backend, _CIRCUIT_STATES[state]).inc()
         super().record_circuit_state(state)
