@@ -27,6 +27,7 @@ __all__ = [
     "check_namespaces",
     "check_pairs",
     "check_ttl",
+    "checked_keys",
     "is_refusal",
     "warn_uncacheable",
 ]
@@ -124,6 +125,16 @@ def check_keys(keys: Sequence[FullKey]) -> Sequence[FullKey]:
         except TypeError:
             pass
         check_key(full_key)
+    return keys
+
+
+def checked_keys(keys: Sequence[FullKey]) -> Sequence[FullKey]:
+    """Validate ``keys``; a one-shot iterable is materialized first so it is read once."""
+    if type(keys) is not list and type(keys) is not tuple:
+        raw: object = keys
+        if isinstance(raw, Iterable) and not isinstance(raw, (str, bytes)):
+            keys = list(raw)
+    check_keys(keys)
     return keys
 
 

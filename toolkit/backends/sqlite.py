@@ -14,7 +14,7 @@ import os
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -48,6 +48,7 @@ from toolkit.base import (
     check_namespace,
     check_namespaces,
     check_pairs,
+    checked_keys,
 )
 from toolkit.introspect import CacheStats, KeyInfo
 
@@ -115,7 +116,7 @@ class SqliteCache(EvictionNotifier, BaseCache[ValueT]):
 
     def get(self, keys: Sequence[FullKey]) -> dict[FullKey, ValueT]:
         """Get the cached values for the given keys."""
-        keys = _checked(keys)
+        keys = checked_keys(keys)
         if not keys:
             return {}
         plan = self._sql.select(keys, self._timer())
@@ -126,7 +127,7 @@ class SqliteCache(EvictionNotifier, BaseCache[ValueT]):
 
     async def aget(self, keys: Sequence[FullKey]) -> dict[FullKey, ValueT]:
         """Asynchronously get the cached values for the given keys."""
-        keys = _checked(keys)
+        keys = checked_keys(keys)
         if not keys:
             return {}
         # Concurrent agets (asyncio.gather) share one round trip to the aiosqlite thread.
@@ -306,16 +307,6 @@ class SqliteCache(EvictionNotifier, BaseCache[ValueT]):
     def _report(self, counts: dict[tuple[Namespace, EvictionCause], int]) -> None:
         for (ns, cause), count in counts.items():
             self._notify_eviction(ns, cause, count)
-
-
-def _checked(keys: Sequence[FullKey]) -> Sequence[FullKey]:
-    """Validate ``keys``; a one-shot iterable is materialized first so it is read once."""
-    if type(keys) is not list and type(keys) is not tuple:
-        raw: object = keys
-        if isinstance(raw, Iterable) and not isinstance(raw, (str, bytes)):
-            keys = list(raw)
-    check_keys(keys)
-    return keys
 
 
 def _database(path: object) -> tuple[str, bool, bool]:
