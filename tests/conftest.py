@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from tests.harness import BACKENDS, STACKS, Ops, Subject, subject_params
 from tests.postgres_support import pg_closer, pg_url, private_pg  # noqa: F401 - fixtures
@@ -16,6 +17,14 @@ from tests.redis_support import (  # noqa: F401 - fixtures
     redis_cluster_url,
     redis_url,
 )
+
+# A busy CI machine must not fail a property test for being slow: no deadline, no speed checks.
+settings.register_profile(
+    "toolkit",
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.load_profile("toolkit")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

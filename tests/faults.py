@@ -56,6 +56,14 @@ class FlakyCache:
         self._enter()
         self.store.clear(namespaces)
 
+    def delete(self, keys: Sequence[FullKey]) -> None:
+        self._enter()
+        self.store.delete(keys)
+
+    async def adelete(self, keys: Sequence[FullKey]) -> None:
+        self._enter()
+        self.store.delete(keys)
+
 
 class HangingCache:
     """A backend whose calls never answer until ``release()`` (sync) or cancellation (async)."""

@@ -18,6 +18,7 @@ from toolkit import (
     FailOpen,
     InMemoryCache,
     Metrics,
+    cached,
     observe,
     wrap,
 )
@@ -272,3 +273,20 @@ def test_self_bounded_backends_skip_the_thread_hop(bound: float, hops: bool) -> 
     wrap(flaky, FailOpen(deadline=5.0)).get([KEY])
     observe(flaky, registry=CollectorRegistry(), deadline=5.0).get([KEY])
     assert (threading.get_ident() not in flaky.threads) is hops
+
+
+async def test_delete_and_invalidate_fail_open_like_every_operation() -> None:
+    registry = CollectorRegistry()
+    flaky = FlakyCache()
+    cache = observe(flaky, registry=registry)
+    cache.delete([KEY])  # dropped, counted: never a BackendError into the caller
+    await cache.adelete([KEY])
+    assert errors(registry, "flaky", "delete", "BackendError") == 2
+
+    @cached("app.users", cache=cache)
+    def load(user: int) -> int:
+        return user
+
+    load.invalidate(1)
+    await load.ainvalidate(1)
+    assert flaky.calls == 4

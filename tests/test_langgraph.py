@@ -214,3 +214,22 @@ async def test_a_node_returning_an_uncacheable_value_still_runs(
             out = await graph.ainvoke({"x": 1})
         assert "handle" in out
     assert calls == [1, 1]  # never stored, so computed each time, and never an error
+
+
+async def test_a_zero_ttl_policy_always_runs_the_node(subject: Subject, mode: str) -> None:
+    """LangGraph's caches accept ``CachePolicy(ttl=0)``: the node runs every time, no error."""
+    calls: list[int] = []
+
+    def node(state: State) -> dict[str, Any]:
+        calls.append(state["x"])
+        return {"doubled": state["x"] * 2}
+
+    builder = StateGraph(State)
+    builder.add_node("node", node, cache_policy=CachePolicy(ttl=0))
+    builder.add_edge(START, "node")
+    builder.add_edge("node", END)
+    graph = builder.compile(cache=as_langgraph(subject))
+    for _ in range(2):
+        out = graph.invoke({"x": 2}) if mode == "sync" else await graph.ainvoke({"x": 2})
+        assert out["doubled"] == 4
+    assert calls == [2, 2]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from typing import Any
 
@@ -186,3 +187,20 @@ def test_a_server_that_is_not_there_is_a_backend_error() -> None:
     cache.close()
     with pytest.raises(CacheClosedError):
         cache.get([K])
+
+
+def test_the_toolkit_command_inspects_a_postgres_cache(
+    pg_url: str, pg_closer: Closer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from toolkit.cli import main
+
+    cache = make_pg_cache(pg_closer, pg_url)
+    cache.set({K: (1, None), (("pg", "test"), "other"): (2, 60), (("b",), "x"): (3, None)})
+    assert main(["stats", pg_url, "--table", cache.table, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert (data["entries"], data["expired"]) == (3, 0)
+    assert main(["ls", pg_url, "--table", cache.table, "--ns", "pg/test"]) == 0
+    listed = capsys.readouterr().out
+    assert "k" in listed and "other" in listed
+    assert main(["clear", pg_url, "--table", cache.table, "--yes"]) == 0
+    assert cache.entry_count() == 0

@@ -9,6 +9,7 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -21,9 +22,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import CachePolicy
+from prometheus_client import CollectorRegistry
 
 from tests.redis_support import make_cache, unique_prefix
-from toolkit import BackendError, CacheTimeoutError, FullKey, Namespace, RedisCache
+from toolkit import (
+    BackendError,
+    CacheTimeoutError,
+    EventLoopMismatchError,
+    FullKey,
+    Namespace,
+    RedisCache,
+    observe,
+)
 from toolkit.backends import redis as redis_backend
 from toolkit.backends._redis_keys import KeyCodec
 
@@ -436,3 +446,57 @@ def test_cluster_close_leaves_no_socket_open(redis_cluster_url: str) -> None:
         del cache
         gc.collect()
     assert [w for w in caught if issubclass(w.category, ResourceWarning)] == []
+
+
+@pytest.mark.parametrize("cluster", [False, True], ids=["standalone", "cluster"])
+@pytest.mark.parametrize("observed", [False, True], ids=["bare", "observed"])
+def test_one_cache_serves_every_event_loop(
+    request: pytest.FixtureRequest, cluster: bool, observed: bool
+) -> None:
+    """asyncio.run twice, and two threads with their own loops, share one from_url cache."""
+    url = request.getfixturevalue("redis_cluster_url" if cluster else "redis_url")
+    backend: RedisCache[Any] = RedisCache.from_url(url, prefix=unique_prefix())
+    cache: Any = (
+        observe(backend, registry=CollectorRegistry(), deadline=30) if observed else backend
+    )
+
+    async def round_trip(tag: str) -> Any:
+        await cache.aset({(("loops",), tag): (tag, None)})
+        return (await cache.aget([(("loops",), tag)])).get((("loops",), tag))
+
+    assert asyncio.run(round_trip("first")) == "first"
+    assert asyncio.run(round_trip("second")) == "second"  # a second loop: no hang, no error
+    answers: dict[str, Any] = {}
+
+    def in_thread(tag: str) -> None:
+        answers[tag] = asyncio.run(round_trip(tag))
+
+    threads = [threading.Thread(target=in_thread, args=(f"t{i}",)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert answers == {"t0": "t0", "t1": "t1"}
+
+    async def done() -> None:
+        await cache.aclear()
+        await cache.aclose()
+
+    asyncio.run(done())
+
+
+def test_a_given_async_client_on_a_second_loop_is_a_clear_error(redis_url: str) -> None:
+    aclient = aredis.Redis.from_url(redis_url)
+    cache: RedisCache[Any] = RedisCache(aclient, prefix=unique_prefix())
+
+    async def first() -> Any:
+        try:
+            return await cache.aget([(("n",), "k")])
+        finally:
+            await aclient.aclose()  # the user's client: closed by the user, on its loop
+
+    assert asyncio.run(first()) == {}
+    with pytest.raises(EventLoopMismatchError, match="from_url"):
+        asyncio.run(cache.aget([(("n",), "k")]))
+    with pytest.raises(ValueError):  # it is a ValueError too: a usage mistake, not an outage
+        asyncio.run(cache.aget([(("n",), "k")]))

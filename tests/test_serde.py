@@ -11,6 +11,7 @@ import enum
 import importlib
 import math
 import pickle
+import sys
 import uuid
 import zoneinfo
 from collections.abc import Callable
@@ -650,6 +651,10 @@ def test_deeply_nested_payloads_are_serialization_errors() -> None:
 class Pair(collections.namedtuple("Pair", "left right")):
     __slots__ = ()
 
+    @staticmethod
+    def of(value: Any) -> Pair:
+        return Pair(value, None)
+
 
 class Shape(enum.Enum):
     ROUND = "round"
@@ -719,9 +724,29 @@ def test_foreign_bytes_ending_in_the_marker_are_refused(body: bytes) -> None:
         SAFE.loads_typed((TAG, body + _safe.END))
 
 
-def test_too_deep_nesting_is_not_cacheable() -> None:
-    value: Any = ()
-    for _ in range(5000):
-        value = (value,)
-    with pytest.raises(NotCacheableError, match="nested too deeply"):
-        SAFE.dumps_typed(value)
+@pytest.mark.parametrize("wrap", [lambda v: (v,), lambda v: [v], lambda v: {"k": v}, Pair.of])
+def test_too_deep_nesting_is_not_cacheable_whatever_the_recursion_limit(
+    wrap: Callable[[Any], Any],
+) -> None:
+    value: Any = 1
+    for _ in range(20_000):
+        value = wrap(value)
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(100_000)  # as hypothesis and some apps do: no crash either way
+    try:
+        with pytest.raises(NotCacheableError, match="nested too deeply"):
+            SAFE.dumps_typed(value)
+    finally:
+        sys.setrecursionlimit(limit)
+    shallow = value
+    for _ in range(20_000 - _safe.MAX_NESTING + 1):
+        shallow = shallow[0] if not isinstance(shallow, dict) else shallow["k"]
+    assert round_trip(shallow) == shallow
+
+
+def test_crafted_deep_extension_bytes_are_refused() -> None:
+    inner = ormsgpack.packb([])
+    for _ in range(5_000):
+        inner = ormsgpack.packb(ormsgpack.Ext(_safe.TUPLE, inner))
+    with pytest.raises(SerializationError, match="nested deeper"):
+        SAFE.loads_typed((TAG, _safe.frame(inner)))

@@ -13,6 +13,7 @@ from toolkit.errors import (
     CacheClosedError,
     CacheError,
     CacheTimeoutError,
+    EventLoopMismatchError,
     NotCacheableError,
     SerializationError,
 )
@@ -63,6 +64,7 @@ __all__ = [
     "CachedFunction",
     "CircuitOpenError",
     "DeadlineExceededError",
+    "EventLoopMismatchError",
     "FailOpen",
     "FullKey",
     "InMemoryCache",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Generic
@@ -21,18 +20,20 @@ from toolkit.errors import CacheError, NotCacheableError
 from toolkit.serde import SafeSerializer
 
 __all__ = [
+    "MAX_TTL",
     "BaseCache",
     "EvictionNotifier",
     "check_keys",
     "check_namespaces",
     "check_pairs",
     "check_ttl",
-    "checked_keys",
     "is_refusal",
+    "key_sequence",
     "warn_uncacheable",
 ]
 
 _REPR_LIMIT = 80
+_MAX_INT_TTL = 100 * 365 * 86400
 _log = logging.getLogger("toolkit")
 _warned: set[str] = set()
 _WARN_LIMIT = 256
@@ -103,13 +104,23 @@ def check_key(full_key: object) -> FullKey:
     return full_key
 
 
-def check_keys(keys: Sequence[FullKey]) -> Sequence[FullKey]:
-    """Validate every key of a batch before any I/O; returns the batch unchanged."""
+def key_sequence(keys: Iterable[FullKey]) -> Sequence[FullKey]:
+    """``keys`` as a sequence: a list or tuple as is, any other iterable read once into a list.
+
+    A str or bytes (a common slip for one key) and non-iterables are ``TypeError``.
+    """
+    if type(keys) is list or type(keys) is tuple:
+        return keys
     raw: object = keys  # callers break the annotation; check what really arrived
-    if (type(raw) is not list and type(raw) is not tuple) and (
-        isinstance(raw, (str, bytes)) or not isinstance(raw, Iterable)
-    ):
+    if isinstance(raw, (str, bytes)) or not isinstance(raw, Iterable):
         raise TypeError(f"keys must be a sequence of (namespace, key) pairs, got {_short(raw)}")
+    return list(raw)
+
+
+def check_keys(keys: Iterable[FullKey]) -> Sequence[FullKey]:
+    """Validate every key of a batch before any I/O; returns it as a sequence (see
+    ``key_sequence``: a one-shot iterable is read once)."""
+    keys = key_sequence(keys)
     known = _KNOWN_NAMESPACES
     for full_key in keys:
         # Fast path for the common case; anything unusual takes the full check.
@@ -128,18 +139,17 @@ def check_keys(keys: Sequence[FullKey]) -> Sequence[FullKey]:
     return keys
 
 
-def checked_keys(keys: Sequence[FullKey]) -> Sequence[FullKey]:
-    """Validate ``keys``; a one-shot iterable is materialized first so it is read once."""
-    if type(keys) is not list and type(keys) is not tuple:
-        raw: object = keys
-        if isinstance(raw, Iterable) and not isinstance(raw, (str, bytes)):
-            keys = list(raw)
-    check_keys(keys)
-    return keys
+MAX_TTL = 100 * 365.25 * 86400
+"""The longest ttl accepted (100 years): longer is a mistake, and overflows some backends."""
 
 
-def check_ttl(ttl: object, where: object = None) -> float | None:
-    """Return a ttl in seconds (``None`` = never expires); reject non-numbers and ttl <= 0."""
+def check_ttl(ttl: object, where: object = None, *, allow_zero: bool = True) -> float | None:
+    """Return a ttl in seconds (``None`` = never expires, ``0`` = expires at once).
+
+    ``0`` is what LangGraph's ``CachePolicy(ttl=0)`` passes (the node always runs); it is
+    accepted by ``set`` and stores nothing readable. Negative, non-finite and longer than
+    ``MAX_TTL`` (100 years) are ``ValueError``; non-numbers ``TypeError``.
+    """
     if ttl is None:
         return None
     if isinstance(ttl, bool) or not isinstance(ttl, (int, float)):
@@ -147,10 +157,11 @@ def check_ttl(ttl: object, where: object = None) -> float | None:
             f"ttl must be int, float or None (seconds), "
             f"got {type(ttl).__name__} for {_short(where)}"
         )
-    if not ttl > 0 or not math.isfinite(ttl):
+    least = ">= 0" if allow_zero else "> 0"
+    if not (ttl >= 0 if allow_zero else ttl > 0) or not ttl <= MAX_TTL:  # NaN fails both
         raise ValueError(
-            f"ttl must be a finite number of seconds > 0 (None never expires), "
-            f"got {ttl!r} for {_short(where)}"
+            f"ttl must be a finite number of seconds, {least} and at most {MAX_TTL:.0f} "
+            f"(100 years; None never expires), got {_short(ttl)} for {_short(where)}"
         )
     return float(ttl)
 
@@ -186,7 +197,7 @@ def check_pairs(
             check_key(full_key)
         if type(entry) is tuple and len(entry) == 2:
             value, ttl = entry
-            if ttl is None or (type(ttl) is int and ttl > 0):
+            if ttl is None or (type(ttl) is int and 0 < ttl <= _MAX_INT_TTL):
                 checked_ttl = None if ttl is None else float(ttl)
             else:
                 checked_ttl = check_ttl(ttl, full_key)

@@ -25,3 +25,7 @@ class NotCacheableError(CacheError, TypeError):
 
 class SerializationError(CacheError):
     """A value could not be decoded from stored bytes (corrupt, foreign or hostile)."""
+
+
+class EventLoopMismatchError(CacheError, ValueError):
+    """An async client bound to one event loop was used from another."""

@@ -21,7 +21,7 @@ from typing import Any, TypeVar, cast
 import aiosqlite
 
 from toolkit.backends._sqlite_sql import Row, Statement
-from toolkit.errors import BackendError, CacheClosedError
+from toolkit.errors import BackendError, CacheClosedError, CacheTimeoutError
 
 __all__ = ["AsyncMutex", "Connections"]
 
@@ -39,6 +39,7 @@ _SQLITE_LOCKED = 6
 _NO_WAIT = "PRAGMA busy_timeout = 0"
 _FIRST_RETRY_DELAY = 0.0005
 _MAX_RETRY_DELAY = 0.05
+_STATEMENT_MARGIN = 0.05
 
 
 def _framed(statements: Sequence[Statement], atomic: bool) -> tuple[list[Statement], bool]:
@@ -214,7 +215,13 @@ class Connections:
         attempt = 0
         while True:
             self._check()
-            with path.lock:
+            # The connection's turn is part of the call's bounded wait (see max_call_seconds).
+            if not path.lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                raise CacheTimeoutError(
+                    f"SQLite {self.database!r}: waited busy_timeout ({self.busy_timeout:g}s) "
+                    "for the connection"
+                )
+            try:
                 if self.closed:
                     raise CacheClosedError("SqliteCache is closed")
                 conn = self._sync_connection(path)
@@ -222,6 +229,8 @@ class Connections:
                     return _execute(conn, framed, in_transaction)
                 except sqlite3.Error as exc:
                     error = exc
+            finally:
+                path.lock.release()
             delay = _retry_delay(error, attempt, deadline)
             if delay is None:
                 raise self._failure(error) from error
@@ -253,6 +262,12 @@ class Connections:
             return None
         finally:
             path.lock.release()
+
+    @property
+    def max_call_seconds(self) -> float:
+        """The longest one call can take: the wait for the connection, SQLite's own busy wait,
+        and a margin for the statements themselves."""
+        return 2 * self.busy_timeout + _STATEMENT_MARGIN
 
     def _waiting(self) -> str:
         return f"PRAGMA busy_timeout = {round(self.busy_timeout * 1000)}"
@@ -305,12 +320,19 @@ class Connections:
         deadline = time.monotonic() + self.busy_timeout
         attempt = 0
         while True:
-            conn = await self._aconnection(path)
             try:
-                if not write:
-                    return await _aexecute(conn, framed, in_transaction)
-                release = await self._writes.acquire()
-                return await self._until_done(_aexecute(conn, framed, in_transaction), release)
+                # Queueing for the connection's thread or the write turn counts against the
+                # same bound as the sync path: see max_call_seconds.
+                async with asyncio.timeout(self.max_call_seconds):
+                    conn = await self._aconnection(path)
+                    if not write:
+                        return await _aexecute(conn, framed, in_transaction)
+                    release = await self._writes.acquire()
+                    return await self._until_done(_aexecute(conn, framed, in_transaction), release)
+            except TimeoutError:
+                raise CacheTimeoutError(
+                    f"SQLite {self.database!r}: no answer within {self.max_call_seconds:g}s"
+                ) from None
             except (sqlite3.Error, ValueError) as exc:
                 error = exc
             delay = _retry_delay(error, attempt, deadline)

@@ -66,7 +66,7 @@ class InMemoryCache(EvictionNotifier, BaseCache[ValueT]):
 
     def get(self, keys: Sequence[FullKey]) -> dict[FullKey, ValueT]:
         """Get the cached values for the given keys."""
-        check_keys(keys)
+        keys = check_keys(keys)
         values: dict[FullKey, ValueT] = {}
         evicted: _Evicted = []
         now: float | None = None  # read the clock only for an entry that can expire
@@ -155,7 +155,7 @@ class InMemoryCache(EvictionNotifier, BaseCache[ValueT]):
 
     def delete(self, keys: Sequence[FullKey]) -> None:
         """Delete exactly these keys (an extension: the seed API deletes whole namespaces)."""
-        check_keys(keys)
+        keys = check_keys(keys)
         with self._lock:
             for full_key in keys:
                 self._data.pop(full_key, None)

@@ -48,7 +48,6 @@ from toolkit.base import (
     check_namespace,
     check_namespaces,
     check_pairs,
-    checked_keys,
 )
 from toolkit.errors import BackendError, CacheClosedError, CacheError, CacheTimeoutError
 from toolkit.introspect import CacheStats, KeyInfo
@@ -230,7 +229,7 @@ class PostgresCache(EvictionNotifier, BaseCache[ValueT]):
 
     def get(self, keys: Sequence[FullKey]) -> dict[FullKey, ValueT]:
         """Get the cached values for the given keys."""
-        keys = checked_keys(keys)
+        keys = check_keys(keys)
         if not keys:
             return {}
         [rows] = self._run([self._read_call(keys)], "get")
@@ -241,7 +240,7 @@ class PostgresCache(EvictionNotifier, BaseCache[ValueT]):
 
     async def aget(self, keys: Sequence[FullKey]) -> dict[FullKey, ValueT]:
         """Asynchronously get the cached values for the given keys."""
-        keys = checked_keys(keys)
+        keys = check_keys(keys)
         if not keys:
             return {}
         # Concurrent agets (asyncio.gather) share one SELECT.

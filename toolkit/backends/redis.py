@@ -32,6 +32,7 @@ from typing import Any
 
 from toolkit._types import FullKey, Namespace, SerializerProtocol, ValueT
 from toolkit.backends._integrity import seal, unseal
+from toolkit.backends._loop_clients import LoopClients
 from toolkit.backends._redis_keys import KeyCodec
 from toolkit.base import (
     BaseCache,
@@ -60,6 +61,8 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 __all__ = ["DEFAULT_PREFIX", "DEFAULT_TIMEOUT", "RedisCache"]
 
 DEFAULT_PREFIX = "toolkit:cache:"
+ASYNC_MAX_CONNECTIONS = 32
+"""Connections per event loop in a ``from_url`` cache's async pool; callers beyond wait."""
 DEFAULT_TIMEOUT = 0.25
 """Seconds ``from_url`` clients wait to connect and for each reply."""
 
@@ -86,6 +89,8 @@ for i = 1, #KEYS do
   local px = ARGV[2 * i]
   if px == '' then
     redis.call('SET', KEYS[i], ARGV[2 * i - 1])
+  elseif px == '0' then
+    redis.call('DEL', KEYS[i])
   else
     redis.call('SET', KEYS[i], ARGV[2 * i - 1], 'PX', px)
   end
@@ -146,6 +151,8 @@ def _read_plan(rkeys: Sequence[bytes], cluster: bool) -> list[Sequence[bytes]]:
 def _px(ttl: float | None) -> bytes:
     if ttl is None:
         return b""
+    if ttl == 0:
+        return b"0"  # expires at once: the write deletes the key
     ms = max(1, round(ttl * 1000))
     return b"" if ms > _MAX_PX else str(ms).encode()
 
@@ -154,6 +161,8 @@ def _write_plan(writes: Sequence[_Write], cluster: bool) -> list[tuple[Any, ...]
     """Commands for a batch: a plain SET for one entry, else one script call per slot and chunk."""
     if len(writes) == 1:
         rkey, blob, px = writes[0]
+        if px == b"0":
+            return [("DEL", rkey)]
         return [("SET", rkey, blob, "PX", px) if px else ("SET", rkey, blob)]
     groups: Iterable[Sequence[_Write]]
     if cluster:
@@ -225,6 +234,8 @@ class RedisCache(EvictionNotifier, BaseCache[ValueT]):
             _check_client(aclient, _ASYNC_KINDS, "aclient")
         self.client = client
         self.aclient = aclient
+        """The async client given (``from_url`` caches make one per event loop instead)."""
+        self._aclients = LoopClients(None, aclient)
         self.prefix = prefix
         self._codec = KeyCodec(prefix)
         self._cluster = isinstance(client, RedisCluster)
@@ -258,11 +269,26 @@ class RedisCache(EvictionNotifier, BaseCache[ValueT]):
                 sync_client: Any = RedisCluster.from_url(url, **_retry_once(options, sync=True))
             except _IO_ERRORS as exc:
                 raise _error(exc, "cluster discovery") from exc
-            async_client: Any = AsyncRedisCluster.from_url(url, **_retry_once(options, sync=False))
+
+            def make_async() -> Any:
+                return AsyncRedisCluster.from_url(url, **_retry_once(options, sync=False))
         else:
             sync_client = redis.Redis.from_url(url, **_retry_once(options, sync=True))
-            async_client = aredis.Redis.from_url(url, **_retry_once(options, sync=False))
-        cache: RedisCache[Any] = cls(sync_client, aclient=async_client, serde=serde, prefix=prefix)
+
+            def make_async() -> Any:
+                # A bounded pool: a burst of coroutines shares a few connections instead of
+                # opening hundreds at once (each racing its connect timeout).
+                pool = aredis.BlockingConnectionPool.from_url(
+                    url,
+                    max_connections=ASYNC_MAX_CONNECTIONS,
+                    timeout=None,
+                    **_retry_once(options, sync=False),
+                )
+                return aredis.Redis.from_pool(pool)  # the client owns (and closes) the pool
+
+        cache: RedisCache[Any] = cls(sync_client, serde=serde, prefix=prefix)
+        cache._aclients = LoopClients(make_async)
+        cache._acluster = cluster
         cache._owns_clients = True
         if "retry" not in client_options:
             # A timeout is never retried; a dropped connection is retried once: a reconnect
@@ -274,7 +300,7 @@ class RedisCache(EvictionNotifier, BaseCache[ValueT]):
 
     def get(self, keys: Sequence[FullKey]) -> dict[FullKey, ValueT]:
         """Get the cached values for the given keys."""
-        check_keys(keys)
+        keys = check_keys(keys)
         if not keys:
             return {}
         client = self._sync_client()
@@ -312,10 +338,10 @@ class RedisCache(EvictionNotifier, BaseCache[ValueT]):
 
     async def aget(self, keys: Sequence[FullKey]) -> dict[FullKey, ValueT]:
         """Asynchronously get the cached values for the given keys."""
-        check_keys(keys)
+        keys = check_keys(keys)
         if not keys:
             return {}
-        aclient = self._async_client()
+        aclient = await self._async_client()
         encode = self._codec.encode
         rkeys = [encode(ns, key) for ns, key in keys]
         blobs = await self._read_soon(rkeys)
@@ -370,7 +396,7 @@ class RedisCache(EvictionNotifier, BaseCache[ValueT]):
         waiters = pending.waiters
         try:
             rkeys = list(pending.keys)
-            aclient = self._async_client()
+            aclient = await self._async_client()
             if len(rkeys) == 1:
                 blobs: dict[bytes, Any] = {rkeys[0]: await aclient.get(rkeys[0])}
             else:
@@ -446,7 +472,7 @@ class RedisCache(EvictionNotifier, BaseCache[ValueT]):
         writes = self._encode_pairs(pairs)
         if not writes:
             return
-        aclient = self._async_client()
+        aclient = await self._async_client()
         try:
             for args in _write_plan(writes, self._acluster):
                 try:
@@ -487,7 +513,7 @@ class RedisCache(EvictionNotifier, BaseCache[ValueT]):
         rkeys = self._delete_plan(keys)
         if not rkeys:
             return
-        aclient = self._async_client()
+        aclient = await self._async_client()
         try:
             for batch in _unlink_batches(rkeys, self._acluster):
                 await aclient.unlink(*batch)
@@ -526,7 +552,7 @@ class RedisCache(EvictionNotifier, BaseCache[ValueT]):
         patterns = self._patterns(namespaces)
         if not patterns:
             return
-        aclient = self._async_client()
+        aclient = await self._async_client()
         try:
             if self._acluster:
                 await aclient.initialize()  # the slot map is loaded lazily; scans need it now
@@ -653,12 +679,12 @@ class RedisCache(EvictionNotifier, BaseCache[ValueT]):
             raise TypeError(_missing_client("an async", "aget/aset/aclear", "client=redis.Redis"))
         return self.client
 
-    def _async_client(self) -> Any:
-        if self.aclient is None:
+    async def _async_client(self) -> Any:
+        if not self._aclients.available:
             raise TypeError(
                 _missing_client("a sync", "get/set/clear", "aclient=redis.asyncio.Redis")
             )
-        return self.aclient
+        return await self._aclients.current()
 
     def close(self) -> None:
         """Close the sync client if this cache made it (``from_url``); one passed in stays open."""
@@ -674,8 +700,8 @@ class RedisCache(EvictionNotifier, BaseCache[ValueT]):
     async def aclose(self) -> None:
         """Close both clients if this cache made them; a client passed in is left open."""
         self.close()
-        if self._owns_clients and self.aclient is not None:
-            await self.aclient.aclose()
+        if self._owns_clients:
+            await self._aclients.aclose()
 
 
 def _missing_client(kind: str, methods: str, argument: str) -> str:

@@ -48,7 +48,6 @@ from toolkit.base import (
     check_namespace,
     check_namespaces,
     check_pairs,
-    checked_keys,
 )
 from toolkit.introspect import CacheStats, KeyInfo
 
@@ -56,7 +55,7 @@ __all__ = ["SqliteCache"]
 
 redact_aiosqlite_calls()
 
-DEFAULT_BUSY_TIMEOUT = 5.0
+DEFAULT_BUSY_TIMEOUT = 0.2
 _PURGE_INTERVAL = 1.0
 _PURGE_BATCH = 256
 
@@ -108,6 +107,12 @@ class SqliteCache(EvictionNotifier, BaseCache[ValueT]):
         self._reads: ReadCoalescer[ValueT] = ReadCoalescer(MISSING)
         self._finalizer = weakref.finalize(self, self._conns.close)
 
+    @property
+    def max_call_seconds(self) -> float:
+        """The bound every call keeps by itself (twice ``busy_timeout`` plus a margin), so
+        ``observe`` needs no deadline thread when it fits within the deadline."""
+        return self._conns.max_call_seconds
+
     def __repr__(self) -> str:
         state = "closed" if self._conns.closed else "open"
         return f"<SqliteCache path={self.path!r} table={self._sql.table!r} {state}>"
@@ -116,7 +121,7 @@ class SqliteCache(EvictionNotifier, BaseCache[ValueT]):
 
     def get(self, keys: Sequence[FullKey]) -> dict[FullKey, ValueT]:
         """Get the cached values for the given keys."""
-        keys = checked_keys(keys)
+        keys = check_keys(keys)
         if not keys:
             return {}
         plan = self._sql.select(keys, self._timer())
@@ -127,7 +132,7 @@ class SqliteCache(EvictionNotifier, BaseCache[ValueT]):
 
     async def aget(self, keys: Sequence[FullKey]) -> dict[FullKey, ValueT]:
         """Asynchronously get the cached values for the given keys."""
-        keys = checked_keys(keys)
+        keys = check_keys(keys)
         if not keys:
             return {}
         # Concurrent agets (asyncio.gather) share one round trip to the aiosqlite thread.

@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, NoReturn, Protocol
+from typing import Any, NoReturn, Protocol, TypeGuard
 
-from toolkit._types import FullKey, Namespace, ValueT
-from toolkit.base import BaseCache
+from toolkit._types import FullKey, Namespace, SupportsDelete, ValueT
+from toolkit.base import BaseCache, key_sequence
 
 __all__ = [
     "CIRCUIT_CLOSED",
@@ -18,6 +18,7 @@ __all__ = [
     "ObservingMiddleware",
     "backend_name",
     "innermost",
+    "supports_delete",
 ]
 
 CIRCUIT_CLOSED, CIRCUIT_HALF_OPEN, CIRCUIT_OPEN = 0, 1, 2
@@ -49,6 +50,12 @@ def innermost(cache: object) -> object:
     while isinstance(cache, CacheMiddleware):
         cache = cache.inner
     return cache
+
+
+def supports_delete(cache: object) -> TypeGuard[SupportsDelete]:
+    """Whether ``cache`` (through any middleware) can delete single keys."""
+    bottom = innermost(cache)
+    return callable(getattr(bottom, "delete", None)) and callable(getattr(bottom, "adelete", None))
 
 
 def backend_name(cache: object) -> str:
@@ -135,6 +142,14 @@ class CacheMiddleware(BaseCache[ValueT]):
         """Asynchronously delete the cached values for the given namespaces (all when ``None``)."""
         await self.inner.aclear(namespaces)
 
+    def delete(self, keys: Sequence[FullKey]) -> None:
+        """Delete exactly these keys (when the innermost cache can: see ``supports_delete``)."""
+        self.inner.delete(keys)
+
+    async def adelete(self, keys: Sequence[FullKey]) -> None:
+        """Asynchronously delete exactly these keys."""
+        await self.inner.adelete(keys)
+
     # -- hooks forwarded down the stack; a layer that records one overrides it and calls super --
 
     def record_load(self, namespace: Namespace, seconds: float, *, ok: bool) -> None:
@@ -189,11 +204,13 @@ class ObservingMiddleware(CacheMiddleware[ValueT]):
 
     def get(self, keys: Sequence[FullKey]) -> dict[FullKey, ValueT]:
         """Get the cached values for the given keys."""
+        keys = key_sequence(keys)
         with self._observe("get", keys) as call:
             return call.hits(self.inner.get(keys))
 
     async def aget(self, keys: Sequence[FullKey]) -> dict[FullKey, ValueT]:
         """Asynchronously get the cached values for the given keys."""
+        keys = key_sequence(keys)
         with self._observe("get", keys) as call:
             return call.hits(await self.inner.aget(keys))
 
@@ -216,3 +233,15 @@ class ObservingMiddleware(CacheMiddleware[ValueT]):
         """Asynchronously delete the cached values for the given namespaces (all when ``None``)."""
         with self._observe("clear", namespaces):
             await self.inner.aclear(namespaces)
+
+    def delete(self, keys: Sequence[FullKey]) -> None:
+        """Delete exactly these keys."""
+        keys = key_sequence(keys)
+        with self._observe("delete", keys):
+            self.inner.delete(keys)
+
+    async def adelete(self, keys: Sequence[FullKey]) -> None:
+        """Asynchronously delete exactly these keys."""
+        keys = key_sequence(keys)
+        with self._observe("delete", keys):
+            await self.inner.adelete(keys)

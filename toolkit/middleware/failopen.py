@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import os
 import queue
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -15,7 +17,14 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from toolkit._types import FullKey, Namespace, ValueT
-from toolkit.base import check_keys, check_namespaces, check_pairs, is_refusal, warn_uncacheable
+from toolkit.base import (
+    check_keys,
+    check_namespaces,
+    check_pairs,
+    is_refusal,
+    key_sequence,
+    warn_uncacheable,
+)
 from toolkit.errors import BackendError, CacheError, CacheTimeoutError, NotCacheableError
 from toolkit.middleware.base import (
     CIRCUIT_CLOSED,
@@ -117,25 +126,35 @@ class CircuitBreaker:
 
 
 class _Workers:
-    """A few daemon threads that run sync backend calls so the caller can stop waiting.
+    """Daemon threads that run sync backend calls so the caller can stop waiting.
 
     Daemon threads, not ``ThreadPoolExecutor``: a call stuck on a hung backend must not
     block interpreter exit. A thread starts only when no idle one can take the call and
-    exits after ``idle_exit`` seconds without work. When all are busy, a call fails at once.
+    exits after ``idle_exit`` seconds without work. When all are busy, a caller waits for
+    one within its own deadline: a deadline fires only when the caller really waited that
+    long. After ``fork`` the child starts with no threads and a fresh state.
     """
 
     def __init__(self, size: int, idle_exit: float = 30.0) -> None:
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise ValueError(f"max_workers must be a positive int, got {size!r}")
-        self._free = threading.Semaphore(size)
+        self._size = size
+        self._idle_exit = idle_exit
+        self._reset()
+        _ALL_WORKERS.add(self)
+
+    def _reset(self) -> None:
+        self._free = threading.BoundedSemaphore(self._size)
         self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = queue.SimpleQueue()
         self._idle = 0  # threads waiting for a job and not yet claimed by a caller
-        self._idle_exit = idle_exit
         self._lock = threading.Lock()
 
     def run(self, fn: Callable[[Any], R], arg: Any, deadline: float) -> R:
-        if not self._free.acquire(blocking=False):
-            raise DeadlineExceededError("every fail-open worker is waiting on the backend")
+        start = time.monotonic()
+        if not self._free.acquire(timeout=deadline):
+            raise DeadlineExceededError(
+                f"no answer within {deadline:g}s: every fail-open worker was waiting on the backend"
+            )
         future: Future[R] = Future()
         call = contextvars.copy_context().run  # spans started in the worker nest under the caller's
         with self._lock:
@@ -145,19 +164,22 @@ class _Workers:
                 threading.Thread(target=self._work, name="toolkit-failopen", daemon=True).start()
             self._jobs.put((lambda: call(fn, arg), future))
         try:
-            return future.result(timeout=deadline)
+            return future.result(timeout=max(0.0, deadline - (time.monotonic() - start)))
         except FutureTimeout:
             raise DeadlineExceededError(f"no answer within {deadline:g}s") from None
 
     def _work(self) -> None:
+        jobs, free = self._jobs, self._free  # a fork replaces them; this thread keeps its own
         while True:
             try:
-                job, future = self._jobs.get(timeout=self._idle_exit)
+                job, future = jobs.get(timeout=self._idle_exit)
             except queue.Empty:
                 with self._lock:
-                    if self._jobs.empty() and self._idle:
+                    if jobs.empty() and self._idle and jobs is self._jobs:
                         self._idle -= 1
                         return
+                if jobs is not self._jobs:
+                    return
                 continue
             try:
                 future.set_result(job())
@@ -165,8 +187,21 @@ class _Workers:
                 future.set_exception(exc)
             finally:
                 with self._lock:
-                    self._idle += 1
-                self._free.release()  # after idling, so the next caller reuses this thread
+                    if jobs is self._jobs:
+                        self._idle += 1
+                free.release()  # after idling, so the next caller reuses this thread
+
+
+_ALL_WORKERS: weakref.WeakSet[_Workers] = weakref.WeakSet()
+
+
+def _reset_after_fork() -> None:
+    """In a forked child no worker thread exists: start every pool afresh."""
+    for workers in list(_ALL_WORKERS):
+        workers._reset()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 class _RateLimitedLog:
@@ -249,6 +284,7 @@ _VALIDATORS: dict[str, Callable[[Any], object]] = {
     "get": check_keys,
     "set": check_pairs,
     "clear": check_namespaces,
+    "delete": check_keys,
 }
 
 
@@ -279,7 +315,7 @@ class FailOpen(CacheMiddleware[ValueT]):
         strict: bool = False,
         failure_threshold: int = 5,
         reset_timeout: float = 10.0,
-        max_workers: int = 4,
+        max_workers: int = 8,
         log_interval: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -296,6 +332,8 @@ class FailOpen(CacheMiddleware[ValueT]):
         )
         self._max_workers = max_workers
         self._workers: _Workers | None = None
+        self.async_deadline: float | None = None
+        """The deadline async calls run under: ``None`` for in-process backends."""
         self._log = _RateLimitedLog(log_interval, clock)
         self._guard = functools.partial(_Guard, self)  # a C-level call: one Python frame fewer
         super().__init__(inner)
@@ -307,8 +345,13 @@ class FailOpen(CacheMiddleware[ValueT]):
 
     def _on_bind(self) -> None:
         self.backend = backend_name(self.inner)
-        if self.deadline is not None and _needs_thread(innermost(self.inner), self.deadline):
+        bottom = innermost(self.inner)
+        if self.deadline is not None and _needs_thread(bottom, self.deadline):
             self._workers = _Workers(self._max_workers)
+        if self.deadline is not None and not _runs_in_process(bottom):
+            # No thread needed: a timer on the loop cuts a wait that a backend's own bound
+            # may not cover (a connection pool's queue, a loop's backlog).
+            self.async_deadline = self.deadline
         self.record_circuit_state(self._breaker.state)
 
     def _circuit_changed(self, state: int) -> None:
@@ -329,15 +372,21 @@ class FailOpen(CacheMiddleware[ValueT]):
         return self._workers.run(fn, arg, self.deadline)
 
     async def _acall(self, fn: Callable[[Any], Any], arg: Any) -> Any:
-        if self._workers is None or self.deadline is None:
+        deadline = self.async_deadline
+        if deadline is None:
             return await fn(arg)
         try:
-            return await asyncio.wait_for(fn(arg), self.deadline)
-        except asyncio.TimeoutError:
-            raise DeadlineExceededError(f"no answer within {self.deadline:g}s") from None
+            async with asyncio.timeout(deadline):
+                return await fn(arg)
+        except TimeoutError:
+            # One loop turn lets the cancelled call's cleanup (closing its socket) run
+            # before the caller moves on, as wait_for's separate task used to allow.
+            await asyncio.sleep(0)
+            raise DeadlineExceededError(f"no answer within {deadline:g}s") from None
 
     def get(self, keys: Sequence[FullKey]) -> dict[FullKey, ValueT]:
         """Get the cached values for the given keys; a failure is a miss."""
+        keys = key_sequence(keys)
         with self._guard("get", keys) as admitted:
             if admitted:
                 return self._call(self.inner.get, keys)
@@ -345,6 +394,7 @@ class FailOpen(CacheMiddleware[ValueT]):
 
     async def aget(self, keys: Sequence[FullKey]) -> dict[FullKey, ValueT]:
         """Asynchronously get the cached values for the given keys; a failure is a miss."""
+        keys = key_sequence(keys)
         with self._guard("get", keys) as admitted:
             if admitted:
                 return await self._acall(self.inner.aget, keys)  # type: ignore[no-any-return]
@@ -373,6 +423,20 @@ class FailOpen(CacheMiddleware[ValueT]):
         with self._guard("clear", namespaces) as admitted:
             if admitted:
                 await self._acall(self.inner.aclear, namespaces)
+
+    def delete(self, keys: Sequence[FullKey]) -> None:
+        """Delete exactly these keys; a failure is dropped."""
+        keys = key_sequence(keys)
+        with self._guard("delete", keys) as admitted:
+            if admitted:
+                self._call(self.inner.delete, keys)
+
+    async def adelete(self, keys: Sequence[FullKey]) -> None:
+        """Asynchronously delete exactly these keys; a failure is dropped."""
+        keys = key_sequence(keys)
+        with self._guard("delete", keys) as admitted:
+            if admitted:
+                await self._acall(self.inner.adelete, keys)
 
 
 _IN_PROCESS = {

@@ -185,6 +185,11 @@ class _Families:
             "Callers that waited for another caller's load of the same key.",
             ["cache"],
         )
+        self.transitions = counter(
+            "cache_circuit_breaker_transitions",
+            "Circuit breaker state changes, by the state entered (open counts openings).",
+            ["backend", "state"],
+        )
         if lock_free:
             registry.register(LockFreeCollector(lock_free))
         self.circuit = Gauge(
@@ -315,7 +320,7 @@ class Recorder:
         self.by_label: dict[str, _Children] = {}
         self.loads: dict[tuple[str, bool], Any] = {}
         self.durations = {
-            op: families.duration.labels(backend, op) for op in ("get", "set", "clear")
+            op: families.duration.labels(backend, op) for op in ("get", "set", "clear", "delete")
         }
         self.refresh_entries: Callable[[], None] | None = None
 
@@ -415,6 +420,9 @@ class Recorder:
         child.observe(seconds, self.exemplar())
 
 
+_CIRCUIT_STATES = ("closed", "half_open", "open")
+
+
 class Metrics(ObservingMiddleware[ValueT]):
     """Records the cache metric set (see DESIGN.md "Metrics") into a Prometheus registry.
 
@@ -426,6 +434,8 @@ class Metrics(ObservingMiddleware[ValueT]):
 
     recorder: Recorder
     """What this layer records (set when bound)."""
+
+    _circuit: int | None = None  # the breaker state last reported
 
     def __init__(
         self,
@@ -486,5 +496,9 @@ class Metrics(ObservingMiddleware[ValueT]):
 
     def record_circuit_state(self, state: int) -> None:
         """Export the circuit breaker state as ``cache_circuit_breaker_state``, then forward."""
-        self._families.circuit.labels(self.backend).set(state)
+        families = self._families
+        families.circuit.labels(self.backend).set(state)
+        previous, self._circuit = self._circuit, state
+        if previous is not None and previous != state:
+            families.transitions.labels(self.backend, _CIRCUIT_STATES[state]).inc()
         super().record_circuit_state(state)

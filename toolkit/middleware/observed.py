@@ -9,6 +9,7 @@ from typing import Any
 from opentelemetry import trace
 
 from toolkit._types import FullKey, Namespace, ValueT
+from toolkit.base import key_sequence
 from toolkit.middleware.base import CacheMiddleware
 from toolkit.middleware.failopen import FailOpen
 from toolkit.middleware.metrics import Metrics, Recorder, _exemplar
@@ -22,6 +23,7 @@ class _FastPath:
     ``__getattr__`` makes every attribute read on it about three times slower."""
 
     __slots__ = (
+        "adirect",
         "breaker",
         "cells",
         "direct",
@@ -44,6 +46,7 @@ class _FastPath:
         # Without a deadline thread and with lock-free metrics, a call can skip the layers.
         direct = self.failopen._workers is None and not self.recorder.families.multiprocess
         self.direct = direct
+        self.adirect = direct and self.failopen.async_deadline is None
         self.quick = direct and self.tracing._global  # then "no SDK" is one module lookup
 
     def runs(self) -> bool:
@@ -51,6 +54,10 @@ class _FastPath:
         if self.quick and trace._TRACER_PROVIDER is None:
             return not self.breaker.state
         return self.direct and not self.breaker.state and self.tracing.idle()
+
+    def aruns(self) -> bool:
+        """``runs`` for async calls: only when no async deadline applies either."""
+        return self.adirect and self.runs()
 
     def seen(self, operation: str, arg: Any, result: Any, elapsed: float) -> None:
         """A successful get's or set's record: its counts, its latency, the breaker's verdict.
@@ -145,6 +152,8 @@ class ObservedCache(CacheMiddleware[ValueT]):
 
     def get(self, keys: Sequence[FullKey]) -> dict[FullKey, ValueT]:
         """Get the cached values for the given keys; a failure is a miss."""
+        if type(keys) is not list:
+            keys = key_sequence(keys)
         fast = self._fast
         if not (
             (fast.quick and trace._TRACER_PROVIDER is None and not fast.breaker.state)
@@ -162,8 +171,9 @@ class ObservedCache(CacheMiddleware[ValueT]):
 
     async def aget(self, keys: Sequence[FullKey]) -> dict[FullKey, ValueT]:
         """Asynchronously get the cached values for the given keys; a failure is a miss."""
+        keys = key_sequence(keys)
         fast = self._fast
-        if not fast.runs():
+        if not fast.aruns():
             return await self._stack.aget(keys)
         start = perf_counter()
         try:
@@ -194,7 +204,7 @@ class ObservedCache(CacheMiddleware[ValueT]):
     async def aset(self, pairs: Mapping[FullKey, tuple[ValueT, int | None]]) -> None:
         """Asynchronously set the values for the given keys and TTLs; a failure drops the write."""
         fast = self._fast
-        if not fast.runs():
+        if not fast.aruns():
             await self._stack.aset(pairs)
             return
         start = perf_counter()
@@ -212,6 +222,14 @@ class ObservedCache(CacheMiddleware[ValueT]):
     async def aclear(self, namespaces: Sequence[Namespace] | None = None) -> None:
         """Asynchronously delete the values of the given namespaces; a failure is dropped."""
         await self._stack.aclear(namespaces)
+
+    def delete(self, keys: Sequence[FullKey]) -> None:
+        """Delete exactly these keys; a failure is dropped."""
+        self._stack.delete(keys)
+
+    async def adelete(self, keys: Sequence[FullKey]) -> None:
+        """Asynchronously delete exactly these keys; a failure is dropped."""
+        await self._stack.adelete(keys)
 
     # -- hooks: the stack's layers record them --
 

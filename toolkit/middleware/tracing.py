@@ -113,7 +113,7 @@ class _Span:
 
 
 _NOT_RECORDING = _Span(None, "", None, None)
-_SPAN_NAMES = {op: f"cache.{op}" for op in ("get", "set", "clear")}
+_SPAN_NAMES = {op: f"cache.{op}" for op in ("get", "set", "clear", "delete")}
 
 
 class Tracing(ObservingMiddleware[ValueT]):

@@ -37,6 +37,14 @@ class Validate(CacheMiddleware[ValueT]):
         check_pairs(pairs)
         self.inner.set(pairs)
 
+    def delete(self, keys: Sequence[FullKey]) -> None:
+        """Delete exactly these keys."""
+        self.inner.delete(check_keys(keys))
+
+    async def adelete(self, keys: Sequence[FullKey]) -> None:
+        """Asynchronously delete exactly these keys."""
+        await self.inner.adelete(check_keys(keys))
+
     async def aset(self, pairs: Mapping[FullKey, tuple[ValueT, int | None]]) -> None:
         """Asynchronously set the cached values for the given keys and TTLs."""
         check_pairs(pairs)

@@ -84,6 +84,12 @@ _I64_MIN, _U64_END = -(2**63), 2**64
 # ormsgpack replaces a hook's exception with a generic one; the innermost real cause is parked here.
 _failure = threading.local()
 
+MAX_NESTING = 100
+"""Extension values (tuples, sets, records...) nested deeper than this are refused: each
+level is a nested C call of the msgpack codec, and a deep enough stack would crash the
+process, whatever Python's recursion limit says."""
+_nesting = threading.local()
+
 
 def _tz_state(tz: dt.tzinfo | None) -> Any:
     if tz is None:
@@ -225,12 +231,7 @@ class SafeSerializer:
         except _MsgpackEncodeError:
             # Dicts with non-str keys (or an unsupported type) defeat the native path;
             # the Python walk below encodes the former and names the latter precisely.
-            try:
-                body = _packb(self._to_wire(obj))
-            except RecursionError:
-                raise NotCacheableError(
-                    f"cannot serialize a {type(obj).__qualname__}: nested too deeply"
-                ) from None
+            body = _packb(self._to_wire(obj))
         return SAFE_TAG, frame(body)
 
     def loads_typed(self, data: tuple[str, bytes]) -> Any:
@@ -284,22 +285,41 @@ class SafeSerializer:
 
     def _default(self, obj: Any) -> Any:
         code, content = self._reduce(obj)
-        return _Ext(code, _packb(content, self._default_hook, _OPTIONS))
+        depth = getattr(_nesting, "depth", 0)
+        if depth >= MAX_NESTING:
+            raise NotCacheableError(
+                f"cannot serialize a {type(obj).__qualname__}: nested too deeply "
+                f"(more than {MAX_NESTING} levels of tuples, sets or records)"
+            )
+        _nesting.depth = depth + 1
+        try:
+            return _Ext(code, _packb(content, self._default_hook, _OPTIONS))
+        finally:
+            _nesting.depth = depth
 
-    def _to_wire(self, obj: Any) -> Any:
+    def _to_wire(self, obj: Any, depth: int = 0) -> Any:
         """Turn ``obj`` into plain msgpack data and ``Ext`` values in Python (the rare path)."""
         cls = type(obj)
         if cls in _NATIVE or (cls is int and _I64_MIN <= obj < _U64_END):
             return obj
+        if depth >= MAX_NESTING:
+            raise NotCacheableError(
+                f"cannot serialize a {cls.__qualname__}: nested too deeply "
+                f"(more than {MAX_NESTING} levels)"
+            )
         if cls is list:
-            return [self._to_wire(item) for item in obj]
+            return [self._to_wire(item, depth + 1) for item in obj]
         if cls is dict and all(type(key) is str for key in obj):
-            return {key: self._to_wire(value) for key, value in obj.items()}
+            return {key: self._to_wire(value, depth + 1) for key, value in obj.items()}
         code, content = self._reduce(obj)
-        return _Ext(code, _packb(self._to_wire(content)))
+        return _Ext(code, _packb(self._to_wire(content, depth + 1)))
 
     def _ext_hook(self, code: int, data: bytes) -> Any:
+        depth = getattr(_nesting, "depth", 0)
         try:
+            if depth >= MAX_NESTING:
+                raise ValueError(f"extension values nested deeper than {MAX_NESTING} levels")
+            _nesting.depth = depth + 1
             reviver = _REVIVERS.get(code)
             if reviver is not None:
                 return reviver(_unpackb(data, ext_hook=self._ext_hook_bound))
@@ -312,6 +332,8 @@ class SafeSerializer:
             if getattr(_failure, "error", None) is None:  # keep the innermost cause
                 _failure.error = exc
             raise
+        finally:
+            _nesting.depth = depth
 
     def _allowed(self, name: str, *, is_enum: bool) -> ClassInfo:
         info = self._allow.by_name(name)

@@ -1,0 +1,100 @@
+"""``cached``: check the options once, then wrap each function in a ``CachedWrapper``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any, ParamSpec, TypeVar, cast, overload
+
+from opentelemetry import trace
+
+from toolkit._types import Namespace
+from toolkit.base import BaseCache, check_ttl
+from toolkit.config import is_cache_like
+from toolkit.decorators._call import Cached
+from toolkit.decorators._plan import namespace
+from toolkit.decorators.protocols import AsyncCachedFunction, CachedDecorator, CachedFunction
+from toolkit.decorators.wrapper import CachedWrapper
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _is_decoratable(obj: object) -> bool:
+    return isinstance(obj, (classmethod, staticmethod)) or (
+        callable(obj) and not isinstance(obj, (str, tuple))
+    )
+
+
+@overload
+def cached(func: Callable[P, Coroutine[Any, Any, R]], /) -> AsyncCachedFunction[P, R]: ...  # type: ignore[overload-overlap]
+@overload
+def cached(func: Callable[P, R], /) -> CachedFunction[P, R]: ...
+@overload
+def cached(
+    ns: str | Namespace | None = None,
+    ttl: float | None = None,
+    *,
+    cache: BaseCache[Any] | None = None,
+    key: Callable[..., Any] | None = None,
+    ignore: Iterable[str] = (),
+    version: str | int | None = None,
+    cache_none: bool = True,
+    condition: Callable[[Any], bool] | None = None,
+    strict_containers: bool = True,
+    tracer_provider: trace.TracerProvider | None = None,
+    key_id: str | None = None,
+) -> CachedDecorator: ...
+def cached(
+    ns: Any = None,
+    ttl: float | None = None,
+    *,
+    cache: BaseCache[Any] | None = None,
+    key: Callable[..., Any] | None = None,
+    ignore: Iterable[str] = (),
+    version: str | int | None = None,
+    cache_none: bool = True,
+    condition: Callable[[Any], bool] | None = None,
+    strict_containers: bool = True,
+    tracer_provider: trace.TracerProvider | None = None,
+    key_id: str | None = None,
+) -> Any:
+    """Cache a function's results by its arguments: ``@cached`` or ``@cached(ns, ttl, ...)``.
+
+    ``ns`` (str or tuple; default module and qualified name) and ``version`` (appended to
+    it) name the entries; ``ttl`` in seconds (``None`` = never expire); ``cache`` (default:
+    ``toolkit.configure``'s, ``TOOLKIT_CACHE_URL`` or ``observe(InMemoryCache())``);
+    ``key(*args, **kwargs)`` (``self``/``cls`` first for methods) returns the value to key on
+    instead of the arguments; ``ignore`` leaves parameters out of the key; ``cache_none``
+    and ``condition(result)`` decide what is stored; ``strict_containers=False`` makes
+    lists/tuples and sets/frozensets one key; ``tracer_provider`` overrides the global one;
+    ``key_id`` names the function in its keys instead of its module and qualified name (the
+    one way for two functions to share entries; see ``toolkit._identity``).
+    """
+    func, name = (ns, None) if _is_decoratable(ns) else (None, ns)
+    check_ttl(ttl, "@cached", allow_zero=False)
+    if cache is not None and not is_cache_like(cache):
+        raise TypeError(f"cache must be a BaseCache-like object, got {type(cache).__name__}")
+    if isinstance(ignore, str):
+        ignore = (ignore,)
+    ignore = tuple(ignore)
+
+    def decorate(func: Any) -> Any:
+        if not _is_decoratable(func):
+            raise TypeError(f"@cached decorates functions and methods, got {type(func).__name__}")
+        target = func.__func__ if isinstance(func, (classmethod, staticmethod)) else func
+        state = Cached(
+            target,
+            ns=namespace(name, target, version),
+            ttl=ttl,
+            cache=cache,
+            key=key,
+            ignore=ignore,
+            cache_none=cache_none,
+            condition=condition,
+            strict_containers=strict_containers,
+            tracer_provider=tracer_provider,
+            key_id=key_id,
+        )
+        return CachedWrapper(func, state)
+
+    return decorate(func) if func is not None else cast(CachedDecorator, decorate)

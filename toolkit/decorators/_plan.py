@@ -1,0 +1,74 @@
+"""How one decorated function's calls become ``FullKey``s: namespace plus argument digest."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from toolkit._types import FullKey, Namespace
+from toolkit.base import check_namespace
+from toolkit.keys import KeyPlan, namespace_of
+
+
+def namespace(ns: str | Namespace | None, func: Any, version: str | int | None) -> Namespace:
+    """The namespace of ``func``'s entries: ``ns`` (default: its module and name) + version."""
+    if ns is None:
+        names = namespace_of(func)
+    elif isinstance(ns, str):
+        names = (ns,)
+    else:
+        names = check_namespace(ns)
+    if not names:
+        raise ValueError("ns must not be empty")
+    if version is not None:
+        if isinstance(version, bool) or not isinstance(version, (str, int)):
+            raise TypeError(f"version must be a str or int, got {type(version).__name__}")
+        names = (*names, f"v={version}")
+    check_namespace(names)
+    return names
+
+
+class CallKeys:
+    """Derives the ``FullKey`` of a call; the argument encoding is ``toolkit.keys.KeyPlan``'s."""
+
+    __slots__ = ("digest", "func_name", "key_func", "ns", "plan")
+
+    def __init__(
+        self,
+        func: Callable[..., Any],
+        ns: Namespace,
+        *,
+        key: Callable[..., Any] | None,
+        ignore: Iterable[str],
+        strict_containers: bool,
+        key_id: str | None,
+    ) -> None:
+        self.ns = ns
+        self.key_func = key
+        self.plan = KeyPlan(func, ignore=ignore, strict_containers=strict_containers, key_id=key_id)
+        self.digest = self.plan.digest
+        self.func_name = self.plan.func_name
+
+    def full_key(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> FullKey:
+        """The key of a call; ``instance`` is the bound receiver or ``None``."""
+        if instance is None and self.key_func is None:  # the common case, kept short
+            receiver = self.plan.receiver  # cached(obj.method)
+            if receiver is None:
+                return (self.ns, self.digest(args, kwargs))
+            instance = receiver
+        if instance is not None:
+            args = (instance, *args)
+        if self.key_func is not None:
+            return (self.ns, self._custom_key(args, kwargs))
+        return (self.ns, self.digest(args, kwargs))
+
+    def _custom_key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+        assert self.key_func is not None
+        made = self.key_func(*args, **kwargs)
+        try:
+            return self.plan.hash_value(made)
+        except TypeError as exc:
+            raise TypeError(
+                f"key= function of {self.func_name} returned a {type(made).__name__}, "
+                f"which has no canonical encoding: {exc}"
+            ) from None

@@ -1,0 +1,97 @@
+"""The decorator's instrumentation: the ``cache.call`` span and the cache's record hooks.
+
+Nothing here raises into the caller: a failing tracer or hook is logged at debug level.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
+
+from toolkit._types import Namespace
+
+SPAN_NAME = "cache.call"
+_log = logging.getLogger("toolkit.decorators")
+
+
+class Telemetry:
+    """Spans and cache hooks for one decorated function."""
+
+    __slots__ = ("func_name", "ns", "ns_label", "tracer", "uses_global_provider")
+
+    def __init__(
+        self, ns: Namespace, func_name: str, tracer_provider: trace.TracerProvider | None
+    ) -> None:
+        from toolkit import __version__
+
+        self.ns = ns
+        self.ns_label = ".".join(ns)  # the middleware's short form for plain namespaces
+        self.func_name = func_name
+        self.tracer = trace.get_tracer(__name__, __version__, tracer_provider=tracer_provider)
+        # get_tracer_provider() installs one named by OTEL_PYTHON_TRACER_PROVIDER, if any, so
+        # that afterwards "no global provider" is one module lookup per call.
+        self.uses_global_provider = tracer_provider is None and isinstance(
+            trace.get_tracer_provider(), trace.ProxyTracerProvider
+        )
+
+    def span(self) -> trace.Span | None:
+        """A recording ``cache.call`` span, or ``None`` when nothing would record it."""
+        # With no explicit provider and no global SDK provider a span could only be a
+        # non-recording no-op: skip even the ProxyTracer round trip.
+        if self.uses_global_provider and trace._TRACER_PROVIDER is None:
+            return None
+        if otel_context.get_value(_SUPPRESS_INSTRUMENTATION_KEY):
+            return None
+        try:
+            span = self.tracer.start_span(SPAN_NAME)
+            if not span.is_recording():
+                return None
+            span.set_attribute("cache.namespace", self.ns_label)
+            span.set_attribute("code.function.name", self.func_name)
+            return span
+        except Exception:
+            _log.debug("starting the %s span failed", SPAN_NAME, exc_info=True)
+            return None
+
+    def hook(self, cache: Any, name: str, *args: Any, **kwargs: Any) -> None:
+        """Call ``cache.<name>(ns, *args, **kwargs)`` if the cache has it (observe's recorders)."""
+        fn = getattr(cache, name, None)
+        if fn is None:
+            return
+        try:
+            fn(self.ns, *args, **kwargs)
+        except Exception:
+            _log.debug("cache hook %s failed", name, exc_info=True)
+
+    def coalesced(self, cache: Any, span: trace.Span | None) -> None:
+        """Report a caller that waits on another caller's computation."""
+        self.hook(cache, "record_coalesced")
+        if span is not None:
+            span.set_attribute("cache.coalesced", True)
+
+    def load_timer(self, cache: Any) -> LoadTimer:
+        """A context manager timing one computation for ``cache.record_load``."""
+        return LoadTimer(self, cache)
+
+
+class LoadTimer:
+    """Times one computation of a miss and reports it through the cache's ``record_load``."""
+
+    __slots__ = ("cache", "start", "telemetry")
+
+    def __init__(self, telemetry: Telemetry, cache: Any) -> None:
+        self.telemetry = telemetry
+        self.cache = cache
+        self.start = 0.0
+
+    def __enter__(self) -> None:
+        self.start = time.perf_counter()
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        seconds = time.perf_counter() - self.start
+        self.telemetry.hook(self.cache, "record_load", seconds, ok=exc_type is None)

@@ -1,0 +1,112 @@
+"""The public types of ``@cached``: what a decorated function, method or coroutine offers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from typing import Any, ParamSpec, Protocol, TypeVar, overload
+
+from toolkit._types import FullKey
+
+__all__ = ["AsyncCachedFunction", "BoundCached", "CachedDecorator", "CachedFunction"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)
+
+
+class BoundCached(Protocol[R_co]):
+    """A cached method bound to an instance or class: the same surface, ``self`` supplied."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> R_co: ...
+    def cache_key(self, *args: Any, **kwargs: Any) -> FullKey: ...
+    def invalidate(self, *args: Any, **kwargs: Any) -> None: ...
+    async def ainvalidate(self, *args: Any, **kwargs: Any) -> None: ...
+    def refresh(self, *args: Any, **kwargs: Any) -> R_co: ...
+    async def arefresh(self, *args: Any, **kwargs: Any) -> Any: ...
+    def cache_clear(self) -> None: ...
+    async def acache_clear(self) -> None: ...
+
+
+class CachedFunction(Protocol[P, R_co]):
+    """A cached sync function: called like the original, plus cache controls."""
+
+    __name__: str
+    __qualname__: str
+
+    @property
+    def __wrapped__(self) -> Callable[P, R_co]: ...
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R_co: ...
+    def __get__(self, instance: object, owner: type | None = None) -> BoundCached[R_co]: ...
+    def cache_key(self, *args: P.args, **kwargs: P.kwargs) -> FullKey:
+        """The ``FullKey`` this call reads and writes."""
+        ...
+
+    def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> None:
+        """Forget the cached result of this call."""
+        ...
+
+    async def ainvalidate(self, *args: P.args, **kwargs: P.kwargs) -> None:
+        """Forget the cached result of this call (async I/O)."""
+        ...
+
+    def refresh(self, *args: P.args, **kwargs: P.kwargs) -> R_co:
+        """Recompute this call, store the result and return it."""
+        ...
+
+    async def arefresh(self, *args: P.args, **kwargs: P.kwargs) -> R_co:
+        """Recompute this call, store the result (async I/O) and return it."""
+        ...
+
+    def cache_clear(self) -> None:
+        """Forget every cached result of this function (its whole namespace)."""
+        ...
+
+    async def acache_clear(self) -> None:
+        """Forget every cached result of this function (async I/O)."""
+        ...
+
+
+class AsyncCachedFunction(Protocol[P, R_co]):
+    """A cached coroutine function: awaited like the original, plus cache controls."""
+
+    __name__: str
+    __qualname__: str
+
+    @property
+    def __wrapped__(self) -> Callable[P, Coroutine[Any, Any, R_co]]: ...
+    async def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R_co: ...
+    def __get__(self, instance: object, owner: type | None = None) -> BoundCached[Any]: ...
+    def cache_key(self, *args: P.args, **kwargs: P.kwargs) -> FullKey:
+        """The ``FullKey`` this call reads and writes."""
+        ...
+
+    def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> None:
+        """Forget the cached result of this call."""
+        ...
+
+    async def ainvalidate(self, *args: P.args, **kwargs: P.kwargs) -> None:
+        """Forget the cached result of this call (async I/O)."""
+        ...
+
+    async def arefresh(self, *args: P.args, **kwargs: P.kwargs) -> R_co:
+        """Recompute this call, store the result and return it."""
+        ...
+
+    def cache_clear(self) -> None:
+        """Forget every cached result of this function (its whole namespace)."""
+        ...
+
+    async def acache_clear(self) -> None:
+        """Forget every cached result of this function (async I/O)."""
+        ...
+
+
+class CachedDecorator(Protocol):
+    """What ``cached(...)`` with options returns."""
+
+    @overload
+    def __call__(  # type: ignore[overload-overlap]
+        self, func: Callable[P, Coroutine[Any, Any, R]], /
+    ) -> AsyncCachedFunction[P, R]: ...
+    @overload
+    def __call__(self, func: Callable[P, R], /) -> CachedFunction[P, R]: ...

@@ -1,0 +1,97 @@
+"""The object ``@cached`` returns: a transparent ``wrapt`` proxy with cache controls.
+
+``wrapt`` makes the wrapper a descriptor: on a class it binds like the function it wraps
+(instance methods, classmethods, staticmethods), and the controls follow the binding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import wrapt
+
+from toolkit._types import FullKey
+from toolkit.decorators import _invalidate
+from toolkit.decorators._call import Cached
+
+
+class _Controls:
+    """The cache controls, written once for the plain and the bound wrapper."""
+
+    def _bind(self) -> tuple[Cached, Any, Callable[..., Any]]:
+        """The state, the instance that enters the key (or ``None``) and the callable to run."""
+        raise NotImplementedError
+
+    def cache_key(self, *args: Any, **kwargs: Any) -> FullKey:
+        """The ``FullKey`` this call reads and writes."""
+        state, instance, _ = self._bind()
+        return state.full_key(instance, args, kwargs)
+
+    def invalidate(self, *args: Any, **kwargs: Any) -> None:
+        """Forget the cached result of this call."""
+        state, instance, _ = self._bind()
+        _invalidate.invalidate(state.backend(), state.full_key(instance, args, kwargs))
+
+    async def ainvalidate(self, *args: Any, **kwargs: Any) -> None:
+        """Forget the cached result of this call (async I/O)."""
+        state, instance, _ = self._bind()
+        await _invalidate.ainvalidate(state.backend(), state.full_key(instance, args, kwargs))
+
+    def refresh(self, *args: Any, **kwargs: Any) -> Any:
+        """Recompute this call, store the result and return it."""
+        state, instance, target = self._bind()
+        if state.is_async:
+            raise TypeError(
+                f"{state.func_name} is a coroutine function: use `await .arefresh(...)`"
+            )
+        return state.refresh(target, instance, args, kwargs)
+
+    async def arefresh(self, *args: Any, **kwargs: Any) -> Any:
+        """Recompute this call, store the result (async I/O) and return it."""
+        state, instance, target = self._bind()
+        return await state.arefresh(target, instance, args, kwargs)
+
+    def cache_clear(self) -> None:
+        """Forget every cached result of this function (its whole namespace)."""
+        state = self._bind()[0]
+        state.backend().clear([state.ns])
+
+    async def acache_clear(self) -> None:
+        """Forget every cached result of this function (async I/O)."""
+        state = self._bind()[0]
+        await state.backend().aclear([state.ns])
+
+
+class BoundCachedWrapper(_Controls, wrapt.BoundFunctionWrapper[..., Any]):
+    """A cached method bound to its instance or class, which the controls supply."""
+
+    def _bind(self) -> tuple[Cached, Any, Callable[..., Any]]:
+        binding = self._self_binding
+        if binding == "classmethod":
+            instance = getattr(self.__wrapped__, "__self__", None)
+        elif binding == "staticmethod":
+            instance = None
+        else:
+            instance = self._self_instance
+        return self._self_parent._self_state, instance, self.__wrapped__
+
+
+class CachedWrapper(_Controls, wrapt.FunctionWrapper[..., Any]):
+    """The decorated function: a transparent proxy with cache controls."""
+
+    __bound_function_wrapper__ = BoundCachedWrapper
+
+    def __init__(self, wrapped: Any, state: Cached) -> None:
+        super().__init__(wrapped, state.acall if state.is_async else state.call)
+        self._self_state = state
+
+    def cache_key(self, *args: Any, **kwargs: Any) -> FullKey:
+        """The ``FullKey`` this call reads and writes."""
+        return self._self_state.full_key(None, args, kwargs)  # the common case, kept short
+
+    def _bind(self) -> tuple[Cached, Any, Callable[..., Any]]:
+        wrapped: Any = self.__wrapped__
+        if isinstance(wrapped, (classmethod, staticmethod)):
+            wrapped = wrapped.__func__
+        return self._self_state, None, wrapped
