@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint fmt bench reliability clean venv
+.PHONY: demo test lint fmt bench load reliability clean venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ fmt: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks $(ARGS)
+
+# Throughput and tails under threads, processes and coroutines (about 4 minutes; --quick, --soak 600).
+load: $(STAMP)
+	$(BIN)/python -m benchmarks.load $(ARGS)
 
 reliability: $(STAMP)
 	$(BIN)/python -m pytest tests/reliability --reliability-report $(ARGS)

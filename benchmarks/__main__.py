@@ -12,7 +12,11 @@ from benchmarks._harness import Comparison, ratio, report, run
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="make bench", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="make bench",
+        description=__doc__,
+        epilog="Throughput and tails under concurrency: make load (python -m benchmarks.load).",
+    )
     parser.add_argument("areas", nargs="*", help="suites to run, e.g. memory sqlite (default: all)")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args(argv)

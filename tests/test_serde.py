@@ -293,9 +293,34 @@ data = st.recursive(
 )
 
 
+def ext_depth(value: Any) -> int:
+    """How deeply ``data``'s values nest msgpack extensions (tuples, sets, records, ...)."""
+    kind = type(value)
+    if kind in (type(None), bool, float, str, bytes):
+        return 0
+    if kind is int:
+        return 0 if -(2**63) <= value < 2**64 else 1
+    if kind is list:
+        return max(map(ext_depth, value), default=0)
+    if kind is dict:
+        inner = max((ext_depth(item) for pair in value.items() for item in pair), default=0)
+        return inner if all(type(k) is str for k in value) else 1 + inner
+    if kind in (tuple, set, frozenset, collections.deque):
+        return 1 + max(map(ext_depth, value), default=0)
+    if kind is Box:
+        return 1 + ext_depth(value.items)
+    if kind is Mood:
+        return 1 + ext_depth(value.value)
+    return 1  # datetime, date, time, timedelta, UUID, Decimal
+
+
 @settings(max_examples=150, deadline=None)
 @given(data)
 def test_generated_data_round_trips_exactly(value: Any) -> None:
+    if ext_depth(value) > _safe.MAX_NESTING:
+        with pytest.raises(NotCacheableError, match="nested too deeply"):
+            SAFE.dumps_typed(value)
+        return
     got = round_trip(value)
     if isinstance(value, (set, frozenset)):
         assert got == value and type(got) is type(value)
@@ -339,8 +364,8 @@ class Zone(dt.tzinfo):
     ],
     ids=["object", "nested", "non-str-key-dict", "str-subclass", "class", "tzinfo"],
 )
-def test_unknown_type_raises_type_error_naming_it(value: Any, name: str) -> None:
-    with pytest.raises(TypeError, match=name) as raised:
+def test_unknown_type_is_not_cacheable_naming_it(value: Any, name: str) -> None:
+    with pytest.raises(NotCacheableError, match=name) as raised:
         SAFE.dumps_typed(value)
     if name != "Zone":
         assert "toolkit.serde.register" in str(raised.value)
@@ -419,7 +444,8 @@ def test_revival_runs_no_user_code() -> None:
 
 
 def ext(code: int, content: Any) -> bytes:
-    return ormsgpack.packb(ormsgpack.Ext(code, ormsgpack.packb(content)))
+    """A framed payload holding one extension value (so only its content can be refused)."""
+    return _safe.frame(ormsgpack.packb(ormsgpack.Ext(code, ormsgpack.packb(content))))
 
 
 TRIGGERED: list[str] = []
@@ -452,7 +478,7 @@ HOSTILE: dict[str, Any] = {
     ),
     "langgraph-ext-under-our-tag": (
         TAG,
-        ormsgpack.packb(ormsgpack.Ext(1, ormsgpack.packb(["os", "system", ["true"]]))),
+        _safe.frame(ormsgpack.packb(ormsgpack.Ext(1, ormsgpack.packb(["os", "system", ["true"]])))),
     ),
     "object-os-system": (TAG, ext(_safe.OBJECT, ["os:system", {"command": "true"}])),
     "object-builtins-eval": (TAG, ext(_safe.OBJECT, ["builtins:eval", {}])),
@@ -463,7 +489,7 @@ HOSTILE: dict[str, Any] = {
     "object-as-enum": (TAG, ext(_safe.ENUM, [f"{Box.__module__}:Box", 1])),
     "class-attribute-swap": (TAG, ext(_safe.OBJECT, [f"{Box.__module__}:Box", {"__class__": 1}])),
     "unknown-slot": (TAG, ext(_safe.OBJECT, [f"{Plain.__module__}:Plain", {"other": 1}])),
-    "unknown-ext-code": (TAG, ormsgpack.packb(ormsgpack.Ext(99, b"\x90"))),
+    "unknown-ext-code": (TAG, _safe.frame(ormsgpack.packb(ormsgpack.Ext(99, b"\x90")))),
     "bad-ext-content": (TAG, ext(_safe.UUID, "not 16 bytes")),
     "bad-datetime": (TAG, ext(_safe.DATETIME, [2024, 13, 1, 0, 0, 0, 0, 0, None])),
     "bad-zone": (TAG, ext(_safe.DATETIME, [2024, 1, 1, 0, 0, 0, 0, 0, "../../etc/passwd"])),
@@ -642,10 +668,10 @@ def test_deeply_nested_payloads_are_serialization_errors() -> None:
     nested = b"\x90"
     for _ in range(5000):  # a tuple inside a tuple inside ... far past the recursion limit
         nested = ormsgpack.packb(ormsgpack.Ext(_safe.TUPLE, nested))
-    with pytest.raises(SerializationError):
-        SAFE.loads_typed((TAG, nested))
-    with pytest.raises(SerializationError):
-        SAFE.loads_typed((TAG, b"\x91" * 100_000 + b"\xc0"))
+    with pytest.raises(SerializationError, match="nested"):
+        SAFE.loads_typed((TAG, _safe.frame(nested)))
+    with pytest.raises(SerializationError, match=r"[Rr]ecursion"):
+        SAFE.loads_typed((TAG, _safe.frame(b"\x91" * 100_000 + b"\xc0")))
 
 
 class Pair(collections.namedtuple("Pair", "left right")):
@@ -750,3 +776,83 @@ def test_crafted_deep_extension_bytes_are_refused() -> None:
         inner = ormsgpack.packb(ormsgpack.Ext(_safe.TUPLE, inner))
     with pytest.raises(SerializationError, match="nested deeper"):
         SAFE.loads_typed((TAG, _safe.frame(inner)))
+
+
+def boxed(depth: int) -> Any:
+    """A value whose extensions nest exactly ``depth`` deep (tuples around a record)."""
+    value: Any = Cat("x")
+    for _ in range(depth - 1):
+        value = (value,)
+    return value
+
+
+def test_extension_nesting_is_bounded_on_both_sides() -> None:
+    deepest = boxed(_safe.MAX_NESTING)
+    assert round_trip(deepest) == deepest
+    with pytest.raises(NotCacheableError, match="Cat: nested too deeply"):
+        SAFE.dumps_typed(boxed(_safe.MAX_NESTING + 1))
+    with pytest.raises(NotCacheableError, match="nested too deeply"):
+        SAFE.dumps_typed({1: boxed(_safe.MAX_NESTING)})  # the Python walk keeps the same bound
+    hostile = ormsgpack.packb(None)
+    for _ in range(_safe.MAX_NESTING + 1):
+        hostile = ormsgpack.packb(ormsgpack.Ext(_safe.TUPLE, b"\x91" + hostile))
+    with pytest.raises(SerializationError, match="nested deeper than"):
+        SAFE.loads_typed((TAG, _safe.frame(hostile)))
+
+
+DEEP_SCRIPT = """
+import sys, dataclasses, threading, ormsgpack
+from toolkit import NotCacheableError, SafeSerializer, SerializationError
+from toolkit.serde import _safe
+sys.setrecursionlimit(1_000_000)  # applications do; the C stack is then the only limit
+safe = SafeSerializer()
+@dataclasses.dataclass
+class Node:
+    inner: object
+def refused(call, error):
+    try:
+        call()
+    except error:
+        return
+    raise AssertionError("accepted")
+def hostile(levels, lists):
+    data = ormsgpack.packb(None)
+    for _ in range(levels):  # each level: an extension holding lists nested ``lists`` deep
+        data = ormsgpack.packb(ormsgpack.Ext(_safe.TUPLE, b"\\x91" * (lists + 1) + data))
+    return (_safe.SAFE_TAG, _safe.frame(data))
+def run():
+    for levels, lists in ((50_000, 0), (99, 250), (99, 900)):
+        refused(lambda: safe.loads_typed(hostile(levels, lists)), SerializationError)
+    for leaf in (None, {1: 2}):
+        value = leaf
+        for _ in range(50_000):
+            value = Node(value)
+        refused(lambda: safe.dumps_typed(value), NotCacheableError)
+    plain = 1
+    for _ in range(50_000):
+        plain = [plain]
+    refused(lambda: safe.dumps_typed(plain), NotCacheableError)
+    print("ok")
+worker = threading.Thread(target=run)  # a thread's C stack is what web servers run on
+worker.start()
+worker.join()
+"""
+
+
+def test_deep_nesting_never_crashes_the_process_with_a_raised_recursion_limit() -> None:
+    """ormsgpack recurses on the C stack through our hooks: without a bound this was SIGSEGV."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", DEEP_SCRIPT], capture_output=True, text=True, timeout=120
+    )
+    assert (done.returncode, done.stdout.strip()) == (0, "ok"), done.stderr[-2000:]
+
+
+def test_every_refusal_is_not_cacheable() -> None:
+    """A value the serializer cannot store is always NotCacheableError, never a bare TypeError."""
+    with pytest.raises(NotCacheableError, match="tzinfo of type Zone"):
+        SAFE.dumps_typed(dt.datetime(2024, 1, 1, tzinfo=Zone()))
+    with pytest.raises(NotCacheableError, match="tzinfo of type Zone"):
+        SAFE.dumps_typed({1: dt.time(tzinfo=Zone())})

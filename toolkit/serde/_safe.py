@@ -34,6 +34,12 @@ _END = 0xC1
 _FRAME = 5
 _MAX_BODY = 2**32 - 1
 
+MAX_NESTING = 10
+"""How deep extension values (tuples, sets, records, ...) may nest in one another. Each level
+is a nested call of the C codec, whose own limit (~1,000 plain levels) restarts per call, so
+an unbounded chain can overflow the C stack and crash the process (SIGSEGV), whatever
+Python's recursion limit says: 99 levels of 250 lists each did."""
+
 
 def frame(body: bytes) -> bytes:
     """Close a msgpack body with its length and the end marker."""
@@ -83,12 +89,6 @@ _I64_MIN, _U64_END = -(2**63), 2**64
 
 # ormsgpack replaces a hook's exception with a generic one; the innermost real cause is parked here.
 _failure = threading.local()
-
-MAX_NESTING = 100
-"""Extension values (tuples, sets, records...) nested deeper than this are refused: each
-level is a nested C call of the msgpack codec, and a deep enough stack would crash the
-process, whatever Python's recursion limit says."""
-_nesting = threading.local()
 
 
 def _tz_state(tz: dt.tzinfo | None) -> Any:
@@ -210,6 +210,14 @@ _REVIVERS: dict[int, Callable[[Any], Any]] = {
 }
 
 
+def _too_deep(obj: Any) -> NotCacheableError:
+    return NotCacheableError(
+        f"cannot serialize a {type(obj).__qualname__}: nested too deeply (more than "
+        f"{MAX_NESTING} levels of tuples, sets or records); flatten the value or pass "
+        "another serde= to the cache"
+    )
+
+
 class SafeSerializer:
     """Data-only msgpack serializer; classes revive only from the allow-list (``register``)."""
 
@@ -219,9 +227,10 @@ class SafeSerializer:
         self._allow = AllowList(parent=DEFAULT_ALLOW)
         for cls in allow:
             self._allow.add(cls)
-        # Bound once: a bound method made per call would allocate on the hot path.
-        self._default_hook = self._default
-        self._ext_hook_bound = self._ext_hook
+        # Built once: one hook per nesting level, each handing the next to ormsgpack, so
+        # the depth is bounded without any per-call state.
+        self._default_hook = self._encoder_chain()
+        self._ext_hook_bound = self._decoder_chain()
 
     def dumps_typed(self, obj: Any) -> tuple[str, bytes]:
         """Encode ``obj``; a value it cannot store safely raises ``NotCacheableError``."""
@@ -231,7 +240,22 @@ class SafeSerializer:
         except _MsgpackEncodeError:
             # Dicts with non-str keys (or an unsupported type) defeat the native path;
             # the Python walk below encodes the former and names the latter precisely.
-            body = _packb(self._to_wire(obj))
+            try:
+                body = _packb(self._to_wire(obj))
+            except NotCacheableError:
+                raise
+            except (
+                RecursionError,
+                _MsgpackEncodeError,
+            ) as exc:  # plain lists past the codec's limit
+                raise NotCacheableError(
+                    f"cannot serialize a {type(obj).__qualname__}: nested too deeply ({exc})"
+                ) from exc
+            except (TypeError, ValueError, OverflowError) as exc:
+                # Lists nested past ormsgpack's limit, an unsupported tzinfo, ...
+                raise NotCacheableError(
+                    f"cannot serialize a {type(obj).__qualname__}: {exc}"
+                ) from exc
         return SAFE_TAG, frame(body)
 
     def loads_typed(self, data: tuple[str, bytes]) -> Any:
@@ -283,57 +307,71 @@ class SafeSerializer:
         except TypeError:
             return None  # e.g. a dataclass deriving from a built-in type
 
-    def _default(self, obj: Any) -> Any:
-        code, content = self._reduce(obj)
-        depth = getattr(_nesting, "depth", 0)
-        if depth >= MAX_NESTING:
-            raise NotCacheableError(
-                f"cannot serialize a {type(obj).__qualname__}: nested too deeply "
-                f"(more than {MAX_NESTING} levels of tuples, sets or records)"
-            )
-        _nesting.depth = depth + 1
-        try:
-            return _Ext(code, _packb(content, self._default_hook, _OPTIONS))
-        finally:
-            _nesting.depth = depth
+    def _encoder_chain(self) -> Callable[[Any], Any]:
+        """ormsgpack's ``default`` hook for the outermost extension value."""
+
+        def too_deep(obj: Any) -> Any:
+            raise _too_deep(obj)
+
+        hook: Callable[[Any], Any] = too_deep
+        for _ in range(MAX_NESTING):
+            hook = self._encoder(hook)
+        return hook
+
+    def _encoder(self, inner: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        reduce = self._reduce
+
+        def default(obj: Any) -> Any:
+            code, content = reduce(obj)
+            return _Ext(code, _packb(content, inner, _OPTIONS))
+
+        return default
 
     def _to_wire(self, obj: Any, depth: int = 0) -> Any:
         """Turn ``obj`` into plain msgpack data and ``Ext`` values in Python (the rare path)."""
         cls = type(obj)
         if cls in _NATIVE or (cls is int and _I64_MIN <= obj < _U64_END):
             return obj
-        if depth >= MAX_NESTING:
-            raise NotCacheableError(
-                f"cannot serialize a {cls.__qualname__}: nested too deeply "
-                f"(more than {MAX_NESTING} levels)"
-            )
         if cls is list:
-            return [self._to_wire(item, depth + 1) for item in obj]
+            return [self._to_wire(item, depth) for item in obj]
         if cls is dict and all(type(key) is str for key in obj):
-            return {key: self._to_wire(value, depth + 1) for key, value in obj.items()}
+            return {key: self._to_wire(value, depth) for key, value in obj.items()}
+        if depth == MAX_NESTING:
+            raise _too_deep(obj)
         code, content = self._reduce(obj)
         return _Ext(code, _packb(self._to_wire(content, depth + 1)))
 
-    def _ext_hook(self, code: int, data: bytes) -> Any:
-        depth = getattr(_nesting, "depth", 0)
-        try:
-            if depth >= MAX_NESTING:
-                raise ValueError(f"extension values nested deeper than {MAX_NESTING} levels")
-            _nesting.depth = depth + 1
-            reviver = _REVIVERS.get(code)
-            if reviver is not None:
-                return reviver(_unpackb(data, ext_hook=self._ext_hook_bound))
-            if code != ENUM and code != OBJECT:
-                raise ValueError(f"unknown extension type {code}")
-            name, value = _of_type(_unpackb(data, ext_hook=self._ext_hook_bound), list)
-            info = self._allowed(_of_type(name, str), is_enum=code == ENUM)
-            return info.cls(value) if info.is_enum else info.revive(value)
-        except Exception as exc:
-            if getattr(_failure, "error", None) is None:  # keep the innermost cause
-                _failure.error = exc
-            raise
-        finally:
-            _nesting.depth = depth
+    def _decoder_chain(self) -> Callable[[int, bytes], Any]:
+        """ormsgpack's ``ext_hook`` for the outermost extension value."""
+
+        def too_deep(code: int, data: bytes) -> Any:
+            error = ValueError(f"extension values nested deeper than {MAX_NESTING} levels")
+            if getattr(_failure, "error", None) is None:
+                _failure.error = error
+            raise error
+
+        hook: Callable[[int, bytes], Any] = too_deep
+        for _ in range(MAX_NESTING):
+            hook = self._decoder(hook)
+        return hook
+
+    def _decoder(self, inner: Callable[[int, bytes], Any]) -> Callable[[int, bytes], Any]:
+        def ext_hook(code: int, data: bytes) -> Any:
+            try:
+                reviver = _REVIVERS.get(code)
+                if reviver is not None:
+                    return reviver(_unpackb(data, ext_hook=inner))
+                if code != ENUM and code != OBJECT:
+                    raise ValueError(f"unknown extension type {code}")
+                name, value = _of_type(_unpackb(data, ext_hook=inner), list)
+                info = self._allowed(_of_type(name, str), is_enum=code == ENUM)
+                return info.cls(value) if info.is_enum else info.revive(value)
+            except Exception as exc:
+                if getattr(_failure, "error", None) is None:  # keep the innermost cause
+                    _failure.error = exc
+                raise
+
+        return ext_hook
 
     def _allowed(self, name: str, *, is_enum: bool) -> ClassInfo:
         info = self._allow.by_name(name)

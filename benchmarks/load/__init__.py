@@ -1,0 +1,1 @@
+"""The load harness: ``python -m benchmarks.load`` (``make load``)."""
