@@ -116,6 +116,13 @@ def _redis_cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[S
     yield redis_subject(request, cluster=True)
 
 
+@backend("postgres")
+def _postgres(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Subject]:
+    from tests.postgres_support import pg_subject
+
+    yield pg_subject(request)
+
+
 def _sqlite(name: str, path: str) -> Iterator[Subject]:
     cache: SqliteCache[Any] = SqliteCache(path=path)
 
@@ -264,6 +271,8 @@ def subject_params() -> list[Any]:
             if (backend_name, stack_name) in EXCLUDED:
                 continue
             marks = [pytest.mark.redis] if backend_name.startswith("redis") else []
+            if backend_name == "postgres":
+                marks = [pytest.mark.postgres]
             params.append(
                 pytest.param(
                     (backend_name, stack_name), id=f"{backend_name}-{stack_name}", marks=marks

@@ -147,7 +147,7 @@ def test_clear_asks_at_a_terminal(
         (["stats", "memory://"], "live inside one process"),
         (["stats", "sqlite://:memory:"], "inside one process"),
         (["stats", "sqlite:///does/not/exist.db"], "no SQLite file at"),
-        (["stats", "postgres://x"], "unsupported cache URL"),
+        (["stats", "mysql://x"], "unsupported cache URL"),
         (["ls", "sqlite:///x.db", "--ns", "a//b"], "empty part"),
         (["ls", "sqlite:///x.db", "--ns", "[1]"], "JSON array of strings"),
     ],

@@ -30,7 +30,7 @@ _lock = threading.Lock()
 
 
 def cache_from_url(url: str) -> BaseCache[Any]:
-    """Build a backend from a URL: ``memory://``, ``sqlite:///path``, ``sqlite://:memory:``, ``redis://...``.
+    """Build a backend from a URL: ``memory://``, ``sqlite:///path``, ``redis://``, ``postgresql://``.
 
     ``memory://?max_entries=N`` bounds the in-memory cache. The result is a bare backend:
     wrap it in ``observe(...)`` for metrics, traces and fail-open behaviour.
@@ -58,9 +58,13 @@ def cache_from_url(url: str) -> BaseCache[Any]:
         from toolkit.backends.redis import RedisCache  # type: ignore[import-not-found, unused-ignore]
 
         return RedisCache.from_url(url)  # type: ignore[no-any-return, unused-ignore]
+    if scheme in ("postgresql", "postgres"):
+        from toolkit.backends.postgres import PostgresCache  # type: ignore[import-not-found, unused-ignore]
+
+        return PostgresCache.from_url(url)  # type: ignore[no-any-return, unused-ignore]
     raise ValueError(
         f"unsupported cache URL {url!r}: expected memory://, sqlite:///path, "
-        "sqlite://:memory:, redis://host:port/db or rediss://..."
+        "sqlite://:memory:, redis://host:port/db, rediss://... or postgresql://..."
     )
 
 

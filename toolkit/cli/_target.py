@@ -25,7 +25,10 @@ __all__ = [
     "open_target",
 ]
 
-URL_HELP = "cache URL: sqlite:///relative.db, sqlite:////abs/path.db or redis://host:6379/0"
+URL_HELP = (
+    "cache URL: sqlite:///relative.db, sqlite:////abs/path.db, redis://host:6379/0 "
+    "or postgresql://user@host:5432/db"
+)
 
 
 class CliError(Exception):
@@ -47,7 +50,12 @@ def add_target_arguments(parser: argparse.ArgumentParser) -> None:
         "--prefix", help="Redis key prefix of the cache (default: RedisCache's, toolkit:cache:)"
     )
     parser.add_argument(
-        "--table", default="toolkit_cache", help="SQLite table of the cache (default %(default)s)"
+        "--table",
+        default="toolkit_cache",
+        help="SQLite or PostgreSQL table of the cache (default %(default)s)",
+    )
+    parser.add_argument(
+        "--schema", default="public", help="PostgreSQL schema of the table (default %(default)s)"
     )
 
 
@@ -76,6 +84,16 @@ def open_target(options: argparse.Namespace) -> Iterator[tuple[Target, str]]:
         prefix = options.prefix or DEFAULT_PREFIX
         cache = RedisCache.from_url(url, prefix=prefix)
         where = f"Redis {_redacted(url)} (keys under {prefix})"
+    elif scheme in ("postgresql", "postgres"):
+        try:
+            from toolkit.backends.postgres import PostgresCache
+        except ImportError as exc:
+            raise CliError(str(exc)) from exc
+        try:
+            cache = PostgresCache.from_url(url, table=options.table, schema=options.schema)
+        except (TypeError, ValueError) as exc:
+            raise CliError(str(exc)) from exc
+        where = f"PostgreSQL {_redacted(url)} (table {options.schema}.{options.table})"
     else:
         try:
             cache_from_url(url)

@@ -1,0 +1,206 @@
+"""PostgresCache beyond the conformance suite: construction, pools, loops, schema, failures."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from typing import Any
+
+import psycopg
+import psycopg_pool
+import pytest
+from psycopg.rows import dict_row
+
+from tests.postgres_support import drop_table, make_pg_cache, unique_table
+from toolkit import FullKey, cache_from_url
+from toolkit.backends.postgres import PostgresCache
+from toolkit.errors import BackendError, CacheClosedError, CacheTimeoutError
+
+pytestmark = pytest.mark.postgres
+
+Closer = list[tuple[str, PostgresCache[Any]]]
+K: FullKey = (("pg", "test"), "k")
+
+
+def test_cache_from_url_builds_a_postgres_cache(pg_url: str) -> None:
+    cache = cache_from_url(pg_url)
+    try:
+        assert isinstance(cache, PostgresCache)
+        assert cache.max_call_seconds == cache.connect_timeout + cache.timeout
+        assert cache.endpoint.startswith("127.0.0.1:")
+    finally:
+        cache.close()  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("options", "error"),
+    [
+        ({}, TypeError),
+        ({"url": 5}, TypeError),
+        ({"url": "postgresql://x", "table": "bad name"}, ValueError),
+        ({"url": "postgresql://x", "schema": 'x"; drop'}, ValueError),
+        ({"url": "postgresql://x", "timeout": 0}, ValueError),
+        ({"url": "postgresql://x", "timeout": "1"}, TypeError),
+        ({"url": "postgresql://x", "pool_size": 0}, ValueError),
+        ({"pool": object()}, TypeError),
+    ],
+)
+def test_bad_options_are_refused_clearly(options: dict[str, Any], error: type[Exception]) -> None:
+    with pytest.raises(error):
+        PostgresCache(**options)
+
+
+async def test_the_users_pools_serve_with_their_own_row_factory(pg_url: str) -> None:
+    """The LangGraph checkpointer's pools: dict_row, prepare_threshold=0, autocommit."""
+    table = unique_table()
+    kwargs = {"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row}
+    with psycopg_pool.ConnectionPool(pg_url, kwargs=kwargs, min_size=1, max_size=2) as pool:
+        apool: Any = psycopg_pool.AsyncConnectionPool(
+            pg_url, kwargs=kwargs, min_size=1, max_size=2, open=False
+        )
+        await apool.open()
+        try:
+            cache: PostgresCache[Any] = PostgresCache(pool=pool, apool=apool, table=table)
+            cache.set({K: ("sync", None)})
+            assert await cache.aget([K]) == {K: "sync"}
+            await cache.aset({K: ("async", 60)})
+            assert cache.get([K]) == {K: "async"}
+            cache.close()
+            assert not pool.closed  # a pool passed in stays open
+        finally:
+            await apool.close()
+            drop_table(pg_url, "public", table)
+
+
+def test_an_async_pool_alone_serves_async_calls_only(pg_url: str) -> None:
+    async def main() -> None:
+        apool: Any = psycopg_pool.AsyncConnectionPool(pg_url, min_size=1, open=False)
+        await apool.open()
+        try:
+            cache: PostgresCache[Any] = PostgresCache(pool=apool, table=table)
+            assert cache.apool is apool
+            await cache.aset({K: (1, None)})
+            assert await cache.aget([K]) == {K: 1}
+            with pytest.raises(TypeError, match="only an async pool"):
+                cache.get([K])
+        finally:
+            await apool.close()
+
+    table = unique_table()
+    try:
+        asyncio.run(main())
+    finally:
+        drop_table(pg_url, "public", table)
+
+
+def test_one_cache_serves_several_event_loops(pg_url: str, pg_closer: Closer) -> None:
+    cache = make_pg_cache(pg_closer, pg_url)
+
+    async def round_trip(value: int) -> Any:
+        await cache.aset({K: (value, None)})
+        return (await cache.aget([K]))[K]
+
+    assert [asyncio.run(round_trip(n)) for n in range(3)] == [0, 1, 2]
+    results: list[Any] = []
+    thread = threading.Thread(target=lambda: results.append(asyncio.run(round_trip(7))))
+    thread.start()
+    thread.join()
+    assert results == [7]
+
+
+async def test_schema_and_unlogged_table_are_made_on_first_use(
+    pg_url: str, pg_closer: Closer
+) -> None:
+    schema = f"toolkit_s_{unique_table()[-8:]}"
+    cache = make_pg_cache(pg_closer, pg_url, schema=schema, unlogged=True)
+    caches = [
+        PostgresCache.from_url(pg_url, schema=schema, table=cache.table, unlogged=True)
+        for _ in range(4)
+    ]
+    try:
+        # Many first uses at once: the advisory lock lets exactly one create the table.
+        await asyncio.gather(*(c.aset({K: (n, None)}) for n, c in enumerate(caches)))
+    finally:
+        for other in caches:
+            other.close()
+    with psycopg.connect(pg_url) as conn:
+        row = conn.execute(
+            "SELECT relpersistence FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE nspname = %s AND relname = %s",
+            (schema, cache.table),
+        ).fetchone()
+    assert row == ("u",)
+    assert cache.get([K])[K] in range(4)
+
+
+async def test_gathered_agets_share_one_select(pg_url: str, pg_closer: Closer) -> None:
+    cache = make_pg_cache(pg_closer, pg_url)
+    keys = [(("pg",), str(n)) for n in range(20)]
+    await cache.aset({k: (k[1], None) for k in keys})
+    calls: list[int] = []
+    original = cache._arun
+
+    async def counting(calls_: Any, operation: str) -> Any:
+        calls.append(1)
+        return await original(calls_, operation)
+
+    cache._arun = counting  # type: ignore[method-assign, assignment]
+    found = await asyncio.gather(*(cache.aget([k]) for k in keys))
+    assert found == [{k: k[1]} for k in keys]
+    assert len(calls) == 1
+
+
+def test_expired_rows_are_never_returned_and_purged(pg_url: str, pg_closer: Closer) -> None:
+    cache = make_pg_cache(pg_closer, pg_url)
+    evicted: list[tuple[Any, str, int]] = []
+    cache.add_eviction_listener(lambda ns, cause, n: evicted.append((ns, cause, n)))
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        cache.set({K: ("v", 60)})
+        conn.execute(
+            f'UPDATE "{cache.schema}"."{cache.table}" SET expires_at = now() - interval \'1 s\''
+        )
+    assert cache.get([K]) == {}
+    assert cache.stats().expired == 1
+    assert list(cache.iter_keys(K[0])) == []
+    assert cache.purge_expired() == 1
+    assert evicted == [(K[0], "expired", 1)]
+    assert cache.entry_count() == 0
+
+
+def test_a_statement_past_its_timeout_is_a_cache_timeout(pg_url: str, pg_closer: Closer) -> None:
+    cache = make_pg_cache(pg_closer, pg_url, timeout=0.2)
+    cache.set({K: (1, None)})
+    with psycopg.connect(pg_url) as locker:
+        locker.execute(f'LOCK TABLE "{cache.schema}"."{cache.table}" IN ACCESS EXCLUSIVE MODE')
+        with pytest.raises(CacheTimeoutError) as caught:
+            cache.get([K])
+        assert isinstance(caught.value.__cause__, psycopg.errors.QueryCanceled)
+    assert cache.get([K]) == {K: 1}  # the connection survived the cancel
+
+
+def test_a_server_that_is_not_there_is_a_backend_error() -> None:
+    cache: PostgresCache[Any] = PostgresCache.from_url("postgresql://postgres@127.0.0.1:1/x")
+    with pytest.raises(BackendError) as caught:
+        cache.get([K])
+    assert isinstance(caught.value.__cause__, psycopg.OperationalError)
+    cache.close()
+    with pytest.raises(CacheClosedError):
+        cache.get([K])
+
+
+def test_the_toolkit_command_inspects_a_postgres_cache(
+    pg_url: str, pg_closer: Closer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from toolkit.cli import main
+
+    cache = make_pg_cache(pg_closer, pg_url)
+    cache.set({K: (1, None), (("pg", "test"), "other"): (2, 60), (("b",), "x"): (3, None)})
+    assert main(["stats", pg_url, "--table", cache.table, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert (data["entries"], data["expired"]) == (3, 0)
+    assert main(["ls", pg_url, "--table", cache.table, "--ns", "pg/test"]) == 0
+    listed = capsys.readouterr().out
+    assert "k" in listed and "other" in listed
+    assert main(["clear", pg_url, "--table", cache.table, "--yes"]) == 0
+    assert cache.entry_count() == 0

@@ -1,0 +1,389 @@
+"""PostgresCache's connections: where they come from, and one protocol both I/O styles drive.
+
+The exchange with the server is written once, as a generator that says when it must wait for
+the socket (``READ``/``WRITE``); the sync driver waits with ``poll`` and the async one with the
+event loop's readers, both against one deadline per call. It talks to libpq through psycopg's
+public ``Connection.pgconn`` with named prepared statements, binary in and out, so it needs
+nothing of a connection's row factory or transaction settings (a LangGraph checkpointer's pool
+has ``dict_row`` connections: they serve as well).
+
+Connections come from a pool: the user's ``psycopg_pool.ConnectionPool`` /
+``AsyncConnectionPool``, or pools this module makes from a URL (one per event loop for async
+calls: an asyncio connection belongs to the loop it was made in).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import select
+import threading
+import time
+import weakref
+from collections.abc import Callable, Generator, Sequence
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg import pq
+
+from toolkit.backends._postgres_sql import Param, Rows, Statement
+
+__all__ = [
+    "AsyncPools",
+    "CallTimeout",
+    "ConnectionLost",
+    "ServerError",
+    "SyncPool",
+    "exchange_all",
+]
+
+READ, WRITE = 1, 2
+T = TypeVar("T")
+Protocol = Generator[int, None, T]
+
+_UNDEFINED = {"42P01", "3F000"}
+"""undefined_table, invalid_schema_name: the table is created, then the call runs again."""
+_NO_STATEMENT = "26000"
+"""invalid_sql_statement_name: the connection forgot our statements (DISCARD ALL, a reset)."""
+_TRANSIENT = {"40P01", "40001"}
+"""deadlock_detected, serialization_failure: nothing was written; the call runs again."""
+_TRANSIENT_TRIES = 5
+
+
+class ServerError(Exception):
+    """The server refused a statement; ``sqlstate`` says why, ``__cause__`` is psycopg's error."""
+
+    def __init__(self, sqlstate: str, message: str) -> None:
+        super().__init__(f"{sqlstate}: {message}")
+        self.sqlstate = sqlstate
+
+
+class ConnectionLost(Exception):
+    """The connection broke during a call (the server restarted or went away)."""
+
+
+class CallTimeout(Exception):
+    """The call's deadline passed before the server answered."""
+
+
+def _psycopg_error(sqlstate: str, message: str) -> Exception:
+    try:
+        kind: type[Exception] = psycopg.errors.lookup(sqlstate)
+    except KeyError:
+        kind = psycopg.DatabaseError
+    return kind(message)
+
+
+def _exchange(pgconn: pq.abc.PGconn) -> Protocol[list[pq.abc.PGresult]]:
+    """Send what libpq holds and collect every result of the command."""
+    while pgconn.flush():
+        yield WRITE
+    results: list[pq.abc.PGresult] = []
+    while True:
+        pgconn.consume_input()
+        while not pgconn.is_busy():
+            result = pgconn.get_result()
+            if result is None:
+                return results
+            results.append(result)
+        yield READ
+
+
+def _checked(results: list[pq.abc.PGresult], pgconn: pq.abc.PGconn) -> pq.abc.PGresult:
+    """The last result, or ``ServerError`` for the first failed one."""
+    for result in results:
+        if result.status == pq.ExecStatus.FATAL_ERROR:
+            raw_state = result.error_field(pq.DiagnosticField.SQLSTATE) or b""
+            sqlstate = raw_state.decode()
+            message = result.error_message.decode(errors="replace").strip()
+            error = ServerError(sqlstate, message)
+            error.__cause__ = _psycopg_error(sqlstate, message)
+            raise error
+    if not results:
+        raise ConnectionLost(pgconn.get_error_message() or "no result from the server")
+    return results[-1]
+
+
+def _rows(result: pq.abc.PGresult) -> Rows:
+    fields = range(result.nfields)
+    value = result.get_value
+    return [[value(row, col) for col in fields] for row in range(result.ntuples)]
+
+
+def _call(
+    pgconn: pq.abc.PGconn, prepared: set[bytes], statement: Statement, params: Sequence[Param]
+) -> Protocol[Rows]:
+    """Run one prepared statement (preparing it on this connection first if needed)."""
+    for _ in range(2):
+        if statement.name not in prepared:
+            pgconn.send_prepare(statement.name, statement.sql, param_types=statement.types)
+            _checked((yield from _exchange(pgconn)), pgconn)
+            prepared.add(statement.name)
+        pgconn.send_query_prepared(
+            statement.name, params, param_formats=[1] * len(params), result_format=1
+        )
+        try:
+            return _rows(_checked((yield from _exchange(pgconn)), pgconn))
+        except ServerError as exc:
+            if exc.sqlstate != _NO_STATEMENT:
+                raise
+            prepared.clear()
+    raise AssertionError("unreachable: a statement prepared twice is missing")
+
+
+def _simple(pgconn: pq.abc.PGconn, sql: bytes) -> Protocol[None]:
+    pgconn.send_query(sql)
+    _checked((yield from _exchange(pgconn)), pgconn)
+
+
+Call = tuple[Statement, Sequence[Param]]
+
+
+def exchange_all(
+    pgconn: pq.abc.PGconn, prepared: set[bytes], create: bytes, calls: Sequence[Call]
+) -> Protocol[list[Rows]]:
+    """Run ``calls`` in order; create the table if missing, rerun on a deadlock."""
+    tries = 0
+    while True:
+        try:
+            results = []
+            for statement, params in calls:
+                results.append((yield from _call(pgconn, prepared, statement, params)))
+            return results
+        except ServerError as exc:
+            tries += 1
+            if exc.sqlstate in _UNDEFINED and tries == 1:
+                yield from _simple(pgconn, create)
+                prepared.clear()  # plans made before the table existed are gone
+            elif exc.sqlstate in _TRANSIENT and tries < _TRANSIENT_TRIES:
+                continue
+            else:
+                raise
+
+
+def _poll_ready(fd: int, wait: int, seconds: float) -> bool:
+    poller = select.poll()
+    poller.register(fd, select.POLLIN if wait == READ else select.POLLOUT)
+    return bool(poller.poll(max(0, int(seconds * 1000) + 1)))
+
+
+def drive(protocol: Protocol[T], fd: int, deadline: float) -> T:
+    """Run ``protocol`` on a blocking thread, waiting on ``fd`` until ``deadline``."""
+    try:
+        wait = next(protocol)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not _poll_ready(fd, wait, remaining):
+                raise CallTimeout("no answer before the deadline")
+            wait = protocol.send(None)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+
+
+def _wake(future: asyncio.Future[bool], ready: bool) -> None:
+    if not future.done():
+        future.set_result(ready)
+
+
+async def adrive(protocol: Protocol[T], fd: int, deadline: float) -> T:
+    """Run ``protocol`` in the running event loop, waiting on ``fd`` until ``deadline``."""
+    loop = asyncio.get_running_loop()
+    try:
+        wait = next(protocol)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise CallTimeout("no answer before the deadline")
+            future: asyncio.Future[bool] = loop.create_future()
+            if wait == READ:
+                loop.add_reader(fd, _wake, future, True)
+            else:
+                loop.add_writer(fd, _wake, future, True)
+            timer = loop.call_later(remaining, _wake, future, False)
+            try:
+                ready = await future
+            finally:
+                timer.cancel()
+                if wait == READ:
+                    loop.remove_reader(fd)
+                else:
+                    loop.remove_writer(fd)
+            if not ready:
+                raise CallTimeout("no answer before the deadline")
+            wait = protocol.send(None)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+
+
+# Which of our statements each connection has prepared; gone with the connection.
+_PREPARED: weakref.WeakKeyDictionary[Any, set[bytes]] = weakref.WeakKeyDictionary()
+_PREPARED_LOCK = threading.Lock()
+
+
+def prepared_on(conn: Any) -> set[bytes]:
+    """The names of our statements prepared on ``conn``."""
+    found = _PREPARED.get(conn)
+    if found is None:
+        with _PREPARED_LOCK:
+            found = _PREPARED.setdefault(conn, set())
+    return found
+
+
+def healthy(conn: Any) -> bool:
+    """Whether ``conn`` can serve another call (idle, not broken)."""
+    pgconn = conn.pgconn
+    return bool(
+        pgconn.status == pq.ConnStatus.OK and pgconn.transaction_status == pq.TransactionStatus.IDLE
+    )
+
+
+def broken(conn: Any) -> None:
+    """Close a connection left mid-exchange: nobody can tell what it will read next."""
+    conn.pgconn.finish()
+
+
+class PoolTimeout(Exception):
+    """Every connection of a pool was busy until the deadline."""
+
+
+class SyncPool:
+    """A small thread-safe pool: idle connections in a list, a semaphore for the size bound."""
+
+    def __init__(self, connect: Callable[[], psycopg.Connection[Any]], size: int) -> None:
+        """Make connections with ``connect`` on demand, at most ``size`` at once."""
+        self._connect = connect
+        self._idle: list[psycopg.Connection[Any]] = []
+        self._slots = threading.BoundedSemaphore(size)
+        self._closed = False
+
+    def getconn(self, timeout: float) -> psycopg.Connection[Any]:
+        """An idle connection, or a new one; ``PoolTimeout`` if all are busy past ``timeout``."""
+        if self._closed:
+            raise psycopg.OperationalError("the cache's connection pool is closed")
+        if not self._slots.acquire(timeout=max(0.0, timeout)):
+            raise PoolTimeout(f"every pooled connection stayed busy for {timeout:.2f}s")
+        try:
+            while self._idle:
+                try:
+                    conn = self._idle.pop()
+                except IndexError:
+                    break
+                if healthy(conn):
+                    return conn
+                conn.close()
+            return self._connect()
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def putconn(self, conn: psycopg.Connection[Any]) -> None:
+        """Take back a connection; a broken one is closed."""
+        if healthy(conn) and not self._closed:
+            self._idle.append(conn)
+        else:
+            conn.close()
+        self._slots.release()
+
+    def discard_idle(self) -> None:
+        """Close the idle connections (after a lost one: the server probably restarted)."""
+        while self._idle:
+            try:
+                self._idle.pop().close()
+            except IndexError:
+                break
+
+    def close(self) -> None:
+        """Close the idle connections and refuse new calls."""
+        self._closed = True
+        self.discard_idle()
+
+
+class AsyncPool:
+    """The async twin of ``SyncPool`` for one event loop."""
+
+    def __init__(
+        self, connect: Callable[[], Any], size: int, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        """Make connections with ``connect`` (a coroutine function), at most ``size`` at once."""
+        self._connect = connect
+        self._idle: list[psycopg.AsyncConnection[Any]] = []
+        self._slots = asyncio.Semaphore(size)
+        self.loop = loop
+        self._closed = False
+
+    async def getconn(self, timeout: float) -> psycopg.AsyncConnection[Any]:
+        """An idle connection, or a new one; ``PoolTimeout`` if all are busy past ``timeout``."""
+        if self._closed:
+            raise psycopg.OperationalError("the cache's connection pool is closed")
+        if self._slots.locked():
+            try:
+                await asyncio.wait_for(self._slots.acquire(), max(0.0, timeout))
+            except asyncio.TimeoutError:
+                raise PoolTimeout(
+                    f"every pooled connection stayed busy for {timeout:.2f}s"
+                ) from None
+        else:
+            await self._slots.acquire()
+        try:
+            while self._idle:
+                conn = self._idle.pop()
+                if healthy(conn):
+                    return conn
+                broken(conn)
+            conn = await asyncio.wait_for(self._connect(), max(0.001, timeout))
+            return conn
+        except BaseException:
+            self._slots.release()
+            raise
+
+    async def putconn(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """Take back a connection; a broken one is closed."""
+        if healthy(conn) and not self._closed:
+            self._idle.append(conn)
+        else:
+            broken(conn)
+        self._slots.release()
+
+    def discard_idle(self) -> None:
+        """Close the idle connections (after a lost one: the server probably restarted)."""
+        while self._idle:
+            broken(self._idle.pop())
+
+    def close(self) -> None:
+        """Close the idle connections (synchronously: also when the loop is gone)."""
+        self._closed = True
+        self.discard_idle()
+
+
+class AsyncPools:
+    """One ``AsyncPool`` per event loop; pools of loops that closed are closed on the way."""
+
+    def __init__(self, connect: Callable[[], Any], size: int) -> None:
+        """Pools that make connections with ``connect``, ``size`` at most each."""
+        self._connect = connect
+        self._size = size
+        self._pools: dict[asyncio.AbstractEventLoop, AsyncPool] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def for_loop(self, loop: asyncio.AbstractEventLoop) -> AsyncPool:
+        """The pool of ``loop``, made on first use."""
+        pool = self._pools.get(loop)
+        if pool is not None:
+            return pool
+        with self._lock:
+            if self._closed:
+                raise psycopg.OperationalError("the cache's connection pool is closed")
+            for other in [old for old in self._pools if old.is_closed()]:
+                self._pools.pop(other).close()
+            pool = self._pools.get(loop)
+            if pool is None:
+                pool = self._pools[loop] = AsyncPool(self._connect, self._size, loop)
+            return pool
+
+    def close(self) -> None:
+        """Close every loop's idle connections."""
+        with self._lock:
+            self._closed = True
+            pools, self._pools = list(self._pools.values()), {}
+        for pool in pools:
+            pool.close()
