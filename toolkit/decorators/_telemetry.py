@@ -14,6 +14,7 @@ from opentelemetry import trace
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
 
 from toolkit._types import Namespace
+from toolkit.middleware.otel import global_tracing_live
 
 SPAN_NAME = "cache.call"
 _log = logging.getLogger("toolkit.decorators")
@@ -33,8 +34,7 @@ class Telemetry:
         self.ns_label = ".".join(ns)  # the middleware's short form for plain namespaces
         self.func_name = func_name
         self.tracer = trace.get_tracer(__name__, __version__, tracer_provider=tracer_provider)
-        # get_tracer_provider() installs one named by OTEL_PYTHON_TRACER_PROVIDER, if any, so
-        # that afterwards "no global provider" is one module lookup per call.
+        # Following the global provider: whether it is an SDK is checked cheaply per call.
         self.uses_global_provider = tracer_provider is None and isinstance(
             trace.get_tracer_provider(), trace.ProxyTracerProvider
         )
@@ -43,7 +43,7 @@ class Telemetry:
         """A recording ``cache.call`` span, or ``None`` when nothing would record it."""
         # With no explicit provider and no global SDK provider a span could only be a
         # non-recording no-op: skip even the ProxyTracer round trip.
-        if self.uses_global_provider and trace._TRACER_PROVIDER is None:
+        if self.uses_global_provider and not global_tracing_live():
             return None
         if otel_context.get_value(_SUPPRESS_INSTRUMENTATION_KEY):
             return None

@@ -339,6 +339,22 @@ class FailOpen(CacheMiddleware[ValueT]):
         super().__init__(inner)
 
     @property
+    def breaker(self) -> CircuitBreaker:
+        """The circuit breaker this layer consults."""
+        return self._breaker
+
+    @property
+    def uses_threads(self) -> bool:
+        """Whether sync calls run on deadline threads (an unbounded out-of-process backend)."""
+        return self._workers is not None
+
+    def verdict(self, operation: str, arg: Any, exc: BaseException) -> bool:
+        """Judge a failure of an admitted call as this layer would: ``True`` if swallowed."""
+        guard = _Guard(self, operation, arg)
+        guard.admitted = True
+        return guard.__exit__(type(exc), exc, exc.__traceback__)
+
+    @property
     def circuit_state(self) -> int:
         """The breaker's state: 0 closed, 1 half-open, 2 open."""
         return self._breaker.state

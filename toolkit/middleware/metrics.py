@@ -12,7 +12,6 @@ from time import perf_counter
 from types import TracebackType
 from typing import Any
 
-from opentelemetry import trace
 from opentelemetry.trace import get_current_span
 from prometheus_client import REGISTRY, CollectorRegistry, Gauge
 from prometheus_client.core import GaugeMetricFamily
@@ -29,6 +28,7 @@ from toolkit._types import (
 from toolkit.base import check_key, check_namespace, is_refusal
 from toolkit.middleware.base import ObservingMiddleware, backend_name, innermost, logger
 from toolkit.middleware.labels import ALL_CACHES, INVALID, CacheLabeler, default_cache_label
+from toolkit.middleware.otel import global_tracing_live
 from toolkit.middleware.recorders import (
     CounterFamily,
     HistogramFamily,
@@ -71,10 +71,10 @@ _Exemplar = dict[str, str]
 def _exemplars_wanted(setting: bool | None) -> bool:
     """``True``/``False`` as configured; ``None``: only while a global SDK provider is installed."""
     # Without an SDK nothing records: skip the context lookup (the no-SDK hot path).
-    return setting or (setting is None and trace._TRACER_PROVIDER is not None)
+    return setting or (setting is None and global_tracing_live())
 
 
-def _exemplar() -> _Exemplar | None:
+def current_exemplar() -> _Exemplar | None:
     """The current trace as exemplar labels, when a span is recording."""
     span = get_current_span()
     if not span.is_recording():
@@ -326,7 +326,7 @@ class Recorder:
 
     def exemplar(self) -> _Exemplar | None:
         """The exemplar of an observation now, if exemplars are wanted and a span records."""
-        return _exemplar() if _exemplars_wanted(self.exemplars) else None
+        return current_exemplar() if _exemplars_wanted(self.exemplars) else None
 
     def children(self, ns: Namespace) -> _Children:
         """The counters of ``ns``'s label, bound once."""
@@ -370,8 +370,8 @@ class Recorder:
         """Observe a call's latency (with the current trace as exemplar, when wanted)."""
         cell = self.durations[operation]
         setting = self.exemplars  # _exemplars_wanted inlined: this runs on every call
-        if setting or (setting is None and trace._TRACER_PROVIDER is not None):
-            cell.observe(elapsed, _exemplar())
+        if setting or (setting is None and global_tracing_live()):
+            cell.observe(elapsed, current_exemplar())
         else:
             cell.observe(elapsed)
 

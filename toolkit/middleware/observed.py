@@ -6,13 +6,12 @@ from collections.abc import Mapping, Sequence
 from time import perf_counter
 from typing import Any
 
-from opentelemetry import trace
-
 from toolkit._types import FullKey, Namespace, ValueT
 from toolkit.base import key_sequence
 from toolkit.middleware.base import CacheMiddleware
 from toolkit.middleware.failopen import FailOpen
-from toolkit.middleware.metrics import Metrics, Recorder, _exemplar
+from toolkit.middleware.metrics import Metrics, Recorder, current_exemplar
+from toolkit.middleware.otel import global_tracing_live
 from toolkit.middleware.tracing import Tracing
 
 __all__ = ["ObservedCache"]
@@ -39,19 +38,19 @@ class _FastPath:
         self.inner = cache.inner
         self.stack = cache._stack
         self.failopen = cache.failopen
-        self.breaker = cache.failopen._breaker
+        self.breaker = cache.failopen.breaker
         self.tracing = cache.tracing
         self.recorder: Recorder = cache.metrics.recorder
         self.cells = self.recorder.durations
         # Without a deadline thread and with lock-free metrics, a call can skip the layers.
-        direct = self.failopen._workers is None and not self.recorder.families.multiprocess
+        direct = not self.failopen.uses_threads and not self.recorder.families.multiprocess
         self.direct = direct
         self.adirect = direct and self.failopen.async_deadline is None
-        self.quick = direct and self.tracing._global  # then "no SDK" is one module lookup
+        self.quick = direct and self.tracing.follows_global  # then "no SDK" is one cheap check
 
     def runs(self) -> bool:
         """Whether this path may run a call now (else the stack does): see ``ObservedCache``."""
-        if self.quick and trace._TRACER_PROVIDER is None:
+        if self.quick and not global_tracing_live():
             return not self.breaker.state
         return self.direct and not self.breaker.state and self.tracing.idle()
 
@@ -87,8 +86,8 @@ class _FastPath:
             recorder.count_gets(arg, result)
         cell = self.cells[operation]
         setting = recorder.exemplars
-        if setting or (setting is None and trace._TRACER_PROVIDER is not None):
-            cell.observe(elapsed, _exemplar())
+        if setting or (setting is None and global_tracing_live()):
+            cell.observe(elapsed, current_exemplar())
         elif elapsed <= cell.first:  # HistogramCell.observe inlined for the common bucket
             next(cell.first_bucket)
             cell.sum += elapsed
@@ -107,9 +106,7 @@ class _FastPath:
 
     def judge(self, operation: str, arg: Any, exc: BaseException) -> None:
         """``FailOpen``'s verdict: the failure is swallowed (a miss, a dropped write) or raised."""
-        guard = self.failopen._guard(operation, arg)
-        guard.admitted = True
-        if not guard.__exit__(type(exc), exc, exc.__traceback__):
+        if not self.failopen.verdict(operation, arg, exc):
             raise exc
 
 
@@ -156,8 +153,7 @@ class ObservedCache(CacheMiddleware[ValueT]):
             keys = key_sequence(keys)
         fast = self._fast
         if not (
-            (fast.quick and trace._TRACER_PROVIDER is None and not fast.breaker.state)
-            or fast.runs()
+            (fast.quick and not global_tracing_live() and not fast.breaker.state) or fast.runs()
         ):
             return self._stack.get(keys)
         start = perf_counter()
@@ -188,8 +184,7 @@ class ObservedCache(CacheMiddleware[ValueT]):
         """Set the cached values for the given keys and TTLs; a failure drops the write."""
         fast = self._fast
         if not (
-            (fast.quick and trace._TRACER_PROVIDER is None and not fast.breaker.state)
-            or fast.runs()
+            (fast.quick and not global_tracing_live() and not fast.breaker.state) or fast.runs()
         ):
             self._stack.set(pairs)
             return

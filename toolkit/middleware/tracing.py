@@ -23,6 +23,7 @@ from opentelemetry.trace import (
 from toolkit._types import FullKey, Namespace, ValueT
 from toolkit.middleware.base import ObservingMiddleware, backend_name, logger
 from toolkit.middleware.labels import ALL_CACHES, default_cache_label
+from toolkit.middleware.otel import global_tracing_live
 
 __all__ = ["MAX_HASHED_KEYS", "RequestHook", "ResponseHook", "Tracing"]
 
@@ -139,7 +140,7 @@ class Tracing(ObservingMiddleware[ValueT]):
         from toolkit import __version__
 
         self._tracer = trace.get_tracer(_SCOPE, __version__, tracer_provider=tracer_provider)
-        self._global = tracer_provider is None and isinstance(
+        self.follows_global = tracer_provider is None and isinstance(
             trace.get_tracer_provider(), ProxyTracerProvider
         )
         self._never_records = isinstance(tracer_provider, NoOpTracerProvider)
@@ -154,15 +155,12 @@ class Tracing(ObservingMiddleware[ValueT]):
 
     def idle(self) -> bool:
         """Whether no span can record now (no SDK, a no-op provider): then none is started."""
-        if not self._global:
+        if not self.follows_global:
             return self._never_records
-        # get_tracer_provider() installs a provider named by OTEL_PYTHON_TRACER_PROVIDER, if any;
-        # afterwards "no global provider" costs one module lookup per call, not an environ probe.
-        provider = trace._TRACER_PROVIDER
-        return provider is None or isinstance(provider, NoOpTracerProvider)
+        return not global_tracing_live()
 
     def _observe(self, operation: str, arg: Any) -> _Span:
-        if (self._global and trace._TRACER_PROVIDER is None) or self.idle():
+        if (self.follows_global and not global_tracing_live()) or self.idle():
             return _NOT_RECORDING  # no SDK installed: nothing can record, skip even the no-op span
         if otel_context.get_value(_SUPPRESS_INSTRUMENTATION_KEY):
             return _NOT_RECORDING
@@ -176,26 +174,26 @@ class Tracing(ObservingMiddleware[ValueT]):
 
     def get(self, keys: Sequence[FullKey]) -> dict[FullKey, ValueT]:
         """Get the cached values for the given keys."""
-        if self._global and trace._TRACER_PROVIDER is None:
+        if self.follows_global and not global_tracing_live():
             return self.inner.get(keys)  # type: ignore[no-any-return]
         return super().get(keys)
 
     async def aget(self, keys: Sequence[FullKey]) -> dict[FullKey, ValueT]:
         """Asynchronously get the cached values for the given keys."""
-        if self._global and trace._TRACER_PROVIDER is None:
+        if self.follows_global and not global_tracing_live():
             return await self.inner.aget(keys)  # type: ignore[no-any-return]
         return await super().aget(keys)
 
     def set(self, pairs: Mapping[FullKey, tuple[ValueT, int | None]]) -> None:
         """Set the cached values for the given keys and TTLs."""
-        if self._global and trace._TRACER_PROVIDER is None:
+        if self.follows_global and not global_tracing_live():
             self.inner.set(pairs)
         else:
             super().set(pairs)
 
     async def aset(self, pairs: Mapping[FullKey, tuple[ValueT, int | None]]) -> None:
         """Asynchronously set the cached values for the given keys and TTLs."""
-        if self._global and trace._TRACER_PROVIDER is None:
+        if self.follows_global and not global_tracing_live():
             await self.inner.aset(pairs)
         else:
             await super().aset(pairs)
