@@ -51,17 +51,17 @@ def cache_from_url(url: str) -> BaseCache[Any]:
         return InMemoryCache()
     if scheme == "sqlite":
         path = _sqlite_path(parts.netloc, parts.path, url)
-        from toolkit.backends.sqlite import SqliteCache  # type: ignore[import-not-found, unused-ignore]
+        from toolkit.backends.sqlite import SqliteCache
 
-        return SqliteCache(path=path)  # type: ignore[no-any-return, unused-ignore]
+        return SqliteCache(path=path)
     if scheme in ("redis", "rediss", "unix"):
-        from toolkit.backends.redis import RedisCache  # type: ignore[import-not-found, unused-ignore]
+        from toolkit.backends.redis import RedisCache
 
-        return RedisCache.from_url(url)  # type: ignore[no-any-return, unused-ignore]
+        return RedisCache.from_url(url)
     if scheme in ("postgresql", "postgres"):
-        from toolkit.backends.postgres import PostgresCache  # type: ignore[import-not-found, unused-ignore]
+        from toolkit.backends.postgres import PostgresCache
 
-        return PostgresCache.from_url(url)  # type: ignore[no-any-return, unused-ignore]
+        return PostgresCache.from_url(url)
     raise ValueError(
         f"unsupported cache URL {url!r}: expected memory://, sqlite:///path, "
         "sqlite://:memory:, redis://host:port/db, rediss://... or postgresql://..."
@@ -136,7 +136,7 @@ def default_cache() -> BaseCache[Any]:
 
 
 def _observed(cache: BaseCache[Any]) -> BaseCache[Any]:
-    from toolkit.middleware import observe  # type: ignore[attr-defined, unused-ignore]
+    from toolkit.middleware import observe
 
     observed: BaseCache[Any] = observe(cache)
     return observed
