@@ -31,6 +31,7 @@ from toolkit.middleware import (
     wrap,
 )
 from toolkit.serde import PickleSerializer, SafeSerializer
+from toolkit.switches import disabled, refreshing
 from toolkit.ttl import parse_ttl
 
 if typing.TYPE_CHECKING:
@@ -83,8 +84,10 @@ __all__ = [
     "cached",
     "configure",
     "derive_key",
+    "disabled",
     "observe",
     "parse_ttl",
+    "refreshing",
     "start_metrics_server",
     "wrap",
 ]

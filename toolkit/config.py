@@ -8,6 +8,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from toolkit.base import BaseCache
+from toolkit.switches import set_enabled
 
 __all__ = [
     "ENV_VAR",
@@ -15,6 +16,7 @@ __all__ = [
     "configure",
     "default_cache",
     "is_cache_like",
+    "observed_from_url",
     "sqlite_url_path",
 ]
 
@@ -101,11 +103,20 @@ def _positive_int(text: str, url: str) -> int:
     return value
 
 
-def configure(*, cache: BaseCache[Any] | str | None = None) -> BaseCache[Any] | None:
+def configure(
+    *, cache: BaseCache[Any] | str | None = None, enabled: bool | None = None
+) -> BaseCache[Any] | None:
     """Set the default cache of ``@cached``: a cache, a URL (wrapped in ``observe``) or ``None``.
 
-    Returns the default now in effect (``None`` after a reset: it is rebuilt on next use).
+    ``enabled=False`` turns caching off for the whole process (every ``@cached`` call runs
+    its function; see ``toolkit.disabled()`` for a block), ``enabled=True`` back on; left
+    out, it is unchanged. Returns the default cache now in effect (``None`` after a reset:
+    it is rebuilt on next use).
     """
+    if enabled is not None:
+        set_enabled(enabled)
+        if cache is None:
+            return _state.cache
     if isinstance(cache, str):
         cache = _observed(cache_from_url(cache))
     elif cache is not None and not is_cache_like(cache):
@@ -133,6 +144,11 @@ def default_cache() -> BaseCache[Any]:
 
                 _state.cache = _observed(InMemoryCache())
         return _state.cache
+
+
+def observed_from_url(url: str) -> BaseCache[Any]:
+    """``observe(cache_from_url(url))``: what ``configure`` and ``@cached`` make of a URL."""
+    return _observed(cache_from_url(url))
 
 
 def _observed(cache: BaseCache[Any]) -> BaseCache[Any]:

@@ -14,6 +14,7 @@ from typing import Any
 
 from opentelemetry import trace
 
+from toolkit import switches
 from toolkit._types import FullKey, Namespace
 from toolkit.base import BaseCache
 from toolkit.config import default_cache
@@ -21,6 +22,7 @@ from toolkit.decorators._entry import MISSING, StorePolicy, is_hit
 from toolkit.decorators._plan import CallKeys
 from toolkit.decorators._telemetry import Telemetry
 from toolkit.decorators.flight import Flight, Flights
+from toolkit.decorators.stats import CacheParameters
 
 Args = tuple[Any, ...]
 Kwargs = dict[str, Any]
@@ -54,6 +56,8 @@ class Cached:
         self.func_name = self.keys.func_name
         self.store = StorePolicy(ttl, cache_none, condition)
         self.telemetry = Telemetry(ns, self.func_name, tracer_provider)
+        self.stats = self.telemetry.stats
+        self.parameters = CacheParameters(ns, ttl, cache_none, strict_containers, key_id)
         self.flights = Flights()
 
     def backend(self) -> BaseCache[Any]:
@@ -69,22 +73,46 @@ class Cached:
             cache = default_cache()
         return self.full_key(instance, args, kwargs), cache, self.telemetry.span()
 
+    # -- the switches: caching off, or a forced refresh (see toolkit.switches) --
+
+    def _switched(
+        self, wrapped: Callable[..., Any], instance: Any, args: Args, kwargs: Kwargs
+    ) -> Any:
+        if switches.mode() == switches.OFF:
+            return wrapped(*args, **kwargs)
+        return self.refresh(wrapped, instance, args, kwargs)
+
+    async def _aswitched(
+        self, wrapped: Callable[..., Any], instance: Any, args: Args, kwargs: Kwargs
+    ) -> Any:
+        if switches.mode() == switches.OFF:
+            result = wrapped(*args, **kwargs)
+            return await result if inspect.isawaitable(result) else result
+        return await self.arefresh(wrapped, instance, args, kwargs)
+
     # -- the sync path --
 
     def call(self, wrapped: Callable[..., Any], instance: Any, args: Args, kwargs: Kwargs) -> Any:
         """One call of the decorated sync function."""
+        if switches.mode() is not None:
+            return self._switched(wrapped, instance, args, kwargs)
         full_key, cache, span = self.begin(instance, args, kwargs)
+        stats = self.stats
         if span is None:
             value = cache.get([full_key]).get(full_key, MISSING)
             if is_hit(value):
+                stats.hit()
                 return value
+            stats.miss()
             return self._single_flight(cache, wrapped, args, kwargs, full_key, None)
         with trace.use_span(span, end_on_exit=True):
             value = cache.get([full_key]).get(full_key, MISSING)
             hit = is_hit(value)
             span.set_attribute("cache.hit", hit)
             if hit:
+                stats.hit()
                 return value
+            stats.miss()
             return self._single_flight(cache, wrapped, args, kwargs, full_key, span)
 
     def _single_flight(
@@ -157,18 +185,25 @@ class Cached:
         self, wrapped: Callable[..., Any], instance: Any, args: Args, kwargs: Kwargs
     ) -> Any:
         """One call of the decorated coroutine function (or of a sync one from async code)."""
+        if switches.mode() is not None:
+            return await self._aswitched(wrapped, instance, args, kwargs)
         full_key, cache, span = self.begin(instance, args, kwargs)
+        stats = self.stats
         if span is None:
             value = (await cache.aget([full_key])).get(full_key, MISSING)
             if is_hit(value):
+                stats.hit()
                 return value
+            stats.miss()
             return await self._asingle_flight(cache, wrapped, args, kwargs, full_key, None)
         with trace.use_span(span, end_on_exit=True):
             value = (await cache.aget([full_key])).get(full_key, MISSING)
             hit = is_hit(value)
             span.set_attribute("cache.hit", hit)
             if hit:
+                stats.hit()
                 return value
+            stats.miss()
             return await self._asingle_flight(cache, wrapped, args, kwargs, full_key, span)
 
     async def _asingle_flight(

@@ -2,21 +2,39 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Coroutine, Iterable
+from datetime import timedelta
 from typing import Any, ParamSpec, TypeVar, cast, overload
 
 from opentelemetry import trace
 
 from toolkit._types import Namespace
 from toolkit.base import BaseCache, check_ttl
-from toolkit.config import is_cache_like
+from toolkit.config import is_cache_like, observed_from_url
 from toolkit.decorators._call import Cached
 from toolkit.decorators._plan import namespace
 from toolkit.decorators.protocols import AsyncCachedFunction, CachedDecorator, CachedFunction
 from toolkit.decorators.wrapper import CachedWrapper
+from toolkit.ttl import parse_ttl
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+def _refuse_uncacheable(target: object) -> None:
+    """Refuse, at decoration time, what can never be cached."""
+    name = getattr(target, "__qualname__", type(target).__name__)
+    if isinstance(target, type):
+        raise TypeError(
+            f"@cached cannot decorate the class {name}: decorate its methods, or a factory "
+            "function that builds instances"
+        )
+    if inspect.isgeneratorfunction(target) or inspect.isasyncgenfunction(target):
+        raise TypeError(
+            f"@cached cannot decorate the generator function {name}: a generator is consumed "
+            "once and cannot be stored; return a list (or a tuple) instead"
+        )
 
 
 def _is_decoratable(obj: object) -> bool:
@@ -32,9 +50,9 @@ def cached(func: Callable[P, R], /) -> CachedFunction[P, R]: ...
 @overload
 def cached(
     ns: str | Namespace | None = None,
-    ttl: float | None = None,
+    ttl: float | timedelta | str | None = None,
     *,
-    cache: BaseCache[Any] | None = None,
+    cache: BaseCache[Any] | str | None = None,
     key: Callable[..., Any] | None = None,
     ignore: Iterable[str] = (),
     version: str | int | None = None,
@@ -46,9 +64,9 @@ def cached(
 ) -> CachedDecorator: ...
 def cached(
     ns: Any = None,
-    ttl: float | None = None,
+    ttl: float | timedelta | str | None = None,
     *,
-    cache: BaseCache[Any] | None = None,
+    cache: BaseCache[Any] | str | None = None,
     key: Callable[..., Any] | None = None,
     ignore: Iterable[str] = (),
     version: str | int | None = None,
@@ -71,9 +89,19 @@ def cached(
     one way for two functions to share entries; see ``toolkit._identity``).
     """
     func, name = (ns, None) if _is_decoratable(ns) else (None, ns)
-    check_ttl(ttl, "@cached", allow_zero=False)
+    given: object = name
+    if isinstance(given, (int, float, timedelta)) and not isinstance(given, bool):  # @cached(60)
+        raise TypeError(
+            f"@cached({name!r}): the first argument is the namespace (a str or tuple of str); "
+            f"for a ttl write @cached(ttl={name!r}) or @cached('my.namespace', {name!r})"
+        )
+    seconds = check_ttl(parse_ttl(ttl), "@cached", allow_zero=False)
+    if isinstance(cache, str):
+        cache = observed_from_url(cache)  # as configure(cache=url) does
     if cache is not None and not is_cache_like(cache):
-        raise TypeError(f"cache must be a BaseCache-like object, got {type(cache).__name__}")
+        raise TypeError(
+            f"cache must be a BaseCache-like object or a cache URL, got {type(cache).__name__}"
+        )
     if isinstance(ignore, str):
         ignore = (ignore,)
     ignore = tuple(ignore)
@@ -82,10 +110,11 @@ def cached(
         if not _is_decoratable(func):
             raise TypeError(f"@cached decorates functions and methods, got {type(func).__name__}")
         target = func.__func__ if isinstance(func, (classmethod, staticmethod)) else func
+        _refuse_uncacheable(target)
         state = Cached(
             target,
             ns=namespace(name, target, version),
-            ttl=ttl,
+            ttl=seconds,
             cache=cache,
             key=key,
             ignore=ignore,

@@ -14,6 +14,7 @@ from opentelemetry import trace
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
 
 from toolkit._types import Namespace
+from toolkit.decorators.stats import CallStats
 from toolkit.middleware.otel import global_tracing_live
 
 SPAN_NAME = "cache.call"
@@ -23,7 +24,7 @@ _log = logging.getLogger("toolkit.decorators")
 class Telemetry:
     """Spans and cache hooks for one decorated function."""
 
-    __slots__ = ("func_name", "ns", "ns_label", "tracer", "uses_global_provider")
+    __slots__ = ("func_name", "ns", "ns_label", "stats", "tracer", "uses_global_provider")
 
     def __init__(
         self, ns: Namespace, func_name: str, tracer_provider: trace.TracerProvider | None
@@ -31,6 +32,7 @@ class Telemetry:
         from toolkit import __version__
 
         self.ns = ns
+        self.stats = CallStats()
         self.ns_label = ".".join(ns)  # the middleware's short form for plain namespaces
         self.func_name = func_name
         self.tracer = trace.get_tracer(__name__, __version__, tracer_provider=tracer_provider)
@@ -70,6 +72,7 @@ class Telemetry:
 
     def coalesced(self, cache: Any, span: trace.Span | None) -> None:
         """Report a caller that waits on another caller's computation."""
+        self.stats.coalesced()
         self.hook(cache, "record_coalesced")
         if span is not None:
             span.set_attribute("cache.coalesced", True)
@@ -94,4 +97,5 @@ class LoadTimer:
 
     def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
         seconds = time.perf_counter() - self.start
+        self.telemetry.stats.loaded(seconds, ok=exc_type is None)
         self.telemetry.hook(self.cache, "record_load", seconds, ok=exc_type is None)

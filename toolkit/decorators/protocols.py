@@ -6,6 +6,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
 from toolkit._types import FullKey
+from toolkit.decorators.stats import CacheInfo, CacheParameters
 
 __all__ = ["AsyncCachedFunction", "BoundCached", "CachedDecorator", "CachedFunction"]
 
@@ -25,6 +26,8 @@ class BoundCached(Protocol[R_co]):
     async def arefresh(self, *args: Any, **kwargs: Any) -> Any: ...
     def cache_clear(self) -> None: ...
     async def acache_clear(self) -> None: ...
+    def cache_info(self) -> CacheInfo: ...
+    def cache_parameters(self) -> CacheParameters: ...
 
 
 class CachedFunction(Protocol[P, R_co]):
@@ -65,6 +68,14 @@ class CachedFunction(Protocol[P, R_co]):
         """Forget every cached result of this function (async I/O)."""
         ...
 
+    def cache_info(self) -> CacheInfo:
+        """Hits, misses, errors, coalesced waits, loads and load time of this function."""
+        ...
+
+    def cache_parameters(self) -> CacheParameters:
+        """Namespace, ttl (seconds) and options this function caches with."""
+        ...
+
 
 class AsyncCachedFunction(Protocol[P, R_co]):
     """A cached coroutine function: awaited like the original, plus cache controls."""
@@ -98,6 +109,14 @@ class AsyncCachedFunction(Protocol[P, R_co]):
 
     async def acache_clear(self) -> None:
         """Forget every cached result of this function (async I/O)."""
+        ...
+
+    def cache_info(self) -> CacheInfo:
+        """Hits, misses, errors, coalesced waits, loads and load time of this function."""
+        ...
+
+    def cache_parameters(self) -> CacheParameters:
+        """Namespace, ttl (seconds) and options this function caches with."""
         ...
 
 

@@ -14,6 +14,7 @@ import wrapt
 from toolkit._types import FullKey
 from toolkit.decorators import _invalidate
 from toolkit.decorators._call import Cached
+from toolkit.decorators.stats import CacheInfo, CacheParameters
 
 
 class _Controls:
@@ -53,14 +54,24 @@ class _Controls:
         return await state.arefresh(target, instance, args, kwargs)
 
     def cache_clear(self) -> None:
-        """Forget every cached result of this function (its whole namespace)."""
+        """Forget every cached result of this function (its whole namespace); zero its counts."""
         state = self._bind()[0]
         state.backend().clear([state.ns])
+        state.stats.reset()
 
     async def acache_clear(self) -> None:
-        """Forget every cached result of this function (async I/O)."""
+        """Forget every cached result of this function (async I/O); zero its counts."""
         state = self._bind()[0]
         await state.backend().aclear([state.ns])
+        state.stats.reset()
+
+    def cache_info(self) -> CacheInfo:
+        """Hits, misses, errors, coalesced waits, loads and load time of this function."""
+        return self._bind()[0].stats.info()
+
+    def cache_parameters(self) -> CacheParameters:
+        """Namespace, ttl (seconds) and options this function caches with."""
+        return self._bind()[0].parameters
 
 
 class BoundCachedWrapper(_Controls, wrapt.BoundFunctionWrapper[..., Any]):
