@@ -65,6 +65,43 @@ def test_long_parts_are_hashed_and_keys_stay_short() -> None:
     assert codec.encode(long_ns, "k" * 9_999) != rkey
 
 
+@settings(max_examples=300, deadline=None)
+@given(full_keys, full_keys)
+def test_lease_keys_are_never_entries(a: FullKey, b: FullKey) -> None:
+    codec = KeyCodec("p:")
+    lease = codec.lease_key(*a)
+    assert lease != codec.encode(*b)
+    assert codec.decode(lease) is None  # introspection skips it
+    assert lease.startswith(codec.segment(a[0]))  # same slot; clear(ns) removes it
+    assert (codec.lease_key(*a) == codec.lease_key(*b)) == (a == b)
+
+
+def test_decode_refuses_keys_that_only_look_like_entries() -> None:
+    codec = KeyCodec("p:")
+    hashed = codec.encode(("n",), "k" * 500)
+    assert codec.decode(hashed) == (("n",), "#" + hashed.split(b"#")[1].decode())
+    assert codec.decode(hashed + b"!lease") is None
+    assert codec.decode(codec.encode(("n",), "k") + b"!lease") == (("n",), "k!lease")  # a real key
+    assert codec.decode(codec.segment(("n",)) + b"!lease:k") is None
+    assert codec.decode(codec.segment(("n",)) + b"#nothex") is None
+
+
+def test_introspection_skips_lease_keys(
+    redis_url: str, redis_closer: list[RedisCache[Any]]
+) -> None:
+    cache = make_cache(redis_closer, redis_url)
+    cache.set({(("n",), "k"): (1, None), (("n",), "x" * 500): (2, None)})
+    codec = KeyCodec(cache.prefix)
+    cache.client.set(codec.lease_key(("n",), "k"), b"token", px=60_000)
+    cache.client.set(codec.lease_key(("n",), "x" * 500), b"token", px=60_000)
+    cache.client.set(codec.lease_key(("other",), "k"), b"token", px=60_000)
+    assert cache.namespaces() == {("n",): 2}
+    assert len(list(cache.iter_keys(("n",)))) == 2
+    assert cache.stats().entries == 2
+    cache.clear([("n",)])
+    assert cache.client.exists(codec.lease_key(("n",), "k")) == 0
+
+
 @pytest.mark.parametrize("prefix", ["", "a{b}:", "}", 3])
 def test_bad_prefix_rejected(prefix: Any) -> None:
     with pytest.raises((TypeError, ValueError), match="prefix"):
