@@ -65,6 +65,43 @@ def test_long_parts_are_hashed_and_keys_stay_short() -> None:
     assert codec.encode(long_ns, "k" * 9_999) != rkey
 
 
+@settings(max_examples=300, deadline=None)
+@given(full_keys, full_keys)
+def test_lease_keys_are_never_entries(a: FullKey, b: FullKey) -> None:
+    codec = KeyCodec("p:")
+    lease = codec.lease_key(*a)
+    assert lease != codec.encode(*b)
+    assert codec.decode(lease) is None  # introspection skips it
+    assert lease.startswith(codec.segment(a[0]))  # same slot; clear(ns) removes it
+    assert (codec.lease_key(*a) == codec.lease_key(*b)) == (a == b)
+
+
+def test_decode_refuses_keys_that_only_look_like_entries() -> None:
+    codec = KeyCodec("p:")
+    hashed = codec.encode(("n",), "k" * 500)
+    assert codec.decode(hashed) == (("n",), "#" + hashed.split(b"#")[1].decode())
+    assert codec.decode(hashed + b"!lease") is None
+    assert codec.decode(codec.encode(("n",), "k") + b"!lease") == (("n",), "k!lease")  # a real key
+    assert codec.decode(codec.segment(("n",)) + b"!lease:k") is None
+    assert codec.decode(codec.segment(("n",)) + b"#nothex") is None
+
+
+def test_introspection_skips_lease_keys(
+    redis_url: str, redis_closer: list[RedisCache[Any]]
+) -> None:
+    cache = make_cache(redis_closer, redis_url)
+    cache.set({(("n",), "k"): (1, None), (("n",), "x" * 500): (2, None)})
+    codec = KeyCodec(cache.prefix)
+    cache.client.set(codec.lease_key(("n",), "k"), b"token", px=60_000)
+    cache.client.set(codec.lease_key(("n",), "x" * 500), b"token", px=60_000)
+    cache.client.set(codec.lease_key(("other",), "k"), b"token", px=60_000)
+    assert cache.namespaces() == {("n",): 2}
+    assert len(list(cache.iter_keys(("n",)))) == 2
+    assert cache.stats().entries == 2
+    cache.clear([("n",)])
+    assert cache.client.exists(codec.lease_key(("n",), "k")) == 0
+
+
 @pytest.mark.parametrize("prefix", ["", "a{b}:", "}", 3])
 def test_bad_prefix_rejected(prefix: Any) -> None:
     with pytest.raises((TypeError, ValueError), match="prefix"):
@@ -284,7 +321,8 @@ async def test_silent_server_times_out_async_without_blocking_the_loop(
     finally:
         stop.set()
         await ticking
-    assert isinstance(caught.value.__cause__, redis.TimeoutError)
+    # The whole-call bound (asyncio.timeout) or a socket timeout: whichever came first.
+    assert isinstance(caught.value.__cause__, (redis.TimeoutError, TimeoutError))
     # The loop kept running while each call waited out its 0.3 s timeout.
     assert len(gaps) > 10
     assert max(gaps) < 0.3 / 2
@@ -422,7 +460,23 @@ async def test_call_bound_known_only_for_clients_it_made(
     redis_url: str, redis_closer: list[RedisCache[Any]]
 ) -> None:
     made = make_cache(redis_closer, redis_url, socket_timeout=0.2, socket_connect_timeout=0.1)
-    assert made.max_call_seconds == pytest.approx(0.3)
+    assert made.max_call_seconds == pytest.approx(0.6)  # two round trips fit
+    bounded = make_cache(
+        redis_closer,
+        redis_url,
+        socket_timeout=0.2,
+        socket_connect_timeout=0.1,
+        max_call_seconds=0.4,
+    )
+    assert bounded.max_call_seconds == pytest.approx(0.4)
+    with pytest.raises(ValueError, match="must fit one round trip"):
+        make_cache(
+            redis_closer,
+            redis_url,
+            socket_timeout=0.2,
+            socket_connect_timeout=0.1,
+            max_call_seconds=0.2,
+        )
     given: RedisCache[Any] = RedisCache(redis.Redis.from_url(redis_url), prefix=unique_prefix())
     try:
         assert given.max_call_seconds is None

@@ -6,6 +6,10 @@ A Redis key is ``prefix + "{" + tag + "}" + keypart``:
   and ``}`` percent-escaped, so the tag never contains a raw ``}``; a tag longer than
   ``MAX_TAG_BYTES`` becomes ``"#" + blake2b(tag)`` (a literal tag starts with ``ns``, never ``#``).
 - ``keypart`` is ``":" + key`` or, for a key longer than ``MAX_KEY_BYTES``, ``"#" + blake2b(key)``.
+- keys that are not entries (a lease on an entry: ``LEASE_MARK + keypart``) put another
+  marker right after the ``}``, so no entry key can equal them and ``decode`` (hence
+  ``stats``, ``namespaces`` and ``iter_keys``) skips them; ``clear`` of the namespace
+  removes them with its entries.
 
 The ``{...}`` segment ends at its first ``}``, so it is prefix-free: a namespace's keys are
 exactly the keys that start with ``prefix + segment``, which one escaped SCAN pattern selects
@@ -21,7 +25,7 @@ import re
 
 from toolkit._types import Namespace
 
-__all__ = ["KeyCodec", "glob_escape"]
+__all__ = ["LEASE_MARK", "KeyCodec", "glob_escape"]
 
 MAX_TAG_BYTES = 120
 MAX_KEY_BYTES = 120
@@ -31,6 +35,9 @@ _PART_ESCAPES = str.maketrans({"%": "%25", "/": "%2F", "}": "%7D"})
 _GLOB_SPECIALS = frozenset(b"*?[]\\")
 _PART_UNESCAPES = {b"25": b"%", b"2F": b"/", b"7D": b"}"}
 _ESCAPED = re.compile(rb"%(25|2F|7D)")
+_DIGEST = re.compile(r"[0-9a-f]{32}")
+LEASE_MARK = b"!lease"
+"""What follows the namespace segment in a lease key, instead of an entry's ``:`` or ``#``."""
 
 
 def _digest(data: bytes) -> str:
@@ -94,6 +101,10 @@ class KeyCodec:
             return self.segment(ns) + b"#" + _digest(raw).encode()
         return self.segment(ns) + b":" + raw
 
+    def lease_key(self, ns: Namespace, key: str) -> bytes:
+        """The Redis key of the lease on ``(ns, key)``: same slot, never an entry's key."""
+        return self.segment(ns) + LEASE_MARK + self.encode(ns, key)[len(self.segment(ns)) :]
+
     def namespace_pattern(self, ns: Namespace) -> bytes:
         """A SCAN MATCH pattern selecting exactly the keys of ``ns``."""
         return glob_escape(self.segment(ns)) + b"*"
@@ -120,6 +131,8 @@ class KeyCodec:
         try:
             key = rest[1:].decode()
             if rest[:1] == b"#":
+                if _DIGEST.fullmatch(key) is None:
+                    return None  # a hashed key part is exactly one digest, nothing appended
                 key = "#" + key
             elif rest[:1] != b":":
                 return None

@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any
+import time
+from collections.abc import Awaitable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
 
 from toolkit._types import FullKey, Namespace, SerializerProtocol, ValueT
 from toolkit.backends._integrity import seal, unseal
@@ -58,13 +59,23 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "RedisCache needs the redis package: pip install 'langgraph-cache-toolkit[redis]'"
     ) from exc
 
-__all__ = ["DEFAULT_PREFIX", "DEFAULT_TIMEOUT", "RedisCache"]
+__all__ = [
+    "DEFAULT_CALL_SECONDS",
+    "DEFAULT_CONNECT_TIMEOUT",
+    "DEFAULT_PREFIX",
+    "DEFAULT_TIMEOUT",
+    "RedisCache",
+]
 
 DEFAULT_PREFIX = "toolkit:cache:"
 ASYNC_MAX_CONNECTIONS = 32
 """Connections per event loop in a ``from_url`` cache's async pool; callers beyond wait."""
-DEFAULT_TIMEOUT = 0.25
-"""Seconds ``from_url`` clients wait to connect and for each reply."""
+DEFAULT_TIMEOUT = 0.15
+"""Seconds ``from_url`` sync clients wait for each reply."""
+DEFAULT_CONNECT_TIMEOUT = 0.1
+"""Seconds ``from_url`` sync clients wait to connect."""
+DEFAULT_CALL_SECONDS = 0.5
+"""The least bound ``from_url`` caches keep on a whole call (every round trip of it)."""
 
 READ_CHUNK = 1_000
 """Keys per MGET: a huge batch becomes several short commands, not one long one."""
@@ -104,6 +115,7 @@ _DELETE_IF_SAME = (
     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 )
 
+T = TypeVar("T")
 _Write = tuple[bytes, bytes, bytes]  # (redis key, stored bytes, PX in ms or b"" for none)
 _Invalid = list[tuple[Namespace, bytes, bytes]]  # (namespace, redis key, blob)
 
@@ -111,7 +123,8 @@ _Invalid = list[tuple[Namespace, bytes, bytes]]  # (namespace, redis key, blob)
 def _error(exc: BaseException, operation: str) -> CacheError:
     """The ``CacheError`` raised for a redis-py failure (the caller chains ``exc``)."""
     kind = CacheTimeoutError if isinstance(exc, _TIMEOUTS) else BackendError
-    return kind(f"redis {operation} failed: {type(exc).__name__}: {exc}")
+    detail = str(exc) or "no reply within the call's bound (max_call_seconds)"
+    return kind(f"redis {operation} failed: {type(exc).__name__}: {detail}")
 
 
 def entry_bytes(tag: str, payload: bytes) -> bytes:
@@ -203,6 +216,25 @@ class _PendingRead:
         self.waiters: list[asyncio.Future[dict[bytes, Any]]] = []
 
 
+class _Budget:
+    """A sync call's time bound: a further round trip starts only if a whole one still fits."""
+
+    __slots__ = ("deadline", "operation", "round_trip")
+
+    def __init__(self, seconds: float | None, round_trip: float, operation: str) -> None:
+        self.deadline = None if seconds is None else time.monotonic() + seconds
+        self.round_trip = round_trip
+        self.operation = operation
+
+    def next_round_trip(self) -> None:
+        """Raise ``CacheTimeoutError`` if one more round trip could overrun the bound."""
+        if self.deadline is not None and time.monotonic() + self.round_trip > self.deadline:
+            raise CacheTimeoutError(
+                f"redis {self.operation} stopped: another round trip could overrun the "
+                "declared bound (max_call_seconds)"
+            )
+
+
 class RedisCache(EvictionNotifier, BaseCache[ValueT]):
     """Redis cache: MGET reads, batched ``SET PX`` writes, SCAN + UNLINK clears; Cluster too."""
 
@@ -242,7 +274,8 @@ class RedisCache(EvictionNotifier, BaseCache[ValueT]):
         self._acluster = isinstance(aclient, AsyncRedisCluster)
         self._owns_clients = False
         self.max_call_seconds: float | None = None
-        """A bound on one Redis command, known only for clients ``from_url`` made."""
+        """A bound on a whole call, known only for clients ``from_url`` made."""
+        self._round_trip = 0.0  # worst case of one sync round trip: a connect and a reply
         self._pending: _PendingRead | None = None
         self._flushes: set[asyncio.Task[None]] = set()
 
@@ -255,14 +288,39 @@ class RedisCache(EvictionNotifier, BaseCache[ValueT]):
         prefix: str = DEFAULT_PREFIX,
         cluster: bool = False,
         socket_timeout: float = DEFAULT_TIMEOUT,
-        socket_connect_timeout: float = DEFAULT_TIMEOUT,
+        socket_connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        max_call_seconds: float | None = None,
         **client_options: Any,
     ) -> RedisCache[Any]:
-        """A cache owning a sync and an async client for ``url``: short timeouts, no retry loop."""
+        """A cache owning a sync client and one async client per event loop for ``url``.
+
+        ``max_call_seconds`` bounds each call as a whole (FailOpen then needs no deadline
+        thread); by default the larger of ``DEFAULT_CALL_SECONDS`` and two sync round trips
+        (``socket_connect_timeout + socket_timeout`` each). A sync call starts a further round
+        trip only while a whole one still fits; an async call runs under ``asyncio.timeout``.
+        """
+        round_trip = socket_connect_timeout + socket_timeout
+        if max_call_seconds is None:
+            max_call_seconds = max(DEFAULT_CALL_SECONDS, 2 * round_trip)
+        if not round_trip <= max_call_seconds:
+            raise ValueError(
+                f"max_call_seconds={max_call_seconds!r} must fit one round trip: "
+                f"socket_connect_timeout + socket_timeout = {round_trip!r}"
+            )
         options: dict[str, Any] = {
             "socket_timeout": socket_timeout,
             "socket_connect_timeout": socket_connect_timeout,
+            # No CLIENT SETINFO on connect: a new connection costs one round trip, no more.
+            "driver_info": None,
             **client_options,
+        }
+        # An async call is bounded as a whole by asyncio.timeout, so its socket timeouts
+        # only need to fit inside it: a shorter per-read timeout would just fail replies
+        # delayed by a busy event loop rather than by Redis.
+        async_options = {
+            **options,
+            "socket_timeout": max_call_seconds,
+            "socket_connect_timeout": max_call_seconds,
         }
         if cluster:
             try:  # the sync cluster client loads the slot map right away
@@ -271,7 +329,7 @@ class RedisCache(EvictionNotifier, BaseCache[ValueT]):
                 raise _error(exc, "cluster discovery") from exc
 
             def make_async() -> Any:
-                return AsyncRedisCluster.from_url(url, **_retry_once(options, sync=False))
+                return AsyncRedisCluster.from_url(url, **_retry_once(async_options, sync=False))
         else:
             sync_client = redis.Redis.from_url(url, **_retry_once(options, sync=True))
 
@@ -281,8 +339,8 @@ class RedisCache(EvictionNotifier, BaseCache[ValueT]):
                 pool = aredis.BlockingConnectionPool.from_url(
                     url,
                     max_connections=ASYNC_MAX_CONNECTIONS,
-                    timeout=None,
-                    **_retry_once(options, sync=False),
+                    timeout=max_call_seconds,  # the call's bound caps the wait as well
+                    **_retry_once(async_options, sync=False),
                 )
                 return aredis.Redis.from_pool(pool)  # the client owns (and closes) the pool
 
@@ -291,9 +349,10 @@ class RedisCache(EvictionNotifier, BaseCache[ValueT]):
         cache._acluster = cluster
         cache._owns_clients = True
         if "retry" not in client_options:
-            # A timeout is never retried; a dropped connection is retried once: a reconnect
-            # and a reply. FailOpen trusts this bound instead of a deadline thread per call.
-            cache.max_call_seconds = socket_connect_timeout + socket_timeout
+            # A timeout is never retried; a dropped connection is retried once at once.
+            # FailOpen trusts this bound instead of a deadline thread per call.
+            cache.max_call_seconds = max_call_seconds
+            cache._round_trip = round_trip
         return cache
 
     # -- reads --
@@ -304,6 +363,7 @@ class RedisCache(EvictionNotifier, BaseCache[ValueT]):
         if not keys:
             return {}
         client = self._sync_client()
+        budget = self._budget("get")
         encode = self._codec.encode
         if len(keys) == 1:
             # The hot path (one node's lookup) skips the batch bookkeeping.
@@ -323,13 +383,14 @@ class RedisCache(EvictionNotifier, BaseCache[ValueT]):
         else:
             rkeys = [encode(ns, key) for ns, key in keys]
             try:
-                blobs = self._mget(client, rkeys)
+                blobs = self._mget(client, rkeys, budget)
             except _IO_ERRORS as exc:
                 raise _error(exc, "get") from exc
             values, invalid = self._decode(keys, rkeys, blobs)
         if invalid:
             try:
                 for _, rkey, blob in invalid:
+                    budget.next_round_trip()
                     client.eval(_DELETE_IF_SAME, 1, rkey, blob)
             except _IO_ERRORS as exc:
                 raise _error(exc, "get") from exc
@@ -338,6 +399,9 @@ class RedisCache(EvictionNotifier, BaseCache[ValueT]):
 
     async def aget(self, keys: Sequence[FullKey]) -> dict[FullKey, ValueT]:
         """Asynchronously get the cached values for the given keys."""
+        return await self._bounded("get", self._aget(keys))
+
+    async def _aget(self, keys: Sequence[FullKey]) -> dict[FullKey, ValueT]:
         keys = check_keys(keys)
         if not keys:
             return {}
@@ -355,14 +419,15 @@ class RedisCache(EvictionNotifier, BaseCache[ValueT]):
             self._report_invalid(invalid)
         return values
 
-    def _mget(self, client: Any, rkeys: Sequence[bytes]) -> dict[bytes, Any]:
-        plan = _read_plan(rkeys, self._cluster)
-        if len(plan) == 1:
-            return dict(zip(plan[0], client.mget(plan[0]), strict=True))
-        pipe = client.pipeline(transaction=False)
-        for chunk in plan:
-            pipe.execute_command("MGET", *chunk)
-        return _zip_plan(plan, pipe.execute())
+    def _mget(self, client: Any, rkeys: Sequence[bytes], budget: _Budget) -> dict[bytes, Any]:
+        """One MGET per chunk, each a round trip the budget must still allow (a pipeline
+        would wait up to a socket timeout per reply, past any bound)."""
+        blobs: dict[bytes, Any] = {}
+        for index, chunk in enumerate(_read_plan(rkeys, self._cluster)):
+            if index:
+                budget.next_round_trip()
+            blobs.update(zip(chunk, client.mget(chunk), strict=True))
+        return blobs
 
     async def _amget(self, aclient: Any, rkeys: Sequence[bytes]) -> dict[bytes, Any]:
         plan = _read_plan(rkeys, self._acluster)
@@ -396,11 +461,12 @@ class RedisCache(EvictionNotifier, BaseCache[ValueT]):
         waiters = pending.waiters
         try:
             rkeys = list(pending.keys)
-            aclient = await self._async_client()
-            if len(rkeys) == 1:
-                blobs: dict[bytes, Any] = {rkeys[0]: await aclient.get(rkeys[0])}
-            else:
-                blobs = await self._amget(aclient, rkeys)
+            async with asyncio.timeout(self.max_call_seconds):  # the waiters' bound too
+                aclient = await self._async_client()
+                if len(rkeys) == 1:
+                    blobs: dict[bytes, Any] = {rkeys[0]: await aclient.get(rkeys[0])}
+                else:
+                    blobs = await self._amget(aclient, rkeys)
         except _IO_ERRORS as exc:
             for waiter in waiters:
                 if not waiter.done():
@@ -458,17 +524,24 @@ class RedisCache(EvictionNotifier, BaseCache[ValueT]):
         if not writes:
             return
         client = self._sync_client()
+        budget = self._budget("set")
         try:
-            for args in _write_plan(writes, self._cluster):
+            for index, args in enumerate(_write_plan(writes, self._cluster)):
+                if index:
+                    budget.next_round_trip()
                 try:
                     client.execute_command(*args)
                 except redis.exceptions.NoScriptError:
+                    budget.next_round_trip()
                     client.execute_command("EVAL", _SET_MANY, *args[2:])
         except _IO_ERRORS as exc:
             raise _error(exc, "set") from exc
 
     async def aset(self, pairs: Mapping[FullKey, tuple[ValueT, int | None]]) -> None:
         """Asynchronously set the cached values for the given keys and TTLs."""
+        return await self._bounded("set", self._aset(pairs))
+
+    async def _aset(self, pairs: Mapping[FullKey, tuple[ValueT, int | None]]) -> None:
         writes = self._encode_pairs(pairs)
         if not writes:
             return
@@ -502,14 +575,20 @@ class RedisCache(EvictionNotifier, BaseCache[ValueT]):
         if not rkeys:
             return
         client = self._sync_client()
+        budget = self._budget("delete")
         try:
-            for batch in _unlink_batches(rkeys, self._cluster):
+            for index, batch in enumerate(_unlink_batches(rkeys, self._cluster)):
+                if index:
+                    budget.next_round_trip()
                 client.unlink(*batch)
         except _IO_ERRORS as exc:
             raise _error(exc, "delete") from exc
 
     async def adelete(self, keys: Sequence[FullKey]) -> None:
         """Asynchronously delete exactly these keys."""
+        return await self._bounded("delete", self._adelete(keys))
+
+    async def _adelete(self, keys: Sequence[FullKey]) -> None:
         rkeys = self._delete_plan(keys)
         if not rkeys:
             return
@@ -533,13 +612,19 @@ class RedisCache(EvictionNotifier, BaseCache[ValueT]):
         if not patterns:
             return
         client = self._sync_client()
+        budget = self._budget("clear")
+        first = True
         try:
             for pattern, node in self._scan_targets(client, patterns, self._cluster):
                 target = client.get_redis_connection(node) if self._cluster else client
                 cursor = 0
                 while True:
+                    if not first:
+                        budget.next_round_trip()
+                    first = False
                     cursor, found = target.scan(cursor, match=pattern, count=SCAN_COUNT)
                     for batch in _unlink_batches(found, self._cluster):
+                        budget.next_round_trip()
                         target.unlink(*batch)
                     if int(cursor) == 0:
                         break
@@ -549,6 +634,9 @@ class RedisCache(EvictionNotifier, BaseCache[ValueT]):
     async def aclear(self, namespaces: Sequence[Namespace] | None = None) -> None:
         """Asynchronously delete the cached values for the given namespaces.
         If no namespaces are provided, clear all cached values."""
+        return await self._bounded("clear", self._aclear(namespaces))
+
+    async def _aclear(self, namespaces: Sequence[Namespace] | None = None) -> None:
         patterns = self._patterns(namespaces)
         if not patterns:
             return
@@ -678,6 +766,19 @@ class RedisCache(EvictionNotifier, BaseCache[ValueT]):
         if self.client is None:
             raise TypeError(_missing_client("an async", "aget/aset/aclear", "client=redis.Redis"))
         return self.client
+
+    async def _bounded(self, operation: str, call: Awaitable[T]) -> T:
+        """Run an async call within ``max_call_seconds`` as a whole (if declared)."""
+        if self.max_call_seconds is None:
+            return await call
+        try:
+            async with asyncio.timeout(self.max_call_seconds):
+                return await call
+        except TimeoutError as exc:
+            raise _error(exc, operation) from exc
+
+    def _budget(self, operation: str) -> _Budget:
+        return _Budget(self.max_call_seconds, self._round_trip, operation)
 
     async def _async_client(self) -> Any:
         if not self._aclients.available:
