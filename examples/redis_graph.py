@@ -35,7 +35,7 @@ def main() -> None:
     builder.add_node("answer", slow_answer, cache_policy=CachePolicy(ttl=300))
     builder.add_edge(START, "answer")
     builder.add_edge("answer", END)
-    graph = builder.compile(cache=cache)  # type: ignore[arg-type]
+    graph = builder.compile(cache=cache)
     try:
         for attempt in ("first", "second"):
             started = time.perf_counter()

@@ -70,3 +70,64 @@ def test_mypy_sees_the_decorated_signature(tmp_path: Path) -> None:
         if "# error: " in line
     }
     assert found == expected, stdout
+
+
+APP = """
+from typing import Any, TypedDict
+
+from langgraph.graph import END, START, StateGraph
+
+from toolkit import InMemoryCache, SqliteCache, observe, wrap, FailOpen
+from toolkit.middleware import CacheMiddleware
+
+
+class State(TypedDict):
+    x: int
+
+
+def node(state: State) -> dict[str, Any]:
+    return {"x": state["x"] + 1}
+
+
+builder = StateGraph(State)
+builder.add_node("node", node)
+builder.add_edge(START, "node")
+builder.add_edge("node", END)
+graph = builder.compile(cache=observe(SqliteCache(path=":memory:")))
+bare = builder.compile(cache=InMemoryCache())
+ints: CacheMiddleware[int] = observe(InMemoryCache[int]())
+wrapped: CacheMiddleware[int] = wrap(InMemoryCache[int](), FailOpen())
+ints.set({(("ns",), "k"): (1, None)})
+ints.set({(("ns",), "k"): ("text", None)})  # error: dict-item
+reveal_type(observe(InMemoryCache[int]()))  # note: CacheMiddleware[int]
+"""
+
+
+@pytest.mark.slow
+def test_a_langgraph_app_type_checks_with_our_caches(tmp_path: Path) -> None:
+    """``builder.compile(cache=observe(SqliteCache(...)))`` needs no cast under --strict."""
+    api = pytest.importorskip("mypy.api")
+    source = tmp_path / "typed_usage.py"
+    source.write_text(APP)
+    root = Path(__file__).resolve().parents[1]
+    stdout, _, _ = api.run(
+        [
+            "--strict",
+            "--no-incremental",
+            "--follow-imports=silent",
+            "--config-file",
+            str(root / "pyproject.toml"),
+            str(source),
+        ]
+    )
+    found = {
+        (int(m.group(1)), m.group(2))
+        for m in re.finditer(r"typed_usage\.py:(\d+): error: .*\[([\w-]+)\]", stdout)
+    }
+    expected = {
+        (number, line.split("# error: ")[1].strip())
+        for number, line in enumerate(APP.splitlines(), start=1)
+        if "# error: " in line
+    }
+    assert found == expected, stdout
+    assert 'Revealed type is "toolkit.middleware.base.CacheMiddleware[int]"' in stdout

@@ -77,7 +77,7 @@ def test_caller_bugs_propagate_even_fail_open(inner: Any) -> None:
         backend.failing = False
     cache = observe(backend, registry=CollectorRegistry())
     with pytest.raises(TypeError):
-        cache.get([("not-a-tuple", "k")])
+        cache.get([("not-a-tuple", "k")])  # type: ignore[list-item]
     with pytest.raises(ValueError, match="ttl"):
         cache.set({KEY: (1, -5)})
 
@@ -196,7 +196,7 @@ def test_open_circuit_still_rejects_caller_bugs() -> None:
     cache = observe(FlakyCache(), registry=CollectorRegistry(), failure_threshold=1, clock=clock)
     cache.get([KEY])
     with pytest.raises(TypeError):
-        cache.get([("bad", "key")])
+        cache.get([("bad", "key")])  # type: ignore[list-item]
 
 
 def test_strict_open_circuit_raises() -> None:

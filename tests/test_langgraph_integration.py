@@ -86,7 +86,7 @@ def _policy_graph(policy: CachePolicy[Any], calls: list[str]) -> Any:
     builder = StateGraph(MessagesState)
     builder.add_node("reply", reply, cache_policy=policy)
     builder.add_edge(START, "reply")
-    return builder.compile(cache=message_cache())  # type: ignore[arg-type]  # duck-typed BaseCache
+    return builder.compile(cache=message_cache())
 
 
 def test_cache_policy_key_func_is_stable_across_runs() -> None:

@@ -654,7 +654,7 @@ def test_langgraph_node_writes_with_messages_and_send_round_trip() -> None:
     builder.add_node("plan", plan, cache_policy=CachePolicy(), destinations=("work",))
     builder.add_node("work", work, cache_policy=CachePolicy())
     builder.add_edge(START, "plan")
-    graph = builder.compile(cache=InMemoryCache())  # type: ignore[arg-type]  # structural BaseCache
+    graph = builder.compile(cache=InMemoryCache())
     start: Chat = {"messages": [HumanMessage("go", id="h")], "fanout": ["a", "b"]}
     first = graph.invoke(start)
     assert calls.count("plan") == 1 and calls.count("work") == 2

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
-ValueT = TypeVar("ValueT")
+from typing_extensions import TypeVar
+
+ValueT = TypeVar("ValueT", default=Any)  # a bare InMemoryCache() needs no annotation
 Namespace = tuple[str, ...]
 FullKey = tuple[Namespace, str]
 

@@ -6,7 +6,7 @@ import contextlib
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Generic
+from typing import TYPE_CHECKING, Any, Generic
 
 from toolkit._types import (
     EvictionCause,
@@ -272,7 +272,18 @@ class EvictionNotifier:
                 listener(ns, cause, count)
 
 
-class BaseCache(ABC, Generic[ValueT]):
+if TYPE_CHECKING:
+    # Type checkers see LangGraph's BaseCache as our root, so any of our caches (and any
+    # stack of middleware) is accepted by ``builder.compile(cache=...)`` with no cast. At
+    # run time LangGraph stays an optional dependency of the core.
+    from langgraph.cache.base import BaseCache as _SeedBase
+else:
+
+    class _SeedBase(ABC, Generic[ValueT]):
+        """The run-time root of ``BaseCache`` (see the ``TYPE_CHECKING`` branch)."""
+
+
+class BaseCache(_SeedBase[ValueT]):
     """Base class for a cache."""
 
     serde: SerializerProtocol = SafeSerializer()

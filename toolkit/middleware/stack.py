@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar, overload
 
 from opentelemetry.trace import TracerProvider
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from toolkit._types import Namespace
+from toolkit.base import BaseCache
 from toolkit.middleware.base import CacheMiddleware
 from toolkit.middleware.failopen import FailOpen
 from toolkit.middleware.labels import default_cache_label
@@ -20,21 +21,51 @@ from toolkit.middleware.validate import Validate, needs_validation
 __all__ = ["observe", "wrap"]
 
 
-def wrap(cache: Any, *middlewares: CacheMiddleware[Any]) -> Any:
+V = TypeVar("V")
+
+
+@overload
+def wrap(cache: BaseCache[V], *middlewares: CacheMiddleware[Any]) -> CacheMiddleware[V]: ...
+@overload
+def wrap(cache: Any, *middlewares: CacheMiddleware[Any]) -> CacheMiddleware[Any]: ...
+def wrap(cache: Any, *middlewares: CacheMiddleware[Any]) -> CacheMiddleware[Any]:
     """Stack ``middlewares`` around ``cache``, the first one outermost; returns the outermost layer.
 
     ``wrap(backend, FailOpen(), Metrics(registry=r), Tracing())`` calls ``FailOpen`` first and
     the backend last. Each middleware instance is a spec of its options and wraps one cache.
+    The result keeps the cache's value type for type checkers.
     """
+    if not middlewares:
+        raise TypeError("wrap() needs at least one middleware: wrap(cache, FailOpen(), ...)")
     for middleware in reversed(middlewares):
         if not isinstance(middleware, CacheMiddleware):
             raise TypeError(
                 f"wrap() takes CacheMiddleware instances, got {type(middleware).__name__}"
             )
         cache = middleware.bind(cache)
-    return cache
+    outermost: CacheMiddleware[Any] = cache
+    return outermost
 
 
+@overload
+def observe(
+    cache: BaseCache[V],
+    *,
+    registry: CollectorRegistry = REGISTRY,
+    tracer_provider: TracerProvider | None = None,
+    prefix: str = "",
+    strict: bool = False,
+    deadline: float | None = 0.5,
+    failure_threshold: int = 5,
+    reset_timeout: float = 10.0,
+    cache_label: Callable[[Namespace], str] = default_cache_label,
+    max_cache_labels: int = 100,
+    record_keys: bool = False,
+    request_hook: RequestHook | None = None,
+    response_hook: ResponseHook | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> CacheMiddleware[V]: ...
+@overload
 def observe(
     cache: Any,
     *,
@@ -51,7 +82,24 @@ def observe(
     request_hook: RequestHook | None = None,
     response_hook: ResponseHook | None = None,
     clock: Callable[[], float] = time.monotonic,
-) -> Any:
+) -> CacheMiddleware[Any]: ...
+def observe(
+    cache: Any,
+    *,
+    registry: CollectorRegistry = REGISTRY,
+    tracer_provider: TracerProvider | None = None,
+    prefix: str = "",
+    strict: bool = False,
+    deadline: float | None = 0.5,
+    failure_threshold: int = 5,
+    reset_timeout: float = 10.0,
+    cache_label: Callable[[Namespace], str] = default_cache_label,
+    max_cache_labels: int = 100,
+    record_keys: bool = False,
+    request_hook: RequestHook | None = None,
+    response_hook: ResponseHook | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> CacheMiddleware[Any]:
     """The production stack in one call: FailOpen → Metrics → Tracing → ``cache``.
 
     Exactly ``wrap(cache, FailOpen(...), Metrics(...), Tracing(...))``: each layer's calls
