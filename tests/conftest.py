@@ -55,10 +55,7 @@ def cache(subject: Subject) -> Any:
     return subject.cache
 
 
-@pytest.fixture(params=["fused", "layered"])
-def observe_form(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Run a test with ``observe`` building its fused layer, then the plain ``wrap`` stack."""
-    from toolkit.middleware import stack
-
-    monkeypatch.setattr(stack, "_FUSED", request.param == "fused")
-    return str(request.param)
+@pytest.fixture
+def observe_form() -> str:
+    """``observe`` has one form: the composed ``wrap`` stack (kept for the tests naming it)."""
+    return "layered"

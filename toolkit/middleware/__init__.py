@@ -12,10 +12,10 @@ first one outermost (starlette's ``reversed()`` build)::
     graph = builder.compile(cache=cache)                  # a stack is a BaseCache
 
 ``observe`` builds FailOpen → Metrics → Tracing → cache, with ``Validate`` in front of a
-cache that does not validate its own input (LangGraph's, a user's). It fuses the three
-into one ``ObservedCache``, which behaves exactly like the ``wrap`` form but runs the
-common call (in-process or self-bounded backend, closed circuit, no span able to record)
-in one frame; metrics are recorded lock-free (``toolkit.middleware.recorders``). Order matters:
+cache that does not validate its own input (LangGraph's, a user's). Each layer contributes
+``wrap_sync``/``wrap_async`` closures, composed once when bound, so a call through the
+stack is one closure per layer and no second copy of any layer exists; metrics are
+recorded lock-free (``toolkit.middleware.recorders``). Order matters:
 ``Metrics`` counts the errors that pass through it, so ``FailOpen`` belongs outside it;
 ``FailOpen`` reports what only it sees (deadlines, the open circuit) down the stack through
 the ``record_*`` hooks, as ``@cached`` reports loads and coalesced waits.
@@ -30,7 +30,6 @@ from toolkit.middleware.failopen import (
 )
 from toolkit.middleware.labels import default_cache_label
 from toolkit.middleware.metrics import Metrics
-from toolkit.middleware.observed import ObservedCache
 from toolkit.middleware.stack import observe, wrap
 from toolkit.middleware.tracing import Tracing
 from toolkit.middleware.validate import Validate
@@ -42,7 +41,6 @@ __all__ = [
     "DeadlineExceededError",
     "FailOpen",
     "Metrics",
-    "ObservedCache",
     "Tracing",
     "Validate",
     "backend_name",

@@ -3,25 +3,27 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
-from types import TracebackType
-from typing import Any, NoReturn, Protocol, TypeGuard
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, NoReturn, TypeGuard
 
 from toolkit._types import FullKey, Namespace, SupportsDelete, ValueT
-from toolkit.base import BaseCache, key_sequence
+from toolkit.base import BaseCache
 
 __all__ = [
     "CIRCUIT_CLOSED",
     "CIRCUIT_HALF_OPEN",
     "CIRCUIT_OPEN",
+    "OPERATIONS",
     "CacheMiddleware",
-    "ObservingMiddleware",
     "backend_name",
     "innermost",
     "supports_delete",
 ]
 
 CIRCUIT_CLOSED, CIRCUIT_HALF_OPEN, CIRCUIT_OPEN = 0, 1, 2
+
+OPERATIONS = ("get", "set", "clear", "delete")
+"""What a layer wraps; each also has its async twin (``aget``...)."""
 
 logger = logging.getLogger("toolkit.middleware")
 """The one logger of the middleware layer (rate-limited failures, failing user hooks)."""
@@ -102,10 +104,40 @@ class CacheMiddleware(BaseCache[ValueT]):
             raise TypeError(f"{type(inner).__name__} is not a cache: it lacks {', '.join(missing)}")
         self.inner = inner
         self._on_bind()
+        self._compose()
         return self
 
     def _on_bind(self) -> None:
         """Set-up that needs ``self.inner``; runs once, when bound."""
+
+    def _compose(self) -> None:
+        """Install this layer's calls, each wrapping the inner layer's, as instance attributes.
+
+        Built once, here: a call through a whole stack is one closure per layer, each
+        calling the next directly (no method lookup, no ``__getattr__``), the way Starlette
+        builds its middleware stack once. ``delete`` is composed only when the inner cache
+        has it.
+        """
+        inner, attrs = self.inner, self.__dict__
+        operations = list(OPERATIONS)
+        if not (
+            callable(getattr(inner, "delete", None)) and callable(getattr(inner, "adelete", None))
+        ):
+            operations.remove("delete")
+        for operation in operations:
+            attrs[operation] = self.wrap_sync(operation, getattr(inner, operation))
+            attrs[f"a{operation}"] = self.wrap_async(operation, getattr(inner, f"a{operation}"))
+
+    def wrap_sync(self, operation: str, call: Callable[..., Any]) -> Callable[..., Any]:
+        """This layer's job around one sync operation (``get``, ``set``, ``clear``, ``delete``)
+        of the inner cache; the default forwards unchanged."""
+        return call
+
+    def wrap_async(
+        self, operation: str, call: Callable[..., Awaitable[Any]]
+    ) -> Callable[..., Awaitable[Any]]:
+        """The async twin of :meth:`wrap_sync`."""
+        return call
 
     def __getattr__(self, name: str) -> Any:
         """Anything else public (``close``, ``entry_count``...) is the wrapped cache's."""
@@ -177,71 +209,3 @@ class CacheMiddleware(BaseCache[ValueT]):
         forward = getattr(self.inner, "record_circuit_state", None)
         if forward is not None:
             forward(state)
-
-
-class Observation(Protocol):
-    """What an observing layer does around one call: enter, see a get's result, exit."""
-
-    def __enter__(self) -> Observation: ...
-
-    def hits(self, result: dict[FullKey, Any]) -> dict[FullKey, Any]:
-        """See the result of a get; returns it unchanged."""
-        ...
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None: ...
-
-
-class ObservingMiddleware(CacheMiddleware[ValueT]):
-    """A middleware that only watches: each method runs inside ``with self._observe(op, arg):``."""
-
-    _observe: Callable[[str, Any], Observation]
-    """``_observe(operation, argument)``: the context manager around one call."""
-
-    def get(self, keys: Sequence[FullKey]) -> dict[FullKey, ValueT]:
-        """Get the cached values for the given keys."""
-        keys = key_sequence(keys)
-        with self._observe("get", keys) as call:
-            return call.hits(self.inner.get(keys))
-
-    async def aget(self, keys: Sequence[FullKey]) -> dict[FullKey, ValueT]:
-        """Asynchronously get the cached values for the given keys."""
-        keys = key_sequence(keys)
-        with self._observe("get", keys) as call:
-            return call.hits(await self.inner.aget(keys))
-
-    def set(self, pairs: Mapping[FullKey, tuple[ValueT, int | None]]) -> None:
-        """Set the cached values for the given keys and TTLs."""
-        with self._observe("set", pairs):
-            self.inner.set(pairs)
-
-    async def aset(self, pairs: Mapping[FullKey, tuple[ValueT, int | None]]) -> None:
-        """Asynchronously set the cached values for the given keys and TTLs."""
-        with self._observe("set", pairs):
-            await self.inner.aset(pairs)
-
-    def clear(self, namespaces: Sequence[Namespace] | None = None) -> None:
-        """Delete the cached values for the given namespaces (all when ``None``)."""
-        with self._observe("clear", namespaces):
-            self.inner.clear(namespaces)
-
-    async def aclear(self, namespaces: Sequence[Namespace] | None = None) -> None:
-        """Asynchronously delete the cached values for the given namespaces (all when ``None``)."""
-        with self._observe("clear", namespaces):
-            await self.inner.aclear(namespaces)
-
-    def delete(self, keys: Sequence[FullKey]) -> None:
-        """Delete exactly these keys."""
-        keys = key_sequence(keys)
-        with self._observe("delete", keys):
-            self.inner.delete(keys)
-
-    async def adelete(self, keys: Sequence[FullKey]) -> None:
-        """Asynchronously delete exactly these keys."""
-        keys = key_sequence(keys)
-        with self._observe("delete", keys):
-            await self.inner.adelete(keys)

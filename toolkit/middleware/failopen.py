@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import functools
 import os
 import queue
 import threading
 import time
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from types import TracebackType
 from typing import Any, TypeVar
 
-from toolkit._types import FullKey, Namespace, ValueT
+from toolkit._types import Namespace, ValueT
 from toolkit.base import (
     check_keys,
     check_namespaces,
@@ -335,7 +334,6 @@ class FailOpen(CacheMiddleware[ValueT]):
         self.async_deadline: float | None = None
         """The deadline async calls run under: ``None`` for in-process backends."""
         self._log = _RateLimitedLog(log_interval, clock)
-        self._guard = functools.partial(_Guard, self)  # a C-level call: one Python frame fewer
         super().__init__(inner)
 
     @property
@@ -382,77 +380,89 @@ class FailOpen(CacheMiddleware[ValueT]):
             raise exc
         self._log.warn(self.backend, operation, error_type)
 
-    def _call(self, fn: Callable[[Any], R], arg: Any) -> R:
-        if self._workers is None or self.deadline is None:
-            return fn(arg)
-        return self._workers.run(fn, arg, self.deadline)
+    def _admitted(self, operation: str, arg: Any) -> bool:
+        """Whether the breaker lets a call through; if not, report it (a caller bug raises)."""
+        if self._breaker.allow():
+            return True
+        _VALIDATORS[operation](arg)  # a caller bug raises even while the circuit is open
+        self._failed(operation, arg, CircuitOpenError("circuit open"), own=True)
+        return False
 
-    async def _acall(self, fn: Callable[[Any], Any], arg: Any) -> Any:
-        deadline = self.async_deadline
-        if deadline is None:
-            return await fn(arg)
-        try:
-            async with asyncio.timeout(deadline):
-                return await fn(arg)
-        except TimeoutError:
-            # One loop turn lets the cancelled call's cleanup (closing its socket) run
-            # before the caller moves on, as wait_for's separate task used to allow.
-            await asyncio.sleep(0)
-            raise DeadlineExceededError(f"no answer within {deadline:g}s") from None
+    def wrap_sync(self, operation: str, call: Callable[..., Any]) -> Callable[..., Any]:
+        """Fail open around one sync operation: a failure is a miss or a no-op, never raised."""
+        breaker, workers, deadline = self._breaker, self._workers, self.deadline
+        fallback = _FALLBACKS[operation]
+        read_once = operation in _KEYED
+        admitted, verdict = self._admitted, self.verdict
 
-    def get(self, keys: Sequence[FullKey]) -> dict[FullKey, ValueT]:
-        """Get the cached values for the given keys; a failure is a miss."""
-        keys = key_sequence(keys)
-        with self._guard("get", keys) as admitted:
-            if admitted:
-                return self._call(self.inner.get, keys)
-        return {}
+        def fail_open(arg: Any = None) -> Any:
+            if read_once and type(arg) is not list:
+                arg = key_sequence(arg)
+            if breaker.state and not admitted(operation, arg):
+                return fallback()
+            try:
+                if workers is None or deadline is None:
+                    result = call(arg)
+                else:
+                    result = workers.run(call, arg, deadline)
+            except BaseException as exc:
+                if verdict(operation, arg, exc):
+                    return fallback()
+                raise
+            if breaker.failures or breaker.state:
+                breaker.succeeded()
+            return result
 
-    async def aget(self, keys: Sequence[FullKey]) -> dict[FullKey, ValueT]:
-        """Asynchronously get the cached values for the given keys; a failure is a miss."""
-        keys = key_sequence(keys)
-        with self._guard("get", keys) as admitted:
-            if admitted:
-                return await self._acall(self.inner.aget, keys)  # type: ignore[no-any-return]
-        return {}
+        return fail_open
 
-    def set(self, pairs: Mapping[FullKey, tuple[ValueT, int | None]]) -> None:
-        """Set the cached values for the given keys and TTLs; a failure drops the write."""
-        with self._guard("set", pairs) as admitted:
-            if admitted:
-                self._call(self.inner.set, pairs)
+    def wrap_async(
+        self, operation: str, call: Callable[..., Awaitable[Any]]
+    ) -> Callable[..., Awaitable[Any]]:
+        """The async twin of :meth:`wrap_sync`; the deadline is a timer on the loop."""
+        breaker, deadline = self._breaker, self.async_deadline
+        fallback = _FALLBACKS[operation]
+        read_once = operation in _KEYED
+        admitted, verdict = self._admitted, self.verdict
 
-    async def aset(self, pairs: Mapping[FullKey, tuple[ValueT, int | None]]) -> None:
-        """Asynchronously set the values for the given keys and TTLs; a failure drops the write."""
-        with self._guard("set", pairs) as admitted:
-            if admitted:
-                await self._acall(self.inner.aset, pairs)
+        async def fail_open(arg: Any = None) -> Any:
+            if read_once and type(arg) is not list:
+                arg = key_sequence(arg)
+            if breaker.state and not admitted(operation, arg):
+                return fallback()
+            try:
+                if deadline is None:
+                    result = await call(arg)
+                else:
+                    result = await _within(deadline, call(arg))
+            except BaseException as exc:
+                if verdict(operation, arg, exc):
+                    return fallback()
+                raise
+            if breaker.failures or breaker.state:
+                breaker.succeeded()
+            return result
 
-    def clear(self, namespaces: Sequence[Namespace] | None = None) -> None:
-        """Delete the values of the given namespaces (all when ``None``); a failure is dropped."""
-        with self._guard("clear", namespaces) as admitted:
-            if admitted:
-                self._call(self.inner.clear, namespaces)
+        return fail_open
 
-    async def aclear(self, namespaces: Sequence[Namespace] | None = None) -> None:
-        """Asynchronously delete the values of the given namespaces; a failure is dropped."""
-        with self._guard("clear", namespaces) as admitted:
-            if admitted:
-                await self._acall(self.inner.aclear, namespaces)
 
-    def delete(self, keys: Sequence[FullKey]) -> None:
-        """Delete exactly these keys; a failure is dropped."""
-        keys = key_sequence(keys)
-        with self._guard("delete", keys) as admitted:
-            if admitted:
-                self._call(self.inner.delete, keys)
+async def _within(deadline: float, call: Awaitable[Any]) -> Any:
+    try:
+        async with asyncio.timeout(deadline):
+            return await call
+    except TimeoutError:
+        # One loop turn lets the cancelled call's cleanup (closing its socket) run before
+        # the caller moves on, as wait_for's separate task used to allow.
+        await asyncio.sleep(0)
+        raise DeadlineExceededError(f"no answer within {deadline:g}s") from None
 
-    async def adelete(self, keys: Sequence[FullKey]) -> None:
-        """Asynchronously delete exactly these keys; a failure is dropped."""
-        keys = key_sequence(keys)
-        with self._guard("delete", keys) as admitted:
-            if admitted:
-                await self._acall(self.inner.adelete, keys)
+
+_FALLBACKS: dict[str, Callable[[], Any]] = {
+    "get": dict,  # a miss
+    "set": lambda: None,  # a dropped write
+    "clear": lambda: None,
+    "delete": lambda: None,
+}
+_KEYED = frozenset({"get", "delete"})
 
 
 _IN_PROCESS = {

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import collections
-import functools
 import os
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from time import perf_counter
-from types import TracebackType
 from typing import Any
 
 from opentelemetry.trace import get_current_span
@@ -26,7 +24,7 @@ from toolkit._types import (
     ValueT,
 )
 from toolkit.base import check_key, check_namespace, is_refusal
-from toolkit.middleware.base import ObservingMiddleware, backend_name, innermost, logger
+from toolkit.middleware.base import CacheMiddleware, backend_name, innermost, logger
 from toolkit.middleware.labels import ALL_CACHES, INVALID, CacheLabeler, default_cache_label
 from toolkit.middleware.otel import global_tracing_live
 from toolkit.middleware.recorders import (
@@ -245,34 +243,6 @@ class _Children:
         self.put_one = self.put.one
 
 
-class _Call:
-    """One observed operation of the layered form: times it, counts it per key, counts its error."""
-
-    __slots__ = ("keys", "operation", "recorder", "start")
-
-    def __init__(self, recorder: Recorder, operation: str, keys: Any) -> None:
-        self.recorder = recorder
-        self.operation = operation
-        self.keys = keys
-
-    def __enter__(self) -> _Call:
-        self.start = perf_counter()
-        return self
-
-    def hits(self, result: dict[FullKey, ValueT]) -> dict[FullKey, ValueT]:
-        """Count each requested key as a hit or a miss; returns ``result``."""
-        self.recorder.count_gets(self.keys, result)
-        return result
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.recorder.ended(self.operation, self.keys, perf_counter() - self.start, exc)
-
-
 def _tally(keys: Iterable[FullKey], result: Mapping[FullKey, Any]) -> dict[Namespace, list[int]]:
     counts: dict[Namespace, list[int]] = {}
     for full_key in keys:
@@ -423,7 +393,7 @@ class Recorder:
 _CIRCUIT_STATES = ("closed", "half_open", "open")
 
 
-class Metrics(ObservingMiddleware[ValueT]):
+class Metrics(CacheMiddleware[ValueT]):
     """Records the cache metric set (see DESIGN.md "Metrics") into a Prometheus registry.
 
     ``cache_label`` turns a namespace into the ``cache`` label (default: LangGraph node
@@ -461,7 +431,6 @@ class Metrics(ObservingMiddleware[ValueT]):
         families = self._families
         self.backend = backend = backend_name(self.inner)
         self.recorder = recorder = Recorder(families, self._labeler, backend, self._exemplars)
-        self._observe = functools.partial(_Call, recorder)  # a C-level call: one frame fewer
         bottom = innermost(self.inner)
         if isinstance(bottom, SupportsEvictionListeners):
             bottom.add_eviction_listener(recorder.count_eviction)
@@ -476,6 +445,72 @@ class Metrics(ObservingMiddleware[ValueT]):
     @staticmethod
     def _entry_refresher(child: Any, bottom: SupportsEntryCount) -> Callable[[], None]:
         return lambda: child.set(bottom.entry_count())
+
+    def wrap_sync(self, operation: str, call: Callable[..., Any]) -> Callable[..., Any]:
+        """Time one sync operation; count a get's hits and misses, a set's puts, an error."""
+        recorder, clock = self.recorder, perf_counter
+        ended, count_gets, timed = recorder.ended, recorder.count_gets, recorder.time
+        if operation == "get":
+
+            def measured_get(keys: Any) -> Any:
+                start = clock()
+                try:
+                    result = call(keys)
+                except BaseException as exc:
+                    ended("get", keys, clock() - start, exc)
+                    raise
+                elapsed = clock() - start
+                count_gets(keys, result)
+                timed("get", elapsed)  # what ended() does for a get that answered
+                return result
+
+            return measured_get
+
+        def measured(arg: Any = None) -> Any:
+            start = clock()
+            try:
+                result = call(arg)
+            except BaseException as exc:
+                ended(operation, arg, clock() - start, exc)
+                raise
+            ended(operation, arg, clock() - start)
+            return result
+
+        return measured
+
+    def wrap_async(
+        self, operation: str, call: Callable[..., Awaitable[Any]]
+    ) -> Callable[..., Awaitable[Any]]:
+        """The async twin of :meth:`wrap_sync`."""
+        recorder, clock = self.recorder, perf_counter
+        ended, count_gets, timed = recorder.ended, recorder.count_gets, recorder.time
+        if operation == "get":
+
+            async def measured_get(keys: Any) -> Any:
+                start = clock()
+                try:
+                    result = await call(keys)
+                except BaseException as exc:
+                    ended("get", keys, clock() - start, exc)
+                    raise
+                elapsed = clock() - start
+                count_gets(keys, result)
+                timed("get", elapsed)  # what ended() does for a get that answered
+                return result
+
+            return measured_get
+
+        async def measured(arg: Any = None) -> Any:
+            start = clock()
+            try:
+                result = await call(arg)
+            except BaseException as exc:
+                ended(operation, arg, clock() - start, exc)
+                raise
+            ended(operation, arg, clock() - start)
+            return result
+
+        return measured
 
     def record_load(self, namespace: Namespace, seconds: float, *, ok: bool) -> None:
         """Observe a load into ``cache_load_duration_seconds``, then forward."""

@@ -14,15 +14,10 @@ from toolkit.middleware.base import CacheMiddleware
 from toolkit.middleware.failopen import FailOpen
 from toolkit.middleware.labels import default_cache_label
 from toolkit.middleware.metrics import Metrics
-from toolkit.middleware.observed import ObservedCache
 from toolkit.middleware.tracing import RequestHook, ResponseHook, Tracing
 from toolkit.middleware.validate import Validate, needs_validation
 
 __all__ = ["observe", "wrap"]
-
-_FUSED = True
-"""``observe`` fuses its three layers into one ``ObservedCache``; the tests also run it with
-``False`` (the plain ``wrap`` stack) to prove both forms behave alike."""
 
 
 def wrap(cache: Any, *middlewares: CacheMiddleware[Any]) -> Any:
@@ -59,21 +54,21 @@ def observe(
 ) -> Any:
     """The production stack in one call: FailOpen → Metrics → Tracing → ``cache``.
 
-    The three layers are fused into one :class:`ObservedCache`, which behaves exactly like
-    ``wrap(cache, FailOpen(...), Metrics(...), Tracing(...))`` at the cost of one layer.
-
+    Exactly ``wrap(cache, FailOpen(...), Metrics(...), Tracing(...))``: each layer's calls
+    are composed once, when bound, so a call through the stack is one closure per layer.
     A cache that does not validate its own input (LangGraph's, a user's) also gets
     ``Validate`` in front, so bad input raises the same errors as with our backends.
     """
-    observed: ObservedCache[Any] = ObservedCache(
-        failopen=FailOpen(
+    layers: list[CacheMiddleware[Any]] = [Validate()] if needs_validation(cache) else []
+    layers += [
+        FailOpen(
             deadline=deadline,
             strict=strict,
             failure_threshold=failure_threshold,
             reset_timeout=reset_timeout,
             clock=clock,
         ),
-        metrics=Metrics(
+        Metrics(
             registry=registry,
             prefix=prefix,
             cache_label=cache_label,
@@ -81,15 +76,12 @@ def observe(
             # A provider handed in explicitly may not be global: look for its spans on every call.
             exemplars=True if tracer_provider is not None else None,
         ),
-        tracing=Tracing(
+        Tracing(
             tracer_provider=tracer_provider,
             record_keys=record_keys,
             namespace_label=cache_label,
             request_hook=request_hook,
             response_hook=response_hook,
         ),
-    )
-    front: list[CacheMiddleware[Any]] = [Validate()] if needs_validation(cache) else []
-    if not _FUSED:
-        return wrap(cache, *front, observed.failopen, observed.metrics, observed.tracing)
-    return wrap(cache, *front, observed)
+    ]
+    return wrap(cache, *layers)

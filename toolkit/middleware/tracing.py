@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -21,7 +21,7 @@ from opentelemetry.trace import (
 )
 
 from toolkit._types import FullKey, Namespace, ValueT
-from toolkit.middleware.base import ObservingMiddleware, backend_name, logger
+from toolkit.middleware.base import CacheMiddleware, backend_name, logger
 from toolkit.middleware.labels import ALL_CACHES, default_cache_label
 from toolkit.middleware.otel import global_tracing_live
 
@@ -117,7 +117,7 @@ _NOT_RECORDING = _Span(None, "", None, None)
 _SPAN_NAMES = {op: f"cache.{op}" for op in ("get", "set", "clear", "delete")}
 
 
-class Tracing(ObservingMiddleware[ValueT]):
+class Tracing(CacheMiddleware[ValueT]):
     """Wraps each call in a ``cache.get``/``cache.set``/``cache.clear`` span (DESIGN.md "Traces").
 
     Attributes: ``cache.namespace`` (short form), ``cache.backend``, ``cache.batch_size``,
@@ -170,33 +170,37 @@ class Tracing(ObservingMiddleware[ValueT]):
             return _NOT_RECORDING  # the common no-SDK path: nothing allocated, nothing attached
         return _Span(self, operation, arg, span)
 
-    # With no SDK installed nothing can record: skip the (no-op) observation protocol too.
+    def wrap_sync(self, operation: str, call: Callable[..., Any]) -> Callable[..., Any]:
+        """A span around one sync operation, started only when it can record."""
+        if not self.follows_global and self._never_records:
+            return call  # a no-op provider given explicitly: nothing can ever record
+        follows_global, observe, is_get = self.follows_global, self._observe, operation == "get"
 
-    def get(self, keys: Sequence[FullKey]) -> dict[FullKey, ValueT]:
-        """Get the cached values for the given keys."""
-        if self.follows_global and not global_tracing_live():
-            return self.inner.get(keys)  # type: ignore[no-any-return]
-        return super().get(keys)
+        def traced(arg: Any = None) -> Any:
+            if follows_global and not global_tracing_live():
+                return call(arg)  # no SDK installed: skip even the no-op span
+            with observe(operation, arg) as span:
+                result = call(arg)
+                return span.hits(result) if is_get else result
 
-    async def aget(self, keys: Sequence[FullKey]) -> dict[FullKey, ValueT]:
-        """Asynchronously get the cached values for the given keys."""
-        if self.follows_global and not global_tracing_live():
-            return await self.inner.aget(keys)  # type: ignore[no-any-return]
-        return await super().aget(keys)
+        return traced
 
-    def set(self, pairs: Mapping[FullKey, tuple[ValueT, int | None]]) -> None:
-        """Set the cached values for the given keys and TTLs."""
-        if self.follows_global and not global_tracing_live():
-            self.inner.set(pairs)
-        else:
-            super().set(pairs)
+    def wrap_async(
+        self, operation: str, call: Callable[..., Awaitable[Any]]
+    ) -> Callable[..., Awaitable[Any]]:
+        """The async twin of :meth:`wrap_sync`."""
+        if not self.follows_global and self._never_records:
+            return call
+        follows_global, observe, is_get = self.follows_global, self._observe, operation == "get"
 
-    async def aset(self, pairs: Mapping[FullKey, tuple[ValueT, int | None]]) -> None:
-        """Asynchronously set the cached values for the given keys and TTLs."""
-        if self.follows_global and not global_tracing_live():
-            await self.inner.aset(pairs)
-        else:
-            await super().aset(pairs)
+        async def traced(arg: Any = None) -> Any:
+            if follows_global and not global_tracing_live():
+                return await call(arg)
+            with observe(operation, arg) as span:
+                result = await call(arg)
+                return span.hits(result) if is_get else result
+
+        return traced
 
     def _describe(self, span: Span, operation: str, arg: Any) -> None:
         span.set_attribute("cache.backend", self.backend)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from toolkit._types import FullKey, Namespace, ValueT
+from toolkit._types import ValueT
 from toolkit.base import check_keys, check_namespaces, check_pairs
 from toolkit.middleware.base import CacheMiddleware, innermost
 
@@ -24,39 +24,38 @@ class Validate(CacheMiddleware[ValueT]):
     """Rejects malformed keys, pairs, ttls and namespaces with the errors our backends raise,
     before anything is read or written, so a wrapped foreign cache behaves like ours."""
 
-    def get(self, keys: Sequence[FullKey]) -> dict[FullKey, ValueT]:
-        """Get the cached values for the given keys."""
-        return self.inner.get(check_keys(keys))  # type: ignore[no-any-return]
+    def wrap_sync(self, operation: str, call: Callable[..., Any]) -> Callable[..., Any]:
+        """Check the argument, then call (keys are read once into a sequence)."""
+        check = _CHECKS[operation]
 
-    async def aget(self, keys: Sequence[FullKey]) -> dict[FullKey, ValueT]:
-        """Asynchronously get the cached values for the given keys."""
-        return await self.inner.aget(check_keys(keys))  # type: ignore[no-any-return]
+        def validated(arg: Any = None) -> Any:
+            return call(check(arg))
 
-    def set(self, pairs: Mapping[FullKey, tuple[ValueT, int | None]]) -> None:
-        """Set the cached values for the given keys and TTLs."""
-        check_pairs(pairs)
-        self.inner.set(pairs)
+        return validated
 
-    def delete(self, keys: Sequence[FullKey]) -> None:
-        """Delete exactly these keys."""
-        self.inner.delete(check_keys(keys))
+    def wrap_async(
+        self, operation: str, call: Callable[..., Awaitable[Any]]
+    ) -> Callable[..., Awaitable[Any]]:
+        """The async twin of :meth:`wrap_sync`."""
+        check = _CHECKS[operation]
 
-    async def adelete(self, keys: Sequence[FullKey]) -> None:
-        """Asynchronously delete exactly these keys."""
-        await self.inner.adelete(check_keys(keys))
+        async def validated(arg: Any = None) -> Any:
+            return await call(check(arg))
 
-    async def aset(self, pairs: Mapping[FullKey, tuple[ValueT, int | None]]) -> None:
-        """Asynchronously set the cached values for the given keys and TTLs."""
-        check_pairs(pairs)
-        await self.inner.aset(pairs)
+        return validated
 
-    def clear(self, namespaces: Sequence[Namespace] | None = None) -> None:
-        """Delete the cached values for the given namespaces (all when ``None``)."""
-        self.inner.clear(check_namespaces(namespaces))
 
-    async def aclear(self, namespaces: Sequence[Namespace] | None = None) -> None:
-        """Asynchronously delete the cached values for the given namespaces (all when ``None``)."""
-        await self.inner.aclear(check_namespaces(namespaces))
+def _checked_pairs(pairs: Any) -> Any:
+    check_pairs(pairs)
+    return pairs
+
+
+_CHECKS: dict[str, Callable[[Any], Any]] = {
+    "get": check_keys,
+    "set": _checked_pairs,
+    "clear": check_namespaces,
+    "delete": check_keys,
+}
 
 
 def needs_validation(cache: Any) -> bool:
