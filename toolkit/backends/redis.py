@@ -32,6 +32,7 @@ from collections.abc import Awaitable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 from toolkit._types import FullKey, Namespace, SerializerProtocol, ValueT
+from toolkit.backends._coalesce import WriteCoalescer
 from toolkit.backends._integrity import seal, unseal
 from toolkit.backends._loop_clients import LoopClients
 from toolkit.backends._redis_keys import KeyCodec
@@ -278,6 +279,7 @@ class RedisCache(EvictionNotifier, BaseCache[ValueT]):
         self._round_trip = 0.0  # worst case of one sync round trip: a connect and a reply
         self._pending: _PendingRead | None = None
         self._flushes: set[asyncio.Task[None]] = set()
+        self._write_turns = WriteCoalescer()
 
     @classmethod
     def from_url(
@@ -545,15 +547,22 @@ class RedisCache(EvictionNotifier, BaseCache[ValueT]):
         writes = self._encode_pairs(pairs)
         if not writes:
             return
-        aclient = await self._async_client()
         try:
+            # Writes issued while one runs join the next script call: a burst of asets is a
+            # few round trips, not one each queueing for a connection past the call's bound.
+            await self._write_turns.write(writes, self._awrite)
+        except _IO_ERRORS as exc:
+            raise _error(exc, "set") from exc
+
+    async def _awrite(self, writes: list[_Write]) -> None:
+        """Run merged writes (and deletes) in order, under the call bound."""
+        async with asyncio.timeout(self.max_call_seconds):
+            aclient = await self._async_client()
             for args in _write_plan(writes, self._acluster):
                 try:
                     await aclient.execute_command(*args)
                 except redis.exceptions.NoScriptError:
                     await aclient.execute_command("EVAL", _SET_MANY, *args[2:])
-        except _IO_ERRORS as exc:
-            raise _error(exc, "set") from exc
 
     def _encode_pairs(self, pairs: Mapping[FullKey, tuple[ValueT, int | None]]) -> list[_Write]:
         """Validate and serialize a whole batch before anything is written."""
@@ -592,10 +601,9 @@ class RedisCache(EvictionNotifier, BaseCache[ValueT]):
         rkeys = self._delete_plan(keys)
         if not rkeys:
             return
-        aclient = await self._async_client()
         try:
-            for batch in _unlink_batches(rkeys, self._acluster):
-                await aclient.unlink(*batch)
+            # A delete is a write expiring at once: it keeps its order among the asets.
+            await self._write_turns.write([(rkey, b"", b"0") for rkey in rkeys], self._awrite)
         except _IO_ERRORS as exc:
             raise _error(exc, "delete") from exc
 

@@ -1,0 +1,56 @@
+"""Bursts of concurrent coroutines on a healthy Redis: no call fails, the breaker stays shut.
+
+``from_url``'s defaults decide this (pool class and size, the wait for a connection, the
+call bound): every coroutine queues for one of the loop's pooled connections within the
+bound instead of opening a connection each (and racing its connect timeout) or failing
+with ``MaxConnectionsError``. Counts errors only, never time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from tests.redis_support import unique_prefix
+from toolkit import FullKey, observe
+from toolkit.backends.redis import RedisCache
+
+pytestmark = pytest.mark.redis
+
+
+def _total(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    found = 0.0
+    for family in registry.collect():
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                found += sample.value
+    return found
+
+
+@pytest.mark.parametrize("coroutines", [100, 1_000])
+def test_a_burst_of_coroutines_makes_no_errors(redis_url: str, coroutines: int) -> None:
+    backend: RedisCache[Any] = RedisCache.from_url(redis_url, prefix=unique_prefix())
+    registry = CollectorRegistry()
+    cache = observe(backend, registry=registry)
+
+    async def one(index: int) -> Any:
+        key: FullKey = (("burst", str(index % 7)), f"k{index}")
+        await cache.aset({key: ({"i": index}, 60)})
+        found = await cache.aget([key])
+        await cache.adelete([key])
+        return found.get(key)
+
+    async def burst() -> list[Any]:
+        try:
+            return await asyncio.gather(*(one(i) for i in range(coroutines)))
+        finally:
+            await backend.aclear()
+            await backend.aclose()
+
+    found = asyncio.run(burst())
+    assert _total(registry, "cache_errors_total") == 0
+    assert _total(registry, "cache_circuit_breaker_transitions_total", state="open") == 0
+    assert found == [{"i": i} for i in range(coroutines)]
