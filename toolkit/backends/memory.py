@@ -144,7 +144,7 @@ class InMemoryCache(EvictionNotifier, BaseCache[ValueT]):
     def clear(self, namespaces: Sequence[Namespace] | None = None) -> None:
         """Delete the cached values for the given namespaces.
         If no namespaces are provided, clear all cached values."""
-        check_namespaces(namespaces)
+        namespaces = check_namespaces(namespaces)
         with self._lock:
             if namespaces is None:
                 self._data.clear()
