@@ -32,6 +32,9 @@ class Comparison:
     inner_loops: int = 100
     rounds: int = 31
     results: dict[str, float] = field(default_factory=dict)
+    measure: Callable[[], float] | None = None
+    """Set for a size, not a time: ``ours``/``theirs`` build the subject, ``measure`` reads
+    its size (e.g. bytes per entry); the median of ``rounds`` builds is reported."""
 
 
 def sync_of(op: AsyncOp, loop: asyncio.AbstractEventLoop) -> Op:
@@ -48,6 +51,8 @@ def _time_once(op: Op, loops: int) -> float:
 
 def run(comparison: Comparison) -> Comparison:
     """Time both sides, interleaved round by round so machine noise hits both alike."""
+    if comparison.measure is not None:
+        return _measure(comparison, comparison.measure)
     ours: list[float] = []
     theirs: list[float] = []
     comparison.ours()
@@ -65,11 +70,23 @@ def run(comparison: Comparison) -> Comparison:
     return comparison
 
 
+def _measure(comparison: Comparison, measure: Callable[[], float]) -> Comparison:
+    sizes: dict[str, list[float]] = {"ours": [], "theirs": []}
+    for _ in range(comparison.rounds):
+        for side, build in (("ours", comparison.ours), ("theirs", comparison.theirs)):
+            build()
+            sizes[side].append(measure())
+    comparison.results = {side: statistics.median(found) for side, found in sizes.items()}
+    return comparison
+
+
 def ratio(comparison: Comparison) -> float:
     return comparison.results["ours"] / comparison.results["theirs"]
 
 
-def _fmt(seconds: float) -> str:
+def _fmt(seconds: float, sized: bool = False) -> str:
+    if sized:
+        return f"{seconds:9.0f} B "
     if seconds < 1e-3:
         return f"{seconds * 1e6:9.2f} µs"
     return f"{seconds * 1e3:9.2f} ms"
@@ -83,10 +100,12 @@ def report(comparisons: list[Comparison]) -> str:
     ]
     for c in comparisons:
         r = ratio(c)
+        sized = c.measure is not None
         target = "" if c.target is None else f"≤{c.target:<4g}"
         verdict = "" if c.target is None else ("ok" if r <= c.target else "MISS")
         lines.append(
-            f"{c.name:<58} {_fmt(c.results['ours'])} {_fmt(c.results['theirs'])}  {r:6.3f}  "
+            f"{c.name:<58} {_fmt(c.results['ours'], sized)} {_fmt(c.results['theirs'], sized)}  "
+            f"{r:6.3f}  "
             f"{target:<6} {verdict:<4} {c.baseline}"
         )
     return "\n".join(lines)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import itertools
+import tracemalloc
 from collections.abc import Iterator
 from typing import Any
 
@@ -57,6 +59,8 @@ def suite() -> Iterator[Comparison]:
         inner_loops=2_000,
     )
 
+    yield from _large()
+
     # cachetools keeps live objects (no serialization, no copy): the floor, reported only.
     lru: cachetools.LRUCache[Any, Any] = cachetools.LRUCache(maxsize=PRELOAD * 4)
     for k in keys(PRELOAD):
@@ -68,4 +72,49 @@ def suite() -> Iterator[Comparison]:
         lambda: lru.get(single),
         "cachetools LRUCache (live objects)",
         inner_loops=2_000,
+    )
+
+
+LARGE = 100_000
+
+
+def _large() -> Iterator[Comparison]:
+    """One 100k-entry ``set`` and the bytes each stored entry costs (issue 12)."""
+    batch = pairs(LARGE)
+    yield Comparison(
+        "memory set of 100k entries (one call, fresh cache)",
+        lambda: InMemoryCache(max_entries=None).set(batch),
+        lambda: LangGraphInMemoryCache().set(batch),
+        "langgraph InMemoryCache",
+        target=1.0,
+        inner_loops=1,
+        rounds=7,
+    )
+    held: list[Any] = []
+    started: list[int] = []
+
+    def build(make: Any) -> None:
+        held.clear()
+        gc.collect()
+        tracemalloc.start()
+        started[:] = [tracemalloc.get_traced_memory()[0]]
+        cache = make()
+        cache.set(batch)
+        held.append(cache)
+
+    def per_entry() -> float:
+        gc.collect()
+        used = tracemalloc.get_traced_memory()[0] - started[0]
+        tracemalloc.stop()
+        held.clear()
+        return used / LARGE
+
+    yield Comparison(
+        "memory bytes per entry, 100k entries",
+        lambda: build(lambda: InMemoryCache(max_entries=None)),
+        lambda: build(LangGraphInMemoryCache),
+        "langgraph InMemoryCache",
+        target=1.0,
+        rounds=3,
+        measure=per_entry,
     )

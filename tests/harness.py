@@ -97,7 +97,7 @@ def _memory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Subject]
 
     def inject(full_key: FullKey, tag: str, payload: bytes) -> None:
         cache.set({full_key: (0, None)})
-        cache._data[full_key] = ((tag, payload), None)
+        cache._data[full_key] = (tag, payload)
 
     yield Subject("memory", cache, clock.advance, inject=inject, raw=cache)
 

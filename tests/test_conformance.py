@@ -290,6 +290,20 @@ async def test_any_iterable_of_keys_is_read_once(ops: Ops, subject: Subject) -> 
             await ops.get("ab")  # type: ignore[arg-type]
 
 
+async def test_any_iterable_of_namespaces_is_read_once(ops: Ops, subject: Subject) -> None:
+    """``clear`` of a generator clears (checking it used to exhaust it: nothing was cleared)."""
+    other = ("conformance", "other")
+    await ops.set({key("a"): (1, None), key("b", other): (2, None), key("c"): (3, None)})
+    await ops.clear(ns for ns in [NS])  # type: ignore[arg-type]
+    assert await ops.get([key("a"), key("b", other), key("c")]) == {key("b", other): 2}
+    await ops.clear(iter([other]))  # type: ignore[arg-type]
+    assert await ops.get([key("b", other)]) == {}
+    if subject.validates_input:
+        for wrong in ("conformance", b"conformance"):
+            with pytest.raises(TypeError):
+                await ops.clear(wrong)  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("ttl", BAD_TTL_TYPES, ids=lambda t: type(t).__name__)
 async def test_bad_ttl_type_rejected(ops: Ops, subject: Subject, ttl: Any) -> None:
     if not subject.validates_input:

@@ -54,3 +54,31 @@ def test_a_burst_of_coroutines_makes_no_errors(redis_url: str, coroutines: int) 
     assert _total(registry, "cache_errors_total") == 0
     assert _total(registry, "cache_circuit_breaker_transitions_total", state="open") == 0
     assert found == [{"i": i} for i in range(coroutines)]
+
+
+@pytest.mark.parametrize("cluster", [False, True], ids=["standalone", "cluster"])
+def test_gathered_writes_and_deletes_keep_their_order(
+    request: pytest.FixtureRequest, cluster: bool
+) -> None:
+    url = request.getfixturevalue("redis_cluster_url" if cluster else "redis_url")
+    cache: RedisCache[Any] = RedisCache.from_url(url, cluster=cluster, prefix=unique_prefix())
+    a: FullKey = (("order",), "a")
+    b: FullKey = (("order", "b"), "b")
+
+    async def run() -> tuple[Any, Any]:
+        try:
+            await asyncio.gather(
+                cache.aset({a: (1, None), b: (1, None)}),
+                cache.adelete([a]),
+                cache.aset({a: (2, None)}),
+                cache.adelete([b]),
+                cache.aset({b: (3, 0)}),  # expires at once: deletes
+            )
+            first = await cache.aget([a, b])
+            await asyncio.gather(cache.aset({b: (4, None)}), cache.adelete([b]))
+            return first, await cache.aget([a, b])
+        finally:
+            await cache.aclear()
+            await cache.aclose()
+
+    assert asyncio.run(run()) == ({a: 2}, {a: 2})

@@ -218,15 +218,21 @@ def check_pairs(
     return rows
 
 
-def check_namespaces(namespaces: Sequence[Namespace] | None) -> Sequence[Namespace] | None:
-    """Validate the argument of ``clear``; ``None`` means every entry of this cache."""
+def check_namespaces(namespaces: Iterable[Namespace] | None) -> Sequence[Namespace] | None:
+    """Validate the argument of ``clear``; ``None`` means every entry of this cache.
+
+    Returns it as a sequence (a one-shot iterable is read once: callers must use the
+    result, not the argument); a str or bytes is ``TypeError``, like a non-iterable.
+    """
     if namespaces is None:
         return None
-    raw: object = namespaces
-    if isinstance(raw, (str, bytes)) or not isinstance(raw, Iterable):
-        raise TypeError(
-            f"namespaces must be a sequence of tuples of str or None, got {_short(namespaces)}"
-        )
+    if type(namespaces) is not list and type(namespaces) is not tuple:
+        raw: object = namespaces
+        if isinstance(raw, (str, bytes)) or not isinstance(raw, Iterable):
+            raise TypeError(
+                f"namespaces must be a sequence of tuples of str or None, got {_short(raw)}"
+            )
+        namespaces = list(namespaces)
     for ns in namespaces:
         check_namespace(ns)
     return namespaces

@@ -20,7 +20,9 @@ from toolkit.introspect import CacheStats, KeyInfo
 
 __all__ = ["InMemoryCache"]
 
-_Entry = tuple[tuple[str, bytes], float | None]  # ((type tag, payload), monotonic expiry)
+# The serializer's own (type tag, payload) tuple when the entry never expires, else
+# (type tag, payload, monotonic expiry): no wrapper tuple per entry (56 bytes each).
+_Entry = tuple[str, bytes] | tuple[str, bytes, float]
 _Evicted = list[tuple[Namespace, EvictionCause]]
 
 DEFAULT_MAX_ENTRIES = 10_000
@@ -78,20 +80,22 @@ class InMemoryCache(EvictionNotifier, BaseCache[ValueT]):
             entry = lookup(full_key)
             if entry is None:
                 continue
-            expiry = entry[1]
-            if expiry is not None:
+            if len(entry) == 3:
                 if now is None:
                     now = self._timer()
-                if now >= expiry:
+                if now >= entry[2]:
                     if self._discard(full_key, entry):
                         evicted.append((full_key[0], "expired"))
                     continue
+                typed: tuple[str, bytes] = (entry[0], entry[1])
+            else:
+                typed = entry
             try:  # noqa: SIM105 - try/except is free in 3.11; suppress() costs ~200 ns a key
                 bump(full_key)
             except KeyError:
                 pass
             try:
-                values[full_key] = loads(entry[0])
+                values[full_key] = loads(typed)
             except Exception:
                 # Undecodable bytes are a miss; drop them so they cannot fail again.
                 if self._discard(full_key, entry):
@@ -114,12 +118,12 @@ class InMemoryCache(EvictionNotifier, BaseCache[ValueT]):
         try:
             for full_key, typed, ttl in encoded:
                 if ttl is None:
-                    data[full_key] = (typed, None)
+                    data[full_key] = typed
                 else:
                     if now is None:
                         now = self._timer()
                         self._expiring = True
-                    data[full_key] = (typed, now + ttl)
+                    data[full_key] = (typed[0], typed[1], now + ttl)
                 data.move_to_end(full_key)
             # Until some entry has had a ttl there is nothing to sweep, and no clock to read.
             if self._expiring:
@@ -140,7 +144,7 @@ class InMemoryCache(EvictionNotifier, BaseCache[ValueT]):
     def clear(self, namespaces: Sequence[Namespace] | None = None) -> None:
         """Delete the cached values for the given namespaces.
         If no namespaces are provided, clear all cached values."""
-        check_namespaces(namespaces)
+        namespaces = check_namespaces(namespaces)
         with self._lock:
             if namespaces is None:
                 self._data.clear()
@@ -196,8 +200,8 @@ class InMemoryCache(EvictionNotifier, BaseCache[ValueT]):
         entries = list(self._data.items())  # an atomic copy; see clear()
         return CacheStats.tally(
             (
-                (full_key[0], 1, len(typed[1]), int(expiry is not None and now >= expiry))
-                for full_key, (typed, expiry) in entries
+                (full_key[0], 1, len(entry[1]), int(len(entry) == 3 and now >= entry[2]))
+                for full_key, entry in entries
             ),
             expires_itself=False,
         )
@@ -210,7 +214,8 @@ class InMemoryCache(EvictionNotifier, BaseCache[ValueT]):
         """The live keys of exactly ``namespace``, least recently used first."""
         ns = check_namespace(namespace)
         now = self._timer()
-        for (entry_ns, key), (_, expiry) in list(self._data.items()):
+        for (entry_ns, key), entry in list(self._data.items()):
+            expiry = _expiry(entry)
             if entry_ns == ns and (expiry is None or now < expiry):
                 yield KeyInfo(key, None if expiry is None else expiry - now)
 
@@ -230,7 +235,7 @@ class InMemoryCache(EvictionNotifier, BaseCache[ValueT]):
         """Drop expired entries; the caller holds the lock."""
         self._next_sweep = now + _SWEEP_INTERVAL
         entries = list(self._data.items())  # an atomic copy; see clear()
-        expired = [k for k, (_, exp) in entries if exp is not None and now >= exp]
+        expired = [k for k, entry in entries if len(entry) == 3 and now >= entry[2]]
         for full_key in expired:
             del self._data[full_key]
         return [(full_key[0], "expired") for full_key in expired]
@@ -243,3 +248,7 @@ class InMemoryCache(EvictionNotifier, BaseCache[ValueT]):
             counts[item] = counts.get(item, 0) + 1
         for (ns, cause), count in counts.items():
             self._notify_eviction(ns, cause, count)
+
+
+def _expiry(entry: _Entry) -> float | None:
+    return entry[2] if len(entry) == 3 else None

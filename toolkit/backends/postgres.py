@@ -403,7 +403,7 @@ class PostgresCache(EvictionNotifier, BaseCache[ValueT]):
             await self._arun([call], "clear")
 
     def _clear_call(self, namespaces: Sequence[Namespace] | None) -> Call | None:
-        check_namespaces(namespaces)
+        namespaces = check_namespaces(namespaces)
         if namespaces is None:
             return self._sql.clear_all, ()
         unique = list(dict.fromkeys(encode_namespace(ns) for ns in namespaces))

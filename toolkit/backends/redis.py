@@ -673,7 +673,7 @@ class RedisCache(EvictionNotifier, BaseCache[ValueT]):
 
     def _patterns(self, namespaces: Sequence[Namespace] | None) -> list[tuple[bytes, bytes | None]]:
         """``(MATCH pattern, a key of that namespace or None for all)`` for each scan to run."""
-        check_namespaces(namespaces)
+        namespaces = check_namespaces(namespaces)
         codec = self._codec
         if namespaces is None:
             return [(codec.all_pattern(), None)]
