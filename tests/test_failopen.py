@@ -290,3 +290,28 @@ async def test_delete_and_invalidate_fail_open_like_every_operation() -> None:
     load.invalidate(1)
     await load.ainvalidate(1)
     assert flaky.calls == 4
+
+
+def test_fail_open_warnings_name_error_message_and_endpoint_never_keys(
+    tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    from toolkit import SqliteCache
+
+    path = str(tmp_path / "closed.db")
+    sqlite = SqliteCache(path=path)
+    cache = observe(sqlite, registry=CollectorRegistry())
+    sqlite.close()
+    with caplog.at_level(logging.WARNING, logger="toolkit.middleware"):
+        assert cache.get([(("app",), "secret-key-123")]) == {}
+    text = caplog.text
+    assert "CacheClosedError" in text and "closed" in text.split("CacheClosedError", 1)[1]
+    assert path in text
+    assert "secret-key-123" not in text
+
+
+def test_a_foreign_errors_message_is_left_out(caplog: pytest.LogCaptureFixture) -> None:
+    flaky = FlakyCache(RuntimeError("value was s3cr3t"))
+    cache = observe(flaky, registry=CollectorRegistry())
+    with caplog.at_level(logging.WARNING, logger="toolkit.middleware"):
+        cache.get([KEY])
+    assert "RuntimeError" in caplog.text and "s3cr3t" not in caplog.text

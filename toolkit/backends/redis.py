@@ -270,6 +270,8 @@ class RedisCache(EvictionNotifier, BaseCache[ValueT]):
         """The async client given (``from_url`` caches make one per event loop instead)."""
         self._aclients = LoopClients(None, aclient)
         self.prefix = prefix
+        self.endpoint = _endpoint(client if client is not None else aclient)
+        """``host:port/db`` of the server (or ``cluster``), for messages; never a password."""
         self._codec = KeyCodec(prefix)
         self._cluster = isinstance(client, RedisCluster)
         self._acluster = isinstance(aclient, AsyncRedisCluster)
@@ -811,6 +813,15 @@ class RedisCache(EvictionNotifier, BaseCache[ValueT]):
         self.close()
         if self._owns_clients:
             await self._aclients.aclose()
+
+
+def _endpoint(client: Any) -> str:
+    if isinstance(client, (RedisCluster, AsyncRedisCluster)):
+        return "redis cluster"
+    kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
+    if "path" in kwargs:
+        return f"unix:{kwargs['path']}/{kwargs.get('db', 0)}"
+    return f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
 
 
 def _missing_client(kind: str, methods: str, argument: str) -> str:

@@ -90,6 +90,8 @@ class SqliteCache(EvictionNotifier, BaseCache[ValueT]):
         if not busy_timeout >= 0:
             raise ValueError(f"busy_timeout must be >= 0 seconds, got {busy_timeout!r}")
         self.path = path
+        self.endpoint = str(path)
+        """Where the data lives, for messages (the file, or ``:memory:``)."""
         self._sql = TableSql(table)
         self._timer = timer
         self._next_purge = 0.0

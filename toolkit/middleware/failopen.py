@@ -24,7 +24,13 @@ from toolkit.base import (
     key_sequence,
     warn_uncacheable,
 )
-from toolkit.errors import BackendError, CacheError, CacheTimeoutError, NotCacheableError
+from toolkit.errors import (
+    BackendError,
+    CacheClosedError,
+    CacheError,
+    CacheTimeoutError,
+    NotCacheableError,
+)
 from toolkit.middleware.base import (
     CIRCUIT_CLOSED,
     CIRCUIT_HALF_OPEN,
@@ -212,22 +218,42 @@ class _RateLimitedLog:
         self._next: dict[tuple[str, str, str], float] = {}
         self._suppressed: dict[tuple[str, str, str], int] = {}
 
-    def warn(self, backend: str, operation: str, error_type: str) -> None:
+    def warn(
+        self, backend: str, operation: str, exc: BaseException, endpoint: str | None = None
+    ) -> None:
+        error_type = type(exc).__name__
         slot = (backend, operation, error_type)
         now = self._clock()
         if now < self._next.get(slot, float("-inf")):
             self._suppressed[slot] = self._suppressed.get(slot, 0) + 1
             return
         self._next[slot] = now + self._interval
-        # Only names: an exception message can quote keys or values.
         logger.warning(
-            "cache %s %s failed with %s; served as %s (%d similar failures not logged)",
+            "cache %s%s %s failed with %s; served as %s (%d similar failures not logged)",
             backend,
+            f" ({endpoint})" if endpoint else "",
             operation,
-            error_type,
+            _describe(exc),
             "a miss" if operation == "get" else "a no-op",
             self._suppressed.pop(slot, 0),
         )
+
+
+def _describe(exc: BaseException) -> str:
+    """The error's class and its cause's; the message only for errors whose messages are
+    ours and carry no data (timeouts, deadlines, a closed cache, an open circuit): a
+    driver's or a foreign cache's message can quote keys or values."""
+    text = type(exc).__name__
+    if exc.__cause__ is not None:
+        text += f" (from {type(exc.__cause__).__name__})"
+    if isinstance(exc, _PLAIN_MESSAGES):
+        message = str(exc).strip()
+        if message:
+            text += f": {message[:300]}"
+    return text
+
+
+_PLAIN_MESSAGES = (CacheTimeoutError, CacheClosedError, DeadlineExceededError, CircuitOpenError)
 
 
 class _Guard:
@@ -360,6 +386,8 @@ class FailOpen(CacheMiddleware[ValueT]):
     def _on_bind(self) -> None:
         self.backend = backend_name(self.inner)
         bottom = innermost(self.inner)
+        endpoint = getattr(bottom, "endpoint", None)
+        self.endpoint: str | None = endpoint if isinstance(endpoint, str) else None
         if self.deadline is not None and _needs_thread(bottom, self.deadline):
             self._workers = _Workers(self._max_workers)
         if self.deadline is not None and not _runs_in_process(bottom):
@@ -378,7 +406,7 @@ class FailOpen(CacheMiddleware[ValueT]):
             self.record_error(operation, _namespaces(operation, arg), error_type)
         if self.strict:
             raise exc
-        self._log.warn(self.backend, operation, error_type)
+        self._log.warn(self.backend, operation, exc, self.endpoint)
 
     def _admitted(self, operation: str, arg: Any) -> bool:
         """Whether the breaker lets a call through; if not, report it (a caller bug raises)."""
