@@ -173,3 +173,18 @@ def test_generators_and_classes_are_refused_at_decoration() -> None:
 
     with pytest.raises(TypeError, match="class"):
         cached("cls")(type("Thing", (), {}))
+
+
+@pytest.mark.parametrize("func", [toolkit.cached, toolkit.observe], ids=lambda f: f.__name__)
+def test_help_documents_every_parameter_without_object_reprs(func: Any) -> None:
+    import inspect
+    import pydoc
+    import re
+
+    text = pydoc.render_doc(func, renderer=pydoc.plaintext)
+    assert not re.findall(r"<[^>]+ at 0x[0-9a-f]+>|<built-in [^>]+>|<function [^>]+>", text)
+    doc = inspect.getdoc(func) or ""
+    assert "::" in doc  # an example
+    for name in inspect.signature(func).parameters:
+        if name not in ("cache", "ns", "func"):
+            assert f"``{name}``" in doc or name in doc, name

@@ -76,17 +76,32 @@ def cached(
     tracer_provider: trace.TracerProvider | None = None,
     key_id: str | None = None,
 ) -> Any:
-    """Cache a function's results by its arguments: ``@cached`` or ``@cached(ns, ttl, ...)``.
+    """Cache a function's results by its arguments: ``@cached`` or ``@cached(ns, ttl, ...)``::
 
-    ``ns`` (str or tuple; default module and qualified name) and ``version`` (appended to
-    it) name the entries; ``ttl`` in seconds (``None`` = never expire); ``cache`` (default:
-    ``toolkit.configure``'s, ``TOOLKIT_CACHE_URL`` or ``observe(InMemoryCache())``);
-    ``key(*args, **kwargs)`` (``self``/``cls`` first for methods) returns the value to key on
-    instead of the arguments; ``ignore`` leaves parameters out of the key; ``cache_none``
-    and ``condition(result)`` decide what is stored; ``strict_containers=False`` makes
-    lists/tuples and sets/frozensets one key; ``tracer_provider`` overrides the global one;
-    ``key_id`` names the function in its keys instead of its module and qualified name (the
-    one way for two functions to share entries; see ``toolkit._identity``).
+        @cached("llm", ttl="1h")
+        def summarize(text: str) -> str: ...
+
+        summarize("hello")              # computes, stores
+        summarize("hello")              # served from the cache
+        summarize.invalidate("hello")   # forgets that one result
+
+    - ``ns``: namespace, a str (``"a.b"``) or tuple of str; default (module, qualified
+      name). ``version`` is appended to it (bump it when the function's output changes).
+    - ``ttl``: how long a result lives: seconds, a ``timedelta`` or ``"90s"``/``"15m"``/
+      ``"1h"``/``"1d"``; ``None`` never expires.
+    - ``cache``: a cache (any ``BaseCache``-like object) or a URL (``"sqlite:///app.db"``,
+      wrapped in ``observe``); default ``toolkit.configure``'s, ``TOOLKIT_CACHE_URL``'s or
+      ``observe(InMemoryCache())``.
+    - ``key(*args, **kwargs)``: the value to key on instead of the arguments (``self``/``cls``
+      first for methods); ``ignore``: parameter names left out of the key.
+    - ``cache_none``: store ``None`` results; ``condition(result)``: store only when true.
+    - ``strict_containers``: ``False`` makes lists/tuples and sets/frozensets one key.
+    - ``tracer_provider``: OpenTelemetry provider for the ``cache.call`` span (default global).
+    - ``key_id``: the name of the function in its keys instead of its module and qualified
+      name: the one way for two functions to share entries (see ``toolkit._identity``).
+
+    The result keeps the function's signature and adds ``cache_key``, ``invalidate``,
+    ``refresh``, ``cache_clear`` (and async twins), ``cache_info`` and ``cache_parameters``.
     """
     func, name = (ns, None) if _is_decoratable(ns) else (None, ns)
     given: object = name

@@ -51,62 +51,80 @@ def wrap(cache: Any, *middlewares: CacheMiddleware[Any]) -> CacheMiddleware[Any]
 def observe(
     cache: BaseCache[V],
     *,
-    registry: CollectorRegistry = REGISTRY,
+    registry: CollectorRegistry | None = None,
     tracer_provider: TracerProvider | None = None,
     prefix: str = "",
     strict: bool = False,
     deadline: float | None = 0.5,
     failure_threshold: int = 5,
     reset_timeout: float = 10.0,
-    cache_label: Callable[[Namespace], str] = default_cache_label,
+    cache_label: Callable[[Namespace], str] | None = None,
     max_cache_labels: int = 100,
     record_keys: bool = False,
     request_hook: RequestHook | None = None,
     response_hook: ResponseHook | None = None,
-    clock: Callable[[], float] = time.monotonic,
+    clock: Callable[[], float] | None = None,
 ) -> CacheMiddleware[V]: ...
 @overload
 def observe(
     cache: Any,
     *,
-    registry: CollectorRegistry = REGISTRY,
+    registry: CollectorRegistry | None = None,
     tracer_provider: TracerProvider | None = None,
     prefix: str = "",
     strict: bool = False,
     deadline: float | None = 0.5,
     failure_threshold: int = 5,
     reset_timeout: float = 10.0,
-    cache_label: Callable[[Namespace], str] = default_cache_label,
+    cache_label: Callable[[Namespace], str] | None = None,
     max_cache_labels: int = 100,
     record_keys: bool = False,
     request_hook: RequestHook | None = None,
     response_hook: ResponseHook | None = None,
-    clock: Callable[[], float] = time.monotonic,
+    clock: Callable[[], float] | None = None,
 ) -> CacheMiddleware[Any]: ...
 def observe(
     cache: Any,
     *,
-    registry: CollectorRegistry = REGISTRY,
+    registry: CollectorRegistry | None = None,
     tracer_provider: TracerProvider | None = None,
     prefix: str = "",
     strict: bool = False,
     deadline: float | None = 0.5,
     failure_threshold: int = 5,
     reset_timeout: float = 10.0,
-    cache_label: Callable[[Namespace], str] = default_cache_label,
+    cache_label: Callable[[Namespace], str] | None = None,
     max_cache_labels: int = 100,
     record_keys: bool = False,
     request_hook: RequestHook | None = None,
     response_hook: ResponseHook | None = None,
-    clock: Callable[[], float] = time.monotonic,
+    clock: Callable[[], float] | None = None,
 ) -> CacheMiddleware[Any]:
     """The production stack in one call: FailOpen → Metrics → Tracing → ``cache``.
 
     Exactly ``wrap(cache, FailOpen(...), Metrics(...), Tracing(...))``: each layer's calls
     are composed once, when bound, so a call through the stack is one closure per layer.
     A cache that does not validate its own input (LangGraph's, a user's) also gets
-    ``Validate`` in front, so bad input raises the same errors as with our backends.
+    ``Validate`` in front, so bad input raises the same errors as with our backends::
+
+        cache = observe(SqliteCache(path="cache.db"), deadline=0.25)
+        graph = builder.compile(cache=cache)
+
+    - ``registry``: the Prometheus registry to record into (default: the global one);
+      ``prefix`` prepends ``prefix_`` to every metric name.
+    - ``tracer_provider``: OpenTelemetry provider (default: the global one).
+    - ``strict``: re-raise backend failures instead of serving misses and dropping writes.
+    - ``deadline``: seconds a call may take (``None``: no deadline); ``failure_threshold``
+      consecutive failures open the circuit for ``reset_timeout`` seconds.
+    - ``cache_label(namespace) -> str``: the ``cache`` label (default: the namespace, or a
+      LangGraph node's name), at most ``max_cache_labels`` distinct values.
+    - ``record_keys``: put hashed keys on spans; ``request_hook``/``response_hook``: called
+      with each span, operation and argument/result (their errors are logged, never raised).
+    - ``clock``: the monotonic clock of the breaker (default ``time.monotonic``; for tests).
     """
+    registry = REGISTRY if registry is None else registry
+    cache_label = default_cache_label if cache_label is None else cache_label
+    clock = time.monotonic if clock is None else clock
     layers: list[CacheMiddleware[Any]] = [Validate()] if needs_validation(cache) else []
     layers += [
         FailOpen(
