@@ -181,7 +181,7 @@ def test_help_documents_every_parameter_without_object_reprs(func: Any) -> None:
     import pydoc
     import re
 
-    text = pydoc.render_doc(func, renderer=pydoc.plaintext)
+    text = pydoc.plain(pydoc.render_doc(func))
     assert not re.findall(r"<[^>]+ at 0x[0-9a-f]+>|<built-in [^>]+>|<function [^>]+>", text)
     doc = inspect.getdoc(func) or ""
     assert "::" in doc  # an example
