@@ -390,9 +390,8 @@ class FailOpen(CacheMiddleware[ValueT]):
         self.endpoint: str | None = endpoint if isinstance(endpoint, str) else None
         if self.deadline is not None and _needs_thread(bottom, self.deadline):
             self._workers = _Workers(self._max_workers)
-        if self.deadline is not None and not _runs_in_process(bottom):
-            # No thread needed: a timer on the loop cuts a wait that a backend's own bound
-            # may not cover (a connection pool's queue, a loop's backlog).
+            # The same backends get a timer on the loop for async calls (no thread needed);
+            # a self-bounded one (max_call_seconds) keeps its own bound there too.
             self.async_deadline = self.deadline
         self.record_circuit_state(self._breaker.state)
 
