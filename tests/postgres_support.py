@@ -118,7 +118,13 @@ def pg_subject(request: pytest.FixtureRequest) -> Subject:
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(
                 f"UPDATE {table} SET tag = %s, val = %s WHERE ns = %s AND key = %s",
-                (tag, seal(payload), encode_namespace(full_key[0]), full_key[1].encode()),
+                # text cannot hold NUL: such a tag is stored as its escape, still not a tag
+                (
+                    tag.replace("\x00", "\\0"),
+                    seal(payload),
+                    encode_namespace(full_key[0]),
+                    full_key[1].encode(),
+                ),
             )
 
     def corrupt(full_key: FullKey, where: str | int) -> None:

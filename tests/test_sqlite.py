@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 import traceback
 import warnings
 from collections.abc import Callable, Iterator
@@ -581,3 +582,33 @@ def test_stress_processes_threads_and_async_then_integrity(db: str) -> None:
         ("stress", "a"),
         ("stress", "b,c"),
     }
+
+
+def test_a_slow_first_open_is_not_a_timeout(db: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a loaded machine opening can outlast busy_timeout; only waiting is bounded by it."""
+    from toolkit.backends import _sqlite_conn
+
+    slow = 3 * 0.05
+    open_sync, aopen = _sqlite_conn.Connections._open_sync, _sqlite_conn.Connections._aopen
+
+    def slow_open_sync(self: Any, path: Any, setup: Any) -> sqlite3.Connection:
+        time.sleep(slow)
+        return open_sync(self, path, setup)
+
+    async def slow_aopen(self: Any, path: Any) -> Any:
+        await asyncio.sleep(slow)
+        return await aopen(self, path)
+
+    monkeypatch.setattr(_sqlite_conn.Connections, "_open_sync", slow_open_sync)
+    monkeypatch.setattr(_sqlite_conn.Connections, "_aopen", slow_aopen)
+    with open_cache(db, busy_timeout=0.05) as cache:
+        assert cache.get([k("a")]) == {}
+        cache.set({k("a"): (1, None)})
+        assert cache.get([k("a")]) == {k("a"): 1}
+
+        async def both() -> None:
+            assert await cache.aget([k("a")]) == {k("a"): 1}
+            await cache.aset({k("b"): (2, None)})
+            assert await cache.aget([k("b")]) == {k("b"): 2}
+
+        asyncio.run(both())

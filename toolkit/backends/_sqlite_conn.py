@@ -113,6 +113,7 @@ class _Path:
     def __init__(self, pragmas: Sequence[str]) -> None:
         self.pragmas = tuple(pragmas)
         self.lock = threading.Lock()  # serializes use of the sync connection
+        self.opening = threading.Lock()  # serializes opening it
         self.sync: sqlite3.Connection | None = None
         self.aio: aiosqlite.Connection | None = None
         self.aio_opening: asyncio.Task[aiosqlite.Connection] | None = None
@@ -187,6 +188,13 @@ class Connections:
 
     def _sync_connection(self, path: _Path, setup: Sequence[str] = ()) -> sqlite3.Connection:
         conn = path.sync
+        if conn is not None:
+            return conn
+        with path.opening:
+            return self._open_sync(path, setup)
+
+    def _open_sync(self, path: _Path, setup: Sequence[str]) -> sqlite3.Connection:
+        conn = path.sync
         if conn is None:
             try:
                 conn = sqlite3.connect(self.database, **self._connect_kwargs())
@@ -211,8 +219,13 @@ class Connections:
         """Run statements on the sync read or write connection; one transaction if ``atomic``."""
         path = self._writer if write else self._reader
         framed, in_transaction = _framed(statements, atomic)
-        deadline = time.monotonic() + self.busy_timeout
         attempt = 0
+        if path.sync is None:
+            # Opening is not waiting: SQLite's busy handler bounds its locks, and a slow
+            # machine's first call must not time out on the work of opening itself.
+            self._check()
+            self._sync_connection(path)
+        deadline = time.monotonic() + self.busy_timeout
         while True:
             self._check()
             # The connection's turn is part of the call's bounded wait (see max_call_seconds).
@@ -265,8 +278,8 @@ class Connections:
 
     @property
     def max_call_seconds(self) -> float:
-        """The longest one call can take: the wait for the connection, SQLite's own busy wait,
-        and a margin for the statements themselves."""
+        """The longest one call can take once its connections are open: the wait for the
+        connection, SQLite's own busy wait, and a margin for the statements themselves."""
         return 2 * self.busy_timeout + _STATEMENT_MARGIN
 
     def _waiting(self) -> str:
@@ -317,12 +330,14 @@ class Connections:
         """Run statements on the async read or write connection; one transaction if ``atomic``."""
         path = self._writer if write else self._reader
         framed, in_transaction = _framed(statements, atomic)
-        deadline = time.monotonic() + self.busy_timeout
         attempt = 0
+        # Opening is not waiting (see run): it happens before the bounded wait starts.
+        conn = await self._aconnection(path)
+        deadline = time.monotonic() + self.busy_timeout
         while True:
             try:
-                # Waiting for the connection or the write turn is bounded like the sync
-                # path's; the statements themselves run to the end (a big batch takes long).
+                # Waiting for the write turn is bounded like the sync path's; the
+                # statements themselves run to the end (a big batch takes long).
                 try:
                     async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
                         conn = await self._aconnection(path)
