@@ -2,6 +2,7 @@
 
 ``wrapt`` makes the wrapper a descriptor: on a class it binds like the function it wraps
 (instance methods, classmethods, staticmethods), and the controls follow the binding.
+It pickles by reference and copies as itself, as functions do.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 import wrapt
 
 from toolkit._types import FullKey
-from toolkit.decorators import _invalidate
+from toolkit.decorators import _invalidate, _pickling
 from toolkit.decorators._call import Cached
 from toolkit.decorators.stats import CacheInfo, CacheParameters
 
@@ -23,6 +24,12 @@ class _Controls:
     def _bind(self) -> tuple[Cached, Any, Callable[..., Any]]:
         """The state, the instance that enters the key (or ``None``) and the callable to run."""
         raise NotImplementedError
+
+    def __copy__(self) -> Any:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        return self
 
     def cache_key(self, *args: Any, **kwargs: Any) -> FullKey:
         """The ``FullKey`` this call reads and writes."""
@@ -87,6 +94,12 @@ class BoundCachedWrapper(_Controls, wrapt.BoundFunctionWrapper[..., Any]):
             instance = self._self_instance
         return self._self_parent._self_state, instance, self.__wrapped__
 
+    def __reduce_ex__(self, protocol: object) -> tuple[Any, tuple[Any, str]]:
+        return _pickling.bound_by_reference(self, self.__wrapped__)
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, str]]:
+        return self.__reduce_ex__(None)
+
 
 class CachedWrapper(_Controls, wrapt.FunctionWrapper[..., Any]):
     """The decorated function: a transparent proxy with cache controls."""
@@ -106,3 +119,9 @@ class CachedWrapper(_Controls, wrapt.FunctionWrapper[..., Any]):
         if isinstance(wrapped, (classmethod, staticmethod)):
             wrapped = wrapped.__func__
         return self._self_state, None, wrapped
+
+    def __reduce_ex__(self, protocol: object) -> str:
+        return _pickling.by_reference(self)
+
+    def __reduce__(self) -> str:
+        return _pickling.by_reference(self)
