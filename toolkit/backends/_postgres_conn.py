@@ -9,12 +9,15 @@ has ``dict_row`` connections: they serve as well).
 
 Connections come from a pool: the user's ``psycopg_pool.ConnectionPool`` /
 ``AsyncConnectionPool``, or pools this module makes from a URL (one per event loop for async
-calls: an asyncio connection belongs to the loop it was made in).
+calls: an asyncio connection belongs to the loop it was made in). After ``fork()`` the child's
+pools start empty: it never uses nor closes a connection it inherited (closing one would end
+the parent's session too; psycopg does not close it when collected in another process).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import select
 import threading
 import time
@@ -251,9 +254,16 @@ class SyncPool:
     def __init__(self, connect: Callable[[], psycopg.Connection[Any]], size: int) -> None:
         """Make connections with ``connect`` on demand, at most ``size`` at once."""
         self._connect = connect
+        self._size = size
         self._idle: list[psycopg.Connection[Any]] = []
         self._slots = threading.BoundedSemaphore(size)
         self._closed = False
+        _FORKABLE.add(self)
+
+    def forget(self) -> None:
+        """In a forked child: drop the inherited connections unclosed, free every slot."""
+        self._idle = []
+        self._slots = threading.BoundedSemaphore(self._size)
 
     def getconn(self, timeout: float) -> psycopg.Connection[Any]:
         """An idle connection, or a new one; ``PoolTimeout`` if all are busy past ``timeout``."""
@@ -364,6 +374,12 @@ class AsyncPools:
         self._pools: dict[asyncio.AbstractEventLoop, AsyncPool] = {}
         self._lock = threading.Lock()
         self._closed = False
+        _FORKABLE.add(self)
+
+    def forget(self) -> None:
+        """In a forked child: drop every loop's pool and its inherited connections unclosed."""
+        self._pools = {}
+        self._lock = threading.Lock()
 
     def for_loop(self, loop: asyncio.AbstractEventLoop) -> AsyncPool:
         """The pool of ``loop``, made on first use."""
@@ -387,3 +403,17 @@ class AsyncPools:
             pools, self._pools = list(self._pools.values()), {}
         for pool in pools:
             pool.close()
+
+
+_FORKABLE: weakref.WeakSet[SyncPool | AsyncPools] = weakref.WeakSet()
+"""Every pool this module made; a forked child empties them before it runs anything else."""
+
+
+def _forget_after_fork() -> None:
+    global _PREPARED_LOCK
+    _PREPARED_LOCK = threading.Lock()  # another thread of the parent may have held it
+    for pool in list(_FORKABLE):
+        pool.forget()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)

@@ -21,7 +21,9 @@ How it talks to PostgreSQL (statements in ``_postgres_sql``, connections in ``_p
   a pooled connection, connecting, and the statement itself (``statement_timeout`` on the
   connections this cache makes; the client gives up at the deadline in any case, closing
   that connection). A connection lost to a restarted server is replaced and the call run
-  again while its deadline allows.
+  again while its deadline allows;
+- after ``fork()`` the child's pools (those this cache made) start empty: it connects anew
+  and never touches its parent's sessions. A pool passed in is its owner's to manage.
 
 Connections from a user's pool are used as they are: statements are prepared per connection
 under names starting ``toolkit_`` and run with binary parameters on the libpq connection, so
@@ -33,7 +35,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -201,7 +202,6 @@ class PostgresCache(EvictionNotifier, BaseCache[ValueT]):
         self._closed = False
         self._reads: ReadCoalescer[ValueT] = ReadCoalescer(_MISSING)
         self._next_purge = 0.0
-        self._purge_lock = threading.Lock()
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> PostgresCache[Any]:
@@ -336,11 +336,9 @@ class PostgresCache(EvictionNotifier, BaseCache[ValueT]):
             )
         ]
         now = time.monotonic()
-        if now >= self._next_purge and self._purge_lock.acquire(blocking=False):
-            try:
-                self._next_purge = now + PURGE_INTERVAL
-            finally:
-                self._purge_lock.release()
+        if now >= self._next_purge:
+            # Two threads may both find it due: two purges skip each other's rows (SKIP LOCKED).
+            self._next_purge = now + PURGE_INTERVAL
             calls.append((self._sql.purge, (int8(PURGE_BATCH),)))
         return calls
 
