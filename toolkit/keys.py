@@ -48,6 +48,7 @@ from typing import Any
 import ormsgpack
 
 from toolkit._identity import identify
+from toolkit._key_advice import advice, is_users_class
 from toolkit._types import FullKey, Namespace
 
 __all__ = [
@@ -635,10 +636,12 @@ class KeyPlan:
         try:
             return self.encode_value(value)
         except UnsupportedKeyType as exc:
+            culprit = type(exc.obj)
+            remedy = ", or give that class a __cache_key__(self)" if is_users_class(culprit) else ""
             raise TypeError(
                 f"cannot derive a cache key for {self.func_name}: its {what} contain a "
-                f"{_type_name(type(exc.obj))}, which has no canonical encoding. Pass "
-                "key_id='...' naming this callable, or give that class a __cache_key__(self)."
+                f"{_type_name(culprit)}, which has no canonical encoding. Pass "
+                f"key_id='...' naming this callable{remedy}."
             ) from None
         except RecursionError:
             raise _too_deep(f"the {what} of {self.func_name}") from None
@@ -716,9 +719,8 @@ class KeyPlan:
         inside = "" if culprit is value else f" (it contains a {what})"
         return TypeError(
             f"cannot derive a cache key from parameter {name!r} of {self.func_name}: "
-            f"a {_type_name(type(value))}{inside} has no canonical encoding. Pass key=... to "
-            f"@cached to build the key yourself, ignore=({name!r},) to leave it out, or give "
-            f"{what} a __cache_key__(self) method returning a supported value."
+            f"a {_type_name(type(value))}{inside} has no canonical encoding. "
+            + advice(culprit, name)
         )
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from toolkit._types import FullKey, Namespace
 from toolkit.base import check_namespace
+from toolkit.decorators._keyfunc import KeyFunction
 from toolkit.keys import KeyPlan, namespace_of
 
 
@@ -44,10 +45,12 @@ class CallKeys:
         key_id: str | None,
     ) -> None:
         self.ns = ns
-        self.key_func = key
         self.plan = KeyPlan(func, ignore=ignore, strict_containers=strict_containers, key_id=key_id)
         self.digest = self.plan.digest
         self.func_name = self.plan.func_name
+        self.key_func = (
+            None if key is None else KeyFunction(key, self.func_name, self.plan.signature)
+        )
 
     def full_key(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> FullKey:
         """The key of a call; ``instance`` is the bound receiver or ``None``."""
@@ -64,7 +67,7 @@ class CallKeys:
 
     def _custom_key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
         assert self.key_func is not None
-        made = self.key_func(*args, **kwargs)
+        made = self.key_func(args, kwargs)
         try:
             return self.plan.hash_value(made)
         except TypeError as exc:
