@@ -77,6 +77,19 @@ def test_busy_port_says_so_and_what_to_do(registry: CollectorRegistry) -> None:
     assert isinstance(caught.value, OSError)  # callers catching OSError keep working
 
 
+def test_busy_ipv6_port_names_the_address_unambiguously(registry: CollectorRegistry) -> None:
+    try:
+        busy = socket.socket(socket.AF_INET6)
+        busy.bind(("::1", 0))
+    except OSError as exc:
+        pytest.skip(f"no IPv6 loopback here: {exc}")
+    with busy:
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(PortInUseError, match=rf"on \[::1\]:{port}: the port is already in use"):
+            start_metrics_server(port=port, addr="::1", registry=registry)
+
+
 def test_http_scrape_is_parsed(registry: CollectorRegistry) -> None:
     with start_metrics_server(port=0, registry=registry) as server:
         assert server.host == "127.0.0.1"

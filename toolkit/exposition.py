@@ -136,9 +136,10 @@ def start_metrics_server(
     except OSError as exc:
         if exc.errno != errno.EADDRINUSE:
             raise
+        where = f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
         raise PortInUseError(
             errno.EADDRINUSE,
-            f"cannot serve /metrics on {addr}:{port}: the port is already in use (another "
+            f"cannot serve /metrics on {where}: the port is already in use (another "
             "/metrics server in this process, another process, or an earlier run still "
             "exiting); pass another port=, port=0 for any free port, or stop the other server",
         ) from exc
