@@ -22,6 +22,7 @@ the ``record_*`` hooks, as ``@cached`` reports loads and coalesced waits.
 """
 
 from toolkit.middleware.base import CacheMiddleware, backend_name, innermost
+from toolkit.middleware.default_ttl import DefaultTtl
 from toolkit.middleware.failopen import (
     CircuitBreaker,
     CircuitOpenError,
@@ -39,6 +40,7 @@ __all__ = [
     "CircuitBreaker",
     "CircuitOpenError",
     "DeadlineExceededError",
+    "DefaultTtl",
     "FailOpen",
     "Metrics",
     "Tracing",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any, TypeVar, overload
 
 from opentelemetry.trace import TracerProvider
@@ -12,6 +13,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from toolkit._types import Namespace
 from toolkit.base import BaseCache
 from toolkit.middleware.base import CacheMiddleware
+from toolkit.middleware.default_ttl import DefaultTtl
 from toolkit.middleware.failopen import FailOpen
 from toolkit.middleware.labels import default_cache_label
 from toolkit.middleware.metrics import Metrics
@@ -64,6 +66,7 @@ def observe(
     request_hook: RequestHook | None = None,
     response_hook: ResponseHook | None = None,
     clock: Callable[[], float] | None = None,
+    default_ttl: float | timedelta | str | None = None,
 ) -> CacheMiddleware[V]: ...
 @overload
 def observe(
@@ -82,6 +85,7 @@ def observe(
     request_hook: RequestHook | None = None,
     response_hook: ResponseHook | None = None,
     clock: Callable[[], float] | None = None,
+    default_ttl: float | timedelta | str | None = None,
 ) -> CacheMiddleware[Any]: ...
 def observe(
     cache: Any,
@@ -99,6 +103,7 @@ def observe(
     request_hook: RequestHook | None = None,
     response_hook: ResponseHook | None = None,
     clock: Callable[[], float] | None = None,
+    default_ttl: float | timedelta | str | None = None,
 ) -> CacheMiddleware[Any]:
     """The production stack in one call: FailOpen → Metrics → Tracing → ``cache``.
 
@@ -121,6 +126,9 @@ def observe(
     - ``record_keys``: put hashed keys on spans; ``request_hook``/``response_hook``: called
       with each span, operation and argument/result (their errors are logged, never raised).
     - ``clock``: the monotonic clock of the breaker (default ``time.monotonic``; for tests).
+    - ``default_ttl``: the ttl of writes that carry none (``ttl=None``, which otherwise
+      never expires): seconds, a ``timedelta`` or ``"90s"``/``"15m"``/``"1h"``/``"1d"``;
+      explicit ttls are kept. With it, nothing written through this stack lives forever.
     """
     registry = REGISTRY if registry is None else registry
     cache_label = default_cache_label if cache_label is None else cache_label
@@ -150,4 +158,6 @@ def observe(
             response_hook=response_hook,
         ),
     ]
+    if default_ttl is not None:
+        layers.append(DefaultTtl(default_ttl))
     return wrap(cache, *layers)
