@@ -188,3 +188,34 @@ def test_help_documents_every_parameter_without_object_reprs(func: Any) -> None:
     for name in inspect.signature(func).parameters:
         if name not in ("cache", "ns", "func"):
             assert f"``{name}``" in doc or name in doc, name
+
+
+def test_one_call_can_bypass_or_refresh_the_cache() -> None:
+    cache: InMemoryCache[Any] = InMemoryCache()
+    calls: list[int] = []
+
+    class Service:
+        def __cache_key__(self) -> str:
+            return "service"
+
+        @cached("sw.one.method", cache=cache)
+        def double(self, x: int) -> int:
+            calls.append(x)
+            return 2 * x
+
+    @cached("sw.one.async", cache=cache)
+    async def atriple(x: int) -> int:
+        calls.append(x)
+        return 3 * x
+
+    service = Service()
+    assert service.double.__wrapped__(1) == 2  # runs alone: reads and stores nothing
+    assert cache.get([service.double.cache_key(1)]) == {}
+    assert service.double(1) == service.double(1) == 2
+    assert service.double.refresh(1) == 2  # recomputes this one call and stores it
+    assert calls == [1, 1, 1]
+    assert asyncio.run(atriple.__wrapped__(2)) == 6
+    assert cache.get([atriple.cache_key(2)]) == {}
+    assert asyncio.run(atriple.arefresh(2)) == 6
+    assert asyncio.run(atriple(2)) == 6  # the refresh stored it
+    assert calls == [1, 1, 1, 2, 2]
