@@ -22,6 +22,7 @@ from typing import Any, TextIO
 from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
+from toolkit.demo.fleet import PERIOD, Fleet, PeerSpec
 from toolkit.demo.view import (
     LATENCY_NOTE,
     WIDTH,
@@ -66,6 +67,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--redis-url", help="Redis URL for --backend redis (default $REDIS_URL or local)"
     )
     parser.add_argument("--workers", type=int, default=3, help="worker threads (default 3)")
+    parser.add_argument(
+        "--peers",
+        type=int,
+        default=2,
+        help="peer processes sharing the main cache (default 2; none on --backend memory)",
+    )
     parser.add_argument("--seed", type=int, help="random seed, for a repeatable workload")
     parser.add_argument(
         "--plain", action="store_true", help="no live redraw: a status line every 5 s"
@@ -90,18 +97,25 @@ def _tracer_provider() -> TracerProvider | None:
     return SdkTracerProvider()
 
 
-def _main_backend(options: argparse.Namespace, scratch: ExitStack) -> tuple[Any, str]:
-    """The main backend and a human description of where it stores data."""
+def _main_backend(
+    options: argparse.Namespace, scratch: ExitStack
+) -> tuple[Any, str, PeerSpec | None]:
+    """The main backend, a human description of where it stores data, and how peer
+    processes open it (``None`` for an in-process backend, which they cannot share)."""
     if options.backend == "memory":
         from toolkit.backends.memory import InMemoryCache
 
-        return InMemoryCache(), "in-process memory"
+        return InMemoryCache(), "in-process memory", None
     if options.backend == "redis":
         from toolkit.backends.redis import RedisCache
 
         url = options.redis_url or os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
         # A prefix of its own, cleared at the end: the demo leaves a shared Redis as it found it.
-        return RedisCache.from_url(url, prefix=REDIS_PREFIX), f"{url}, keys under {REDIS_PREFIX}*"
+        return (
+            RedisCache.from_url(url, prefix=REDIS_PREFIX),
+            f"{url}, keys under {REDIS_PREFIX}*",
+            PeerSpec(redis_url=url, redis_prefix=REDIS_PREFIX),
+        )
     from toolkit.backends.sqlite import SqliteCache
 
     path = options.sqlite_path
@@ -110,7 +124,7 @@ def _main_backend(options: argparse.Namespace, scratch: ExitStack) -> tuple[Any,
             Path(scratch.enter_context(tempfile.TemporaryDirectory(prefix="toolkit-demo-")))
             / "demo.sqlite"
         )
-    return SqliteCache(path=str(path)), f"SQLite file {path}"
+    return SqliteCache(path=str(path)), f"SQLite file {path}", PeerSpec(sqlite_path=str(path))
 
 
 def run(options: argparse.Namespace, out: TextIO = sys.stdout) -> int:
@@ -127,7 +141,7 @@ def run(options: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     logs = _LogCounter()
     with ExitStack() as scratch:
         scratch.enter_context(logs.capture(logging.getLogger("toolkit")))
-        backend, where = _main_backend(options, scratch)
+        backend, where, peer_spec = _main_backend(options, scratch)
         caches = build_caches(
             backend,
             registry=registry,
@@ -156,7 +170,14 @@ def run(options: argparse.Namespace, out: TextIO = sys.stdout) -> int:
             seed=options.seed,
             tracer_provider=tracer_provider,
         )
-        print(_banner(caches, where, url, workload.graph is not None), file=out, flush=True)
+        fleet = Fleet(peer_spec, options.peers)
+        print(
+            _banner(caches, where, url, workload.graph is not None, len(fleet)),
+            file=out,
+            flush=True,
+        )
+        fleet.start()
+        scratch.callback(fleet.stop)
         workload.start()
         started = time.monotonic()
         try:
@@ -246,7 +267,7 @@ def _watch(
         time.sleep(0.5 if duration is None else min(0.5, max(0.0, duration - elapsed)))
 
 
-def _banner(caches: DemoCaches, where: str, url: str, with_graph: bool) -> str:
+def _banner(caches: DemoCaches, where: str, url: str, with_graph: bool, peers: int = 0) -> str:
     graph = (
         "and a LangGraph graph with cached nodes (model, polish)"
         if with_graph
@@ -265,6 +286,17 @@ def _banner(caches: DemoCaches, where: str, url: str, with_graph: bool) -> str:
         "  flaky cache: flaky-memory FAILS ON PURPOSE (5% of calls; 3 s outages every",
         "               15 s), behind fail-open: its errors and breaker are deliberate",
         "  model calls: fail 2% of the time on purpose (load errors, never cached)",
+        *textwrap.wrap(
+            f"{peers} peer processes share the main cache; each breaking-news question (every "
+            f"{PERIOD:g} s) is computed once in the fleet (llm: lock=True); weather is "
+            "refreshed early or served stale (stale_ttl)"
+            if peers
+            else "llm takes a lease (lock=True); weather is refreshed early or served stale "
+            "(stale_ttl); no peer processes on an in-process backend",
+            WIDTH,
+            initial_indent="  fleet:       ",
+            subsequent_indent=" " * 15,
+        ),
         f"  metrics:     {url}",
         "",
     ]
@@ -295,6 +327,14 @@ def summary(
         f"overall hit ratio: {hits / gets:.1%}" if gets else "overall hit ratio: -",
         f"compute time saved: {saved:,.1f}s",
         f"writes: {totals.puts:,.0f}, coalesced waits (single-flight): {totals.coalesced:,.0f}",
+        *textwrap.wrap(
+            "fleet: leases "
+            + (", ".join(f"{k} {v:.0f}" for k, v in sorted(totals.leases.items())) or "none")
+            + f"; stale served {totals.stale:.0f}; background refreshes "
+            + (", ".join(f"{k} {v:.0f}" for k, v in sorted(totals.refreshes.items())) or "none"),
+            WIDTH,
+            subsequent_indent="  ",
+        ),
         *textwrap.wrap(
             "evictions: "
             + (", ".join(f"{k}={v:.0f}" for k, v in sorted(totals.evictions.items())) or "none"),

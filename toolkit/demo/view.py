@@ -84,6 +84,12 @@ class Totals:
     """Breaker openings per backend."""
     openings_exact: bool = False
     """Whether the metrics counted every opening (else: openings seen between samples)."""
+    leases: dict[str, float] = field(default_factory=dict)
+    """``cache_leases_total`` by outcome (acquired, waited, taken_over...)."""
+    stale: float = 0.0
+    """Stale results served while a background refresh ran."""
+    refreshes: dict[str, float] = field(default_factory=dict)
+    """Background refreshes by "trigger result" (stale success, early error...)."""
 
 
 class BreakerWatch:
@@ -116,7 +122,9 @@ def read_rows(
     evictions: dict[str, float] = defaultdict(float)
     breakers: dict[str, int] = {}
     openings: dict[str, float] | None = None
-    coalesced = puts = 0.0
+    coalesced = puts = stale = 0.0
+    leases: dict[str, float] = defaultdict(float)
+    refreshes: dict[str, float] = defaultdict(float)
 
     def row(cache: str) -> CacheRow:
         return rows.setdefault(cache, CacheRow(cache))
@@ -142,6 +150,12 @@ def read_rows(
                 coalesced += value
             elif name == "cache_puts_total":
                 puts += value
+            elif name == "cache_leases_total":
+                leases[labels["outcome"]] += value
+            elif name == "cache_stale_served_total":
+                stale += value
+            elif name == "cache_refreshes_total":
+                refreshes[f"{labels['trigger']} {labels['result']}"] += value
             elif name == "cache_circuit_breaker_state":
                 breakers[labels["backend"]] = int(value)
             elif name == OPENINGS_METRIC:
@@ -163,6 +177,9 @@ def read_rows(
         breakers=breakers,
         openings=seen if openings is None else openings,
         openings_exact=openings is not None,
+        leases=dict(leases),
+        stale=stale,
+        refreshes=dict(refreshes),
     )
     ordered = sorted(rows.values(), key=lambda r: r.cache)  # a stable order for the live view
     return ordered, totals

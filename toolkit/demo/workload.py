@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry
 from toolkit.backends.memory import InMemoryCache
 from toolkit.decorators import cached
 from toolkit.demo.faults import FlakyCache
+from toolkit.demo.fleet import breaking_question, model_answer, until_next_tick
 from toolkit.middleware import observe
 
 __all__ = ["CallStats", "DemoCaches", "Workload", "build_caches"]
@@ -192,13 +193,13 @@ class Workload:
         main, small, flaky = self.caches.main, self.caches.small, self.caches.flaky
         rng = self._rng
 
-        @cached("llm", ttl=600, cache=main, tracer_provider=tp, key_id="answer")
+        @cached("llm", ttl=600, cache=main, tracer_provider=tp, key_id="answer", lock=True)
         def answer(question: str) -> str:
-            """A slow model call."""
+            """A slow model call, computed once in the whole fleet (see ``fleet``)."""
             time.sleep(rng.uniform(0.04, 0.12))
             if rng.random() < UPSTREAM_FAILURE_SHARE:
                 raise UpstreamError("demo: simulated model timeout")
-            return f"An answer about {question.lower()}"
+            return model_answer(question)
 
         @cached("embeddings", cache=main, tracer_provider=tp, key_id="embed")
         def embed(text: str) -> list[float]:
@@ -206,9 +207,17 @@ class Workload:
             time.sleep(rng.uniform(0.005, 0.015))
             return [float(ord(ch) % 7) for ch in text[:8]]
 
-        @cached("weather", ttl=2, cache=main, tracer_provider=tp, key_id="weather")
+        @cached(
+            "weather",
+            ttl=2,
+            stale_ttl=30,
+            beta=8.0,
+            cache=main,
+            tracer_provider=tp,
+            key_id="weather",
+        )
         def weather(city: str) -> dict[str, Any]:
-            """A lookup whose result goes stale in two seconds."""
+            """A lookup fresh for two seconds: refreshed early or served stale meanwhile."""
             time.sleep(rng.uniform(0.01, 0.03))
             return {"city": city, "celsius": rng.randint(-5, 35)}
 
@@ -303,9 +312,11 @@ class Workload:
             self._pause(0.002, 0.02)
 
     def _burst(self) -> None:
-        """Every 1.5 s four callers miss on the same fresh key at once: one loads, three wait."""
-        while not self.stop.wait(1.5):
-            question = f"Breaking news #{self._fresh_id()}"
+        """Each tick four callers miss on the same fresh key at once: one loads, three wait
+        (and the peer processes of the fleet ask it too: one process loads)."""
+        # The same jitter as the peers': which process takes the lease varies by tick.
+        while not self.stop.wait(until_next_tick() + self._rng.uniform(0.0, 0.02)):
+            question = breaking_question()
             gate = threading.Barrier(4)
 
             def caller(question: str = question, gate: threading.Barrier = gate) -> None:

@@ -551,7 +551,7 @@ class Metrics(CacheMiddleware[ValueT]):
         label = self._labeler(namespace)
         self._families.leases.labels(label, outcome).inc()
         if waited is not None:
-            self._families.lease_wait.labels(label).observe(waited)
+            self._families.lease_wait.labels(label).observe(waited, self.recorder.exemplar())
         super().record_lease(namespace, outcome, waited)
 
     def record_stale(self, namespace: Namespace) -> None:
