@@ -13,6 +13,7 @@ from typing import Any
 from toolkit._types import EvictionCause, FullKey, Namespace
 from toolkit.backends._integrity import RESIDUE, TRAILER
 from toolkit.errors import SerializationError
+from toolkit.lease import LeaseRequest
 
 __all__ = [
     "DEFAULT_TABLE",
@@ -114,7 +115,20 @@ class TableSql:
             "val BLOB NOT NULL, PRIMARY KEY (ns, key))",
             f'CREATE INDEX IF NOT EXISTS "{table}_expiry" ON {quoted} (expiry) '
             "WHERE expiry IS NOT NULL",
+            # Leases on the table's keys (toolkit.lease), on the wall clock every process shares.
+            f'CREATE TABLE IF NOT EXISTS "{table}_lease" ('
+            "ns TEXT NOT NULL, key TEXT NOT NULL, token TEXT NOT NULL, expiry REAL NOT NULL, "
+            "PRIMARY KEY (ns, key))",
         ]
+        lease = f'"{table}_lease"'
+        self._lease_sql = {
+            "acquire": f"INSERT INTO {lease} (ns, key, token, expiry) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (ns, key) DO UPDATE SET token = excluded.token, expiry = excluded.expiry "
+            f"WHERE {lease}.expiry <= ?",
+            "renew": f"UPDATE {lease} SET expiry = ? WHERE ns = ? AND key = ? AND token = ? "
+            "AND expiry > ?",
+            "release": f"DELETE FROM {lease} WHERE ns = ? AND key = ? AND token = ? AND expiry > ?",
+        }
         self.clear_all: Statement = (f"DELETE FROM {quoted}", ())
         self.count: Statement = (f"SELECT count(*) FROM {quoted}", ())
         # No DELETE ... RETURNING (SQLite >= 3.35): every counted delete is a SELECT of the
@@ -267,6 +281,19 @@ class TableSql:
             sql = f"DELETE FROM {self._quoted} WHERE ns IN ({','.join(['?'] * n)})"
             self._delete_ns_sql[n] = sql
         return sql
+
+    def lease(self, request: LeaseRequest, now: float) -> list[Statement]:
+        """One lease operation, then ``changes()``: 1 when the token holds (or held) the lease."""
+        ns, key = encode_namespace(request.key[0]), request.key[1]
+        sql = self._lease_sql[request.action]
+        params: tuple[Any, ...]
+        if request.action == "acquire":
+            params = (ns, key, request.token, now + request.ttl, now)
+        elif request.action == "renew":
+            params = (now + request.ttl, ns, key, request.token, now)
+        else:
+            params = (ns, key, request.token, now)
+        return [(sql, params), ("SELECT changes()", ())]
 
     def purge(self, now: float, limit: int) -> list[Statement]:
         """Select the ns of, then delete, at most ``limit`` expired rows (via the expiry index).

@@ -17,6 +17,7 @@ from toolkit.base import (
     check_pairs,
 )
 from toolkit.introspect import CacheStats, KeyInfo
+from toolkit.lease import LeaseRequest, LeaseTable, check_lease
 
 __all__ = ["InMemoryCache"]
 
@@ -51,6 +52,7 @@ class InMemoryCache(EvictionNotifier, BaseCache[ValueT]):
         self._data: OrderedDict[FullKey, _Entry] = OrderedDict()
         self._next_sweep = timer() + _SWEEP_INTERVAL
         self._expiring = False  # whether any entry was ever stored with a ttl
+        self._leases = LeaseTable(timer)
 
     @property
     def serde(self) -> SerializerProtocol:
@@ -167,6 +169,15 @@ class InMemoryCache(EvictionNotifier, BaseCache[ValueT]):
     async def adelete(self, keys: Sequence[FullKey]) -> None:
         """Asynchronously delete exactly these keys."""
         self.delete(keys)
+
+    def lease(self, request: LeaseRequest) -> bool:
+        """Take, extend or give back a lease on a key (see ``toolkit.lease``): one holder per
+        key across every thread and event loop of this process."""
+        return self._leases.apply(check_lease(request))
+
+    async def alease(self, request: LeaseRequest) -> bool:
+        """Async twin of :meth:`lease`."""
+        return self.lease(request)
 
     async def aget(self, keys: Sequence[FullKey]) -> dict[FullKey, ValueT]:
         """Asynchronously get the cached values for the given keys."""

@@ -46,6 +46,7 @@ from toolkit.base import (
 )
 from toolkit.errors import BackendError, CacheError, CacheTimeoutError
 from toolkit.introspect import CacheStats, KeyInfo
+from toolkit.lease import LeaseRequest, check_lease
 
 try:
     import redis
@@ -113,6 +114,15 @@ _SET_MANY_SHA = hashlib.sha1(_SET_MANY.encode()).hexdigest()
 
 # Deletes an undecodable entry only if nobody replaced it since we read it.
 _DELETE_IF_SAME = (
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+)
+
+# Leases (toolkit.lease): only the token that holds one may extend or release it.
+_RENEW_IF_HELD = (
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2])"
+    " end return 0"
+)
+_RELEASE_IF_HELD = (
     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 )
 
@@ -612,6 +622,44 @@ class RedisCache(EvictionNotifier, BaseCache[ValueT]):
     def _delete_plan(self, keys: Sequence[FullKey]) -> list[bytes]:
         encode = self._codec.encode
         return list(dict.fromkeys(encode(ns, key) for ns, key in check_keys(keys)))
+
+    # -- leases --
+
+    def lease(self, request: LeaseRequest) -> bool:
+        """Take, extend or give back a lease on a key (see ``toolkit.lease``): ``SET NX PX``
+        with the token, extended and released only by that token (a script compares it)."""
+        client = self._sync_client()
+        lkey, token, px = self._lease_args(request)
+        try:
+            if request.action == "acquire":
+                return bool(client.set(lkey, token, nx=True, px=px))
+            script = _RENEW_IF_HELD if request.action == "renew" else _RELEASE_IF_HELD
+            return bool(client.eval(script, 1, lkey, token, px))
+        except _IO_ERRORS as exc:
+            raise _error(exc, "lease") from exc
+
+    async def alease(self, request: LeaseRequest) -> bool:
+        """Async twin of :meth:`lease`."""
+        return await self._bounded("lease", self._alease(request))
+
+    async def _alease(self, request: LeaseRequest) -> bool:
+        aclient = await self._async_client()
+        lkey, token, px = self._lease_args(request)
+        try:
+            if request.action == "acquire":
+                return bool(await aclient.set(lkey, token, nx=True, px=px))
+            script = _RENEW_IF_HELD if request.action == "renew" else _RELEASE_IF_HELD
+            return bool(await aclient.eval(script, 1, lkey, token, px))
+        except _IO_ERRORS as exc:
+            raise _error(exc, "lease") from exc
+
+    def _lease_args(self, request: LeaseRequest) -> tuple[bytes, bytes, int]:
+        ns, key = check_lease(request).key
+        return (
+            self._codec.lease_key(ns, key),
+            request.token.encode(),
+            max(1, round(request.ttl * 1000)),
+        )
 
     # -- clear --
 

@@ -50,6 +50,7 @@ from toolkit.base import (
     check_pairs,
 )
 from toolkit.introspect import CacheStats, KeyInfo
+from toolkit.lease import LeaseRequest, check_lease
 
 __all__ = ["SqliteCache"]
 
@@ -193,6 +194,19 @@ class SqliteCache(EvictionNotifier, BaseCache[ValueT]):
         statements = self._sql.delete(check_keys(keys))
         if statements:
             await self._conns.arun(statements, atomic=True, write=True)
+
+    def lease(self, request: LeaseRequest) -> bool:
+        """Take, extend or give back a lease on a key (see ``toolkit.lease``): a row in the
+        ``<table>_lease`` table of the same file, so every process using it takes part."""
+        statements = self._sql.lease(check_lease(request), self._timer())
+        [_, [(changed,)]] = self._conns.run(statements, atomic=True, write=True)
+        return bool(changed)
+
+    async def alease(self, request: LeaseRequest) -> bool:
+        """Async twin of :meth:`lease`."""
+        statements = self._sql.lease(check_lease(request), self._timer())
+        [_, [(changed,)]] = await self._conns.arun(statements, atomic=True, write=True)
+        return bool(changed)
 
     # -- lifecycle --
 

@@ -1,15 +1,21 @@
 """The call path of a decorated function: read, judge the hit, and on a miss compute once.
 
-``call`` and ``acall`` are the same steps; only the I/O (``get``/``set``, waiting on a
-flight, awaiting the function) is written twice. Seams for what plugs in later:
-``_entry`` (the stored form: freshness envelope, tombstones), ``flight`` (who computes a
-miss: a fleet lease would wrap ``Flights.join``), ``_telemetry`` (spans and counters).
+``call`` and ``acall`` are the same steps; only the I/O (``get``/``set``, leases, waiting,
+awaiting the function) is written twice. The rooms it draws on: ``_entry`` (the stored
+form), ``freshness`` (stale and early verdicts), ``flight`` (one computation per key in
+this process), ``fleet`` (one per key in the fleet, ``lock=True``), ``_refresh``
+(background refreshes) and ``_telemetry`` (spans and counters).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import inspect
+import logging
+import time
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import Any
 
 from opentelemetry import trace
@@ -20,12 +26,28 @@ from toolkit.base import BaseCache
 from toolkit.config import default_cache
 from toolkit.decorators._entry import MISSING, StorePolicy, is_hit
 from toolkit.decorators._plan import CallKeys
+from toolkit.decorators._refresh import Refresher
 from toolkit.decorators._telemetry import Telemetry
+from toolkit.decorators.fleet import (
+    DEFAULT_LEASE_TTL,
+    DEFAULT_LOCK_TIMEOUT,
+    LEAD,
+    RENEWER,
+    WAIT,
+    Contention,
+    LeasePolicy,
+    renew_until_cancelled,
+)
 from toolkit.decorators.flight import Flight, Flights
+from toolkit.decorators.freshness import FRESH, MISS, STALE, Freshness
 from toolkit.decorators.stats import CacheParameters
+from toolkit.lease import LeaseRequest
+from toolkit.middleware.base import supports_lease
 
 Args = tuple[Any, ...]
 Kwargs = dict[str, Any]
+
+_log = logging.getLogger("toolkit.decorators")
 
 
 class Cached:
@@ -45,6 +67,8 @@ class Cached:
         strict_containers: bool,
         tracer_provider: trace.TracerProvider | None,
         key_id: str | None = None,
+        fresh: Freshness | None = None,
+        leases: LeasePolicy | None = None,
     ) -> None:
         self.ns = ns
         self.cache = cache
@@ -54,11 +78,27 @@ class Cached:
         )
         self.full_key = self.keys.full_key
         self.func_name = self.keys.func_name
-        self.store = StorePolicy(ttl, cache_none, condition)
+        self.store = StorePolicy(ttl, cache_none, condition, fresh)
+        self.fresh = fresh
+        self.leases = leases
+        # Background refreshes take a lease where the cache has them, lock=True or not.
+        self.refresh_leases = leases or LeasePolicy(DEFAULT_LEASE_TTL, DEFAULT_LOCK_TIMEOUT)
         self.telemetry = Telemetry(ns, self.func_name, tracer_provider)
         self.stats = self.telemetry.stats
-        self.parameters = CacheParameters(ns, ttl, cache_none, strict_containers, key_id)
+        self.parameters = CacheParameters(
+            ns,
+            ttl,
+            cache_none,
+            strict_containers,
+            key_id,
+            lock=leases is not None,
+            lock_timeout=None if leases is None else leases.lock_timeout,
+            lease_ttl=None if leases is None else leases.lease_ttl,
+            stale_ttl=None if fresh is None or not fresh.stale_ttl else fresh.stale_ttl,
+            beta=None if fresh is None or not fresh.early else fresh.beta,
+        )
         self.flights = Flights()
+        self.refresher = Refresher()
 
     def backend(self) -> BaseCache[Any]:
         """The cache this function reads and writes (the configured default if none given)."""
@@ -72,6 +112,55 @@ class Cached:
         if cache is None:
             cache = default_cache()
         return self.full_key(instance, args, kwargs), cache, self.telemetry.span()
+
+    def served(self, stored: Any) -> tuple[str, Any]:
+        """The verdict on a value read back (fresh, early, stale, miss) and what to serve."""
+        if not is_hit(stored):
+            return MISS, MISSING
+        if self.fresh is None:
+            return FRESH, stored
+        verdict, value = self.fresh.judge(stored)
+        return verdict, (MISSING if verdict == MISS else value)
+
+    def _judged_hit(
+        self, cache: BaseCache[Any], stored: Any, span: trace.Span | None
+    ) -> tuple[str, Any]:
+        """Judge a read under freshness options; count a served one as a hit."""
+        verdict, value = self.served(stored)
+        if verdict != MISS:
+            self.stats.hit()
+            if verdict == STALE:
+                self.telemetry.served_stale(cache, span)
+        return verdict, value
+
+    @staticmethod
+    def _ask(cache: Any, request: LeaseRequest) -> bool | None:
+        """The cache's answer to a lease request; ``None`` when it could not answer."""
+        try:
+            held = cache.lease(request)
+        except Exception:
+            _log.debug("lease %s failed", request.action, exc_info=True)
+            return None
+        return None if held is None else bool(held)
+
+    @staticmethod
+    async def _aask(cache: Any, request: LeaseRequest) -> bool | None:
+        """Async twin of :meth:`_ask`."""
+        try:
+            held = await cache.alease(request)
+        except Exception:
+            _log.debug("lease %s failed", request.action, exc_info=True)
+            return None
+        return None if held is None else bool(held)
+
+    def _refresh_failed(self, cache: Any, trigger: str) -> None:
+        self.telemetry.refreshed(cache, trigger, "error")
+        _log.warning(
+            "background %s refresh of %s failed; the served value stays until it expires",
+            trigger,
+            self.func_name,
+            exc_info=True,
+        )
 
     # -- the switches: caching off, or a forced refresh (see toolkit.switches) --
 
@@ -101,19 +190,31 @@ class Cached:
         if span is None:
             value = cache.get([full_key]).get(full_key, MISSING)
             if is_hit(value):
-                stats.hit()
-                return value
+                if self.fresh is None:
+                    stats.hit()
+                    return value
+                verdict, value = self._judged_hit(cache, value, None)
+                if verdict != MISS:
+                    if verdict != FRESH:
+                        self._refresh_later(cache, wrapped, args, kwargs, full_key, verdict, None)
+                    return value
             stats.miss()
             return self._single_flight(cache, wrapped, args, kwargs, full_key, None)
         with trace.use_span(span, end_on_exit=True):
-            value = cache.get([full_key]).get(full_key, MISSING)
-            hit = is_hit(value)
-            span.set_attribute("cache.hit", hit)
-            if hit:
-                stats.hit()
+            verdict, value = self._judged_hit(
+                cache, cache.get([full_key]).get(full_key, MISSING), span
+            )
+            span.set_attribute("cache.hit", verdict != MISS)
+            if verdict != MISS:
+                if verdict != FRESH:
+                    self._refresh_later(cache, wrapped, args, kwargs, full_key, verdict, span)
                 return value
             stats.miss()
             return self._single_flight(cache, wrapped, args, kwargs, full_key, span)
+
+    def _read(self, cache: BaseCache[Any], full_key: FullKey) -> Any:
+        """The servable value of ``full_key`` now (stale included), or ``MISSING``."""
+        return self.served(cache.get([full_key]).get(full_key, MISSING))[1]
 
     def _single_flight(
         self,
@@ -127,14 +228,14 @@ class Cached:
         while True:
             flight, leader = self.flights.join(full_key)
             if leader:
-                return self._lead(cache, wrapped, args, kwargs, full_key, flight)
+                return self._lead(cache, wrapped, args, kwargs, full_key, flight, span)
             self.telemetry.coalesced(cache, span)
             flight.done.wait()
             if not flight.abandoned:
                 return flight.outcome()
             # The leader was interrupted: another waiter may have taken over and finished.
-            value = cache.get([full_key]).get(full_key, MISSING)
-            if is_hit(value):
+            value = self._read(cache, full_key)
+            if value is not MISSING:
                 return value
 
     def _lead(
@@ -145,17 +246,92 @@ class Cached:
         kwargs: Kwargs,
         full_key: FullKey,
         flight: Flight,
+        span: trace.Span | None,
     ) -> Any:
         value: Any = MISSING
         error: BaseException | None = None
         try:
-            value = self._load(cache, wrapped, args, kwargs, full_key)
+            value = self._obtain(cache, wrapped, args, kwargs, full_key, span)
             return value
         except BaseException as exc:
             error = exc
             raise
         finally:
             self.flights.land(full_key, flight, value, error)
+
+    def _obtain(
+        self,
+        cache: BaseCache[Any],
+        wrapped: Callable[..., Any],
+        args: Args,
+        kwargs: Kwargs,
+        full_key: FullKey,
+        span: trace.Span | None,
+    ) -> Any:
+        """The value of a missing key: computed here, or, under ``lock=True``, by whichever
+        caller in the fleet holds the lease (see ``fleet``)."""
+        policy = self.leases
+        if policy is None:
+            return self._load(cache, wrapped, args, kwargs, full_key)
+        if not supports_lease(cache):
+            self.telemetry.lease(cache, "unsupported", None, span)
+            return self._load(cache, wrapped, args, kwargs, full_key)
+        contention = Contention(policy, full_key)
+        wait_span: trace.Span | None = None
+        try:
+            while True:
+                step = contention.answered(self._ask(cache, contention.request))
+                if step == LEAD:
+                    break
+                if step == WAIT:
+                    if wait_span is None:
+                        wait_span = self.telemetry.child_span("cache.lease.wait", span)
+                    pause = contention.pause()
+                    if pause is not None:
+                        time.sleep(pause)
+                        value = self._read(cache, full_key)
+                        if value is MISSING:
+                            continue
+                        contention.found()
+                        self.telemetry.lease(cache, "waited", contention.waited(), span)
+                        return value
+                # alone: no answer from the cache, or waited past lock_timeout
+                self.telemetry.lease(cache, contention.outcome, contention.waited(), span)
+                return self._load(cache, wrapped, args, kwargs, full_key)
+        finally:
+            if wait_span is not None:
+                wait_span.end()
+        return self._load_holding(cache, wrapped, args, kwargs, contention, span)
+
+    def _load_holding(
+        self,
+        cache: BaseCache[Any],
+        wrapped: Callable[..., Any],
+        args: Args,
+        kwargs: Kwargs,
+        contention: Contention,
+        span: trace.Span | None,
+    ) -> Any:
+        """Compute while holding the lease (renewed meanwhile), then give it back."""
+        request, policy = contention.request, contention.policy
+        full_key = request.key
+        try:
+            # The holder before us may have stored the value just before releasing.
+            value = self._read(cache, full_key)
+            if value is not MISSING:
+                contention.found()
+                self.telemetry.lease(cache, "waited", contention.waited(), span)
+                return value
+            self.telemetry.lease(cache, contention.outcome, contention.waited(), span)
+            stop = RENEWER.hold(
+                partial(self._ask, cache, policy.renew(request)), policy.renew_every
+            )
+            try:
+                return self._load(cache, wrapped, args, kwargs, full_key)
+            finally:
+                stop()
+        finally:
+            self._ask(cache, policy.release(request))
 
     def _load(
         self,
@@ -166,11 +342,74 @@ class Cached:
         full_key: FullKey,
     ) -> Any:
         """Compute the result and store it if the policy says so."""
+        start = time.perf_counter()
         with self.telemetry.load_timer(cache):
             value = wrapped(*args, **kwargs)
         if self.store.should_store(value):
-            cache.set(self.store.pairs(full_key, value))
+            cache.set(self.store.pairs(full_key, value, time.perf_counter() - start))
         return value
+
+    def _refresh_later(
+        self,
+        cache: BaseCache[Any],
+        wrapped: Callable[..., Any],
+        args: Args,
+        kwargs: Kwargs,
+        full_key: FullKey,
+        trigger: str,
+        span: trace.Span | None,
+    ) -> None:
+        """Start one background refresh of ``full_key`` (unless one runs here already)."""
+        if self.refresher.claim(full_key):
+            job = partial(self._refresh_now, cache, wrapped, args, kwargs, full_key, trigger, span)
+            self.refresher.run_in_thread(full_key, job)
+
+    def _refresh_now(
+        self,
+        cache: BaseCache[Any],
+        wrapped: Callable[..., Any],
+        args: Args,
+        kwargs: Kwargs,
+        full_key: FullKey,
+        trigger: str,
+        parent: trace.Span | None,
+    ) -> None:
+        """One background refresh: taken by one process of the fleet (the lease holder)."""
+        span = self.telemetry.child_span("cache.refresh", parent, link=True)
+        try:
+            with trace.use_span(span, end_on_exit=True) if span is not None else _NO_SPAN:
+                result = self._refresh_holding(cache, wrapped, args, kwargs, full_key)
+            self.telemetry.refreshed(cache, trigger, result)
+        except Exception:
+            self._refresh_failed(cache, trigger)
+
+    def _refresh_holding(
+        self,
+        cache: BaseCache[Any],
+        wrapped: Callable[..., Any],
+        args: Args,
+        kwargs: Kwargs,
+        full_key: FullKey,
+    ) -> str:
+        policy = self.refresh_leases
+        request = policy.acquire(full_key)
+        held = self._ask(cache, request) if supports_lease(cache) else None
+        if held is False:
+            return "skipped"  # another process of the fleet refreshes it
+        try:
+            if held and self.served(cache.get([full_key]).get(full_key, MISSING))[0] == FRESH:
+                return "skipped"  # refreshed by the holder before us
+            stop = RENEWER.hold(
+                partial(self._ask, cache, policy.renew(request)), policy.renew_every
+            )
+            try:
+                self._load(cache, wrapped, args, kwargs, full_key)
+            finally:
+                stop()
+        finally:
+            if held:
+                self._ask(cache, policy.release(request))
+        return "success"
 
     def refresh(
         self, wrapped: Callable[..., Any], instance: Any, args: Args, kwargs: Kwargs
@@ -192,19 +431,31 @@ class Cached:
         if span is None:
             value = (await cache.aget([full_key])).get(full_key, MISSING)
             if is_hit(value):
-                stats.hit()
-                return value
+                if self.fresh is None:
+                    stats.hit()
+                    return value
+                verdict, value = self._judged_hit(cache, value, None)
+                if verdict != MISS:
+                    if verdict != FRESH:
+                        self._arefresh_later(cache, wrapped, args, kwargs, full_key, verdict, None)
+                    return value
             stats.miss()
             return await self._asingle_flight(cache, wrapped, args, kwargs, full_key, None)
         with trace.use_span(span, end_on_exit=True):
-            value = (await cache.aget([full_key])).get(full_key, MISSING)
-            hit = is_hit(value)
-            span.set_attribute("cache.hit", hit)
-            if hit:
-                stats.hit()
+            verdict, value = self._judged_hit(
+                cache, (await cache.aget([full_key])).get(full_key, MISSING), span
+            )
+            span.set_attribute("cache.hit", verdict != MISS)
+            if verdict != MISS:
+                if verdict != FRESH:
+                    self._arefresh_later(cache, wrapped, args, kwargs, full_key, verdict, span)
                 return value
             stats.miss()
             return await self._asingle_flight(cache, wrapped, args, kwargs, full_key, span)
+
+    async def _aread(self, cache: BaseCache[Any], full_key: FullKey) -> Any:
+        """Async twin of :meth:`_read`."""
+        return self.served((await cache.aget([full_key])).get(full_key, MISSING))[1]
 
     async def _asingle_flight(
         self,
@@ -218,14 +469,14 @@ class Cached:
         while True:
             flight, leader = self.flights.ajoin(full_key)
             if leader:
-                return await self._alead(cache, wrapped, args, kwargs, full_key, flight)
+                return await self._alead(cache, wrapped, args, kwargs, full_key, flight, span)
             self.telemetry.coalesced(cache, span)
             await flight.done.wait()  # type: ignore[misc]
             if not flight.abandoned:
                 return flight.outcome()
             # The leader was cancelled: another waiter may have taken over and finished.
-            value = (await cache.aget([full_key])).get(full_key, MISSING)
-            if is_hit(value):
+            value = await self._aread(cache, full_key)
+            if value is not MISSING:
                 return value
 
     async def _alead(
@@ -236,17 +487,101 @@ class Cached:
         kwargs: Kwargs,
         full_key: FullKey,
         flight: Flight,
+        span: trace.Span | None,
     ) -> Any:
         value: Any = MISSING
         error: BaseException | None = None
         try:
-            value = await self._aload(cache, wrapped, args, kwargs, full_key)
+            value = await self._aobtain(cache, wrapped, args, kwargs, full_key, span)
             return value
         except BaseException as exc:
             error = exc
             raise
         finally:
             self.flights.aland(full_key, flight, value, error)
+
+    async def _aobtain(
+        self,
+        cache: BaseCache[Any],
+        wrapped: Callable[..., Any],
+        args: Args,
+        kwargs: Kwargs,
+        full_key: FullKey,
+        span: trace.Span | None,
+    ) -> Any:
+        """Async twin of :meth:`_obtain`."""
+        policy = self.leases
+        if policy is None:
+            return await self._aload(cache, wrapped, args, kwargs, full_key)
+        if not supports_lease(cache):
+            self.telemetry.lease(cache, "unsupported", None, span)
+            return await self._aload(cache, wrapped, args, kwargs, full_key)
+        contention = Contention(policy, full_key)
+        wait_span: trace.Span | None = None
+        try:
+            while True:
+                step = contention.answered(await self._aask(cache, contention.request))
+                if step == LEAD:
+                    break
+                if step == WAIT:
+                    if wait_span is None:
+                        wait_span = self.telemetry.child_span("cache.lease.wait", span)
+                    pause = contention.pause()
+                    if pause is not None:
+                        await asyncio.sleep(pause)
+                        value = await self._aread(cache, full_key)
+                        if value is MISSING:
+                            continue
+                        contention.found()
+                        self.telemetry.lease(cache, "waited", contention.waited(), span)
+                        return value
+                self.telemetry.lease(cache, contention.outcome, contention.waited(), span)
+                return await self._aload(cache, wrapped, args, kwargs, full_key)
+        finally:
+            if wait_span is not None:
+                wait_span.end()
+        return await self._aload_holding(cache, wrapped, args, kwargs, contention, span)
+
+    async def _aload_holding(
+        self,
+        cache: BaseCache[Any],
+        wrapped: Callable[..., Any],
+        args: Args,
+        kwargs: Kwargs,
+        contention: Contention,
+        span: trace.Span | None,
+    ) -> Any:
+        """Async twin of :meth:`_load_holding`; a task renews the lease meanwhile."""
+        request, policy = contention.request, contention.policy
+        full_key = request.key
+        try:
+            value = await self._aread(cache, full_key)
+            if value is not MISSING:
+                contention.found()
+                self.telemetry.lease(cache, "waited", contention.waited(), span)
+                return value
+            self.telemetry.lease(cache, contention.outcome, contention.waited(), span)
+            return await self._aload_renewing(cache, wrapped, args, kwargs, request, policy)
+        finally:
+            await asyncio.shield(self._aask(cache, policy.release(request)))
+
+    async def _aload_renewing(
+        self,
+        cache: BaseCache[Any],
+        wrapped: Callable[..., Any],
+        args: Args,
+        kwargs: Kwargs,
+        request: LeaseRequest,
+        policy: LeasePolicy,
+    ) -> Any:
+        renew = partial(self._aask, cache, policy.renew(request))
+        renewer = asyncio.get_running_loop().create_task(
+            renew_until_cancelled(renew, policy.renew_every)
+        )
+        try:
+            return await self._aload(cache, wrapped, args, kwargs, request.key)
+        finally:
+            renewer.cancel()
 
     async def _aload(
         self,
@@ -257,13 +592,75 @@ class Cached:
         full_key: FullKey,
     ) -> Any:
         """Compute the result (awaiting it if a coroutine) and store it if the policy says so."""
+        start = time.perf_counter()
         with self.telemetry.load_timer(cache):
             value = wrapped(*args, **kwargs)
             if self.is_async:
                 value = await value
         if self.store.should_store(value):
-            await cache.aset(self.store.pairs(full_key, value))
+            await cache.aset(self.store.pairs(full_key, value, time.perf_counter() - start))
         return value
+
+    def _arefresh_later(
+        self,
+        cache: BaseCache[Any],
+        wrapped: Callable[..., Any],
+        args: Args,
+        kwargs: Kwargs,
+        full_key: FullKey,
+        trigger: str,
+        span: trace.Span | None,
+    ) -> None:
+        """Start one background refresh as a task of this loop (a sync function's runs on
+        the refresh threads, where it cannot block the loop)."""
+        if not self.is_async:
+            self._refresh_later(cache, wrapped, args, kwargs, full_key, trigger, span)
+        elif self.refresher.claim(full_key):
+            job = self._arefresh_now(cache, wrapped, args, kwargs, full_key, trigger, span)
+            self.refresher.run_as_task(full_key, job)
+
+    async def _arefresh_now(
+        self,
+        cache: BaseCache[Any],
+        wrapped: Callable[..., Any],
+        args: Args,
+        kwargs: Kwargs,
+        full_key: FullKey,
+        trigger: str,
+        parent: trace.Span | None,
+    ) -> None:
+        """Async twin of :meth:`_refresh_now`."""
+        span = self.telemetry.child_span("cache.refresh", parent, link=True)
+        try:
+            with trace.use_span(span, end_on_exit=True) if span is not None else _NO_SPAN:
+                result = await self._arefresh_holding(cache, wrapped, args, kwargs, full_key)
+            self.telemetry.refreshed(cache, trigger, result)
+        except Exception:
+            self._refresh_failed(cache, trigger)
+
+    async def _arefresh_holding(
+        self,
+        cache: BaseCache[Any],
+        wrapped: Callable[..., Any],
+        args: Args,
+        kwargs: Kwargs,
+        full_key: FullKey,
+    ) -> str:
+        policy = self.refresh_leases
+        request = policy.acquire(full_key)
+        held = await self._aask(cache, request) if supports_lease(cache) else None
+        if held is False:
+            return "skipped"
+        try:
+            if held:
+                stored = (await cache.aget([full_key])).get(full_key, MISSING)
+                if self.served(stored)[0] == FRESH:
+                    return "skipped"
+            await self._aload_renewing(cache, wrapped, args, kwargs, request, policy)
+        finally:
+            if held:
+                await asyncio.shield(self._aask(cache, policy.release(request)))
+        return "success"
 
     async def arefresh(
         self, wrapped: Callable[..., Any], instance: Any, args: Args, kwargs: Kwargs
@@ -271,3 +668,6 @@ class Cached:
         """Recompute a call, store the result (async I/O) and return it."""
         full_key = self.full_key(instance, args, kwargs)
         return await self._aload(self.backend(), wrapped, args, kwargs, full_key)
+
+
+_NO_SPAN = contextlib.nullcontext()

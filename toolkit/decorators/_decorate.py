@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Coroutine, Iterable
 from datetime import timedelta
 from typing import Any, ParamSpec, TypeVar, cast, overload
@@ -14,8 +15,11 @@ from toolkit.base import BaseCache, check_ttl
 from toolkit.config import is_cache_like, observed_from_url
 from toolkit.decorators._call import Cached
 from toolkit.decorators._plan import namespace
+from toolkit.decorators.fleet import DEFAULT_LEASE_TTL, DEFAULT_LOCK_TIMEOUT, LeasePolicy
+from toolkit.decorators.freshness import Freshness
 from toolkit.decorators.protocols import AsyncCachedFunction, CachedDecorator, CachedFunction
 from toolkit.decorators.wrapper import CachedWrapper
+from toolkit.lease import MAX_LEASE_SECONDS
 from toolkit.ttl import parse_ttl
 
 P = ParamSpec("P")
@@ -35,6 +39,58 @@ def _refuse_uncacheable(target: object) -> None:
             f"@cached cannot decorate the generator function {name}: a generator is consumed "
             "once and cannot be stored; return a list (or a tuple) instead"
         )
+
+
+def _seconds(value: float | timedelta | str | None, name: str) -> float | None:
+    try:
+        return parse_ttl(value)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"{name}: {exc}".replace("ttl must", "it must")) from None
+
+
+def _lease_policy(
+    lock: object,
+    lock_timeout: float | timedelta | str | None,
+    lease_ttl: float | timedelta | str | None,
+) -> LeasePolicy | None:
+    if not isinstance(lock, bool):
+        raise TypeError(f"lock must be True or False, got {type(lock).__name__}")
+    timeout = _seconds(lock_timeout, "lock_timeout")
+    lease = _seconds(lease_ttl, "lease_ttl")
+    if not lock:
+        if timeout is not None or lease is not None:
+            raise ValueError("lock_timeout and lease_ttl apply to lock=True only")
+        return None
+    if lease is not None and lease > MAX_LEASE_SECONDS:
+        raise ValueError(f"lease_ttl must be at most {MAX_LEASE_SECONDS:g} s, got {lease:g}")
+    return LeasePolicy(
+        DEFAULT_LEASE_TTL if lease is None else lease,
+        DEFAULT_LOCK_TIMEOUT if timeout is None else timeout,
+    )
+
+
+def _freshness(
+    ttl: float | None,
+    stale_ttl: float | timedelta | str | None,
+    early: object,
+    beta: object,
+) -> Freshness | None:
+    if not isinstance(early, bool):
+        raise TypeError(f"early must be True or False, got {type(early).__name__}")
+    if beta is not None:
+        if isinstance(beta, bool) or not isinstance(beta, (int, float)):
+            raise TypeError(f"beta must be a number, got {type(beta).__name__}")
+        if not (0 < beta < math.inf):
+            raise ValueError(f"beta must be a positive, finite number, got {beta!r}")
+    stale = _seconds(stale_ttl, "stale_ttl")
+    factor = float(beta) if beta is not None else (1.0 if early else None)
+    if stale is None and factor is None:
+        return None
+    if ttl is None:
+        raise ValueError(
+            "stale_ttl and early refresh need a ttl: a result that never expires is never stale"
+        )
+    return Freshness(ttl, stale, factor)
 
 
 def _is_decoratable(obj: object) -> bool:
@@ -61,6 +117,12 @@ def cached(
     strict_containers: bool = True,
     tracer_provider: trace.TracerProvider | None = None,
     key_id: str | None = None,
+    lock: bool = False,
+    lock_timeout: float | timedelta | str | None = None,
+    lease_ttl: float | timedelta | str | None = None,
+    stale_ttl: float | timedelta | str | None = None,
+    early: bool = False,
+    beta: float | None = None,
 ) -> CachedDecorator: ...
 def cached(
     ns: Any = None,
@@ -75,6 +137,12 @@ def cached(
     strict_containers: bool = True,
     tracer_provider: trace.TracerProvider | None = None,
     key_id: str | None = None,
+    lock: bool = False,
+    lock_timeout: float | timedelta | str | None = None,
+    lease_ttl: float | timedelta | str | None = None,
+    stale_ttl: float | timedelta | str | None = None,
+    early: bool = False,
+    beta: float | None = None,
 ) -> Any:
     """Cache a function's results by its arguments: ``@cached`` or ``@cached(ns, ttl, ...)``::
 
@@ -99,6 +167,17 @@ def cached(
     - ``tracer_provider``: OpenTelemetry provider for the ``cache.call`` span (default global).
     - ``key_id``: the name of the function in its keys instead of its module and qualified
       name: the one way for two functions to share entries (see ``toolkit._identity``).
+    - ``lock``: one computation of a missing key in the whole fleet, not only per process:
+      the caller that takes a lease on the key in the cache computes, the others wait for
+      its value (at most ``lock_timeout``, default 60 s, then compute themselves). The lease
+      lives ``lease_ttl`` (default 10 s) and is renewed while the function runs, so a
+      holder that dies is replaced within it. Caches without leases (LangGraph's own)
+      fall back to in-process single-flight.
+    - ``stale_ttl``: after ``ttl``, serve the stale result for this long while one
+      background refresh runs (one in the fleet where the cache has leases).
+    - ``early`` (or ``beta``, default 1.0, which implies it): refresh a hit in the
+      background before it expires, more likely the nearer its expiry and the longer the
+      function takes (XFetch; a larger ``beta`` refreshes earlier).
 
     The result keeps the function's signature and adds ``cache_key``, ``invalidate``,
     ``refresh``, ``cache_clear`` (and async twins), ``cache_info`` and ``cache_parameters``.
@@ -120,6 +199,8 @@ def cached(
     if isinstance(ignore, str):
         ignore = (ignore,)
     ignore = tuple(ignore)
+    leases = _lease_policy(lock, lock_timeout, lease_ttl)
+    fresh = _freshness(seconds, stale_ttl, early, beta)
 
     def decorate(func: Any) -> Any:
         if not _is_decoratable(func):
@@ -138,6 +219,8 @@ def cached(
             strict_containers=strict_containers,
             tracer_provider=tracer_provider,
             key_id=key_id,
+            fresh=fresh,
+            leases=leases,
         )
         return CachedWrapper(func, state)
 

@@ -1,8 +1,8 @@
 """What the decorator writes into a cache and how it reads it back.
 
-The one room that knows the stored form of a result: today the plain value (and a
-tombstone for caches without ``delete``); a freshness envelope (logical expiry, compute
-time) would wrap and unwrap here, and nowhere else.
+The one room that knows the stored form of a result: the plain value, or with freshness
+options the envelope of ``freshness`` (logical expiry, compute time); and a tombstone for
+caches without ``delete``.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from toolkit._types import FullKey
+from toolkit.decorators.freshness import Freshness
 
 MISSING: Any = object()
 """No value: absent from the cache, or no outcome yet."""
@@ -36,14 +37,19 @@ def tombstone(full_key: FullKey) -> Pairs:
 class StorePolicy:
     """Which results are stored, and in what form."""
 
-    __slots__ = ("cache_none", "condition", "ttl")
+    __slots__ = ("cache_none", "condition", "fresh", "ttl")
 
     def __init__(
-        self, ttl: float | None, cache_none: bool, condition: Callable[[Any], bool] | None
+        self,
+        ttl: float | None,
+        cache_none: bool,
+        condition: Callable[[Any], bool] | None,
+        fresh: Freshness | None = None,
     ) -> None:
         self.ttl = ttl
         self.cache_none = cache_none
         self.condition = condition
+        self.fresh = fresh
 
     def should_store(self, value: Any) -> bool:
         """Whether ``value`` (a fresh result) enters the cache."""
@@ -51,6 +57,9 @@ class StorePolicy:
             return False
         return self.condition is None or bool(self.condition(value))
 
-    def pairs(self, full_key: FullKey, value: Any) -> Pairs:
-        """What ``cache.set`` receives to store ``value`` under ``full_key``."""
-        return {full_key: (value, self.ttl)}
+    def pairs(self, full_key: FullKey, value: Any, delta: float = 0.0) -> Pairs:
+        """What ``cache.set`` receives to store ``value``, computed in ``delta`` seconds."""
+        fresh = self.fresh
+        if fresh is None:
+            return {full_key: (value, self.ttl)}
+        return {full_key: (fresh.wrap(value, delta), fresh.store_ttl)}

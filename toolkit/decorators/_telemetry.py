@@ -77,6 +77,49 @@ class Telemetry:
         if span is not None:
             span.set_attribute("cache.coalesced", True)
 
+    def lease(
+        self, cache: Any, outcome: str, waited: float | None, span: trace.Span | None
+    ) -> None:
+        """Report how a caller that needed a value got it under ``lock=True``; ``waited``:
+        seconds it waited for another holder (``None`` if it did not wait)."""
+        self.hook(cache, "record_lease", outcome, waited)
+        if span is not None:
+            span.set_attribute("cache.lease.outcome", outcome)
+            if waited is not None:
+                span.set_attribute("cache.lease.wait_seconds", waited)
+
+    def served_stale(self, cache: Any, span: trace.Span | None) -> None:
+        """Report a stale result served while a background refresh runs."""
+        self.hook(cache, "record_stale")
+        if span is not None:
+            span.set_attribute("cache.stale", True)
+
+    def refreshed(self, cache: Any, trigger: str, result: str) -> None:
+        """Report a background refresh (``trigger`` stale or early) and how it ended."""
+        self.hook(cache, "record_refresh", trigger, result)
+
+    def child_span(
+        self, name: str, parent: trace.Span | None, *, link: bool = False
+    ) -> trace.Span | None:
+        """A recording span ``name`` under ``parent`` (or linked to it, for work that outlives
+        the parent's call), or ``None`` when ``parent`` is ``None`` or nothing records."""
+        if parent is None:
+            return None
+        try:
+            if link:
+                links = [trace.Link(parent.get_span_context())]
+                span = self.tracer.start_span(name, context=otel_context.Context(), links=links)
+            else:
+                span = self.tracer.start_span(name, context=trace.set_span_in_context(parent))
+            if not span.is_recording():
+                return None
+            span.set_attribute("cache.namespace", self.ns_label)
+            span.set_attribute("code.function.name", self.func_name)
+            return span
+        except Exception:
+            _log.debug("starting the %s span failed", name, exc_info=True)
+            return None
+
     def load_timer(self, cache: Any) -> LoadTimer:
         """A context manager timing one computation for ``cache.record_load``."""
         return LoadTimer(self, cache)

@@ -31,6 +31,13 @@ class CacheParameters(NamedTuple):
     cache_none: bool
     strict_containers: bool
     key_id: str | None
+    lock: bool = False
+    """Fleet-wide single-flight (``lock=True``)."""
+    lock_timeout: float | None = None
+    lease_ttl: float | None = None
+    stale_ttl: float | None = None
+    beta: float | None = None
+    """The early-refresh factor when ``early`` is on, else ``None``."""
 
 
 class CallStats:

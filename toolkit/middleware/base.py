@@ -18,12 +18,14 @@ __all__ = [
     "backend_name",
     "innermost",
     "supports_delete",
+    "supports_lease",
 ]
 
 CIRCUIT_CLOSED, CIRCUIT_HALF_OPEN, CIRCUIT_OPEN = 0, 1, 2
 
-OPERATIONS = ("get", "set", "clear", "delete")
-"""What a layer wraps; each also has its async twin (``aget``...)."""
+OPERATIONS = ("get", "set", "clear", "delete", "lease")
+"""What a layer wraps; each also has its async twin (``aget``...). ``delete`` and ``lease``
+exist only where the wrapped cache has them."""
 
 logger = logging.getLogger("toolkit.middleware")
 """The one logger of the middleware layer (rate-limited failures, failing user hooks)."""
@@ -58,6 +60,11 @@ def supports_delete(cache: object) -> TypeGuard[SupportsDelete]:
     """Whether ``cache`` (through any middleware) can delete single keys."""
     bottom = innermost(cache)
     return callable(getattr(bottom, "delete", None)) and callable(getattr(bottom, "adelete", None))
+
+
+def supports_lease(cache: object) -> bool:
+    """Whether ``cache`` (through any middleware) stores leases (see ``toolkit.lease``)."""
+    return callable(getattr(cache, "lease", None)) and callable(getattr(cache, "alease", None))
 
 
 def backend_name(cache: object) -> str:
@@ -116,14 +123,15 @@ class CacheMiddleware(BaseCache[ValueT]):
         Built once, here: a call through a whole stack is one closure per layer, each
         calling the next directly (no method lookup, no ``__getattr__``), the way Starlette
         builds its middleware stack once. ``delete`` is composed only when the inner cache
-        has it.
+        has it, ``lease`` only when it stores leases.
         """
         inner, attrs = self.inner, self.__dict__
-        operations = list(OPERATIONS)
-        if not (
-            callable(getattr(inner, "delete", None)) and callable(getattr(inner, "adelete", None))
-        ):
-            operations.remove("delete")
+        operations = [
+            operation
+            for operation in OPERATIONS
+            if callable(getattr(inner, operation, None))
+            and callable(getattr(inner, f"a{operation}", None))
+        ]
         for operation in operations:
             attrs[operation] = self.wrap_sync(operation, getattr(inner, operation))
             attrs[f"a{operation}"] = self.wrap_async(operation, getattr(inner, f"a{operation}"))
@@ -195,6 +203,26 @@ class CacheMiddleware(BaseCache[ValueT]):
         forward = getattr(self.inner, "record_coalesced", None)
         if forward is not None:
             forward(namespace)
+
+    def record_lease(self, namespace: Namespace, outcome: str, waited: float | None) -> None:
+        """Report how ``@cached(lock=True)`` got a missing value (``toolkit.decorators.fleet``
+        ``LeaseOutcome``), and the seconds it waited for another holder (``None``: no wait)."""
+        forward = getattr(self.inner, "record_lease", None)
+        if forward is not None:
+            forward(namespace, outcome, waited)
+
+    def record_stale(self, namespace: Namespace) -> None:
+        """Report a stale result served while a background refresh runs."""
+        forward = getattr(self.inner, "record_stale", None)
+        if forward is not None:
+            forward(namespace)
+
+    def record_refresh(self, namespace: Namespace, trigger: str, result: str) -> None:
+        """Report a background refresh (``trigger`` stale or early; ``result`` success,
+        error or skipped: another process, or an earlier refresh, did it)."""
+        forward = getattr(self.inner, "record_refresh", None)
+        if forward is not None:
+            forward(namespace, trigger, result)
 
     def record_error(
         self, operation: str, namespaces: Sequence[Namespace] | None, error_type: str

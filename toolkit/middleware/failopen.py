@@ -31,6 +31,7 @@ from toolkit.errors import (
     CacheTimeoutError,
     NotCacheableError,
 )
+from toolkit.lease import check_lease
 from toolkit.middleware.base import (
     CIRCUIT_CLOSED,
     CIRCUIT_HALF_OPEN,
@@ -234,7 +235,7 @@ class _RateLimitedLog:
             f" ({endpoint})" if endpoint else "",
             operation,
             _describe(exc),
-            "a miss" if operation == "get" else "a no-op",
+            _SERVED_AS.get(operation, "a no-op"),
             self._suppressed.pop(slot, 0),
         )
 
@@ -310,10 +311,13 @@ _VALIDATORS: dict[str, Callable[[Any], object]] = {
     "set": check_pairs,
     "clear": check_namespaces,
     "delete": check_keys,
+    "lease": check_lease,
 }
 
 
 def _namespaces(operation: str, arg: Any) -> list[Namespace] | None:
+    if operation == "lease":
+        return [arg.key[0]]
     if operation == "clear":
         return None if arg is None else list(arg)
     return list(dict.fromkeys(full_key[0] for full_key in arg))
@@ -488,7 +492,9 @@ _FALLBACKS: dict[str, Callable[[], Any]] = {
     "set": lambda: None,  # a dropped write
     "clear": lambda: None,
     "delete": lambda: None,
+    "lease": lambda: None,  # unknown: the caller goes on without the lease
 }
+_SERVED_AS = {"get": "a miss", "lease": "no lease (the caller computes itself)"}
 _KEYED = frozenset({"get", "delete"})
 
 

@@ -24,7 +24,7 @@ from toolkit._types import (
     ValueT,
 )
 from toolkit.base import check_key, check_namespace, is_refusal
-from toolkit.middleware.base import CacheMiddleware, backend_name, innermost, logger
+from toolkit.middleware.base import OPERATIONS, CacheMiddleware, backend_name, innermost, logger
 from toolkit.middleware.labels import ALL_CACHES, INVALID, CacheLabeler, default_cache_label
 from toolkit.middleware.otel import global_tracing_live
 from toolkit.middleware.recorders import (
@@ -183,6 +183,30 @@ class _Families:
             "Callers that waited for another caller's load of the same key.",
             ["cache"],
         )
+        self.leases = counter(
+            "cache_leases",
+            "How @cached(lock=True) callers got a missing value: acquired the lease and "
+            "computed, waited for the holder, timed out, took over, or went without one "
+            "(unavailable, unsupported).",
+            ["cache", "outcome"],
+        )
+        self.lease_wait = histogram(
+            "cache_lease_wait_seconds",
+            "Time a caller waited for another lease holder's computation.",
+            ["cache"],
+            LOAD_BUCKETS,
+        )
+        self.stale = counter(
+            "cache_stale_served",
+            "Stale results served while a background refresh runs (stale_ttl).",
+            ["cache"],
+        )
+        self.refreshes = counter(
+            "cache_refreshes",
+            "Background refreshes by trigger (stale, early) and result (success, error, "
+            "skipped: done elsewhere).",
+            ["cache", "trigger", "result"],
+        )
         self.transitions = counter(
             "cache_circuit_breaker_transitions",
             "Circuit breaker state changes, by the state entered (open counts openings).",
@@ -254,6 +278,8 @@ def _tally(keys: Iterable[FullKey], result: Mapping[FullKey, Any]) -> dict[Names
 
 
 def _namespaces(operation: str, arg: Any) -> Iterable[Namespace] | None:
+    if operation == "lease":
+        return [check_key(arg.key)[0]]
     if operation == "clear":
         return None if arg is None else [check_namespace(ns) for ns in arg]
     return [check_key(full_key)[0] for full_key in arg]
@@ -289,9 +315,7 @@ class Recorder:
         self.by_ns: dict[Namespace, _Children] = {}
         self.by_label: dict[str, _Children] = {}
         self.loads: dict[tuple[str, bool], Any] = {}
-        self.durations = {
-            op: families.duration.labels(backend, op) for op in ("get", "set", "clear", "delete")
-        }
+        self.durations = {op: families.duration.labels(backend, op) for op in OPERATIONS}
         self.refresh_entries: Callable[[], None] | None = None
 
     def exemplar(self) -> _Exemplar | None:
@@ -351,7 +375,7 @@ class Recorder:
         """Record a finished call: its latency, then its puts or its error."""
         self.time(operation, elapsed)
         if exc is None:
-            if operation == "get":
+            if operation == "get" or operation == "lease":
                 return
             if operation == "set":
                 self.count_puts(arg)
@@ -521,6 +545,24 @@ class Metrics(CacheMiddleware[ValueT]):
         """Count a coalesced wait into ``cache_coalesced_total``, then forward."""
         self._families.coalesced.labels(self._labeler(namespace)).inc()
         super().record_coalesced(namespace)
+
+    def record_lease(self, namespace: Namespace, outcome: str, waited: float | None) -> None:
+        """Count a lease outcome into ``cache_leases_total`` (and the wait), then forward."""
+        label = self._labeler(namespace)
+        self._families.leases.labels(label, outcome).inc()
+        if waited is not None:
+            self._families.lease_wait.labels(label).observe(waited)
+        super().record_lease(namespace, outcome, waited)
+
+    def record_stale(self, namespace: Namespace) -> None:
+        """Count a stale result served into ``cache_stale_served_total``, then forward."""
+        self._families.stale.labels(self._labeler(namespace)).inc()
+        super().record_stale(namespace)
+
+    def record_refresh(self, namespace: Namespace, trigger: str, result: str) -> None:
+        """Count a background refresh into ``cache_refreshes_total``, then forward."""
+        self._families.refreshes.labels(self._labeler(namespace), trigger, result).inc()
+        super().record_refresh(namespace, trigger, result)
 
     def record_error(
         self, operation: str, namespaces: Sequence[Namespace] | None, error_type: str

@@ -21,7 +21,7 @@ from opentelemetry.trace import (
 )
 
 from toolkit._types import FullKey, Namespace, ValueT
-from toolkit.middleware.base import CacheMiddleware, backend_name, logger
+from toolkit.middleware.base import OPERATIONS, CacheMiddleware, backend_name, logger
 from toolkit.middleware.labels import ALL_CACHES, default_cache_label
 from toolkit.middleware.otel import global_tracing_live
 
@@ -114,7 +114,7 @@ class _Span:
 
 
 _NOT_RECORDING = _Span(None, "", None, None)
-_SPAN_NAMES = {op: f"cache.{op}" for op in ("get", "set", "clear", "delete")}
+_SPAN_NAMES = {op: f"cache.{op}" for op in OPERATIONS}
 
 
 class Tracing(CacheMiddleware[ValueT]):
@@ -204,7 +204,10 @@ class Tracing(CacheMiddleware[ValueT]):
 
     def _describe(self, span: Span, operation: str, arg: Any) -> None:
         span.set_attribute("cache.backend", self.backend)
-        if operation == "clear":
+        if operation == "lease":
+            span.set_attribute("cache.lease.action", arg.action)
+            namespaces: list[str] | set[str] = [self._namespace_label(arg.key[0])]
+        elif operation == "clear":
             namespaces = [ALL_CACHES] if arg is None else {self._namespace_label(ns) for ns in arg}
         else:
             span.set_attribute("cache.batch_size", len(arg))

@@ -7,6 +7,7 @@ from typing import Any
 
 from toolkit._types import ValueT
 from toolkit.base import check_keys, check_namespaces, check_pairs
+from toolkit.lease import check_lease
 from toolkit.middleware.base import CacheMiddleware, innermost
 
 __all__ = ["Validate", "validates_itself"]
@@ -55,6 +56,7 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "set": _checked_pairs,
     "clear": check_namespaces,
     "delete": check_keys,
+    "lease": check_lease,
 }
 
 
