@@ -35,12 +35,28 @@ method_value: str = Service().lookup(1)
 method_key: FullKey = Service().lookup.cache_key(1)
 bad_method_value: int = Service().lookup(1)  # error: assignment
 
+class Remote:
+    @cached(ignore=("self",))
+    async def fetch(self, x: int) -> bytes:
+        return b""
+
+    @cached("remote.static")
+    @staticmethod
+    def static(x: int) -> int:
+        return x
+
+static_value: int = Remote().static(1) + Remote.static(2)
+
 async def use() -> None:
     got: list[str] = await fetch(1)
     await fetch.arefresh(1)
     await fetch.ainvalidate(1)
     await fetch("wrong")  # error: arg-type
     fetch.refresh(1)  # error: attr-defined
+    body: bytes = await Remote().fetch(1)
+    fresh: bytes = await Remote().fetch.arefresh(1)
+    wrong: str = await Remote().fetch(1)  # error: assignment
+    Remote().fetch.refresh(1)  # error: attr-defined
 """
 
 

@@ -20,10 +20,18 @@ binding, controls), ``_call`` (the sync/async call path), ``_plan`` (keys), ``_e
 
 from toolkit.decorators._decorate import cached
 from toolkit.decorators.protocols import (
+    AsyncBoundCached,
     AsyncCachedFunction,
     BoundCached,
     CachedDecorator,
     CachedFunction,
 )
 
-__all__ = ["AsyncCachedFunction", "BoundCached", "CachedDecorator", "CachedFunction", "cached"]
+__all__ = [
+    "AsyncBoundCached",
+    "AsyncCachedFunction",
+    "BoundCached",
+    "CachedDecorator",
+    "CachedFunction",
+    "cached",
+]
