@@ -1,6 +1,6 @@
 """``make load``: throughput and tails of @cached over every backend, bare and observed.
 
-Threads (4, 16), processes (4 on one SQLite file / Redis) and coroutines (100, 1,000)
+Threads (4, 16), processes (4 on one SQLite file / Redis / Postgres table), coroutines (100, 1,000)
 call a ``@cached`` function with a realistic mix (80 % of calls on 20 % of 2,000 keys,
 ttl 2 s, values of 100 B to 64 KB). Each case runs ``--rounds`` times; the table shows
 medians, the JSON file every round. Ratios compare runs of the same invocation only.
@@ -9,6 +9,7 @@ medians, the JSON file every round. Ratios compare runs of the same invocation o
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -19,7 +20,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.load._cases import BACKENDS, MODES, STACKS, Spec, redis_where
+from benchmarks.load._cases import (
+    BACKENDS,
+    MODES,
+    STACKS,
+    Spec,
+    drop_postgres,
+    postgres_where,
+    redis_where,
+)
 from benchmarks.load._drive import Outcome, drive
 
 
@@ -145,8 +154,33 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result, indent=2))
         args.json.write_text(json.dumps({"soak": result}, indent=2))
         return 0
+    with contextlib.ExitStack() as servers:
+        pg_url = _postgres(servers) if "postgres" in args.backends else None
+        return _run_cases(args, workdir, pg_url)
+
+
+def _postgres(servers: contextlib.ExitStack) -> str | None:
+    """The PostgreSQL the tests would use (found, or a private one started for the run)."""
+    from tests.postgres_servers import PostgresUnavailable, find_or_start
+
+    try:
+        return servers.enter_context(find_or_start())
+    except PostgresUnavailable as exc:
+        print(f"load: no PostgreSQL ({exc}); skipping it", file=sys.stderr)
+        return None
+
+
+def _where(backend: str, name: str, redis: str | None, postgres: str | None) -> str:
+    if backend == "redis" and redis:
+        return redis_where(redis)
+    if backend == "postgres" and postgres:
+        return postgres_where(postgres)
+    return name
+
+
+def _run_cases(args: argparse.Namespace, workdir: Path, pg_url: str | None) -> int:
     url = redis_url()
-    backends = [b for b in args.backends if b != "redis" or url]
+    backends = [b for b in args.backends if (b != "redis" or url) and (b != "postgres" or pg_url)]
     if "redis" in args.backends and not url:
         print("load: no Redis answers at REDIS_URL / 127.0.0.1:6379; skipping it", file=sys.stderr)
     cases = [(b, s, m) for b in backends for s in STACKS for m in args.modes]
@@ -156,12 +190,13 @@ def main(argv: list[str] | None = None) -> int:
     for index, (backend, stack, mode) in enumerate(cases, 1):
         outcomes: list[Outcome] = []
         for round_ in range(args.rounds):
-            where = (
-                redis_where(url)
-                if backend == "redis" and url
-                else str(workdir / f"{backend}-{stack}-{mode}-{round_}.db")
-            )
-            outcomes.append(drive(Spec(backend, stack, where), mode, args.seconds))
+            file = str(workdir / f"{backend}-{stack}-{mode}-{round_}.db")
+            where = _where(backend, file, url, pg_url)
+            try:
+                outcomes.append(drive(Spec(backend, stack, where), mode, args.seconds))
+            finally:
+                if backend == "postgres":
+                    drop_postgres(where)
         row = summarize(backend, stack, mode, outcomes)
         rows.append(row)
         raw.append({**asdict(row), "rounds": [o.calls / o.seconds for o in outcomes]})

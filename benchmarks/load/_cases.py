@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 from toolkit import InMemoryCache, SqliteCache, cached, observe
 from toolkit.backends.redis import RedisCache
 
-BACKENDS = ("memory", "sqlite", "redis", "langgraph-memory", "langgraph-sqlite")
+BACKENDS = ("memory", "sqlite", "redis", "postgres", "langgraph-memory", "langgraph-sqlite")
 STACKS = ("bare", "observe")
 MODES = ("threads4", "threads16", "processes4", "coroutines100", "coroutines1000")
 
@@ -28,7 +28,7 @@ class Spec:
 
     backend: str
     stack: str
-    where: str  # a SQLite file or a Redis URL
+    where: str  # a SQLite file, a Redis URL and prefix, a PostgreSQL URL and table
 
     def build(self, registry: CollectorRegistry) -> Any:
         """The cache the case's function uses."""
@@ -46,6 +46,11 @@ def _backend(name: str, where: str) -> Any:
     if name == "redis":
         url, prefix = where.split("|", 1)
         return RedisCache.from_url(url, prefix=prefix)
+    if name == "postgres":
+        from toolkit.backends.postgres import PostgresCache
+
+        url, table = where.split("|", 1)
+        return PostgresCache.from_url(url, table=table)
     if name == "langgraph-memory":
         from langgraph.cache.memory import InMemoryCache as LangGraphMemory
 
@@ -60,6 +65,20 @@ def _backend(name: str, where: str) -> Any:
 def redis_where(url: str) -> str:
     """A Redis location with a prefix of its own, so cases never share entries."""
     return f"{url}|toolkit:load:{uuid.uuid4().hex}:"
+
+
+def postgres_where(url: str) -> str:
+    """A PostgreSQL location with a table of its own, so cases never share entries."""
+    return f"{url}|toolkit_load_{uuid.uuid4().hex[:16]}"
+
+
+def drop_postgres(where: str) -> None:
+    """Drop a case's table."""
+    import psycopg
+
+    url, table = where.split("|", 1)
+    with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(f'DROP TABLE IF EXISTS "{table}"')
 
 
 class Workload:
