@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import socket
 import threading
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
 import psycopg_pool
 import pytest
+from prometheus_client import CollectorRegistry
 from psycopg.rows import dict_row
 
 from tests.postgres_support import drop_table, make_pg_cache, unique_table
-from toolkit import FullKey, cache_from_url
+from toolkit import FailOpen, FullKey, cache_from_url, observe
 from toolkit.backends.postgres import PostgresCache
 from toolkit.errors import BackendError, CacheClosedError, CacheTimeoutError
 
@@ -204,3 +209,71 @@ def test_the_toolkit_command_inspects_a_postgres_cache(
     assert "k" in listed and "other" in listed
     assert main(["clear", pg_url, "--table", cache.table, "--yes"]) == 0
     assert cache.entry_count() == 0
+
+
+def test_the_default_bound_fits_observe_so_no_deadline_thread_is_needed(pg_url: str) -> None:
+    cache: PostgresCache[Any] = PostgresCache.from_url(pg_url)
+    try:
+        assert cache.max_call_seconds == 0.5
+        stack = observe(cache, registry=CollectorRegistry())
+        assert isinstance(stack, FailOpen)
+        assert not stack.uses_threads
+        assert stack.async_deadline is None
+    finally:
+        cache.close()
+
+
+@pytest.fixture
+def silent_server() -> Iterator[str]:
+    """A URL whose server accepts connections and never answers."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        yield f"postgresql://postgres@127.0.0.1:{listener.getsockname()[1]}/x"
+
+
+def test_a_connect_that_hangs_is_a_timeout_within_the_calls_bound(silent_server: str) -> None:
+    """psycopg waits at least 2 s to connect; the call gives up at its own deadline."""
+    cache: PostgresCache[Any] = PostgresCache.from_url(
+        silent_server, connect_timeout=0.2, timeout=0.2
+    )
+    try:
+        for _ in range(2):
+            began = time.monotonic()
+            with pytest.raises(CacheTimeoutError):
+                cache.get([K])
+            assert time.monotonic() - began < 0.4 + 0.5
+    finally:
+        cache.close()
+
+
+async def test_an_async_connect_that_hangs_is_a_timeout_within_the_bound(
+    silent_server: str,
+) -> None:
+    cache: PostgresCache[Any] = PostgresCache.from_url(
+        silent_server, connect_timeout=0.2, timeout=0.2
+    )
+    try:
+        began = time.monotonic()
+        with pytest.raises(CacheTimeoutError):
+            await cache.aget([K])
+        assert time.monotonic() - began < 0.4 + 0.5
+    finally:
+        await cache.aclose()
+
+
+def test_a_connection_made_after_its_caller_gave_up_serves_the_next_call(
+    pg_url: str, pg_closer: Closer
+) -> None:
+    """A first call on a slow machine may time out while connecting; nothing is wasted."""
+    cache = make_pg_cache(pg_closer, pg_url, connect_timeout=0.001, timeout=5.0)
+    with contextlib.suppress(CacheTimeoutError):
+        cache.get([K])  # the connection arrives after the call gave up
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            assert cache.get([K]) == {}  # an idle connection now: no connect on the way
+            break
+        except CacheTimeoutError:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)

@@ -280,10 +280,50 @@ class SyncPool:
                 if healthy(conn):
                     return conn
                 conn.close()
-            return self._connect()
         except BaseException:
             self._slots.release()
             raise
+        return self._connect_within(timeout)
+
+    def _connect_within(self, timeout: float) -> psycopg.Connection[Any]:
+        """A new connection on a helper thread, waited for at most ``timeout`` seconds.
+
+        psycopg waits at least 2 s to connect; the caller's deadline may be shorter. A
+        connection that arrives after its caller gave up joins the idle ones. The slot the
+        caller took passes to the connection (or is released if none is made).
+        """
+        lock = threading.Lock()
+        done = threading.Event()
+        outcome: list[psycopg.Connection[Any] | BaseException] = []
+        abandoned = False
+        slots = self._slots
+
+        def connect() -> None:
+            try:
+                made: psycopg.Connection[Any] | BaseException = self._connect()
+            except BaseException as exc:  # handed to the caller, who raises it
+                made = exc
+            with lock:
+                if not abandoned:
+                    outcome.append(made)
+                    done.set()
+                    return
+            if isinstance(made, BaseException):
+                slots.release()
+            elif slots is self._slots:  # not after fork(): the child's pool starts empty
+                self.putconn(made)
+
+        threading.Thread(target=connect, name="toolkit-postgres-connect", daemon=True).start()
+        done.wait(max(0.0, timeout))
+        with lock:
+            if not outcome:
+                abandoned = True
+                raise PoolTimeout(f"no new connection within {timeout:.2f}s")
+        made = outcome[0]
+        if isinstance(made, BaseException):
+            slots.release()
+            raise made
+        return made
 
     def putconn(self, conn: psycopg.Connection[Any]) -> None:
         """Take back a connection; a broken one is closed."""

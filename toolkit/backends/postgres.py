@@ -17,11 +17,12 @@ How it talks to PostgreSQL (statements in ``_postgres_sql``, connections in ``_p
   ``aget`` calls in one event-loop turn share one SELECT;
 - expiry is the server's clock: expired rows are never returned, and are deleted in bounded
   batches (``FOR UPDATE SKIP LOCKED``) by a write at most once a second;
-- every call has one deadline, ``max_call_seconds = connect_timeout + timeout``: waiting for
-  a pooled connection, connecting, and the statement itself (``statement_timeout`` on the
-  connections this cache makes; the client gives up at the deadline in any case, closing
-  that connection). A connection lost to a restarted server is replaced and the call run
-  again while its deadline allows;
+- every call has one deadline, ``max_call_seconds = connect_timeout + timeout`` (0.5 s by
+  default: within ``observe``'s deadline, so the stack adds no thread): waiting for a pooled
+  connection, connecting (on a helper thread for sync calls: psycopg waits at least 2 s),
+  and the statement itself (``statement_timeout`` on the connections this cache makes; the
+  client gives up at the deadline in any case, closing that connection). A connection lost
+  to a restarted server is replaced and the call run again while its deadline allows;
 - after ``fork()`` the child's pools (those this cache made) start empty: it connects anew
   and never touches its parent's sessions. A pool passed in is its owner's to manage.
 
@@ -98,10 +99,13 @@ from toolkit.backends._postgres_sql import (
 
 __all__ = ["DEFAULT_CONNECT_TIMEOUT", "DEFAULT_TIMEOUT", "PostgresCache"]
 
-DEFAULT_CONNECT_TIMEOUT = 2.0
-"""Seconds to wait for a pooled connection or a new one (libpq's minimum is 2)."""
-DEFAULT_TIMEOUT = 1.0
-"""Seconds a statement may run (``statement_timeout``) and the client waits for its answer."""
+DEFAULT_CONNECT_TIMEOUT = 0.25
+"""Seconds a call waits for a pooled connection or a new one."""
+DEFAULT_TIMEOUT = 0.25
+"""Seconds a statement may run (``statement_timeout``) and the client waits for its answer.
+
+With the connect timeout, a call's bound is 0.5 s: within ``observe``'s default deadline, so
+the stack needs no deadline thread nor loop timer."""
 DEFAULT_POOL_SIZE = 10
 PURGE_INTERVAL = 1.0
 PURGE_BATCH = 500
@@ -180,8 +184,7 @@ class PostgresCache(EvictionNotifier, BaseCache[ValueT]):
         self.table = self._sql.table
         self.schema = self._sql.schema
         self.timeout = float(timeout)
-        # psycopg and libpq wait at least 2 s to connect, whatever is asked.
-        self.connect_timeout = max(2.0, float(math.ceil(connect_timeout)))
+        self.connect_timeout = float(connect_timeout)
         self.max_call_seconds: float | None = self.connect_timeout + self.timeout
         """One call's bound: a connection, the statement and any rerun all fit in it."""
         self.pool = pool
@@ -220,7 +223,8 @@ class PostgresCache(EvictionNotifier, BaseCache[ValueT]):
         statement_ms = max(1, round(self.timeout * 1000))
         return make_conninfo(
             url,
-            connect_timeout=str(int(self.connect_timeout)),
+            # psycopg waits at least 2 s; the call stops waiting at its own deadline.
+            connect_timeout=str(max(2, math.ceil(self.connect_timeout))),
             options=f"{options} -c statement_timeout={statement_ms}".strip(),
             application_name="toolkit-cache",
         )
