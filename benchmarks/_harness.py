@@ -35,6 +35,8 @@ class Comparison:
     measure: Callable[[], float] | None = None
     """Set for a size, not a time: ``ours``/``theirs`` build the subject, ``measure`` reads
     its size (e.g. bytes per entry); the median of ``rounds`` builds is reported."""
+    unit: str = "B"
+    """What ``measure`` returns: ``"B"`` (bytes), ``"calls"``, or ``"s"`` (shown as a time)."""
 
 
 def sync_of(op: AsyncOp, loop: asyncio.AbstractEventLoop) -> Op:
@@ -84,9 +86,9 @@ def ratio(comparison: Comparison) -> float:
     return comparison.results["ours"] / comparison.results["theirs"]
 
 
-def _fmt(seconds: float, sized: bool = False) -> str:
-    if sized:
-        return f"{seconds:9.0f} B "
+def _fmt(seconds: float, unit: str = "s") -> str:
+    if unit != "s":
+        return f"{seconds:9.0f} {unit:<2}"
     if seconds < 1e-3:
         return f"{seconds * 1e6:9.2f} µs"
     return f"{seconds * 1e3:9.2f} ms"
@@ -100,11 +102,11 @@ def report(comparisons: list[Comparison]) -> str:
     ]
     for c in comparisons:
         r = ratio(c)
-        sized = c.measure is not None
+        unit = c.unit if c.measure is not None else "s"
         target = "" if c.target is None else f"≤{c.target:<4g}"
         verdict = "" if c.target is None else ("ok" if r <= c.target else "MISS")
         lines.append(
-            f"{c.name:<58} {_fmt(c.results['ours'], sized)} {_fmt(c.results['theirs'], sized)}  "
+            f"{c.name:<58} {_fmt(c.results['ours'], unit)} {_fmt(c.results['theirs'], unit)}  "
             f"{r:6.3f}  "
             f"{target:<6} {verdict:<4} {c.baseline}"
         )

@@ -157,6 +157,8 @@ class TableSql:
         # on the catalog when two sessions create the same table at once.
         lock_key = int.from_bytes(hashlib.sha1(qualified.encode()).digest()[:8], "big", signed=True)
         kind = "UNLOGGED TABLE" if unlogged else "TABLE"
+        # Leases on the table's keys (toolkit.lease), on the server's clock.
+        lease = f'"{self.schema}"."{self.table[:57]}_lease"'
         self.create = (
             f"BEGIN; SELECT pg_advisory_xact_lock({lock_key}); "
             f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"; '
@@ -164,8 +166,40 @@ class TableSql:
             "ns bytea NOT NULL, key bytea NOT NULL, expires_at timestamptz, "
             "tag text NOT NULL, val bytea NOT NULL, PRIMARY KEY (ns, key)); "
             f'CREATE INDEX IF NOT EXISTS "{self.table}_expires_at" ON {qualified} (expires_at) '
-            "WHERE expires_at IS NOT NULL; COMMIT"
+            "WHERE expires_at IS NOT NULL; "
+            f"CREATE {kind} IF NOT EXISTS {lease} ("
+            "ns bytea NOT NULL, key bytea NOT NULL, token text NOT NULL, "
+            "expires_at timestamptz NOT NULL, PRIMARY KEY (ns, key)); COMMIT"
         ).encode()
+        until = "now() + $4 * interval '1 second'"
+        self.lease = {
+            "acquire": Statement.of(
+                f"INSERT INTO {lease} AS l (ns, key, token, expires_at) "
+                f"VALUES ($1, $2, $3, {until}) "
+                "ON CONFLICT (ns, key) DO UPDATE SET token = excluded.token, "
+                "expires_at = excluded.expires_at WHERE l.expires_at <= now() RETURNING 1",
+                BYTEA,
+                BYTEA,
+                TEXT,
+                FLOAT8,
+            ),
+            "renew": Statement.of(
+                f"UPDATE {lease} SET expires_at = {until} "
+                "WHERE ns = $1 AND key = $2 AND token = $3 AND expires_at > now() RETURNING 1",
+                BYTEA,
+                BYTEA,
+                TEXT,
+                FLOAT8,
+            ),
+            "release": Statement.of(
+                f"DELETE FROM {lease} WHERE ns = $1 AND key = $2 AND token = $3 "
+                "AND expires_at > now() AND $4::float8 IS NOT NULL RETURNING 1",
+                BYTEA,
+                BYTEA,
+                TEXT,
+                FLOAT8,
+            ),
+        }
         self.get_one = Statement.of(
             f"SELECT tag, val FROM {qualified} WHERE ns = $1 AND key = $2 AND {live}",
             BYTEA,

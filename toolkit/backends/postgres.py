@@ -53,6 +53,7 @@ from toolkit.base import (
 )
 from toolkit.errors import BackendError, CacheClosedError, CacheError, CacheTimeoutError
 from toolkit.introspect import CacheStats, KeyInfo
+from toolkit.lease import LeaseRequest, check_lease
 
 try:
     import psycopg
@@ -387,6 +388,24 @@ class PostgresCache(EvictionNotifier, BaseCache[ValueT]):
             array(BYTEA_ARRAY, [encode_namespace(ns) for ns, _ in unique]),
             array(BYTEA_ARRAY, [key.encode() for _, key in unique]),
         )
+
+    # -- leases --
+
+    def lease(self, request: LeaseRequest) -> bool:
+        """Take, extend or give back a lease on a key (see ``toolkit.lease``): a row in the
+        ``<table>_lease`` table beside the entries, on the server's clock."""
+        [rows] = self._run([self._lease_call(request)], "lease")
+        return bool(rows)
+
+    async def alease(self, request: LeaseRequest) -> bool:
+        """Async twin of :meth:`lease`."""
+        [rows] = await self._arun([self._lease_call(request)], "lease")
+        return bool(rows)
+
+    def _lease_call(self, request: LeaseRequest) -> Call:
+        ns, key = check_lease(request).key
+        params = (encode_namespace(ns), key.encode(), request.token.encode(), float8(request.ttl))
+        return self._sql.lease[request.action], params
 
     # -- clear --
 

@@ -126,7 +126,11 @@ class Cached:
         self, cache: BaseCache[Any], stored: Any, span: trace.Span | None
     ) -> tuple[str, Any]:
         """Judge a read under freshness options; count a served one as a hit."""
-        verdict, value = self.served(stored)
+        fresh = self.fresh
+        if fresh is None:
+            verdict, value = self.served(stored)
+        else:
+            verdict, value = fresh.judge(stored)  # a tombstone or absent value is a miss too
         if verdict != MISS:
             self.stats.hit()
             if verdict == STALE:

@@ -31,6 +31,11 @@ ENVELOPE = "\x00toolkit:fresh:v1\x00"
 """The first item of a stored envelope; no function's own result starts with it."""
 
 
+_now, _log, _random = time.time, math.log, random.random
+_MAX_DRAW = 37.0
+"""Above -log(1 - u) for every float u that random() returns (53 bits: at most ~36.7)."""
+
+
 class Freshness:
     """The freshness options of one decorated function, and the envelope they store."""
 
@@ -55,15 +60,20 @@ class Freshness:
         Anything that is not one of our envelopes (an entry written before the function
         gained these options) is a miss, so it is recomputed and rewritten as one.
         """
-        # A foreign serializer may hand a tuple back as a list.
-        if type(stored) not in (tuple, list) or len(stored) != 4 or stored[0] != ENVELOPE:
+        kind = type(stored)  # a foreign serializer may hand a tuple back as a list
+        if (kind is not tuple and kind is not list) or len(stored) != 4 or stored[0] != ENVELOPE:
             return MISS, None
         _, value, expiry, delta = stored
         if now is None:
-            now = time.time()
+            now = _now()
         if now >= expiry:
             return (STALE, value) if now < expiry + self.stale_ttl else (MISS, None)
-        # 1 - random() lies in (0, 1]: log() never sees zero.
-        if self.early and now - delta * self.beta * math.log(1.0 - random.random()) >= expiry:
-            return EARLY, value
+        if self.early:
+            window = delta * self.beta
+            # -log(1 - random()) < _MAX_DRAW always: far from the expiry, skip the draw.
+            if (
+                now + window * _MAX_DRAW >= expiry
+                and now - window * _log(1.0 - _random()) >= expiry
+            ):
+                return EARLY, value
         return FRESH, value
