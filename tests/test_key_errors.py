@@ -15,6 +15,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from toolkit import InMemoryCache, cached
+from toolkit.integrations.langgraph import key_func
 from toolkit.keys import derive_key
 
 
@@ -217,3 +218,19 @@ def test_a_call_that_fits_neither_names_the_decorated_function() -> None:
 
     with pytest.raises(TypeError, match=r"f\(\): too many positional arguments"):
         f(1, 2)  # type: ignore[call-arg]
+
+
+# -- LangGraph's key_func ---------------------------------------------------------------
+
+
+def test_langgraph_key_func_gives_the_same_fitted_advice() -> None:
+    with pytest.raises(TypeError) as caught:
+        key_func({"lock": threading.Lock()})
+    message = str(caught.value)
+    assert "key_func cannot derive a cache key" in message and "_thread.lock" in message
+    assert "A lock" in message and "a key_func of your own that skips it" in message
+    assert "__cache_key__" not in message
+    with pytest.raises(TypeError, match=r"give tests\.test_key_errors\.Mine a __cache_key__"):
+        key_func({"x": Mine()})
+    with pytest.raises(TypeError, match=r"CachePolicy\(key_func=\.\.\.\)"):
+        key_func(1, task=helper)  # a task's arguments

@@ -52,10 +52,10 @@ def is_users_class(cls: type) -> bool:
     )
 
 
-def advice(culprit: object, param: str) -> str:
-    """How to key a call whose parameter ``param`` holds (or contains) ``culprit``."""
-    leave_out = f"ignore=({param!r},)"
-    key_it = "build the key yourself with key=..."
+def advice(culprit: object, *, leave_out: str, custom_key: str) -> str:
+    """How to key a call holding ``culprit``: ``leave_out`` and ``custom_key`` name the remedies
+    the caller has (``ignore=('x',)`` and ``key=...`` for ``@cached``)."""
+    key_it = f"build the key yourself with {custom_key}"
     cls = type(culprit)
     module = _top_module(cls)
     if inspect.isroutine(culprit) or isinstance(culprit, functools.partial):
@@ -92,11 +92,12 @@ def advice(culprit: object, param: str) -> str:
         )
     if not is_users_class(cls):
         return (
-            "Build the key yourself with key=... (from what identifies it), leave it out with "
-            f"{leave_out}, or pass an object of your own class with a __cache_key__(self) method."
+            f"Build the key yourself with {custom_key} (from what identifies it), leave it out "
+            f"with {leave_out}, or pass an object of your own class with a __cache_key__(self) "
+            "method."
         )
     return (
-        f"Pass key=... to @cached to build the key yourself, {leave_out} to leave it out, or "
-        f"give {cls.__module__}.{cls.__qualname__} a __cache_key__(self) method returning a "
+        f"Build the key yourself with {custom_key}, leave it out with {leave_out}, or give "
+        f"{cls.__module__}.{cls.__qualname__} a __cache_key__(self) method returning a "
         "supported value."
     )

@@ -720,7 +720,7 @@ class KeyPlan:
         return TypeError(
             f"cannot derive a cache key from parameter {name!r} of {self.func_name}: "
             f"a {_type_name(type(value))}{inside} has no canonical encoding. "
-            + advice(culprit, name)
+            + advice(culprit, leave_out=f"ignore=({name!r},)", custom_key="key=... in @cached")
         )
 
 

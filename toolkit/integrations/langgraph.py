@@ -15,18 +15,31 @@ from __future__ import annotations
 
 from typing import Any
 
-from toolkit.keys import encode, encode_bytes
+from toolkit._key_advice import advice
+from toolkit.keys import UnsupportedKeyType, encode, encode_bytes
 
 __all__ = ["cache_policy", "key_func"]
 
 
 def key_func(*args: Any, **kwargs: Any) -> bytes:
     """Canonical bytes of a node's (or task's) input; LangGraph hashes them into the key."""
-    if len(args) == 1 and not kwargs:  # a node's input
-        return encode_bytes(args[0])
-    # A task's arguments: the text form, marked as encode_bytes marks it, then "*", which
-    # starts no text encoding.
-    return b"\xc1*" + f"{encode(args)}{encode(kwargs)}".encode("utf-8", "surrogatepass")
+    try:
+        if len(args) == 1 and not kwargs:  # a node's input
+            return encode_bytes(args[0])
+        # A task's arguments: the text form, marked as encode_bytes marks it, then "*", which
+        # starts no text encoding.
+        return b"\xc1*" + f"{encode(args)}{encode(kwargs)}".encode("utf-8", "surrogatepass")
+    except UnsupportedKeyType as exc:
+        raise TypeError(
+            f"key_func cannot derive a cache key: the input contains a "
+            f"{type(exc.obj).__module__}.{type(exc.obj).__qualname__}, which has no canonical "
+            "encoding. "
+            + advice(
+                exc.obj,
+                leave_out="a key_func of your own that skips it",
+                custom_key="CachePolicy(key_func=...)",
+            )
+        ) from None
 
 
 def cache_policy(ttl: int | None = None) -> Any:
