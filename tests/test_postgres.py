@@ -277,3 +277,27 @@ def test_a_connection_made_after_its_caller_gave_up_serves_the_next_call(
         except CacheTimeoutError:
             assert time.monotonic() < deadline
             time.sleep(0.05)
+
+
+def test_introspection_may_run_past_the_hot_paths_statement_timeout(
+    pg_url: str, pg_closer: Closer
+) -> None:
+    """stats, ls, purge and counts scan the table: they are not held to a get's 0.2 s."""
+    cache = make_pg_cache(pg_closer, pg_url, timeout=0.2)
+    cache.set({K: (1, None)})
+    with psycopg.connect(pg_url) as locker:
+        locker.execute(f'LOCK TABLE "{cache.schema}"."{cache.table}" IN ACCESS EXCLUSIVE MODE')
+        with pytest.raises(CacheTimeoutError):
+            cache.get([K])
+        threading.Timer(0.6, locker.rollback).start()
+        began = time.monotonic()
+        assert cache.entry_count() == 1
+        assert time.monotonic() - began > 0.4
+    assert cache.stats().entries == 1
+    assert [info.key for info in cache.iter_keys(K[0])] == ["k"]
+    assert cache.purge_expired() == 0
+    assert cache.get([K]) == {K: 1}  # the connection is back to its own statement_timeout
+    with psycopg.connect(pg_url) as locker:
+        locker.execute(f'LOCK TABLE "{cache.schema}"."{cache.table}" IN ACCESS EXCLUSIVE MODE')
+        with pytest.raises(CacheTimeoutError):
+            cache.get([K])

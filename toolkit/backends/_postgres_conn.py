@@ -142,17 +142,33 @@ Call = tuple[Statement, Sequence[Param]]
 
 
 def exchange_all(
-    pgconn: pq.abc.PGconn, prepared: set[bytes], create: bytes, calls: Sequence[Call]
+    pgconn: pq.abc.PGconn,
+    prepared: set[bytes],
+    create: bytes,
+    calls: Sequence[Call],
+    statement_ms: int | None = None,
 ) -> Protocol[list[Rows]]:
-    """Run ``calls`` in order; create the table if missing, rerun on a deadlock."""
+    """Run ``calls`` in order; create the table if missing, rerun on a deadlock.
+
+    With ``statement_ms`` they run in one transaction under that ``statement_timeout``
+    instead of the connection's own (``SET LOCAL``: the connection keeps its setting).
+    """
     tries = 0
     while True:
         try:
+            if statement_ms is not None:
+                yield from _simple(
+                    pgconn, b"BEGIN; SET LOCAL statement_timeout = %d" % statement_ms
+                )
             results = []
             for statement, params in calls:
                 results.append((yield from _call(pgconn, prepared, statement, params)))
+            if statement_ms is not None:
+                yield from _simple(pgconn, b"COMMIT")
             return results
         except ServerError as exc:
+            if pgconn.transaction_status != pq.TransactionStatus.IDLE:
+                yield from _simple(pgconn, b"ROLLBACK")
             tries += 1
             if exc.sqlstate in _UNDEFINED and tries == 1:
                 yield from _simple(pgconn, create)

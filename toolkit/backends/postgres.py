@@ -107,6 +107,9 @@ DEFAULT_TIMEOUT = 0.25
 
 With the connect timeout, a call's bound is 0.5 s: within ``observe``'s default deadline, so
 the stack needs no deadline thread nor loop timer."""
+ADMIN_TIMEOUT = 60.0
+"""Seconds a statement of ``stats``, ``iter_keys``, ``purge_expired`` and ``entry_count`` may
+run: they scan the table, off the hot path (a metrics scrape, the ``toolkit`` command)."""
 DEFAULT_POOL_SIZE = 10
 PURGE_INTERVAL = 1.0
 PURGE_BATCH = 500
@@ -436,7 +439,7 @@ class PostgresCache(EvictionNotifier, BaseCache[ValueT]):
 
     def stats(self) -> CacheStats:
         """Entries, value bytes, expired entries not yet purged, and entries per namespace."""
-        [rows] = self._run([(self._sql.tally, ())], "stats")
+        [rows] = self._run([(self._sql.tally, ())], "stats", ADMIN_TIMEOUT)
         return CacheStats.tally(
             (
                 (
@@ -460,7 +463,7 @@ class PostgresCache(EvictionNotifier, BaseCache[ValueT]):
         after: bytes | None = None
         while True:
             params = (stored, after, int8(KEY_PAGE))
-            [rows] = self._run([(self._sql.keys_page, params)], "scan")
+            [rows] = self._run([(self._sql.keys_page, params)], "scan", ADMIN_TIMEOUT)
             for key, left in rows:
                 if key is not None:
                     yield KeyInfo(key.decode(), read_float(left))
@@ -472,7 +475,7 @@ class PostgresCache(EvictionNotifier, BaseCache[ValueT]):
         """Delete every expired entry now, in bounded batches; returns how many went."""
         total = 0
         while True:
-            [rows] = self._run([(self._sql.purge, (int8(PURGE_BATCH),))], "purge")
+            [rows] = self._run([(self._sql.purge, (int8(PURGE_BATCH),))], "purge", ADMIN_TIMEOUT)
             self._report_expired(rows)
             total += len(rows)
             if len(rows) < PURGE_BATCH:
@@ -480,27 +483,34 @@ class PostgresCache(EvictionNotifier, BaseCache[ValueT]):
 
     def entry_count(self) -> int:
         """Return the number of stored entries (expired ones not yet purged included)."""
-        [rows] = self._run([(self._sql.count, ())], "count")
+        [rows] = self._run([(self._sql.count, ())], "count", ADMIN_TIMEOUT)
         return read_int(rows[0][0])
 
     # -- I/O: one deadline per call; a lost connection is replaced while time remains --
 
-    def _run(self, calls: Sequence[Call], operation: str) -> list[Rows]:
+    def _run(
+        self, calls: Sequence[Call], operation: str, timeout: float | None = None
+    ) -> list[Rows]:
+        """Run ``calls`` on one connection; ``timeout`` replaces the statement timeout."""
         source = self._sync_source()
-        deadline = time.monotonic() + self.connect_timeout + self.timeout
+        statement_ms = None if timeout is None else round(timeout * 1000)
+        timeout = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + self.connect_timeout + timeout
         while True:
             try:
                 conn = source.getconn(timeout=max(0.0, deadline - time.monotonic()))
             except Exception as exc:
                 raise _error(exc, operation) from exc
             try:
-                protocol = exchange_all(conn.pgconn, prepared_on(conn), self._sql.create, calls)
+                protocol = exchange_all(
+                    conn.pgconn, prepared_on(conn), self._sql.create, calls, statement_ms
+                )
                 return _drive(protocol, conn.pgconn.socket, deadline)
             except ServerError as exc:
                 raise _error(exc, operation) from exc.__cause__
             except _LOST as exc:
                 broken(conn)
-                retry = deadline - time.monotonic() > self.timeout
+                retry = deadline - time.monotonic() > timeout
                 self._discard_idle(source)
                 if not retry:
                     raise _error(exc, operation) from exc
