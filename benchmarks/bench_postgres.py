@@ -41,7 +41,7 @@ def suite() -> Iterator[Comparison]:
             yield from _comparisons(ours, raw, loop)
         finally:
             ours.clear()
-            raw.execute(f"DROP TABLE IF EXISTS {TABLE}")
+            raw.execute(f"DROP TABLE IF EXISTS {TABLE}, {TABLE}_lease")
             loop.run_until_complete(ours.aclose())
             loop.close()
             raw.close()

@@ -73,12 +73,12 @@ def postgres_where(url: str) -> str:
 
 
 def drop_postgres(where: str) -> None:
-    """Drop a case's table."""
+    """Drop a case's table and its lease table."""
     import psycopg
 
     url, table = where.split("|", 1)
     with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
-        conn.execute(f'DROP TABLE IF EXISTS "{table}"')
+        conn.execute(f'DROP TABLE IF EXISTS "{table}", "{table[:57]}_lease"')
 
 
 class Workload:
