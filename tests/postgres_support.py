@@ -79,7 +79,7 @@ def unique_table() -> str:
 def drop_table(url: str, schema: str, table: str) -> None:
     """Drop a test's table (and its schema if the test made one)."""
     with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
-        conn.execute(f'DROP TABLE IF EXISTS "{schema}"."{table}"')
+        conn.execute(f'DROP TABLE IF EXISTS "{schema}"."{table}", "{schema}"."{table[:57]}_lease"')
         if schema != "public":
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 

@@ -8,6 +8,7 @@ from toolkit.backends.sqlite import SqliteCache
 from toolkit.base import BaseCache
 from toolkit.config import cache_from_url, configure
 from toolkit.decorators import AsyncCachedFunction, CachedFunction, cached
+from toolkit.decorators.tags import ainvalidate_tags, invalidate_tags
 from toolkit.errors import (
     BackendError,
     CacheClosedError,
@@ -82,11 +83,13 @@ __all__ = [
     "Tracing",
     "Validate",
     "__version__",
+    "ainvalidate_tags",
     "cache_from_url",
     "cached",
     "configure",
     "derive_key",
     "disabled",
+    "invalidate_tags",
     "observe",
     "parse_ttl",
     "refreshing",

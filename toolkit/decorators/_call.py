@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 from opentelemetry import trace
 
@@ -41,6 +41,7 @@ from toolkit.decorators.fleet import (
 from toolkit.decorators.flight import Flight, Flights
 from toolkit.decorators.freshness import FRESH, MISS, STALE, Freshness
 from toolkit.decorators.stats import CacheParameters
+from toolkit.decorators.tags import Tagging, TagsOption, new_version
 from toolkit.lease import LeaseRequest
 from toolkit.middleware.base import supports_lease
 
@@ -48,6 +49,13 @@ Args = tuple[Any, ...]
 Kwargs = dict[str, Any]
 
 _log = logging.getLogger("toolkit.decorators")
+
+
+class Target(NamedTuple):
+    """The keys one call reads: its entry, and its tags' versions (none without tags)."""
+
+    key: FullKey
+    tags: tuple[FullKey, ...] = ()
 
 
 class Cached:
@@ -69,6 +77,7 @@ class Cached:
         key_id: str | None = None,
         fresh: Freshness | None = None,
         leases: LeasePolicy | None = None,
+        tags: TagsOption | None = None,
     ) -> None:
         self.ns = ns
         self.cache = cache
@@ -79,6 +88,7 @@ class Cached:
         self.full_key = self.keys.full_key
         self.func_name = self.keys.func_name
         self.store = StorePolicy(ttl, cache_none, condition, fresh)
+        self.tagging = None if tags is None else Tagging(tags, self.func_name)
         self.fresh = fresh
         self.leases = leases
         # Background refreshes take a lease where the cache has them, lock=True or not.
@@ -113,6 +123,22 @@ class Cached:
             cache = default_cache()
         return self.full_key(instance, args, kwargs), cache, self.telemetry.span()
 
+    def target(self, full_key: FullKey, instance: Any, args: Args, kwargs: Kwargs) -> Target:
+        """The keys a call reads: its entry's and, with ``tags``, its tags' versions."""
+        if self.tagging is None:
+            return Target(full_key)
+        tag_args = args if instance is None else (instance, *args)
+        return Target(full_key, self.tagging.keys(tag_args, kwargs))
+
+    def found(self, read: dict[FullKey, Any], target: Target) -> Any:
+        """The stored content of ``target`` in a batch read: ``MISSING`` if absent, or if a
+        tag was invalidated since it was stored."""
+        stored = read.get(target.key, MISSING)
+        if not target.tags:
+            return stored
+        fresh, content = Tagging.check(stored, Tagging.versions(read, target.tags))
+        return content if fresh else MISSING
+
     def served(self, stored: Any) -> tuple[str, Any]:
         """The verdict on a value read back (fresh, early, stale, miss) and what to serve."""
         if not is_hit(stored):
@@ -122,20 +148,34 @@ class Cached:
         verdict, value = self.fresh.judge(stored)
         return verdict, (MISSING if verdict == MISS else value)
 
-    def _judged_hit(
+    def judged(
         self, cache: BaseCache[Any], stored: Any, span: trace.Span | None
     ) -> tuple[str, Any]:
-        """Judge a read under freshness options; count a served one as a hit."""
+        """Judge a read; count a served one as a hit and a miss as a miss."""
         fresh = self.fresh
         if fresh is None:
             verdict, value = self.served(stored)
         else:
             verdict, value = fresh.judge(stored)  # a tombstone or absent value is a miss too
-        if verdict != MISS:
+        if span is not None:
+            span.set_attribute("cache.hit", verdict != MISS)
+        if verdict == MISS:
+            self.stats.miss()
+        else:
             self.stats.hit()
             if verdict == STALE:
                 self.telemetry.served_stale(cache, span)
         return verdict, value
+
+    @staticmethod
+    def _missing_versions(target: Target, versions: list[Any]) -> dict[FullKey, tuple[Any, None]]:
+        """New versions for the tags that have none yet: an entry must never carry "absent",
+        which a lost version (evicted, cleared) would match again."""
+        return {
+            key: (new_version(), None)
+            for key, version in zip(target.tags, versions, strict=True)
+            if version is None
+        }
 
     @staticmethod
     def _ask(cache: Any, request: LeaseRequest) -> bool | None:
@@ -190,35 +230,47 @@ class Cached:
         if switches.mode() is not None:
             return self._switched(wrapped, instance, args, kwargs)
         full_key, cache, span = self.begin(instance, args, kwargs)
-        stats = self.stats
-        if span is None:
+        if span is None and self.tagging is None:
             value = cache.get([full_key]).get(full_key, MISSING)
-            if is_hit(value):
-                if self.fresh is None:
-                    stats.hit()
-                    return value
-                verdict, value = self._judged_hit(cache, value, None)
-                if verdict != MISS:
-                    if verdict != FRESH:
-                        self._refresh_later(cache, wrapped, args, kwargs, full_key, verdict, None)
-                    return value
-            stats.miss()
-            return self._single_flight(cache, wrapped, args, kwargs, full_key, None)
-        with trace.use_span(span, end_on_exit=True):
-            verdict, value = self._judged_hit(
-                cache, cache.get([full_key]).get(full_key, MISSING), span
-            )
-            span.set_attribute("cache.hit", verdict != MISS)
-            if verdict != MISS:
-                if verdict != FRESH:
-                    self._refresh_later(cache, wrapped, args, kwargs, full_key, verdict, span)
+            if self.fresh is None and is_hit(value):  # the hot path, kept short
+                self.stats.hit()
                 return value
-            stats.miss()
-            return self._single_flight(cache, wrapped, args, kwargs, full_key, span)
+            return self._answer(cache, wrapped, args, kwargs, Target(full_key), value, None)
+        target = self.target(full_key, instance, args, kwargs)
+        if span is None:
+            return self._answer(
+                cache, wrapped, args, kwargs, target, self._get(cache, target), None
+            )
+        with trace.use_span(span, end_on_exit=True):
+            return self._answer(
+                cache, wrapped, args, kwargs, target, self._get(cache, target), span
+            )
 
-    def _read(self, cache: BaseCache[Any], full_key: FullKey) -> Any:
-        """The servable value of ``full_key`` now (stale included), or ``MISSING``."""
-        return self.served(cache.get([full_key]).get(full_key, MISSING))[1]
+    def _get(self, cache: BaseCache[Any], target: Target) -> Any:
+        """The stored content of ``target`` (``MISSING`` if absent or invalidated)."""
+        return self.found(cache.get([target.key, *target.tags]), target)
+
+    def _read(self, cache: BaseCache[Any], target: Target) -> Any:
+        """The servable value of ``target`` now (stale included), or ``MISSING``."""
+        return self.served(self._get(cache, target))[1]
+
+    def _answer(
+        self,
+        cache: BaseCache[Any],
+        wrapped: Callable[..., Any],
+        args: Args,
+        kwargs: Kwargs,
+        target: Target,
+        stored: Any,
+        span: trace.Span | None,
+    ) -> Any:
+        """Serve what was read (refreshing it in the background if due), or compute it."""
+        verdict, value = self.judged(cache, stored, span)
+        if verdict == MISS:
+            return self._single_flight(cache, wrapped, args, kwargs, target, span)
+        if verdict != FRESH:
+            self._refresh_later(cache, wrapped, args, kwargs, target, verdict, span)
+        return value
 
     def _single_flight(
         self,
@@ -226,19 +278,19 @@ class Cached:
         wrapped: Callable[..., Any],
         args: Args,
         kwargs: Kwargs,
-        full_key: FullKey,
+        target: Target,
         span: trace.Span | None,
     ) -> Any:
         while True:
-            flight, leader = self.flights.join(full_key)
+            flight, leader = self.flights.join(target.key)
             if leader:
-                return self._lead(cache, wrapped, args, kwargs, full_key, flight, span)
+                return self._lead(cache, wrapped, args, kwargs, target, flight, span)
             self.telemetry.coalesced(cache, span)
             flight.done.wait()
             if not flight.abandoned:
                 return flight.outcome()
             # The leader was interrupted: another waiter may have taken over and finished.
-            value = self._read(cache, full_key)
+            value = self._read(cache, target)
             if value is not MISSING:
                 return value
 
@@ -248,20 +300,20 @@ class Cached:
         wrapped: Callable[..., Any],
         args: Args,
         kwargs: Kwargs,
-        full_key: FullKey,
+        target: Target,
         flight: Flight,
         span: trace.Span | None,
     ) -> Any:
         value: Any = MISSING
         error: BaseException | None = None
         try:
-            value = self._obtain(cache, wrapped, args, kwargs, full_key, span)
+            value = self._obtain(cache, wrapped, args, kwargs, target, span)
             return value
         except BaseException as exc:
             error = exc
             raise
         finally:
-            self.flights.land(full_key, flight, value, error)
+            self.flights.land(target.key, flight, value, error)
 
     def _obtain(
         self,
@@ -269,18 +321,18 @@ class Cached:
         wrapped: Callable[..., Any],
         args: Args,
         kwargs: Kwargs,
-        full_key: FullKey,
+        target: Target,
         span: trace.Span | None,
     ) -> Any:
         """The value of a missing key: computed here, or, under ``lock=True``, by whichever
         caller in the fleet holds the lease (see ``fleet``)."""
         policy = self.leases
         if policy is None:
-            return self._load(cache, wrapped, args, kwargs, full_key)
+            return self._load(cache, wrapped, args, kwargs, target)
         if not supports_lease(cache):
             self.telemetry.lease(cache, "unsupported", None, span)
-            return self._load(cache, wrapped, args, kwargs, full_key)
-        contention = Contention(policy, full_key)
+            return self._load(cache, wrapped, args, kwargs, target)
+        contention = Contention(policy, target.key)
         wait_span: trace.Span | None = None
         try:
             while True:
@@ -293,7 +345,7 @@ class Cached:
                     pause = contention.pause()
                     if pause is not None:
                         time.sleep(pause)
-                        value = self._read(cache, full_key)
+                        value = self._read(cache, target)
                         if value is MISSING:
                             continue
                         contention.found()
@@ -301,11 +353,11 @@ class Cached:
                         return value
                 # alone: no answer from the cache, or waited past lock_timeout
                 self.telemetry.lease(cache, contention.outcome, contention.waited(), span)
-                return self._load(cache, wrapped, args, kwargs, full_key)
+                return self._load(cache, wrapped, args, kwargs, target)
         finally:
             if wait_span is not None:
                 wait_span.end()
-        return self._load_holding(cache, wrapped, args, kwargs, contention, span)
+        return self._load_holding(cache, wrapped, args, kwargs, target, contention, span)
 
     def _load_holding(
         self,
@@ -313,29 +365,42 @@ class Cached:
         wrapped: Callable[..., Any],
         args: Args,
         kwargs: Kwargs,
+        target: Target,
         contention: Contention,
         span: trace.Span | None,
     ) -> Any:
         """Compute while holding the lease (renewed meanwhile), then give it back."""
         request, policy = contention.request, contention.policy
-        full_key = request.key
         try:
             # The holder before us may have stored the value just before releasing.
-            value = self._read(cache, full_key)
+            value = self._read(cache, target)
             if value is not MISSING:
                 contention.found()
                 self.telemetry.lease(cache, "waited", contention.waited(), span)
                 return value
             self.telemetry.lease(cache, contention.outcome, contention.waited(), span)
-            stop = RENEWER.hold(
-                partial(self._ask, cache, policy.renew(request)), policy.renew_every
-            )
+            renew = partial(self._ask, cache, policy.renew(request))
+            stop = RENEWER.hold(renew, policy.renew_every)
             try:
-                return self._load(cache, wrapped, args, kwargs, full_key)
+                return self._load(cache, wrapped, args, kwargs, target)
             finally:
                 stop()
         finally:
             self._ask(cache, policy.release(request))
+
+    def _tag_versions(self, cache: BaseCache[Any], target: Target) -> list[Any] | None:
+        """The versions of a call's tags before it computes (created where none exist yet)."""
+        if not target.tags:
+            return None
+        versions = Tagging.versions(cache.get(list(target.tags)), target.tags)
+        created = self._missing_versions(target, versions)
+        if created:
+            cache.set(created)
+            versions = [
+                created[k][0] if v is None else v
+                for k, v in zip(target.tags, versions, strict=True)
+            ]
+        return versions
 
     def _load(
         self,
@@ -343,14 +408,16 @@ class Cached:
         wrapped: Callable[..., Any],
         args: Args,
         kwargs: Kwargs,
-        full_key: FullKey,
+        target: Target,
     ) -> Any:
         """Compute the result and store it if the policy says so."""
+        versions = self._tag_versions(cache, target)
         start = time.perf_counter()
         with self.telemetry.load_timer(cache):
             value = wrapped(*args, **kwargs)
         if self.store.should_store(value):
-            cache.set(self.store.pairs(full_key, value, time.perf_counter() - start))
+            delta = time.perf_counter() - start
+            cache.set(self.store.pairs(target.key, value, delta, versions))
         return value
 
     def _refresh_later(
@@ -359,14 +426,14 @@ class Cached:
         wrapped: Callable[..., Any],
         args: Args,
         kwargs: Kwargs,
-        full_key: FullKey,
+        target: Target,
         trigger: str,
         span: trace.Span | None,
     ) -> None:
-        """Start one background refresh of ``full_key`` (unless one runs here already)."""
-        if self.refresher.claim(full_key):
-            job = partial(self._refresh_now, cache, wrapped, args, kwargs, full_key, trigger, span)
-            self.refresher.run_in_thread(full_key, job)
+        """Start one background refresh of ``target`` (unless one runs here already)."""
+        if self.refresher.claim(target.key):
+            job = partial(self._refresh_now, cache, wrapped, args, kwargs, target, trigger, span)
+            self.refresher.run_in_thread(target.key, job)
 
     def _refresh_now(
         self,
@@ -374,7 +441,7 @@ class Cached:
         wrapped: Callable[..., Any],
         args: Args,
         kwargs: Kwargs,
-        full_key: FullKey,
+        target: Target,
         trigger: str,
         parent: trace.Span | None,
     ) -> None:
@@ -382,7 +449,7 @@ class Cached:
         span = self.telemetry.child_span("cache.refresh", parent, link=True)
         try:
             with trace.use_span(span, end_on_exit=True) if span is not None else _NO_SPAN:
-                result = self._refresh_holding(cache, wrapped, args, kwargs, full_key)
+                result = self._refresh_holding(cache, wrapped, args, kwargs, target)
             self.telemetry.refreshed(cache, trigger, result)
         except Exception:
             self._refresh_failed(cache, trigger)
@@ -393,21 +460,20 @@ class Cached:
         wrapped: Callable[..., Any],
         args: Args,
         kwargs: Kwargs,
-        full_key: FullKey,
+        target: Target,
     ) -> str:
         policy = self.refresh_leases
-        request = policy.acquire(full_key)
+        request = policy.acquire(target.key)
         held = self._ask(cache, request) if supports_lease(cache) else None
         if held is False:
             return "skipped"  # another process of the fleet refreshes it
         try:
-            if held and self.served(cache.get([full_key]).get(full_key, MISSING))[0] == FRESH:
+            if held and self.served(self._get(cache, target))[0] == FRESH:
                 return "skipped"  # refreshed by the holder before us
-            stop = RENEWER.hold(
-                partial(self._ask, cache, policy.renew(request)), policy.renew_every
-            )
+            renew = partial(self._ask, cache, policy.renew(request))
+            stop = RENEWER.hold(renew, policy.renew_every)
             try:
-                self._load(cache, wrapped, args, kwargs, full_key)
+                self._load(cache, wrapped, args, kwargs, target)
             finally:
                 stop()
         finally:
@@ -419,8 +485,8 @@ class Cached:
         self, wrapped: Callable[..., Any], instance: Any, args: Args, kwargs: Kwargs
     ) -> Any:
         """Recompute a call, store the result and return it."""
-        full_key = self.full_key(instance, args, kwargs)
-        return self._load(self.backend(), wrapped, args, kwargs, full_key)
+        target = self.target(self.full_key(instance, args, kwargs), instance, args, kwargs)
+        return self._load(self.backend(), wrapped, args, kwargs, target)
 
     # -- the async path: the same steps, awaiting the I/O --
 
@@ -431,35 +497,45 @@ class Cached:
         if switches.mode() is not None:
             return await self._aswitched(wrapped, instance, args, kwargs)
         full_key, cache, span = self.begin(instance, args, kwargs)
-        stats = self.stats
-        if span is None:
+        if span is None and self.tagging is None:
             value = (await cache.aget([full_key])).get(full_key, MISSING)
-            if is_hit(value):
-                if self.fresh is None:
-                    stats.hit()
-                    return value
-                verdict, value = self._judged_hit(cache, value, None)
-                if verdict != MISS:
-                    if verdict != FRESH:
-                        self._arefresh_later(cache, wrapped, args, kwargs, full_key, verdict, None)
-                    return value
-            stats.miss()
-            return await self._asingle_flight(cache, wrapped, args, kwargs, full_key, None)
-        with trace.use_span(span, end_on_exit=True):
-            verdict, value = self._judged_hit(
-                cache, (await cache.aget([full_key])).get(full_key, MISSING), span
-            )
-            span.set_attribute("cache.hit", verdict != MISS)
-            if verdict != MISS:
-                if verdict != FRESH:
-                    self._arefresh_later(cache, wrapped, args, kwargs, full_key, verdict, span)
+            if self.fresh is None and is_hit(value):  # the hot path, kept short
+                self.stats.hit()
                 return value
-            stats.miss()
-            return await self._asingle_flight(cache, wrapped, args, kwargs, full_key, span)
+            return await self._aanswer(cache, wrapped, args, kwargs, Target(full_key), value, None)
+        target = self.target(full_key, instance, args, kwargs)
+        if span is None:
+            stored = await self._aget(cache, target)
+            return await self._aanswer(cache, wrapped, args, kwargs, target, stored, None)
+        with trace.use_span(span, end_on_exit=True):
+            stored = await self._aget(cache, target)
+            return await self._aanswer(cache, wrapped, args, kwargs, target, stored, span)
 
-    async def _aread(self, cache: BaseCache[Any], full_key: FullKey) -> Any:
+    async def _aget(self, cache: BaseCache[Any], target: Target) -> Any:
+        """Async twin of :meth:`_get`."""
+        return self.found(await cache.aget([target.key, *target.tags]), target)
+
+    async def _aread(self, cache: BaseCache[Any], target: Target) -> Any:
         """Async twin of :meth:`_read`."""
-        return self.served((await cache.aget([full_key])).get(full_key, MISSING))[1]
+        return self.served(await self._aget(cache, target))[1]
+
+    async def _aanswer(
+        self,
+        cache: BaseCache[Any],
+        wrapped: Callable[..., Any],
+        args: Args,
+        kwargs: Kwargs,
+        target: Target,
+        stored: Any,
+        span: trace.Span | None,
+    ) -> Any:
+        """Async twin of :meth:`_answer`."""
+        verdict, value = self.judged(cache, stored, span)
+        if verdict == MISS:
+            return await self._asingle_flight(cache, wrapped, args, kwargs, target, span)
+        if verdict != FRESH:
+            self._arefresh_later(cache, wrapped, args, kwargs, target, verdict, span)
+        return value
 
     async def _asingle_flight(
         self,
@@ -467,19 +543,19 @@ class Cached:
         wrapped: Callable[..., Any],
         args: Args,
         kwargs: Kwargs,
-        full_key: FullKey,
+        target: Target,
         span: trace.Span | None,
     ) -> Any:
         while True:
-            flight, leader = self.flights.ajoin(full_key)
+            flight, leader = self.flights.ajoin(target.key)
             if leader:
-                return await self._alead(cache, wrapped, args, kwargs, full_key, flight, span)
+                return await self._alead(cache, wrapped, args, kwargs, target, flight, span)
             self.telemetry.coalesced(cache, span)
             await flight.done.wait()  # type: ignore[misc]
             if not flight.abandoned:
                 return flight.outcome()
             # The leader was cancelled: another waiter may have taken over and finished.
-            value = await self._aread(cache, full_key)
+            value = await self._aread(cache, target)
             if value is not MISSING:
                 return value
 
@@ -489,20 +565,20 @@ class Cached:
         wrapped: Callable[..., Any],
         args: Args,
         kwargs: Kwargs,
-        full_key: FullKey,
+        target: Target,
         flight: Flight,
         span: trace.Span | None,
     ) -> Any:
         value: Any = MISSING
         error: BaseException | None = None
         try:
-            value = await self._aobtain(cache, wrapped, args, kwargs, full_key, span)
+            value = await self._aobtain(cache, wrapped, args, kwargs, target, span)
             return value
         except BaseException as exc:
             error = exc
             raise
         finally:
-            self.flights.aland(full_key, flight, value, error)
+            self.flights.aland(target.key, flight, value, error)
 
     async def _aobtain(
         self,
@@ -510,17 +586,17 @@ class Cached:
         wrapped: Callable[..., Any],
         args: Args,
         kwargs: Kwargs,
-        full_key: FullKey,
+        target: Target,
         span: trace.Span | None,
     ) -> Any:
         """Async twin of :meth:`_obtain`."""
         policy = self.leases
         if policy is None:
-            return await self._aload(cache, wrapped, args, kwargs, full_key)
+            return await self._aload(cache, wrapped, args, kwargs, target)
         if not supports_lease(cache):
             self.telemetry.lease(cache, "unsupported", None, span)
-            return await self._aload(cache, wrapped, args, kwargs, full_key)
-        contention = Contention(policy, full_key)
+            return await self._aload(cache, wrapped, args, kwargs, target)
+        contention = Contention(policy, target.key)
         wait_span: trace.Span | None = None
         try:
             while True:
@@ -533,18 +609,18 @@ class Cached:
                     pause = contention.pause()
                     if pause is not None:
                         await asyncio.sleep(pause)
-                        value = await self._aread(cache, full_key)
+                        value = await self._aread(cache, target)
                         if value is MISSING:
                             continue
                         contention.found()
                         self.telemetry.lease(cache, "waited", contention.waited(), span)
                         return value
                 self.telemetry.lease(cache, contention.outcome, contention.waited(), span)
-                return await self._aload(cache, wrapped, args, kwargs, full_key)
+                return await self._aload(cache, wrapped, args, kwargs, target)
         finally:
             if wait_span is not None:
                 wait_span.end()
-        return await self._aload_holding(cache, wrapped, args, kwargs, contention, span)
+        return await self._aload_holding(cache, wrapped, args, kwargs, target, contention, span)
 
     async def _aload_holding(
         self,
@@ -552,20 +628,20 @@ class Cached:
         wrapped: Callable[..., Any],
         args: Args,
         kwargs: Kwargs,
+        target: Target,
         contention: Contention,
         span: trace.Span | None,
     ) -> Any:
         """Async twin of :meth:`_load_holding`; a task renews the lease meanwhile."""
         request, policy = contention.request, contention.policy
-        full_key = request.key
         try:
-            value = await self._aread(cache, full_key)
+            value = await self._aread(cache, target)
             if value is not MISSING:
                 contention.found()
                 self.telemetry.lease(cache, "waited", contention.waited(), span)
                 return value
             self.telemetry.lease(cache, contention.outcome, contention.waited(), span)
-            return await self._aload_renewing(cache, wrapped, args, kwargs, request, policy)
+            return await self._aload_renewing(cache, wrapped, args, kwargs, target, request, policy)
         finally:
             await asyncio.shield(self._aask(cache, policy.release(request)))
 
@@ -575,6 +651,7 @@ class Cached:
         wrapped: Callable[..., Any],
         args: Args,
         kwargs: Kwargs,
+        target: Target,
         request: LeaseRequest,
         policy: LeasePolicy,
     ) -> Any:
@@ -583,9 +660,23 @@ class Cached:
             renew_until_cancelled(renew, policy.renew_every)
         )
         try:
-            return await self._aload(cache, wrapped, args, kwargs, request.key)
+            return await self._aload(cache, wrapped, args, kwargs, target)
         finally:
             renewer.cancel()
+
+    async def _atag_versions(self, cache: BaseCache[Any], target: Target) -> list[Any] | None:
+        """Async twin of :meth:`_tag_versions`."""
+        if not target.tags:
+            return None
+        versions = Tagging.versions(await cache.aget(list(target.tags)), target.tags)
+        created = self._missing_versions(target, versions)
+        if created:
+            await cache.aset(created)
+            versions = [
+                created[k][0] if v is None else v
+                for k, v in zip(target.tags, versions, strict=True)
+            ]
+        return versions
 
     async def _aload(
         self,
@@ -593,16 +684,18 @@ class Cached:
         wrapped: Callable[..., Any],
         args: Args,
         kwargs: Kwargs,
-        full_key: FullKey,
+        target: Target,
     ) -> Any:
         """Compute the result (awaiting it if a coroutine) and store it if the policy says so."""
+        versions = await self._atag_versions(cache, target)
         start = time.perf_counter()
         with self.telemetry.load_timer(cache):
             value = wrapped(*args, **kwargs)
             if self.is_async:
                 value = await value
         if self.store.should_store(value):
-            await cache.aset(self.store.pairs(full_key, value, time.perf_counter() - start))
+            delta = time.perf_counter() - start
+            await cache.aset(self.store.pairs(target.key, value, delta, versions))
         return value
 
     def _arefresh_later(
@@ -611,17 +704,17 @@ class Cached:
         wrapped: Callable[..., Any],
         args: Args,
         kwargs: Kwargs,
-        full_key: FullKey,
+        target: Target,
         trigger: str,
         span: trace.Span | None,
     ) -> None:
         """Start one background refresh as a task of this loop (a sync function's runs on
         the refresh threads, where it cannot block the loop)."""
         if not self.is_async:
-            self._refresh_later(cache, wrapped, args, kwargs, full_key, trigger, span)
-        elif self.refresher.claim(full_key):
-            job = self._arefresh_now(cache, wrapped, args, kwargs, full_key, trigger, span)
-            self.refresher.run_as_task(full_key, job)
+            self._refresh_later(cache, wrapped, args, kwargs, target, trigger, span)
+        elif self.refresher.claim(target.key):
+            job = self._arefresh_now(cache, wrapped, args, kwargs, target, trigger, span)
+            self.refresher.run_as_task(target.key, job)
 
     async def _arefresh_now(
         self,
@@ -629,7 +722,7 @@ class Cached:
         wrapped: Callable[..., Any],
         args: Args,
         kwargs: Kwargs,
-        full_key: FullKey,
+        target: Target,
         trigger: str,
         parent: trace.Span | None,
     ) -> None:
@@ -637,7 +730,7 @@ class Cached:
         span = self.telemetry.child_span("cache.refresh", parent, link=True)
         try:
             with trace.use_span(span, end_on_exit=True) if span is not None else _NO_SPAN:
-                result = await self._arefresh_holding(cache, wrapped, args, kwargs, full_key)
+                result = await self._arefresh_holding(cache, wrapped, args, kwargs, target)
             self.telemetry.refreshed(cache, trigger, result)
         except Exception:
             self._refresh_failed(cache, trigger)
@@ -648,19 +741,17 @@ class Cached:
         wrapped: Callable[..., Any],
         args: Args,
         kwargs: Kwargs,
-        full_key: FullKey,
+        target: Target,
     ) -> str:
         policy = self.refresh_leases
-        request = policy.acquire(full_key)
+        request = policy.acquire(target.key)
         held = await self._aask(cache, request) if supports_lease(cache) else None
         if held is False:
             return "skipped"
         try:
-            if held:
-                stored = (await cache.aget([full_key])).get(full_key, MISSING)
-                if self.served(stored)[0] == FRESH:
-                    return "skipped"
-            await self._aload_renewing(cache, wrapped, args, kwargs, request, policy)
+            if held and self.served(await self._aget(cache, target))[0] == FRESH:
+                return "skipped"
+            await self._aload_renewing(cache, wrapped, args, kwargs, target, request, policy)
         finally:
             if held:
                 await asyncio.shield(self._aask(cache, policy.release(request)))
@@ -670,8 +761,8 @@ class Cached:
         self, wrapped: Callable[..., Any], instance: Any, args: Args, kwargs: Kwargs
     ) -> Any:
         """Recompute a call, store the result (async I/O) and return it."""
-        full_key = self.full_key(instance, args, kwargs)
-        return await self._aload(self.backend(), wrapped, args, kwargs, full_key)
+        target = self.target(self.full_key(instance, args, kwargs), instance, args, kwargs)
+        return await self._aload(self.backend(), wrapped, args, kwargs, target)
 
 
 _NO_SPAN = contextlib.nullcontext()

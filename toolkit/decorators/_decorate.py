@@ -18,6 +18,7 @@ from toolkit.decorators._plan import namespace
 from toolkit.decorators.fleet import DEFAULT_LEASE_TTL, DEFAULT_LOCK_TIMEOUT, LeasePolicy
 from toolkit.decorators.freshness import Freshness
 from toolkit.decorators.protocols import AsyncCachedFunction, CachedDecorator, CachedFunction
+from toolkit.decorators.tags import Tagging, TagsOption
 from toolkit.decorators.wrapper import CachedWrapper
 from toolkit.lease import MAX_LEASE_SECONDS
 from toolkit.ttl import parse_ttl
@@ -123,6 +124,7 @@ def cached(
     stale_ttl: float | timedelta | str | None = None,
     early: bool = False,
     beta: float | None = None,
+    tags: TagsOption | None = None,
 ) -> CachedDecorator: ...
 def cached(
     ns: Any = None,
@@ -143,6 +145,7 @@ def cached(
     stale_ttl: float | timedelta | str | None = None,
     early: bool = False,
     beta: float | None = None,
+    tags: TagsOption | None = None,
 ) -> Any:
     """Cache a function's results by its arguments: ``@cached`` or ``@cached(ns, ttl, ...)``::
 
@@ -175,6 +178,9 @@ def cached(
       fall back to in-process single-flight.
     - ``stale_ttl``: after ``ttl``, serve the stale result for this long while one
       background refresh runs (one in the fleet where the cache has leases).
+    - ``tags``: a tag, tags, or ``tags(*args, **kwargs)`` returning them (``self`` first
+      for methods); ``toolkit.invalidate_tags("user:42")`` forgets every entry stored with
+      that tag, whatever function stored it, in O(1) per tag.
     - ``early`` (or ``beta``, default 1.0, which implies it): refresh a hit in the
       background before it expires, more likely the nearer its expiry and the longer the
       function takes (XFetch; a larger ``beta`` refreshes earlier).
@@ -200,6 +206,8 @@ def cached(
         ignore = (ignore,)
     ignore = tuple(ignore)
     leases = _lease_policy(lock, lock_timeout, lease_ttl)
+    if tags is not None and not callable(tags):
+        Tagging(tags, "@cached")  # a bad static tag is refused now, not at the first call
     fresh = _freshness(seconds, stale_ttl, early, beta)
 
     def decorate(func: Any) -> Any:
@@ -221,6 +229,7 @@ def cached(
             key_id=key_id,
             fresh=fresh,
             leases=leases,
+            tags=tags,
         )
         return CachedWrapper(func, state)
 

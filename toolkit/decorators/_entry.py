@@ -12,6 +12,7 @@ from typing import Any
 
 from toolkit._types import FullKey
 from toolkit.decorators.freshness import Freshness
+from toolkit.decorators.tags import Tagging
 
 MISSING: Any = object()
 """No value: absent from the cache, or no outcome yet."""
@@ -57,9 +58,15 @@ class StorePolicy:
             return False
         return self.condition is None or bool(self.condition(value))
 
-    def pairs(self, full_key: FullKey, value: Any, delta: float = 0.0) -> Pairs:
-        """What ``cache.set`` receives to store ``value``, computed in ``delta`` seconds."""
+    def pairs(
+        self, full_key: FullKey, value: Any, delta: float = 0.0, versions: list[Any] | None = None
+    ) -> Pairs:
+        """What ``cache.set`` receives to store ``value``, computed in ``delta`` seconds while
+        the call's tags had ``versions`` (``None``: an untagged call)."""
         fresh = self.fresh
-        if fresh is None:
-            return {full_key: (value, self.ttl)}
-        return {full_key: (fresh.wrap(value, delta), fresh.store_ttl)}
+        content, ttl = (
+            (value, self.ttl) if fresh is None else (fresh.wrap(value, delta), fresh.store_ttl)
+        )
+        if versions is not None:
+            content = Tagging.wrap(content, versions)
+        return {full_key: (content, ttl)}

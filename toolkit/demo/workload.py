@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry
 
 from toolkit.backends.memory import InMemoryCache
 from toolkit.decorators import cached
+from toolkit.decorators.tags import ainvalidate_tags
 from toolkit.demo.faults import FlakyCache
 from toolkit.demo.fleet import breaking_question, model_answer, until_next_tick
 from toolkit.middleware import observe
@@ -221,9 +222,16 @@ class Workload:
             time.sleep(rng.uniform(0.01, 0.03))
             return {"city": city, "celsius": rng.randint(-5, 35)}
 
-        @cached("profiles", ttl=30, cache=main, tracer_provider=tp, key_id="profile")
+        @cached(
+            "profiles",
+            ttl=30,
+            cache=main,
+            tracer_provider=tp,
+            key_id="profile",
+            tags=lambda user_id: f"user:{user_id}",
+        )
         async def profile(user_id: int) -> dict[str, Any]:
-            """An async fetch of a user profile."""
+            """An async fetch of a user profile, forgotten when the user changes (a tag)."""
             await asyncio.sleep(rng.uniform(0.01, 0.03))
             return {"id": user_id, "name": f"user-{user_id}"}
 
@@ -344,8 +352,18 @@ class Workload:
                     self.stats.record("profiles", time.perf_counter() - start)
                 await asyncio.sleep(self._rng.uniform(0.02, 0.08))
 
+        async def edit_profiles() -> None:
+            # A user edits their profile about once a second: its cached entries go.
+            main_cache = self.caches.main
+            while not self.stop.is_set():
+                await asyncio.sleep(self._rng.uniform(0.5, 1.5))
+                try:
+                    await ainvalidate_tags(f"user:{self._rng.randrange(40)}", cache=main_cache)
+                except Exception as exc:  # keep editing; the summary reports it
+                    self.stats.unexpected("profiles", exc)
+
         async def main() -> None:
-            await asyncio.gather(*(fetch() for _ in range(3)))
+            await asyncio.gather(*(fetch() for _ in range(3)), edit_profiles())
 
         asyncio.run(main())
 

@@ -224,6 +224,12 @@ class CacheMiddleware(BaseCache[ValueT]):
         if forward is not None:
             forward(namespace, trigger, result)
 
+    def record_tag_invalidations(self, count: int) -> None:
+        """Report ``count`` tags invalidated (``toolkit.invalidate_tags``)."""
+        forward = getattr(self.inner, "record_tag_invalidations", None)
+        if forward is not None:
+            forward(count)
+
     def record_error(
         self, operation: str, namespaces: Sequence[Namespace] | None, error_type: str
     ) -> None:

@@ -207,6 +207,11 @@ class _Families:
             "skipped: done elsewhere).",
             ["cache", "trigger", "result"],
         )
+        self.tag_invalidations = counter(
+            "cache_tag_invalidations",
+            "Tags invalidated (toolkit.invalidate_tags): each drops every entry stored with it.",
+            ["backend"],
+        )
         self.transitions = counter(
             "cache_circuit_breaker_transitions",
             "Circuit breaker state changes, by the state entered (open counts openings).",
@@ -563,6 +568,11 @@ class Metrics(CacheMiddleware[ValueT]):
         """Count a background refresh into ``cache_refreshes_total``, then forward."""
         self._families.refreshes.labels(self._labeler(namespace), trigger, result).inc()
         super().record_refresh(namespace, trigger, result)
+
+    def record_tag_invalidations(self, count: int) -> None:
+        """Count invalidated tags into ``cache_tag_invalidations_total``, then forward."""
+        self._families.tag_invalidations.labels(self.backend).inc(count)
+        super().record_tag_invalidations(count)
 
     def record_error(
         self, operation: str, namespaces: Sequence[Namespace] | None, error_type: str

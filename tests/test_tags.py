@@ -1,0 +1,306 @@
+"""Tag invalidation: ``@cached(tags=...)`` and ``invalidate_tags`` on every backend."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from langgraph.cache.memory import InMemoryCache as LangGraphMemory
+from prometheus_client import CollectorRegistry
+
+import toolkit
+from toolkit import (
+    BackendError,
+    FullKey,
+    InMemoryCache,
+    Namespace,
+    SqliteCache,
+    ainvalidate_tags,
+    cached,
+    invalidate_tags,
+    observe,
+)
+from toolkit.backends.redis import RedisCache
+from toolkit.base import BaseCache
+from toolkit.decorators.tags import TAG_NAMESPACE, tag_key
+
+BACKENDS = ["memory", "sqlite", "redis", "langgraph-memory"]
+
+
+@pytest.fixture(params=BACKENDS)
+def cache(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """An observed cache of each kind (LangGraph's own has no delete and no leases)."""
+    name = request.param
+    if name == "memory":
+        yield observe(InMemoryCache(), registry=CollectorRegistry())
+    elif name == "sqlite":
+        backend: Any = SqliteCache(path=str(tmp_path / "tags.db"))
+        yield observe(backend, registry=CollectorRegistry())
+        backend.close()
+    elif name == "redis":
+        url = request.getfixturevalue("redis_url")
+        backend = RedisCache.from_url(url, prefix=f"toolkit:test:{uuid.uuid4().hex}:")
+        yield observe(backend, registry=CollectorRegistry())
+        backend.clear()
+        backend.close()
+    else:
+        yield observe(LangGraphMemory(), registry=CollectorRegistry())
+
+
+def test_invalidating_a_tag_forgets_its_entries_only(cache: Any) -> None:
+    calls: list[int] = []
+
+    @cached("tags.basic", cache=cache, tags=lambda uid, page: f"user:{uid}")
+    def page(uid: int, page: int) -> str:
+        calls.append(uid)
+        return f"{uid}/{page}/{len(calls)}"
+
+    first = [page(1, 1), page(1, 2), page(2, 1)]
+    assert [page(1, 1), page(1, 2), page(2, 1)] == first
+    assert len(calls) == 3
+    invalidate_tags("user:1", cache=cache)
+    again = [page(1, 1), page(1, 2), page(2, 1)]
+    assert again[2] == first[2]  # user 2 untouched
+    assert again[0] != first[0] and again[1] != first[1]
+    assert len(calls) == 5
+    assert [page(1, 1), page(1, 2)] == again[:2]  # stored again, served again
+
+
+def test_static_tags_span_functions(cache: Any) -> None:
+    counts = {"a": 0, "b": 0}
+
+    @cached("tags.a", cache=cache, tags="catalog")
+    def a() -> int:
+        counts["a"] += 1
+        return counts["a"]
+
+    @cached("tags.b", cache=cache, tags=("catalog", "other"))
+    def b() -> int:
+        counts["b"] += 1
+        return counts["b"]
+
+    assert (a(), b(), a(), b()) == (1, 1, 1, 1)
+    invalidate_tags("catalog", cache=cache)
+    assert (a(), b()) == (2, 2)
+    invalidate_tags("unrelated", cache=cache)
+    assert (a(), b()) == (2, 2)
+
+
+def test_method_tags_receive_self_first(cache: Any) -> None:
+    class Profiles:
+        def __init__(self) -> None:
+            self.calls = 0
+            self.tenant = "acme"
+
+        def __cache_key__(self) -> str:
+            return self.tenant
+
+        @cached(
+            "profiles", cache=cache, tags=lambda me, uid: [f"user:{uid}", f"tenant:{me.tenant}"]
+        )
+        def load(self, uid: int) -> str:
+            self.calls += 1
+            return f"profile {uid} #{self.calls}"
+
+    profiles = Profiles()
+    one = profiles.load(7)
+    assert profiles.load(7) == one
+    invalidate_tags("tenant:acme", cache=cache)
+    assert profiles.load(7) != one
+
+
+async def test_async_functions_and_async_invalidation(cache: Any) -> None:
+    calls = 0
+
+    @cached("tags.async", cache=cache, tags=lambda key: [f"doc:{key}"], ttl=60)
+    async def fetch(key: str) -> str:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0)
+        return f"{key}#{calls}"
+
+    first = await fetch("x")
+    assert await fetch("x") == first
+    await ainvalidate_tags("doc:x", cache=cache)
+    assert await fetch("x") != first
+    assert calls == 2
+
+
+def test_an_invalidation_during_a_computation_is_not_lost(cache: Any) -> None:
+    """The entry stored by a computation that overlapped an invalidation is not served."""
+    started, release = threading.Event(), threading.Event()
+    calls = 0
+
+    @cached("tags.race", cache=cache, tags="inventory", key_id="tags.race")
+    def stock() -> int:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            started.set()
+            assert release.wait(10)
+        return calls
+
+    result: list[int] = []
+    worker = threading.Thread(target=lambda: result.append(stock()))
+    worker.start()
+    assert started.wait(10)
+    invalidate_tags("inventory", cache=cache)  # while the first computation runs
+    release.set()
+    worker.join(10)
+    assert result == [1]
+    assert stock() == 2  # the overlapping result was stored under the old version
+    assert stock() == 2
+
+
+def test_a_lost_tag_version_is_a_miss_never_a_stale_hit(tmp_path: Path) -> None:
+    backend: InMemoryCache[Any] = InMemoryCache()
+    calls = 0
+
+    @cached("tags.lost", cache=backend, tags="t")
+    def f() -> int:
+        nonlocal calls
+        calls += 1
+        return calls
+
+    assert f() == 1 and f() == 1
+    backend.delete([tag_key("t")])  # evicted, expired or cleared: the version is gone
+    assert f() == 2
+
+
+def test_tags_and_freshness_and_lock_compose(cache: Any) -> None:
+    calls = 0
+
+    @cached("tags.fresh", cache=cache, tags="t", ttl=60, stale_ttl=60, lock=True)
+    def f() -> int:
+        nonlocal calls
+        calls += 1
+        return calls
+
+    assert f() == 1 and f() == 1
+    invalidate_tags("t", cache=cache)
+    assert f() == 2 and f() == 2
+
+
+class CountingCache(BaseCache[Any]):
+    """Counts the keys each call touches on an in-memory cache (to show O(1) invalidation)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner: InMemoryCache[Any] = InMemoryCache()
+        self.touched: list[tuple[str, int]] = []
+
+    def get(self, keys: Sequence[FullKey]) -> dict[FullKey, Any]:
+        self.touched.append(("get", len(keys)))
+        return self.inner.get(keys)
+
+    async def aget(self, keys: Sequence[FullKey]) -> dict[FullKey, Any]:
+        return self.get(keys)
+
+    def set(self, pairs: Mapping[FullKey, tuple[Any, int | None]]) -> None:
+        self.touched.append(("set", len(pairs)))
+        self.inner.set(pairs)
+
+    async def aset(self, pairs: Mapping[FullKey, tuple[Any, int | None]]) -> None:
+        self.set(pairs)
+
+    def clear(self, namespaces: Sequence[Namespace] | None = None) -> None:
+        self.touched.append(("clear", 0))
+        self.inner.clear(namespaces)
+
+    async def aclear(self, namespaces: Sequence[Namespace] | None = None) -> None:
+        self.clear(namespaces)
+
+
+def test_invalidation_is_one_write_and_a_hit_one_read_whatever_the_entries() -> None:
+    counting = CountingCache()
+
+    @cached("tags.cost", cache=counting, tags=lambda i: ["shared", f"item:{i}"])
+    def item(i: int) -> int:
+        return i
+
+    for i in range(200):
+        item(i)
+    counting.touched.clear()
+    item(5)
+    assert counting.touched == [("get", 3)]  # the entry and its two tags' versions, one batch
+    counting.touched.clear()
+    invalidate_tags("shared", cache=counting)
+    assert counting.touched == [("set", 1), ("get", 1)]  # the new version, then its read-back
+
+
+class DroppingCache(CountingCache):
+    """A cache that loses writes silently, as a fail-open stack does when its backend fails."""
+
+    def set(self, pairs: Mapping[FullKey, tuple[Any, int | None]]) -> None:
+        return None
+
+
+def test_an_invalidation_the_cache_did_not_take_raises() -> None:
+    with pytest.raises(BackendError, match="not confirmed"):
+        invalidate_tags("user:1", cache=DroppingCache())
+
+    async def in_a_loop() -> None:
+        await ainvalidate_tags("user:1", cache=DroppingCache())
+
+    with pytest.raises(BackendError, match="not confirmed"):
+        asyncio.run(in_a_loop())
+
+
+def test_invalidations_are_counted() -> None:
+    registry = CollectorRegistry()
+    cache = observe(InMemoryCache(), registry=registry)
+    invalidate_tags("a", "b", "a", cache=cache)
+    value = registry.get_sample_value("cache_tag_invalidations_total", {"backend": "memory"})
+    assert value == 2
+
+
+def test_the_default_cache_is_used_without_cache() -> None:
+    backend: InMemoryCache[Any] = InMemoryCache()
+    toolkit.configure(cache=backend)
+    try:
+        calls = 0
+
+        @cached("tags.default", tags="d")
+        def f() -> int:
+            nonlocal calls
+            calls += 1
+            return calls
+
+        assert f() == 1 and f() == 1
+        invalidate_tags("d")
+        assert f() == 2
+        assert backend.get([tag_key("d")])  # the version lives beside the entries
+        assert tag_key("d")[0] == TAG_NAMESPACE
+    finally:
+        toolkit.configure(cache=None)
+
+
+@pytest.mark.parametrize(
+    ("tags", "error"),
+    [
+        (42, TypeError),
+        ([1], TypeError),
+        ("", ValueError),
+        ("x" * 300, ValueError),
+        (b"t", TypeError),
+    ],
+)
+def test_bad_static_tags_are_refused_at_decoration(tags: Any, error: type[Exception]) -> None:
+    with pytest.raises(error, match="tag"):
+        cached("tags.bad", cache=InMemoryCache(), tags=tags)
+
+
+def test_a_tags_function_returning_bad_tags_raises_with_context() -> None:
+    @cached("tags.badfn", cache=InMemoryCache(), tags=lambda x: x)
+    def f(x: Any) -> int:
+        return 1
+
+    with pytest.raises(TypeError, match="tags= function of"):
+        f(3)
+    with pytest.raises(TypeError, match="a tag must be a str"):
+        invalidate_tags(3, cache=InMemoryCache())  # type: ignore[arg-type]
