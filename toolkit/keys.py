@@ -533,9 +533,12 @@ class KeyPlan:
         ignore: Iterable[str] = (),
         strict_containers: bool = True,
         key_id: str | None = None,
+        suffix: str = "",
     ) -> None:
-        """Inspect ``func``; ``ignore`` names parameters left out, ``key_id`` names ``func``."""
+        """Inspect ``func``; ``ignore`` names parameters left out, ``key_id`` names ``func``,
+        ``suffix`` ends every digest (a stored form of its own)."""
         func = _unwrap(func)
+        self.suffix = suffix
         self.func_name = str(getattr(func, "__qualname__", None) or type(func).__qualname__)
         self.strict_containers = strict_containers
         self.codec = _STRICT if strict_containers else _LOOSE
@@ -696,7 +699,7 @@ class KeyPlan:
         recent = self.recent
         digest = recent.get(encoding)
         if digest is None:
-            digest = self._hash(encoding)
+            digest = self._hash(encoding) + self.suffix
             if len(encoding) <= _MEMO_MAX_LENGTH:
                 if len(recent) >= _MEMO_MAX_ENTRIES:
                     recent.clear()

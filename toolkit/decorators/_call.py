@@ -39,7 +39,7 @@ from toolkit.decorators.fleet import (
     renew_until_cancelled,
 )
 from toolkit.decorators.flight import Flight, Flights
-from toolkit.decorators.freshness import FRESH, MISS, STALE, Freshness
+from toolkit.decorators.freshness import ENVELOPE_KEY_SUFFIX, FRESH, MISS, STALE, Freshness
 from toolkit.decorators.stats import CacheParameters
 from toolkit.decorators.tags import Tagging, TagsOption, new_version
 from toolkit.lease import LeaseRequest
@@ -83,7 +83,13 @@ class Cached:
         self.cache = cache
         self.is_async = inspect.iscoroutinefunction(func)
         self.keys = CallKeys(
-            func, ns, key=key, ignore=ignore, strict_containers=strict_containers, key_id=key_id
+            func,
+            ns,
+            key=key,
+            ignore=ignore,
+            strict_containers=strict_containers,
+            key_id=key_id,
+            suffix="" if fresh is None else ENVELOPE_KEY_SUFFIX,
         )
         self.full_key = self.keys.full_key
         self.func_name = self.keys.func_name
@@ -232,9 +238,16 @@ class Cached:
         full_key, cache, span = self.begin(instance, args, kwargs)
         if span is None and self.tagging is None:
             value = cache.get([full_key]).get(full_key, MISSING)
-            if self.fresh is None and is_hit(value):  # the hot path, kept short
-                self.stats.hit()
-                return value
+            fresh = self.fresh
+            if fresh is None:
+                if is_hit(value):  # the hot path, kept short
+                    self.stats.hit()
+                    return value
+            else:
+                verdict, served = fresh.judge(value)
+                if verdict is FRESH:
+                    self.stats.hit()
+                    return served
             return self._answer(cache, wrapped, args, kwargs, Target(full_key), value, None)
         target = self.target(full_key, instance, args, kwargs)
         if span is None:
@@ -499,9 +512,16 @@ class Cached:
         full_key, cache, span = self.begin(instance, args, kwargs)
         if span is None and self.tagging is None:
             value = (await cache.aget([full_key])).get(full_key, MISSING)
-            if self.fresh is None and is_hit(value):  # the hot path, kept short
-                self.stats.hit()
-                return value
+            fresh = self.fresh
+            if fresh is None:
+                if is_hit(value):  # the hot path, kept short
+                    self.stats.hit()
+                    return value
+            else:
+                verdict, served = fresh.judge(value)
+                if verdict is FRESH:
+                    self.stats.hit()
+                    return served
             return await self._aanswer(cache, wrapped, args, kwargs, Target(full_key), value, None)
         target = self.target(full_key, instance, args, kwargs)
         if span is None:

@@ -32,7 +32,7 @@ def namespace(ns: str | Namespace | None, func: Any, version: str | int | None) 
 class CallKeys:
     """Derives the ``FullKey`` of a call; the argument encoding is ``toolkit.keys.KeyPlan``'s."""
 
-    __slots__ = ("digest", "func_name", "key_func", "ns", "plan")
+    __slots__ = ("digest", "func_name", "key_func", "ns", "plan", "suffix")
 
     def __init__(
         self,
@@ -43,9 +43,18 @@ class CallKeys:
         ignore: Iterable[str],
         strict_containers: bool,
         key_id: str | None,
+        suffix: str = "",
     ) -> None:
         self.ns = ns
-        self.plan = KeyPlan(func, ignore=ignore, strict_containers=strict_containers, key_id=key_id)
+        self.plan = KeyPlan(
+            func,
+            ignore=ignore,
+            strict_containers=strict_containers,
+            key_id=key_id,
+            suffix=suffix,
+        )
+        self.suffix = suffix
+        """Ends every key: a stored form of its own (``freshness``) never meets another."""
         self.digest = self.plan.digest
         self.func_name = self.plan.func_name
         self.key_func = (
@@ -69,7 +78,7 @@ class CallKeys:
         assert self.key_func is not None
         made = self.key_func(args, kwargs)
         try:
-            return self.plan.hash_value(made)
+            return self.plan.hash_value(made) + self.suffix
         except TypeError as exc:
             raise TypeError(
                 f"key= function of {self.func_name} returned a {type(made).__name__}, "

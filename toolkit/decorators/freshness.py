@@ -1,13 +1,17 @@
 """Freshness of a stored result: logical expiry, stale-while-revalidate and early refresh.
 
 With ``stale_ttl`` or ``early``, ``@cached`` stores an envelope instead of the bare result:
-the result, its logical expiry (wall clock, shared by every process of the fleet) and the
-time it took to compute (delta). The backend keeps the entry ``stale_ttl`` longer than
-``ttl``, so a read after the logical expiry finds it stale: it is served at once while one
-background refresh runs. ``early`` applies XFetch (Vattani, Chierichetti and Lowenstein,
-"Optimal Probabilistic Cache Stampede Prevention", VLDB 2015): a fresh hit refreshes early
-when ``now - delta * beta * ln(random()) >= expiry``, more likely the closer the expiry
-and the longer the computation.
+``[result, logical expiry, delta]``, the expiry on the wall clock every process of the
+fleet shares and delta the time the result took to compute. Such a function's keys end in
+``ENVELOPE_KEY_SUFFIX``, so an envelope and a bare result (stored before the function had
+these options) never share a key, and a plain list is all an envelope needs to be.
+
+The backend keeps the entry ``stale_ttl`` longer than ``ttl``, so a read after the logical
+expiry finds it stale: it is served at once while one background refresh runs. ``early``
+applies XFetch (Vattani, Chierichetti and Lowenstein, "Optimal Probabilistic Cache
+Stampede Prevention", VLDB 2015): a fresh hit refreshes early when
+``now - delta * beta * ln(random()) >= expiry``, more likely the closer the expiry and the
+longer the computation.
 """
 
 from __future__ import annotations
@@ -27,8 +31,8 @@ STALE: Verdict = "stale"
 """Past its expiry, within the stale window: serve it and refresh in the background."""
 MISS: Verdict = "miss"
 
-ENVELOPE = "\x00toolkit:fresh:v1\x00"
-"""The first item of a stored envelope; no function's own result starts with it."""
+ENVELOPE_KEY_SUFFIX = "~fresh1"
+"""Ends the keys of functions that store envelopes (a new stored form gets a new suffix)."""
 
 
 _now, _log, _random = time.time, math.log, random.random
@@ -49,31 +53,27 @@ class Freshness:
         self.store_ttl = ttl + self.stale_ttl
         """How long the backend keeps an entry: the stale window past the logical expiry."""
 
-    def wrap(self, value: Any, delta: float, now: float | None = None) -> tuple[Any, ...]:
+    def wrap(self, value: Any, delta: float, now: float | None = None) -> list[Any]:
         """The envelope stored for ``value``, computed in ``delta`` seconds."""
         expiry = (time.time() if now is None else now) + self.ttl
-        return (ENVELOPE, value, expiry, delta)
+        return [value, expiry, delta]
 
     def judge(self, stored: Any, now: float | None = None) -> tuple[Verdict, Any]:
         """What a read found: the verdict, and the result to serve (unless a miss).
 
-        Anything that is not one of our envelopes (an entry written before the function
-        gained these options) is a miss, so it is recomputed and rewritten as one.
+        Anything that is not an envelope (absent, a tombstone) is a miss.
         """
-        kind = type(stored)  # a foreign serializer may hand a tuple back as a list
-        if (kind is not tuple and kind is not list) or len(stored) != 4 or stored[0] != ENVELOPE:
+        if type(stored) is not list or len(stored) != 3:
             return MISS, None
-        _, value, expiry, delta = stored
+        value, expiry, delta = stored
         if now is None:
             now = _now()
-        if now >= expiry:
-            return (STALE, value) if now < expiry + self.stale_ttl else (MISS, None)
-        if self.early:
+        if now < expiry:
+            if not self.early:
+                return FRESH, value
             window = delta * self.beta
             # -log(1 - random()) < _MAX_DRAW always: far from the expiry, skip the draw.
-            if (
-                now + window * _MAX_DRAW >= expiry
-                and now - window * _log(1.0 - _random()) >= expiry
-            ):
-                return EARLY, value
-        return FRESH, value
+            if now + window * _MAX_DRAW < expiry or now - window * _log(1.0 - _random()) < expiry:
+                return FRESH, value
+            return EARLY, value
+        return (STALE, value) if now < expiry + self.stale_ttl else (MISS, None)
