@@ -7,6 +7,7 @@ import functools
 import inspect
 import threading
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -223,8 +224,9 @@ def test_unencodable_self_explains_the_fix(cache: HookedCache) -> None:
 
 
 def test_bad_decorator_arguments() -> None:
-    with pytest.raises(ValueError, match="ttl"):
-        cached(ttl=0)
+    for zero in (0, 0.0, timedelta(0)):
+        with pytest.raises(ValueError, match=r"ttl=0\) would store nothing.*__wrapped__"):
+            cached(ttl=zero)
     with pytest.raises(TypeError, match="cache"):
         cached(cache=object())  # type: ignore[call-overload]
     with pytest.raises(ValueError, match="nope"):

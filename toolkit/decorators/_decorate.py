@@ -195,6 +195,11 @@ def cached(
             f"@cached({name!r}): the first argument is the namespace (a str or tuple of str); "
             f"for a ttl write @cached(ttl={name!r}) or @cached('my.namespace', {name!r})"
         )
+    if isinstance(ttl, (int, float, timedelta)) and not isinstance(ttl, bool) and not ttl:
+        raise ValueError(
+            "@cached(ttl=0) would store nothing: give a positive ttl, or run the function "
+            "past the cache with f.__wrapped__(...) or `with toolkit.disabled():`"
+        )
     seconds = check_ttl(parse_ttl(ttl), "@cached", allow_zero=False)
     if isinstance(cache, str):
         cache = observed_from_url(cache)  # as configure(cache=url) does
