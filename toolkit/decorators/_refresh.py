@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import queue
 import threading
 from collections.abc import Callable, Coroutine
-from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 from toolkit._types import FullKey
@@ -18,19 +19,50 @@ from toolkit._types import FullKey
 __all__ = ["Refresher"]
 
 _POOL_WORKERS = 4
-_pool: ThreadPoolExecutor | None = None
-_pool_pid = -1
-_pool_lock = threading.Lock()
 
 
-def _shared_pool() -> ThreadPoolExecutor:
-    """The process's refresh threads (made again in a forked child, which has none)."""
-    global _pool, _pool_pid
-    with _pool_lock:
-        if _pool is None or _pool_pid != os.getpid():
-            _pool = ThreadPoolExecutor(_POOL_WORKERS, thread_name_prefix="toolkit-refresh")
-            _pool_pid = os.getpid()
-        return _pool
+class _DaemonPool:
+    """A few daemon threads running jobs from a queue: a refresh still running when the
+    process exits (a hung upstream) never holds the exit up, as a ThreadPoolExecutor's
+    joined workers would. Started lazily, and again in a forked child, which has none."""
+
+    def __init__(self, workers: int) -> None:
+        self._workers = workers
+        self._reset()
+        os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
+        self._lock = threading.Lock()
+        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._started = 0
+        self._idle = 0
+
+    def submit(self, job: Callable[[], None]) -> None:
+        """Run ``job`` on a pool thread."""
+        with self._lock:
+            self._jobs.put(job)
+            if self._idle == 0 and self._started < self._workers:
+                self._started += 1
+                thread = threading.Thread(
+                    target=self._work, args=(self._jobs,), name="toolkit-refresh"
+                )
+                thread.daemon = True
+                thread.start()
+
+    def _work(self, jobs: queue.SimpleQueue[Callable[[], None]]) -> None:
+        while True:
+            with self._lock:
+                self._idle += 1
+            job = jobs.get()
+            with self._lock:
+                self._idle -= 1
+            try:
+                job()
+            except Exception:  # a job reports its own failures; the worker carries on
+                continue
+
+
+_POOL = _DaemonPool(_POOL_WORKERS)
 
 
 class Refresher:
@@ -58,10 +90,7 @@ class Refresher:
 
     def run_in_thread(self, full_key: FullKey, job: Callable[[], None]) -> None:
         """Run a claimed sync refresh on the shared pool."""
-        try:
-            _shared_pool().submit(self._then_release, full_key, job)
-        except RuntimeError:  # the interpreter is shutting down: no refresh, nothing lost
-            self.release(full_key)
+        _POOL.submit(partial(self._then_release, full_key, job))
 
     def run_as_task(self, full_key: FullKey, job: Coroutine[Any, Any, None]) -> None:
         """Run a claimed async refresh as a task of the running loop."""

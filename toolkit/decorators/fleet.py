@@ -105,10 +105,15 @@ class Renewer:
     """Extends the leases of running sync computations from one daemon thread per process."""
 
     def __init__(self) -> None:
+        self._count = 0
+        self._reset()
+        # A child forked while the lock was held must not inherit it held (nor the thread).
+        os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
         self._cond = threading.Condition()
         self._due: list[tuple[float, int, _Renewal]] = []
         self._live: set[int] = set()
-        self._count = 0
         self._pid = -1
 
     def hold(self, renew: Callable[[], bool | None], every: float) -> Callable[[], None]:
