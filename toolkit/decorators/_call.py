@@ -203,6 +203,12 @@ class Cached:
             return None
         return None if held is None else bool(held)
 
+    def _replaced(self, stored: Any, seen: Any) -> bool:
+        """Whether ``stored`` is newer than ``seen``, the entry a refresh was started for:
+        another holder refreshed it already. (Not whether it is fresh: an early refresh is
+        started for a fresh entry, and XFetch draws once, on the hit.)"""
+        return self.fresh is not None and self.fresh.newer(stored, seen)
+
     def _refresh_failed(self, cache: Any, trigger: str) -> None:
         self.telemetry.refreshed(cache, trigger, "error")
         _log.warning(
@@ -282,7 +288,7 @@ class Cached:
         if verdict == MISS:
             return self._single_flight(cache, wrapped, args, kwargs, target, span)
         if verdict != FRESH:
-            self._refresh_later(cache, wrapped, args, kwargs, target, verdict, span)
+            self._refresh_later(cache, wrapped, args, kwargs, target, stored, verdict, span)
         return value
 
     def _single_flight(
@@ -440,12 +446,15 @@ class Cached:
         args: Args,
         kwargs: Kwargs,
         target: Target,
+        seen: Any,
         trigger: str,
         span: trace.Span | None,
     ) -> None:
         """Start one background refresh of ``target`` (unless one runs here already)."""
         if self.refresher.claim(target.key):
-            job = partial(self._refresh_now, cache, wrapped, args, kwargs, target, trigger, span)
+            job = partial(
+                self._refresh_now, cache, wrapped, args, kwargs, target, seen, trigger, span
+            )
             self.refresher.run_in_thread(target.key, job)
 
     def _refresh_now(
@@ -455,6 +464,7 @@ class Cached:
         args: Args,
         kwargs: Kwargs,
         target: Target,
+        seen: Any,
         trigger: str,
         parent: trace.Span | None,
     ) -> None:
@@ -462,7 +472,7 @@ class Cached:
         span = self.telemetry.child_span("cache.refresh", parent, link=True)
         try:
             with trace.use_span(span, end_on_exit=True) if span is not None else _NO_SPAN:
-                result = self._refresh_holding(cache, wrapped, args, kwargs, target)
+                result = self._refresh_holding(cache, wrapped, args, kwargs, target, seen)
             self.telemetry.refreshed(cache, trigger, result)
         except Exception:
             self._refresh_failed(cache, trigger)
@@ -474,6 +484,7 @@ class Cached:
         args: Args,
         kwargs: Kwargs,
         target: Target,
+        seen: Any,
     ) -> str:
         policy = self.refresh_leases
         request = policy.acquire(target.key)
@@ -481,7 +492,7 @@ class Cached:
         if held is False:
             return "skipped"  # another process of the fleet refreshes it
         try:
-            if held and self.served(self._get(cache, target))[0] == FRESH:
+            if held and self._replaced(self._get(cache, target), seen):
                 return "skipped"  # refreshed by the holder before us
             renew = partial(self._ask, cache, policy.renew(request))
             stop = RENEWER.hold(renew, policy.renew_every)
@@ -554,7 +565,7 @@ class Cached:
         if verdict == MISS:
             return await self._asingle_flight(cache, wrapped, args, kwargs, target, span)
         if verdict != FRESH:
-            self._arefresh_later(cache, wrapped, args, kwargs, target, verdict, span)
+            self._arefresh_later(cache, wrapped, args, kwargs, target, stored, verdict, span)
         return value
 
     async def _asingle_flight(
@@ -725,15 +736,16 @@ class Cached:
         args: Args,
         kwargs: Kwargs,
         target: Target,
+        seen: Any,
         trigger: str,
         span: trace.Span | None,
     ) -> None:
         """Start one background refresh as a task of this loop (a sync function's runs on
         the refresh threads, where it cannot block the loop)."""
         if not self.is_async:
-            self._refresh_later(cache, wrapped, args, kwargs, target, trigger, span)
+            self._refresh_later(cache, wrapped, args, kwargs, target, seen, trigger, span)
         elif self.refresher.claim(target.key):
-            job = self._arefresh_now(cache, wrapped, args, kwargs, target, trigger, span)
+            job = self._arefresh_now(cache, wrapped, args, kwargs, target, seen, trigger, span)
             self.refresher.run_as_task(target.key, job)
 
     async def _arefresh_now(
@@ -743,6 +755,7 @@ class Cached:
         args: Args,
         kwargs: Kwargs,
         target: Target,
+        seen: Any,
         trigger: str,
         parent: trace.Span | None,
     ) -> None:
@@ -750,7 +763,7 @@ class Cached:
         span = self.telemetry.child_span("cache.refresh", parent, link=True)
         try:
             with trace.use_span(span, end_on_exit=True) if span is not None else _NO_SPAN:
-                result = await self._arefresh_holding(cache, wrapped, args, kwargs, target)
+                result = await self._arefresh_holding(cache, wrapped, args, kwargs, target, seen)
             self.telemetry.refreshed(cache, trigger, result)
         except Exception:
             self._refresh_failed(cache, trigger)
@@ -762,6 +775,7 @@ class Cached:
         args: Args,
         kwargs: Kwargs,
         target: Target,
+        seen: Any,
     ) -> str:
         policy = self.refresh_leases
         request = policy.acquire(target.key)
@@ -769,8 +783,8 @@ class Cached:
         if held is False:
             return "skipped"
         try:
-            if held and self.served(await self._aget(cache, target))[0] == FRESH:
-                return "skipped"
+            if held and self._replaced(await self._aget(cache, target), seen):
+                return "skipped"  # refreshed by the holder before us
             await self._aload_renewing(cache, wrapped, args, kwargs, target, request, policy)
         finally:
             if held:

@@ -63,7 +63,7 @@ class Freshness:
 
         Anything that is not an envelope (absent, a tombstone) is a miss.
         """
-        if type(stored) is not list or len(stored) != 3:
+        if not _is_envelope(stored):
             return MISS, None
         value, expiry, delta = stored
         if now is None:
@@ -77,3 +77,13 @@ class Freshness:
                 return FRESH, value
             return EARLY, value
         return (STALE, value) if now < expiry + self.stale_ttl else (MISS, None)
+
+    @staticmethod
+    def newer(stored: Any, than: Any) -> bool:
+        """Whether ``stored`` is an envelope written after the envelope ``than`` (its logical
+        expiry is later: every envelope of one function has the same ttl)."""
+        return _is_envelope(stored) and (not _is_envelope(than) or stored[1] > than[1])
+
+
+def _is_envelope(stored: Any) -> bool:
+    return type(stored) is list and len(stored) == 3
