@@ -32,6 +32,20 @@ from toolkit import (
 )
 from toolkit.backends.redis import RedisCache
 
+# A busy test machine can stall a thread that holds SQLite's connection for longer than the
+# default busy_timeout (0.2 s). These tests prove our machinery adds no error of its own, so
+# they give SQLite a bound a stalled machine keeps, still within observe's deadline (no
+# deadline thread: max_call_seconds 2.05 <= 2.5).
+SQLITE_BUSY_TIMEOUT = 1.0
+SQLITE_DEADLINE = 2.5
+
+
+def loaded_sqlite(path: str, registry: CollectorRegistry) -> Any:
+    """``observe(SqliteCache)`` with bounds that hold on a busy machine."""
+    backend = SqliteCache(path=path, busy_timeout=SQLITE_BUSY_TIMEOUT)
+    return observe(backend, registry=registry, deadline=SQLITE_DEADLINE)
+
+
 THREADS = 4
 CALLS = 150
 COROUTINES = 100
@@ -164,7 +178,7 @@ def test_a_deadline_fires_only_after_the_caller_really_waited() -> None:
 
 def test_threads_on_observed_sqlite_count_no_error(tmp_path: Path) -> None:
     registry = CollectorRegistry()
-    cache = observe(SqliteCache(path=str(tmp_path / "load.db")), registry=registry)
+    cache = loaded_sqlite(str(tmp_path / "load.db"), registry)
     try:
         run_threads(THREADS, lambda i: mixed_calls(cache, i))
     finally:
@@ -174,7 +188,7 @@ def test_threads_on_observed_sqlite_count_no_error(tmp_path: Path) -> None:
 
 def test_coroutines_on_observed_sqlite_count_no_error(tmp_path: Path) -> None:
     registry = CollectorRegistry()
-    cache = observe(SqliteCache(path=str(tmp_path / "load.db")), registry=registry)
+    cache = loaded_sqlite(str(tmp_path / "load.db"), registry)
 
     async def main() -> None:
         try:
@@ -200,12 +214,11 @@ def test_sqlite_bounds_itself_so_observe_needs_no_deadline_thread(tmp_path: Path
 
 def _process_worker(kind: str, where: str, seed: int, results: Any) -> None:
     registry = CollectorRegistry()
-    backend: Any
     if kind == "sqlite":
-        backend = SqliteCache(path=where)
+        cache = loaded_sqlite(where, registry)
     else:
         backend = RedisCache.from_url(where.split("|")[0], prefix=where.split("|")[1])
-    cache = observe(backend, registry=registry)
+        cache = observe(backend, registry=registry)
     try:
         mixed_calls(cache, seed, calls=100)
         cache.close()
