@@ -1,0 +1,899 @@
+"""Fleet-wide freshness for ``@cached`` (issue 13): leases, stale-while-revalidate, XFetch.
+
+Real parts only: spawned processes sharing a SQLite file or a Redis prefix, a private
+``redis-server`` for the fault test, LangGraph's own cache for the fallback. Computations
+are counted outside the callers (an append-only file); waits are on events, each bounded
+only against a hang, and assertions are on counts and outcomes, never on durations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from prometheus_client import CollectorRegistry
+
+from tests.fleet_workers import (
+    HANG,
+    STALE_TTL,
+    Crowd,
+    LeaseSpy,
+    Report,
+    call_all,
+    crowd_worker,
+    killed_leader_worker,
+    lines,
+    make_stale,
+    open_store,
+    samples,
+    stale_worker,
+    wait_for,
+)
+from tests.redis_support import unique_prefix
+from toolkit import InMemoryCache, SqliteCache, cached, observe
+from toolkit.backends.redis import RedisCache
+from toolkit.decorators import freshness
+from toolkit.lease import MAX_LEASE_SECONDS, LeaseRequest, new_token
+from toolkit.middleware.base import supports_lease
+
+SPAWN = multiprocessing.get_context("spawn")
+
+
+def leases(registry: CollectorRegistry) -> dict[str, float]:
+    """``cache_leases_total`` by outcome, zero outcomes left out."""
+    return {k: v for k, v in samples(registry, "cache_leases_total", "outcome").items() if v}
+
+
+def total(registry: CollectorRegistry, name: str, label: str, value: str) -> float:
+    """The sum of ``name``'s samples whose ``label`` is ``value``."""
+    return samples(registry, name, label).get(value, 0.0)
+
+
+def lease_calls(registry: CollectorRegistry) -> float:
+    """Lease operations that reached the backend, counted by ``observe``'s latency histogram."""
+    return total(registry, "cache_operation_duration_seconds_count", "operation", "lease")
+
+
+async def settle(predicate: Callable[[], bool]) -> None:
+    """Wait (off the loop, so this loop's refresh tasks run) until ``predicate`` holds."""
+    assert await asyncio.to_thread(wait_for, predicate), "hang: the expected state never came"
+
+
+@pytest.fixture(
+    params=["memory", "sqlite", pytest.param("redis", marks=pytest.mark.redis)],
+)
+async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
+    """A bare backend that stores leases: in-process, a SQLite file, or Redis."""
+    if request.param == "memory":
+        yield InMemoryCache()
+    elif request.param == "sqlite":
+        sqlite: SqliteCache[Any] = SqliteCache(path=str(tmp_path / "fleet.db"))
+        yield sqlite
+        await sqlite.aclose()
+    else:
+        async with redis_store(request.getfixturevalue("redis_url")) as store:
+            yield store
+
+
+@contextlib.asynccontextmanager
+async def redis_store(url: str, *, cluster: bool = False) -> AsyncIterator[RedisCache[Any]]:
+    """A Redis cache under a fresh prefix, emptied and closed (in this loop) afterwards."""
+    store = RedisCache.from_url(
+        url, cluster=cluster, prefix=unique_prefix(), socket_timeout=2.0, socket_connect_timeout=2.0
+    )
+    try:
+        yield store
+    finally:
+        try:
+            store.clear()
+        finally:
+            await store.aclose()
+
+
+def shared_store(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where spawned workers meet: ``sqlite:<file>`` (created here) or ``redis:<url>|<prefix>``."""
+    if kind == "sqlite":
+        path = tmp_path / "fleet.db"
+        SqliteCache(path=str(path)).close()  # the schema exists before the workers race to it
+        return f"sqlite:{path}"
+    return f"redis:{request.getfixturevalue('redis_url')}|{unique_prefix()}"
+
+
+def forget(where: str) -> None:
+    """Delete what the workers left in a shared Redis (a SQLite file goes with tmp_path)."""
+    if where.startswith("redis:"):
+        url, _, prefix = where.removeprefix("redis:").partition("|")
+        client = redis.Redis.from_url(url)
+        try:
+            for key in client.scan_iter(match=f"{prefix}*"):
+                client.delete(key)
+        finally:
+            client.close()
+
+
+def finish(procs: list[Any]) -> list[int | None]:
+    """Join the workers (killing any that hang) and return their exit codes."""
+    for proc in procs:
+        proc.join(HANG)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+    return [proc.exitcode for proc in procs]
+
+
+# -- 1. lock=True: one computation per cold key in the whole fleet ---------------------------
+
+
+def run_crowd(crowd: Crowd) -> list[Report]:
+    """Start the crowd's processes, release them together, and collect their reports."""
+    ready, out, go = SPAWN.Queue(), SPAWN.Queue(), SPAWN.Event()
+    denied = SPAWN.Array("b", crowd.processes)
+    procs = [
+        SPAWN.Process(target=crowd_worker, args=(crowd, i, denied, ready, go, out))
+        for i in range(crowd.processes)
+    ]
+    for proc in procs:
+        proc.start()
+    try:
+        for _ in procs:
+            ready.get(timeout=HANG)
+        go.set()
+        reports: list[Report] = [out.get(timeout=HANG) for _ in procs]
+    finally:
+        codes = finish(procs)
+    assert codes == [0] * crowd.processes
+    return reports
+
+
+@pytest.mark.parametrize(
+    ("kind", "calling", "processes", "callers"),
+    [
+        ("sqlite", "async", 8, 25),
+        ("sqlite", "threads", 4, 10),
+        pytest.param("redis", "async", 8, 25, marks=pytest.mark.redis),
+        pytest.param("redis", "threads", 4, 10, marks=pytest.mark.redis),
+    ],
+)
+def test_a_cold_key_is_computed_once_by_the_whole_fleet(
+    kind: str, calling: str, processes: int, callers: int, request: pytest.FixtureRequest,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """Every process asks for one cold key at once; the computation waits until every other
+    process has been refused the lease, so all of them provably wait on it; it runs once."""
+    where = shared_store(kind, request, tmp_path)
+    counter = str(tmp_path / "computed")
+    try:
+        reports = run_crowd(Crowd(where, counter, True, calling, processes, callers))
+    finally:
+        forget(where)
+    assert lines(counter) == 1
+    for report in reports:
+        assert report.errors == []
+        assert report.values == [{"answer": 42}] * callers
+        assert report.extra["errors"] == 0
+    fleet: dict[str, float] = {}
+    for report in reports:
+        for outcome, count in report.leases.items():
+            fleet[outcome] = fleet.get(outcome, 0) + count
+    assert {k: v for k, v in fleet.items() if v} == {"acquired": 1, "waited": processes - 1}
+
+
+@pytest.mark.parametrize("kind", ["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+def test_without_lock_every_process_computes(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """The control: the same crowd with ``lock=False`` computes more than once (the test above
+    can fail), and no lease is asked for."""
+    where = shared_store(kind, request, tmp_path)
+    counter = str(tmp_path / "computed")
+    try:
+        reports = run_crowd(Crowd(where, counter, False, "async", 4, 5))
+    finally:
+        forget(where)
+    assert lines(counter) >= 2
+    for report in reports:
+        assert report.errors == []
+        assert report.values == [{"answer": 42}] * 5
+        assert not any(report.leases.values())
+
+
+# -- 2. a leader killed mid-computation is replaced when its lease lapses -----------------
+
+
+@pytest.mark.parametrize(
+    ("kind", "calling"),
+    [("sqlite", "async"), pytest.param("redis", "threads", marks=pytest.mark.redis)],
+)
+def test_a_killed_leader_is_taken_over_when_its_lease_lapses(
+    kind: str, calling: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """The leader (lease_ttl=1 s, renewed while it computes) is SIGKILLed while a waiter
+    waits on its lease; the waiter takes the lease over, well before its lock_timeout
+    (60 s), computes, and every one of its callers gets the value."""
+    where = shared_store(kind, request, tmp_path)
+    counter = str(tmp_path / "computed")
+    started, denied, go, out = SPAWN.Event(), SPAWN.Event(), SPAWN.Event(), SPAWN.Queue()
+    procs = [
+        SPAWN.Process(
+            target=killed_leader_worker,
+            args=(where, counter, role, calling, started, denied, go, out),
+        )
+        for role in ("leader", "waiter")
+    ]
+    leader, _ = procs
+    for proc in procs:
+        proc.start()
+    try:
+        assert started.wait(HANG), "the leader never began computing"
+        go.set()
+        assert denied.wait(HANG), "the waiter never found the lease held"
+        os.kill(leader.pid or 0, signal.SIGKILL)
+        report: Report = out.get(timeout=HANG)
+    finally:
+        codes = finish(procs)
+        forget(where)
+    assert codes == [-signal.SIGKILL, 0]
+    assert report.errors == []
+    assert report.values == [{"answer": 42}] * 5
+    assert leases_of(report) == {"taken_over": 1}
+    assert report.extra["seconds"] < HANG  # the lease lapsed; lock_timeout never came
+    assert lines(counter) == 2  # the killed leader's attempt, and the waiter's
+
+
+def leases_of(report: Report) -> dict[str, float]:
+    """A report's lease outcomes, zero outcomes left out."""
+    return {k: v for k, v in report.leases.items() if v}
+
+
+# -- 3. a waiter past lock_timeout computes itself ----------------------------------------
+
+
+async def test_a_waiter_past_lock_timeout_computes_itself(backend: Any, mode: str) -> None:
+    """Two functions share one key (as two processes would); while the first computes,
+    holding a live lease, the second waits 0.2 s, then computes itself: ``timeout``."""
+    registry = CollectorRegistry()
+    cache = observe(backend, registry=registry)
+    started, release = threading.Event(), threading.Event()
+    computed: list[str] = []
+
+    @cached("fleet.timeout", cache=cache, ttl=300, key_id="timeout", lock=True)
+    def holder() -> str:
+        computed.append("holder")
+        started.set()
+        release.wait(HANG)
+        return "value"
+
+    @cached("fleet.timeout", cache=cache, ttl=300, key_id="timeout", lock=True, lock_timeout=0.2)
+    def waiter() -> str:
+        computed.append("waiter")
+        return "value"
+
+    @cached("fleet.timeout", cache=cache, ttl=300, key_id="timeout", lock=True, lock_timeout=0.2)
+    async def awaiter() -> str:
+        computed.append("waiter")
+        return "value"
+
+    held: list[str] = []
+    thread = threading.Thread(target=lambda: held.append(holder()))
+    thread.start()
+    try:
+        assert started.wait(HANG)
+        assert (waiter() if mode == "sync" else await awaiter()) == "value"
+        assert thread.is_alive()  # the holder still computes...
+        probe = LeaseRequest("acquire", holder.cache_key(), new_token(), 5.0)
+        assert backend.lease(probe) is False  # ...and still holds its lease
+    finally:
+        release.set()
+        thread.join(HANG)
+    assert held == ["value"]
+    assert computed == ["holder", "waiter"]
+    assert leases(registry) == {"acquired": 1, "timeout": 1}
+
+
+# -- 4. a backend that fails behind observe degrades to computing without a lease -----------
+
+
+@pytest.mark.redis
+async def test_redis_stopped_mid_flight_every_caller_still_gets_its_value(
+    private_redis_url: str,
+) -> None:
+    """A private Redis is shut down while a holder computes and a waiter waits on its lease:
+    the waiter, and every later caller (threads and coroutines), computes without a lease
+    (``unavailable``) and gets its value; the holder finishes too; nobody raises."""
+    registry = CollectorRegistry()
+    denied = threading.Event()
+
+    def on_lease(request: LeaseRequest, held: object) -> None:
+        if request.action == "acquire" and held is False:
+            denied.set()
+
+    store = RedisCache.from_url(
+        private_redis_url, prefix=unique_prefix(), socket_timeout=1.0, socket_connect_timeout=1.0
+    )
+    cache = observe(LeaseSpy(on_lease, store), registry=registry)
+    started, release = threading.Event(), threading.Event()
+    computed: list[str] = []
+    options: dict[str, Any] = {"cache": cache, "ttl": 300, "key_id": "stopped", "lock": True}
+
+    @cached("fleet.stopped", **options)
+    def holder(n: int) -> int:
+        computed.append("holder")
+        started.set()
+        release.wait(HANG)
+        return n * 6
+
+    @cached("fleet.stopped", **options)
+    def waiter(n: int) -> int:
+        computed.append("waiter")
+        return n * 6
+
+    @cached("fleet.stopped", **options)
+    def later(n: int) -> int:
+        computed.append("later")
+        return n * 6
+
+    @cached("fleet.stopped", **options)
+    async def alater(n: int) -> int:
+        computed.append("alater")
+        return n * 6
+
+    got: list[int] = []
+    errors: list[BaseException] = []
+
+    def run(func: Callable[[int], int]) -> None:
+        try:
+            got.append(func(7))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(holder,))]
+    threads[0].start()
+    try:
+        assert started.wait(HANG)
+        threads.append(threading.Thread(target=run, args=(waiter,)))
+        threads[1].start()
+        assert denied.wait(HANG), "the waiter never found the lease held"
+        admin = redis.Redis.from_url(private_redis_url)
+        admin.shutdown(nosave=True)  # the server is gone: every call now fails
+        admin.close()
+        values, failures = call_all("threads", 5, lambda: later(7), lambda: alater(7))
+        values += await asyncio.gather(*(alater(7) for _ in range(5)))
+        assert failures == []
+        assert values == [42] * 10
+        threads[1].join(HANG)
+    finally:
+        release.set()
+        for thread in threads:
+            thread.join(HANG)
+        await store.aclose()
+    assert errors == []
+    assert got == [42, 42]
+    assert sorted(set(computed)) == ["alater", "holder", "later", "waiter"]
+    outcomes = leases(registry)
+    assert outcomes.get("acquired") == 1
+    assert outcomes.get("unavailable", 0) >= 3  # the waiter, and each later function's leader
+    assert set(outcomes) <= {"acquired", "unavailable"}
+    assert total(registry, "cache_errors_total", "operation", "lease") >= 1
+
+
+# -- 5. caches without leases fall back to in-process single-flight ------------------------
+
+
+async def test_a_cache_without_leases_falls_back_to_in_process_single_flight(mode: str) -> None:
+    """LangGraph's own cache behind observe: no lease, one computation per process (counted
+    ``unsupported``), every caller the value."""
+    from langgraph.cache.memory import InMemoryCache as LangGraphMemory
+
+    registry = CollectorRegistry()
+    cache = observe(LangGraphMemory(), registry=registry)
+    assert not supports_lease(cache)
+    callers = 16
+    computed: list[int] = []
+
+    def everyone_waits() -> bool:
+        return square.cache_info().coalesced + asquare.cache_info().coalesced >= callers - 1
+
+    @cached("fleet.foreign", cache=cache, ttl=300, lock=True, key_id="square")
+    def square(n: int) -> int:
+        computed.append(n)
+        assert wait_for(everyone_waits)
+        return n * n
+
+    @cached("fleet.foreign", cache=cache, ttl=300, lock=True, key_id="square")
+    async def asquare(n: int) -> int:
+        computed.append(n)
+        assert await asyncio.to_thread(wait_for, everyone_waits)
+        return n * n
+
+    if mode == "sync":
+        values, errors = call_all("threads", callers, lambda: square(9), lambda: asquare(9))
+    else:
+        values = list(await asyncio.gather(*(asquare(9) for _ in range(callers))))
+        errors = []
+    assert errors == []
+    assert values == [81] * callers
+    assert computed == [9]
+    assert leases(registry) == {"unsupported": 1}
+
+
+# -- 6. stale-while-revalidate -------------------------------------------------------------
+
+
+async def test_stale_is_served_at_once_while_one_refresh_runs(
+    backend: Any, mode: str, tmp_path: Path
+) -> None:
+    """After ``ttl``, concurrent callers get the stale value at once (the refresh holds on
+    until they all returned), one refresh runs, and the next call reads its value."""
+    registry = CollectorRegistry()
+    cache = observe(backend, registry=registry)
+    counter = str(tmp_path / "computed")
+    release, ran = threading.Event(), threading.Event()
+    func = make_stale(cache, counter, release, ran, is_async=mode == "async")
+    callers = 16
+    try:
+        assert (func() if mode == "sync" else await func()) == 1
+        await asyncio.sleep(STALE_TTL + 0.1)  # past the logical expiry, inside the stale window
+        if mode == "sync":
+            values, errors = call_all("threads", callers, func, func)
+        else:
+            values = list(await asyncio.gather(*(func() for _ in range(callers))))
+            errors = []
+        assert errors == []
+        assert values == [1] * callers  # none waited: the refresh has not finished
+        assert lines(counter) <= 2
+    finally:
+        release.set()
+    await settle(lambda: total(registry, "cache_refreshes_total", "result", "success") == 1)
+    assert (func() if mode == "sync" else await func()) == 2
+    assert lines(counter) == 2
+    assert ran.is_set()
+    assert sum(samples(registry, "cache_stale_served_total", "cache").values()) == callers
+    refreshes = samples(registry, "cache_refreshes_total", "trigger")
+    assert {k: v for k, v in refreshes.items() if v} == {"stale": 1}
+
+
+@pytest.mark.parametrize(
+    ("kind", "calling"),
+    [("sqlite", "threads"), pytest.param("redis", "async", marks=pytest.mark.redis)],
+)
+def test_one_refresh_runs_in_the_whole_fleet(
+    kind: str, calling: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """Three processes x eight callers read an expired key at once: every caller gets the
+    stale value while the one refresh of the fleet holds on (until all of them returned);
+    it runs in exactly one process, and the others skip theirs."""
+    where = shared_store(kind, request, tmp_path)
+    counter = str(tmp_path / "computed")
+    processes, callers = 3, 8
+    ready, out, go, release = SPAWN.Queue(), SPAWN.Queue(), SPAWN.Event(), SPAWN.Event()
+    procs = [
+        SPAWN.Process(
+            target=stale_worker,
+            args=(where, counter, calling, callers, i, ready, go, release, out),
+        )
+        for i in range(processes)
+    ]
+    for proc in procs:
+        proc.start()
+    try:
+        for _ in procs:
+            ready.get(timeout=HANG)
+        first = make_stale(
+            observe(open_store(where), registry=CollectorRegistry()),
+            counter,
+            release,
+            threading.Event(),
+            is_async=False,
+        )
+        assert first() == 1
+        time.sleep(STALE_TTL + 0.1)  # past the logical expiry, inside the stale window
+        go.set()
+        served = [out.get(timeout=HANG) for _ in procs]
+        assert lines(counter) <= 2  # the refresh holds on: no caller can have waited for it
+        release.set()
+        reports: list[Report] = [out.get(timeout=HANG) for _ in procs]
+        assert first() == 2  # fresh again: the refresh stored its value
+    finally:
+        release.set()
+        codes = finish(procs)
+        forget(where)
+    assert codes == [0] * processes
+    for _, values, errors in served:
+        assert errors == []
+        assert values == [1] * callers
+    assert lines(counter) == 2
+    assert sum(bool(report.extra["ran_here"]) for report in reports) == 1
+    assert sum(report.extra["stale"] for report in reports) == processes * callers
+    assert sum(report.leases.get("success", 0) for report in reports) == 1
+    assert sum(report.leases.get("error", 0) for report in reports) == 0
+
+
+async def test_a_failing_refresh_is_counted_and_logged_never_raised(
+    mode: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The refresh raises: the caller still got the stale value, the error is counted in
+    ``cache_refreshes_total{result="error"}`` and logged, and the stale value stays."""
+    registry = CollectorRegistry()
+    cache = observe(InMemoryCache(), registry=registry)
+    computed: list[int] = []
+
+    def work() -> int:
+        computed.append(1)
+        if len(computed) > 1:
+            raise RuntimeError("the model is down")
+        return 1
+
+    @cached("fleet.failing", cache=cache, ttl=0.2, stale_ttl=300)
+    def func() -> int:
+        return work()
+
+    @cached("fleet.failing", cache=cache, ttl=0.2, stale_ttl=300)
+    async def afunc() -> int:
+        return work()
+
+    def errors() -> float:
+        return total(registry, "cache_refreshes_total", "result", "error")
+
+    with caplog.at_level(logging.WARNING, logger="toolkit.decorators"):
+        assert (func() if mode == "sync" else await afunc()) == 1
+        await asyncio.sleep(0.3)
+        assert (func() if mode == "sync" else await afunc()) == 1  # stale, not an error
+        await settle(lambda: errors() == 1)
+        assert (func() if mode == "sync" else await afunc()) == 1  # still stale
+    assert len(computed) >= 2
+    failed = [r for r in caplog.records if "refresh" in r.getMessage() and r.exc_info]
+    assert failed, caplog.text
+    exc_info = failed[0].exc_info
+    assert exc_info is not None and isinstance(exc_info[1], RuntimeError)
+    assert total(registry, "cache_refreshes_total", "result", "success") == 0
+
+
+# -- 7. early refresh (XFetch) -------------------------------------------------------------
+
+
+class Draws:
+    """A stand-in for the ``random`` module whose ``random()`` returns given values in turn."""
+
+    def __init__(self, *values: float) -> None:
+        self.values = list(values)
+
+    def random(self) -> float:
+        return self.values.pop(0) if len(self.values) > 1 else self.values[0]
+
+
+async def test_an_early_refresh_chosen_by_a_hit_is_carried_out(
+    backend: Any, mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """XFetch decides once, on the hit: the refresh it starts recomputes, whatever a later
+    draw would say (the refresh skips only when someone else already refreshed)."""
+    registry = CollectorRegistry()
+    cache = observe(backend, registry=registry)
+    computed: list[int] = []
+
+    def work() -> int:
+        time.sleep(0.01)  # delta: the compute time XFetch scales with
+        computed.append(1)
+        return len(computed)
+
+    @cached("fleet.early", cache=cache, ttl=60, beta=1_000.0)
+    def func() -> int:
+        return work()
+
+    @cached("fleet.early", cache=cache, ttl=60, beta=1_000.0)
+    async def afunc() -> int:
+        return work()
+
+    assert (func() if mode == "sync" else await afunc()) == 1
+    # The hit's draw chooses an early refresh (delta * beta * -ln(1e-9) >= 10 ms * 1000 *
+    # 20.7 = 207 s, past the 60 s expiry); every later draw would not (-ln(1) = 0).
+    monkeypatch.setattr(freshness, "random", Draws(1.0 - 1e-9, 0.0))
+    assert (func() if mode == "sync" else await afunc()) == 1
+    await settle(lambda: sum(samples(registry, "cache_refreshes_total", "result").values()) >= 1)
+    refreshes = {k: v for k, v in samples(registry, "cache_refreshes_total", "result").items() if v}
+    assert refreshes == {"success": 1}
+    assert (func() if mode == "sync" else await afunc()) == 2
+
+
+def misses(registry: CollectorRegistry) -> float:
+    """Misses the backend answered (``cache_gets_total{result="miss"}``)."""
+    return total(registry, "cache_gets_total", "result", "miss")
+
+
+def hammer(func: Callable[[], int], seconds: float) -> None:
+    """Call ``func`` steadily (about every millisecond) for ``seconds``."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        func()
+        time.sleep(0.001)
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_early_refresh_keeps_a_hot_key_from_ever_missing(kind: str, tmp_path: Path) -> None:
+    """A hot key (ttl 0.2 s, compute 10 ms, beta 10) under steady load for 20 ttl periods:
+    after the first miss, not one miss at any expiry boundary, because a refresh always
+    landed before the entry expired. Without ``early`` the same load misses."""
+    ttl, cycles = 0.2, 20
+
+    def run(early: bool, seconds: float) -> tuple[float, dict[str, float]]:
+        store: Any = InMemoryCache() if kind == "memory" else SqliteCache(path=str(tmp_path / f"{early}.db"))
+        registry = CollectorRegistry()
+        cache = observe(store, registry=registry)
+
+        @cached("fleet.hot", cache=cache, ttl=ttl, beta=10.0 if early else None)
+        def hot() -> int:
+            time.sleep(0.01)
+            return 1
+
+        hammer(hot, seconds)
+        time.sleep(0.1)  # let a running refresh finish before the store closes
+        if isinstance(store, SqliteCache):
+            store.close()
+        return misses(registry), samples(registry, "cache_refreshes_total", "result")
+
+    found, refreshes = run(True, ttl * cycles)
+    assert found == 1  # the cold start only
+    assert refreshes.get("success", 0) >= cycles - 1  # no miss means a refresh each cycle
+    assert refreshes.get("error", 0) == 0
+    control, _ = run(False, ttl * 5)
+    assert control >= 2
+
+
+# -- 8. hits never touch a lease -----------------------------------------------------------
+
+
+async def test_hits_never_touch_a_lease(backend: Any, mode: str) -> None:
+    """With ``lock=True`` (and a stale window), a miss leases; a hit performs no lease
+    operation at all, counted both by observe and by a spy under it."""
+    registry = CollectorRegistry()
+    spied: list[str] = []
+    cache = observe(LeaseSpy(lambda request, _: spied.append(request.action), backend),
+                    registry=registry)  # fmt: skip
+
+    @cached("fleet.hits", cache=cache, ttl=300, lock=True)
+    def plain(n: int) -> int:
+        return n
+
+    @cached("fleet.hits", cache=cache, ttl=300, lock=True)
+    async def aplain(n: int) -> int:
+        return n
+
+    @cached("fleet.hits.stale", cache=cache, ttl=300, stale_ttl=300, lock=True)
+    def stale(n: int) -> int:
+        return n
+
+    @cached("fleet.hits.stale", cache=cache, ttl=300, stale_ttl=300, lock=True)
+    async def astale(n: int) -> int:
+        return n
+
+    for n in (1, 2):
+        assert (plain(n) if mode == "sync" else await aplain(n)) == n
+        assert (stale(n) if mode == "sync" else await astale(n)) == n
+    assert "acquire" in spied and "release" in spied
+    before, spied_before = lease_calls(registry), len(spied)
+    assert before >= 8  # an acquire and a release for each of the four misses
+    for _ in range(25):
+        for n in (1, 2):
+            assert (plain(n) if mode == "sync" else await aplain(n)) == n
+            assert (stale(n) if mode == "sync" else await astale(n)) == n
+    assert lease_calls(registry) == before
+    assert len(spied) == spied_before
+
+
+# -- 9. option validation ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "match"),
+    [
+        ({"lock_timeout": 5}, ValueError, "lock=True"),
+        ({"lease_ttl": 5}, ValueError, "lock=True"),
+        ({"lock": False, "lease_ttl": "5s"}, ValueError, "lock=True"),
+        ({"stale_ttl": 60, "ttl": None}, ValueError, "need a ttl"),
+        ({"early": True, "ttl": None}, ValueError, "need a ttl"),
+        ({"beta": 2.0, "ttl": None}, ValueError, "need a ttl"),
+        ({"lock": 1}, TypeError, "lock must be"),
+        ({"lock": "yes"}, TypeError, "lock must be"),
+        ({"early": 1}, TypeError, "early must be"),
+        ({"beta": "2"}, TypeError, "beta must be"),
+        ({"beta": True}, TypeError, "beta must be"),
+        ({"beta": 0}, ValueError, "beta must be"),
+        ({"beta": -1.0}, ValueError, "beta must be"),
+        ({"beta": math.inf}, ValueError, "beta must be"),
+        ({"beta": math.nan}, ValueError, "beta must be"),
+        ({"lock": True, "lock_timeout": 0}, ValueError, "lock_timeout"),
+        ({"lock": True, "lock_timeout": -1}, ValueError, "lock_timeout"),
+        ({"lock": True, "lock_timeout": [1]}, TypeError, "lock_timeout"),
+        ({"lock": True, "lease_ttl": True}, TypeError, "lease_ttl"),
+        ({"lock": True, "lease_ttl": "soon"}, ValueError, "lease_ttl"),
+        ({"lock": True, "lease_ttl": MAX_LEASE_SECONDS * 2}, ValueError, "lease_ttl"),
+        ({"stale_ttl": 0}, ValueError, "stale_ttl"),
+        ({"stale_ttl": object()}, TypeError, "stale_ttl"),
+    ],
+)
+def test_bad_options_are_refused_when_decorating(
+    options: dict[str, Any], error: type[Exception], match: str
+) -> None:
+    options = {"ttl": 60, **options}
+    with pytest.raises(error, match=match):
+        cached("fleet.options", cache=InMemoryCache(), **options)
+
+
+def test_option_forms_are_accepted_and_reported() -> None:
+    @cached(
+        "fleet.options",
+        cache=InMemoryCache(),
+        ttl="90s",
+        lock=True,
+        lock_timeout=timedelta(seconds=30),
+        lease_ttl="5s",
+        stale_ttl=timedelta(minutes=10),
+        early=True,
+    )
+    def func() -> int:
+        return 1
+
+    params = func.cache_parameters()
+    assert (params.ttl, params.lock, params.lock_timeout, params.lease_ttl) == (90, True, 30, 5)
+    assert (params.stale_ttl, params.beta) == (600, 1.0)
+
+    @cached("fleet.options", cache=InMemoryCache(), ttl=60, beta=3)
+    def tuned() -> int:
+        return 1
+
+    @cached("fleet.options", cache=InMemoryCache(), ttl=60)
+    def plain() -> int:
+        return 1
+
+    assert tuned.cache_parameters().beta == 3
+    default = plain.cache_parameters()
+    assert (default.lock, default.lock_timeout, default.lease_ttl) == (False, None, None)
+    assert (default.stale_ttl, default.beta) == (None, None)
+    assert tuned() == plain() == func() == 1
+
+
+# -- 10. the lease protocol, on every backend that stores leases ----------------------------
+
+
+@pytest.fixture(
+    params=[
+        "memory",
+        "sqlite-file",
+        "sqlite-memory",
+        pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param("redis-cluster", marks=pytest.mark.redis),
+    ]
+)
+async def lease_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
+    """A bare backend that stores leases, of each kind."""
+    name = request.param
+    if name == "memory":
+        yield InMemoryCache()
+    elif name.startswith("sqlite"):
+        path = str(tmp_path / "lease.db") if name == "sqlite-file" else ":memory:"
+        sqlite: SqliteCache[Any] = SqliteCache(path=path)
+        yield sqlite
+        await sqlite.aclose()
+    else:
+        cluster = name == "redis-cluster"
+        url = request.getfixturevalue("redis_cluster_url" if cluster else "redis_url")
+        async with redis_store(url, cluster=cluster) as store:
+            yield store
+
+
+@pytest.fixture(params=["bare", "observed"])
+def leasing(request: pytest.FixtureRequest, lease_store: Any) -> Any:
+    """The backend itself, or behind ``observe``."""
+    if request.param == "bare":
+        return lease_store
+    return observe(lease_store, registry=CollectorRegistry())
+
+
+class Leases:
+    """One cache's lease operations, sync or async."""
+
+    def __init__(self, cache: Any, mode: str) -> None:
+        self.cache, self.mode = cache, mode
+
+    async def __call__(self, action: str, token: str, ttl: float = 5.0) -> bool:
+        request = LeaseRequest(action, (("fleet", "leases"), "k"), token, ttl)  # type: ignore[arg-type]
+        if self.mode == "sync":
+            held: bool = self.cache.lease(request)
+        else:
+            held = await self.cache.alease(request)
+        return held
+
+
+async def test_lease_protocol(leasing: Any, mode: str) -> None:
+    """Acquire, renew and release, each answered for the token that holds the lease only."""
+    assert supports_lease(leasing)
+    lease = Leases(leasing, mode)
+    a, b = new_token(), new_token()
+    assert await lease("acquire", a) is True
+    assert await lease("acquire", b) is False  # held
+    assert await lease("acquire", a) is False  # held, even by the same token: no re-entry
+    assert await lease("renew", b) is False  # not the holder
+    assert await lease("release", b) is False
+    assert await lease("renew", a) is True
+    assert await lease("release", a) is True
+    assert await lease("release", a) is False  # already given back
+    assert await lease("renew", a) is False
+    assert await lease("acquire", b) is True  # free again
+    assert await lease("release", b) is True
+
+
+async def test_a_lapsed_lease_is_taken_over(leasing: Any, mode: str) -> None:
+    """A lease not renewed lapses: another token takes it, and the old holder can neither
+    renew nor release its successor's."""
+    lease = Leases(leasing, mode)
+    old, new = new_token(), new_token()
+    assert await lease("acquire", old, 0.05) is True
+    deadline = time.monotonic() + HANG
+    while not await lease("acquire", new):
+        assert time.monotonic() < deadline, "the lease never lapsed"
+        await asyncio.sleep(0.01)
+    assert await lease("renew", old) is False
+    assert await lease("release", old) is False
+    assert await lease("acquire", old) is False  # the successor still holds it
+    assert await lease("release", new) is True
+
+
+async def test_a_renewed_lease_outlives_its_first_ttl(leasing: Any, mode: str) -> None:
+    lease = Leases(leasing, mode)
+    holder = new_token()
+    assert await lease("acquire", holder, 0.05) is True
+    assert await lease("renew", holder, 60.0) is True
+    await asyncio.sleep(0.1)  # the first ttl is over; the renewal is not
+    assert await lease("acquire", new_token()) is False
+    assert await lease("release", holder) is True
+
+
+BAD_REQUESTS: list[tuple[Any, type[Exception]]] = [
+    ("acquire", TypeError),
+    (LeaseRequest("steal", (("ns",), "k"), "t", 1.0), ValueError),  # type: ignore[arg-type]
+    (LeaseRequest("acquire", ("ns", "k"), "t", 1.0), TypeError),  # type: ignore[arg-type]
+    (LeaseRequest("acquire", (("ns",), 3), "t", 1.0), TypeError),  # type: ignore[arg-type]
+    (LeaseRequest("acquire", (("ns",), "k"), "", 1.0), ValueError),
+    (LeaseRequest("acquire", (("ns",), "k"), "x" * 129, 1.0), ValueError),
+    (LeaseRequest("acquire", (("ns",), "k"), "a\nb", 1.0), ValueError),
+    (LeaseRequest("acquire", (("ns",), "k"), 7, 1.0), ValueError),  # type: ignore[arg-type]
+    (LeaseRequest("acquire", (("ns",), "k"), "t", 0.0), ValueError),
+    (LeaseRequest("renew", (("ns",), "k"), "t", -1.0), ValueError),
+    (LeaseRequest("acquire", (("ns",), "k"), "t", math.nan), ValueError),
+    (LeaseRequest("acquire", (("ns",), "k"), "t", MAX_LEASE_SECONDS + 1), ValueError),
+    (LeaseRequest("acquire", (("ns",), "k"), "t", True), TypeError),
+    (LeaseRequest("acquire", (("ns",), "k"), "t", "1"), TypeError),  # type: ignore[arg-type]
+]
+
+
+async def test_bad_lease_requests_raise(leasing: Any, mode: str) -> None:
+    """A malformed request is a caller bug: it raises, bare or behind observe (fail-open
+    serves backend failures, never bad input), and takes no lease."""
+    for bad, error in BAD_REQUESTS:
+        with pytest.raises(error):
+            if mode == "sync":
+                leasing.lease(bad)
+            else:
+                await leasing.alease(bad)
+    lease = Leases(leasing, mode)
+    assert await lease("acquire", "t") is True  # nothing was taken by the bad ones
+    assert await lease("release", "t") is True
+
+
+def test_a_release_needs_no_ttl() -> None:
+    cache = InMemoryCache[Any]()
+    token = new_token()
+    assert cache.lease(LeaseRequest("acquire", (("ns",), "k"), token, 1.0))
+    assert cache.lease(LeaseRequest("release", (("ns",), "k"), token))
