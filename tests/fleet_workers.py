@@ -147,9 +147,11 @@ def call_all(
     if mode == "async":
 
         async def main() -> None:
-            got = await asyncio.gather(*(async_call() for _ in range(callers)), return_exceptions=True)
-            for item in got:
-                (errors.append(repr(item)) if isinstance(item, BaseException) else values.append(item))
+            got = await asyncio.gather(
+                *(async_call() for _ in range(callers)), return_exceptions=True
+            )
+            values.extend(item for item in got if not isinstance(item, BaseException))
+            errors.extend(repr(item) for item in got if isinstance(item, BaseException))
 
         asyncio.run(main())
         return values, errors
@@ -198,7 +200,9 @@ class Report:
     extra: dict[str, float]
 
 
-def crowd_worker(crowd: Crowd, index: int, denied: Sequence[int], ready: Any, go: Any, out: Any) -> None:
+def crowd_worker(
+    crowd: Crowd, index: int, denied: Sequence[int], ready: Any, go: Any, out: Any
+) -> None:
     """Call the cold key with every caller once ``go`` is set; report what they got.
 
     The computation holds on until the fleet is provably concurrent: under ``lock=True``
@@ -320,9 +324,16 @@ def make_stale(
 
 
 def stale_worker(
-    where: str, counter: str, mode: str, callers: int, index: int, ready: Any, go: Any,
-    release: Any, out: Any,
-) -> None:  # fmt: skip
+    where: str,
+    counter: str,
+    mode: str,
+    callers: int,
+    index: int,
+    ready: Any,
+    go: Any,
+    release: Any,
+    out: Any,
+) -> None:
     """Call the expired key with every caller once ``go`` is set; report the values at once,
     then (after ``release``) whether the one refresh ran here and what was counted."""
     registry = CollectorRegistry()

@@ -168,9 +168,13 @@ def run_crowd(crowd: Crowd) -> list[Report]:
     ],
 )
 def test_a_cold_key_is_computed_once_by_the_whole_fleet(
-    kind: str, calling: str, processes: int, callers: int, request: pytest.FixtureRequest,
+    kind: str,
+    calling: str,
+    processes: int,
+    callers: int,
+    request: pytest.FixtureRequest,
     tmp_path: Path,
-) -> None:  # fmt: skip
+) -> None:
     """Every process asks for one cold key at once; the computation waits until every other
     process has been refused the lease, so all of them provably wait on it; it runs once."""
     where = shared_store(kind, request, tmp_path)
@@ -628,7 +632,9 @@ def test_early_refresh_keeps_a_hot_key_from_ever_missing(kind: str, tmp_path: Pa
     ttl, cycles = 0.2, 20
 
     def run(early: bool, seconds: float) -> tuple[float, dict[str, float]]:
-        store: Any = InMemoryCache() if kind == "memory" else SqliteCache(path=str(tmp_path / f"{early}.db"))
+        store: Any = (
+            InMemoryCache() if kind == "memory" else SqliteCache(path=str(tmp_path / f"{early}.db"))
+        )
         registry = CollectorRegistry()
         cache = observe(store, registry=registry)
 
@@ -659,8 +665,9 @@ async def test_hits_never_touch_a_lease(backend: Any, mode: str) -> None:
     operation at all, counted both by observe and by a spy under it."""
     registry = CollectorRegistry()
     spied: list[str] = []
-    cache = observe(LeaseSpy(lambda request, _: spied.append(request.action), backend),
-                    registry=registry)  # fmt: skip
+    cache = observe(
+        LeaseSpy(lambda request, _: spied.append(request.action), backend), registry=registry
+    )
 
     @cached("fleet.hits", cache=cache, ttl=300, lock=True)
     def plain(n: int) -> int:
