@@ -374,4 +374,5 @@ def stale_worker(
         release.wait(HANG)
         wait_for(settled)
         out.put(report(values, errors))
-    cache.close()
+    # The cache stays open: a refresh this process queued behind its callers may still run
+    # (and, finding the entry refreshed, skip); the pool finishes it before the process exits.

@@ -195,13 +195,12 @@ def test_a_cold_key_is_computed_once_by_the_whole_fleet(
     assert {k: v for k, v in fleet.items() if v} == {"acquired": 1, "waited": processes - 1}
 
 
-@pytest.mark.parametrize("kind", ["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
 def test_without_lock_every_process_computes(
-    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+    request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
     """The control: the same crowd with ``lock=False`` computes more than once (the test above
     can fail), and no lease is asked for."""
-    where = shared_store(kind, request, tmp_path)
+    where = shared_store("sqlite", request, tmp_path)
     counter = str(tmp_path / "computed")
     try:
         reports = run_crowd(Crowd(where, counter, False, "async", 4, 5))
@@ -461,12 +460,13 @@ async def test_stale_is_served_at_once_while_one_refresh_runs(
     finally:
         release.set()
     await settle(lambda: total(registry, "cache_refreshes_total", "result", "success") == 1)
-    assert (func() if mode == "sync" else await func()) == 2
     assert lines(counter) == 2
     assert ran.is_set()
     assert sum(samples(registry, "cache_stale_served_total", "cache").values()) == callers
     refreshes = samples(registry, "cache_refreshes_total", "trigger")
     assert {k: v for k, v in refreshes.items() if v} == {"stale": 1}
+    # Last (its ttl is short: on a slow machine this read may be stale again, and refresh).
+    assert (func() if mode == "sync" else await func()) == 2
 
 
 @pytest.mark.parametrize(
@@ -492,11 +492,12 @@ def test_one_refresh_runs_in_the_whole_fleet(
     ]
     for proc in procs:
         proc.start()
+    store = open_store(where)
     try:
         for _ in procs:
             ready.get(timeout=HANG)
         first = make_stale(
-            observe(open_store(where), registry=CollectorRegistry()),
+            observe(store, registry=CollectorRegistry()),
             counter,
             release,
             threading.Event(),
@@ -509,16 +510,19 @@ def test_one_refresh_runs_in_the_whole_fleet(
         assert lines(counter) <= 2  # the refresh holds on: no caller can have waited for it
         release.set()
         reports: list[Report] = [out.get(timeout=HANG) for _ in procs]
-        assert first() == 2  # fresh again: the refresh stored its value
+        computed = lines(counter)
+        # Its ttl is short: on a slow machine this read may be stale again, and refresh.
+        assert first() == 2  # the refresh stored its value
     finally:
         release.set()
         codes = finish(procs)
+        store.close()
         forget(where)
     assert codes == [0] * processes
     for _, values, errors in served:
         assert errors == []
         assert values == [1] * callers
-    assert lines(counter) == 2
+    assert computed == 2
     assert sum(bool(report.extra["ran_here"]) for report in reports) == 1
     assert sum(report.extra["stale"] for report in reports) == processes * callers
     assert sum(report.leases.get("success", 0) for report in reports) == 1
@@ -624,17 +628,14 @@ def hammer(func: Callable[[], int], seconds: float) -> None:
         time.sleep(0.001)
 
 
-@pytest.mark.parametrize("kind", ["memory", "sqlite"])
-def test_early_refresh_keeps_a_hot_key_from_ever_missing(kind: str, tmp_path: Path) -> None:
-    """A hot key (ttl 0.2 s, compute 10 ms, beta 10) under steady load for 20 ttl periods:
-    after the first miss, not one miss at any expiry boundary, because a refresh always
-    landed before the entry expired. Without ``early`` the same load misses."""
-    ttl, cycles = 0.2, 20
+def test_early_refresh_keeps_a_hot_key_from_ever_missing(tmp_path: Path) -> None:
+    """A hot key (ttl 0.25 s, compute 10 ms, beta 10) on a SQLite file under steady load for
+    20 ttl periods: after the first miss, not one miss at any expiry boundary, because a
+    refresh always landed before the entry expired. Without ``early`` the same load misses."""
+    ttl, cycles = 0.25, 20
 
     def run(early: bool, seconds: float) -> tuple[float, dict[str, float]]:
-        store: Any = (
-            InMemoryCache() if kind == "memory" else SqliteCache(path=str(tmp_path / f"{early}.db"))
-        )
+        store: SqliteCache[Any] = SqliteCache(path=str(tmp_path / f"hot-{early}.db"))
         registry = CollectorRegistry()
         cache = observe(store, registry=registry)
 
@@ -645,15 +646,14 @@ def test_early_refresh_keeps_a_hot_key_from_ever_missing(kind: str, tmp_path: Pa
 
         hammer(hot, seconds)
         time.sleep(0.1)  # let a running refresh finish before the store closes
-        if isinstance(store, SqliteCache):
-            store.close()
+        store.close()
         return misses(registry), samples(registry, "cache_refreshes_total", "result")
 
     found, refreshes = run(True, ttl * cycles)
     assert found == 1  # the cold start only
     assert refreshes.get("success", 0) >= cycles - 1  # no miss means a refresh each cycle
     assert refreshes.get("error", 0) == 0
-    control, _ = run(False, ttl * 5)
+    control, _ = run(False, ttl * 3)
     assert control >= 2
 
 
