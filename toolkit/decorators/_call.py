@@ -155,11 +155,18 @@ class Cached:
         return verdict, (MISSING if verdict == MISS else value)
 
     def judged(
-        self, cache: BaseCache[Any], stored: Any, span: trace.Span | None
+        self,
+        cache: BaseCache[Any],
+        stored: Any,
+        span: trace.Span | None,
+        verdict_given: tuple[str, Any] | None = None,
     ) -> tuple[str, Any]:
-        """Judge a read; count a served one as a hit and a miss as a miss."""
+        """Judge a read (unless the caller already did: XFetch draws once per hit); count a
+        served one as a hit and a miss as a miss."""
         fresh = self.fresh
-        if fresh is None:
+        if verdict_given is not None:
+            verdict, value = verdict_given
+        elif fresh is None:
             verdict, value = self.served(stored)
         else:
             verdict, value = fresh.judge(stored)  # a tombstone or absent value is a miss too
@@ -254,6 +261,9 @@ class Cached:
                 if verdict is FRESH:
                     self.stats.hit()
                     return served
+                return self._answer(
+                    cache, wrapped, args, kwargs, Target(full_key), value, None, (verdict, served)
+                )
             return self._answer(cache, wrapped, args, kwargs, Target(full_key), value, None)
         target = self.target(full_key, instance, args, kwargs)
         if span is None:
@@ -282,9 +292,10 @@ class Cached:
         target: Target,
         stored: Any,
         span: trace.Span | None,
+        verdict_given: tuple[str, Any] | None = None,
     ) -> Any:
         """Serve what was read (refreshing it in the background if due), or compute it."""
-        verdict, value = self.judged(cache, stored, span)
+        verdict, value = self.judged(cache, stored, span, verdict_given)
         if verdict == MISS:
             return self._single_flight(cache, wrapped, args, kwargs, target, span)
         if verdict != FRESH:
@@ -533,6 +544,9 @@ class Cached:
                 if verdict is FRESH:
                     self.stats.hit()
                     return served
+                return await self._aanswer(
+                    cache, wrapped, args, kwargs, Target(full_key), value, None, (verdict, served)
+                )
             return await self._aanswer(cache, wrapped, args, kwargs, Target(full_key), value, None)
         target = self.target(full_key, instance, args, kwargs)
         if span is None:
@@ -559,9 +573,10 @@ class Cached:
         target: Target,
         stored: Any,
         span: trace.Span | None,
+        verdict_given: tuple[str, Any] | None = None,
     ) -> Any:
         """Async twin of :meth:`_answer`."""
-        verdict, value = self.judged(cache, stored, span)
+        verdict, value = self.judged(cache, stored, span, verdict_given)
         if verdict == MISS:
             return await self._asingle_flight(cache, wrapped, args, kwargs, target, span)
         if verdict != FRESH:
