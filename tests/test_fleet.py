@@ -573,7 +573,8 @@ async def test_a_failing_refresh_is_counted_and_logged_never_raised(
 
 
 class Draws:
-    """A stand-in for the ``random`` module whose ``random()`` returns given values in turn."""
+    """A stand-in for ``random.random`` that returns the given values in turn (the last for
+    ever)."""
 
     def __init__(self, *values: float) -> None:
         self.values = list(values)
@@ -607,7 +608,7 @@ async def test_an_early_refresh_chosen_by_a_hit_is_carried_out(
     assert (func() if mode == "sync" else await afunc()) == 1
     # The hit's draw chooses an early refresh (delta * beta * -ln(1e-9) >= 10 ms * 1000 *
     # 20.7 = 207 s, past the 60 s expiry); every later draw would not (-ln(1) = 0).
-    monkeypatch.setattr(freshness, "random", Draws(1.0 - 1e-9, 0.0))
+    monkeypatch.setattr(freshness, "_random", Draws(1.0 - 1e-9, 0.0).random)
     assert (func() if mode == "sync" else await afunc()) == 1
     await settle(lambda: sum(samples(registry, "cache_refreshes_total", "result").values()) >= 1)
     refreshes = {k: v for k, v in samples(registry, "cache_refreshes_total", "result").items() if v}
