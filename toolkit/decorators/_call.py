@@ -49,6 +49,7 @@ Args = tuple[Any, ...]
 Kwargs = dict[str, Any]
 
 _log = logging.getLogger("toolkit.decorators")
+_REFRESH_LOG_INTERVAL = 10.0
 
 
 class Target(NamedTuple):
@@ -115,6 +116,8 @@ class Cached:
         )
         self.flights = Flights()
         self.refresher = Refresher()
+        self._next_refresh_log = 0.0
+        self._refresh_logs_skipped = 0
 
     def backend(self) -> BaseCache[Any]:
         """The cache this function reads and writes (the configured default if none given)."""
@@ -218,10 +221,18 @@ class Cached:
 
     def _refresh_failed(self, cache: Any, trigger: str) -> None:
         self.telemetry.refreshed(cache, trigger, "error")
+        now = time.monotonic()
+        if now < self._next_refresh_log:  # counted above; logged at most every 10 s
+            self._refresh_logs_skipped += 1
+            return
+        self._next_refresh_log = now + _REFRESH_LOG_INTERVAL
+        skipped, self._refresh_logs_skipped = self._refresh_logs_skipped, 0
         _log.warning(
-            "background %s refresh of %s failed; the served value stays until it expires",
+            "background %s refresh of %s failed; the served value stays until it expires "
+            "(%d similar failures not logged)",
             trigger,
             self.func_name,
+            skipped,
             exc_info=True,
         )
 
