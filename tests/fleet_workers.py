@@ -122,12 +122,19 @@ class LeaseSpy(CacheMiddleware[Any]):
 
 
 def open_store(where: str) -> Any:
-    """A fresh cache on the shared store ``sqlite:<path>`` or ``redis:<url>|<prefix>``."""
+    """A fresh cache on the shared store ``sqlite:<path>``, ``redis:<url>|<prefix>`` or
+    ``redis-cluster:<url>|<prefix>``."""
     kind, _, rest = where.partition(":")
     if kind == "sqlite":
         return SqliteCache(path=rest)
     url, _, prefix = rest.partition("|")
-    return RedisCache.from_url(url, prefix=prefix, socket_timeout=2.0, socket_connect_timeout=2.0)
+    return RedisCache.from_url(
+        url,
+        cluster=kind == "redis-cluster",
+        prefix=prefix,
+        socket_timeout=2.0,
+        socket_connect_timeout=2.0,
+    )
 
 
 def _denied(on_denied: Callable[[], None]) -> LeaseCallback:
@@ -375,4 +382,4 @@ def stale_worker(
         wait_for(settled)
         out.put(report(values, errors))
     # The cache stays open: a refresh this process queued behind its callers may still run
-    # (and, finding the entry refreshed, skip); the pool finishes it before the process exits.
+    # (and, finding the entry refreshed, skip) until the process exits.

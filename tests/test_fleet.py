@@ -42,8 +42,10 @@ from tests.fleet_workers import (
     stale_worker,
     wait_for,
 )
+from tests.postgres_support import drop_table, unique_table
 from tests.redis_support import unique_prefix
 from toolkit import InMemoryCache, SqliteCache, cached, observe
+from toolkit.backends.postgres import PostgresCache
 from toolkit.backends.redis import RedisCache
 from toolkit.decorators import freshness
 from toolkit.lease import MAX_LEASE_SECONDS, LeaseRequest, new_token
@@ -104,24 +106,25 @@ async def redis_store(url: str, *, cluster: bool = False) -> AsyncIterator[Redis
 
 
 def shared_store(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """Where spawned workers meet: ``sqlite:<file>`` (created here) or ``redis:<url>|<prefix>``."""
+    """Where spawned workers meet: ``sqlite:<file>`` (created here), ``redis:<url>|<prefix>``
+    or ``redis-cluster:<url>|<prefix>``."""
     if kind == "sqlite":
         path = tmp_path / "fleet.db"
         SqliteCache(path=str(path)).close()  # the schema exists before the workers race to it
         return f"sqlite:{path}"
-    return f"redis:{request.getfixturevalue('redis_url')}|{unique_prefix()}"
+    url = request.getfixturevalue("redis_cluster_url" if kind == "redis-cluster" else "redis_url")
+    return f"{kind}:{url}|{unique_prefix()}"
 
 
 def forget(where: str) -> None:
-    """Delete what the workers left in a shared Redis (a SQLite file goes with tmp_path)."""
-    if where.startswith("redis:"):
-        url, _, prefix = where.removeprefix("redis:").partition("|")
-        client = redis.Redis.from_url(url)
+    """Delete the entries the workers left in a shared Redis (their leases lapse by
+    themselves; a SQLite file goes with tmp_path)."""
+    if where.startswith("redis"):
+        store = open_store(where)
         try:
-            for key in client.scan_iter(match=f"{prefix}*"):
-                client.delete(key)
+            store.clear()
         finally:
-            client.close()
+            store.close()
 
 
 def finish(procs: list[Any]) -> list[int | None]:
@@ -782,12 +785,21 @@ def test_option_forms_are_accepted_and_reported() -> None:
         "sqlite-memory",
         pytest.param("redis", marks=pytest.mark.redis),
         pytest.param("redis-cluster", marks=pytest.mark.redis),
+        pytest.param("postgres", marks=pytest.mark.postgres),
     ]
 )
 async def lease_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
     """A bare backend that stores leases, of each kind."""
     name = request.param
-    if name == "memory":
+    if name == "postgres":
+        url = request.getfixturevalue("pg_url")
+        postgres = PostgresCache.from_url(url, table=unique_table(), timeout=2.0)
+        try:
+            yield postgres
+        finally:
+            await postgres.aclose()
+            drop_table(url, postgres.schema, postgres.table)
+    elif name == "memory":
         yield InMemoryCache()
     elif name.startswith("sqlite"):
         path = str(tmp_path / "lease.db") if name == "sqlite-file" else ":memory:"
