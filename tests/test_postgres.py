@@ -301,3 +301,48 @@ def test_introspection_may_run_past_the_hot_paths_statement_timeout(
         locker.execute(f'LOCK TABLE "{cache.schema}"."{cache.table}" IN ACCESS EXCLUSIVE MODE')
         with pytest.raises(CacheTimeoutError):
             cache.get([K])
+
+
+def _lock_waiters(locker: psycopg.Connection[Any], cache: PostgresCache[Any]) -> int:
+    """How many sessions wait for a lock on the cache's table."""
+    row = locker.execute(
+        "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = %s::regclass",
+        (f'"{cache.schema}"."{cache.table}"',),
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+@pytest.mark.parametrize("api", ["sync", "async"])
+async def test_a_statement_given_up_on_is_cancelled_on_the_server(pg_url: str, api: str) -> None:
+    """A user's pool has no statement_timeout of ours: a call that gives up at its deadline
+    has the server cancel its statement, so no server process stays stuck per timed-out call
+    (they would pile up while a lock is held, up to the server's max_connections)."""
+    table = unique_table()
+    pool = psycopg_pool.ConnectionPool(pg_url, min_size=1, max_size=2, open=False)
+    apool: Any = psycopg_pool.AsyncConnectionPool(pg_url, min_size=1, max_size=2, open=False)
+    pool.open()
+    await apool.open()
+    cache: PostgresCache[Any] = PostgresCache(pool=pool, apool=apool, table=table, timeout=0.2)
+    try:
+        cache.set({K: (1, None)})
+        with psycopg.connect(pg_url) as locker:
+            locker.execute(f'LOCK TABLE "public"."{table}" IN ACCESS EXCLUSIVE MODE')
+            for _ in range(3):
+                with pytest.raises(CacheTimeoutError):
+                    if api == "sync":
+                        cache.get([K])
+                    else:
+                        await cache.aget([K])
+            left = _lock_waiters(locker, cache)
+            for _ in range(200):  # the cancel requests are sent off the caller's path
+                if left == 0:
+                    break
+                await asyncio.sleep(0.05)
+                left = _lock_waiters(locker, cache)
+            assert left == 0, f"{left} statements still wait on the server"
+        assert cache.get([K]) == {K: 1}
+    finally:
+        cache.close()
+        pool.close()
+        await apool.close()
+        drop_table(pg_url, "public", table)

@@ -17,7 +17,9 @@ the parent's session too; psycopg does not close it when collected in another pr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import queue
 import select
 import threading
 import time
@@ -256,8 +258,64 @@ def healthy(conn: Any) -> bool:
 
 
 def broken(conn: Any) -> None:
-    """Close a connection left mid-exchange: nobody can tell what it will read next."""
-    conn.pgconn.finish()
+    """Close a connection left mid-exchange: nobody can tell what it will read next.
+
+    A statement still running there is cancelled on the server too: closing alone does not
+    stop it (a statement waiting for a lock never reads the socket), and on a connection
+    without our ``statement_timeout`` (a user's pool) each call that gave up would leave a
+    server process behind until the lock is gone, up to the server's ``max_connections``.
+    """
+    pgconn = conn.pgconn
+    if pgconn.status == pq.ConnStatus.OK and pgconn.transaction_status == _RUNNING:
+        try:
+            request = pgconn.get_cancel()  # outlives the connection: key and address only
+        except psycopg.Error:
+            request = None
+        if request is not None:
+            _CANCELLER.send(request)
+    pgconn.finish()
+
+
+_RUNNING = pq.TransactionStatus.ACTIVE
+"""libpq's status while a statement sent is not answered in full."""
+_CANCEL_BACKLOG = 64
+
+
+class _Canceller:
+    """Sends cancel requests on one lazily started daemon thread, never on a caller's time.
+
+    libpq's cancel request waits for the server without a timeout; on one thread, a server
+    that never answers holds up only the requests queued behind it, at most
+    ``_CANCEL_BACKLOG`` (later ones are dropped: their statements end as they would have).
+    """
+
+    def __init__(self) -> None:
+        """An idle canceller; its thread starts with the first request."""
+        self._requests: queue.Queue[pq.abc.PGcancel] = queue.Queue(_CANCEL_BACKLOG)
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def send(self, request: pq.abc.PGcancel) -> None:
+        """Queue a cancel request (dropped if the backlog is full)."""
+        try:
+            self._requests.put_nowait(request)
+        except queue.Full:
+            return
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._serve, name="toolkit-postgres-cancel", daemon=True
+                )
+                self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            request = self._requests.get()
+            with contextlib.suppress(psycopg.Error):  # the server is gone: nothing runs there
+                request.cancel()
+
+
+_CANCELLER = _Canceller()
 
 
 class PoolTimeout(Exception):
@@ -466,8 +524,9 @@ _FORKABLE: weakref.WeakSet[SyncPool | AsyncPools] = weakref.WeakSet()
 
 
 def _forget_after_fork() -> None:
-    global _PREPARED_LOCK
+    global _PREPARED_LOCK, _CANCELLER
     _PREPARED_LOCK = threading.Lock()  # another thread of the parent may have held it
+    _CANCELLER = _Canceller()  # the parent's thread is not in the child, its queue may be locked
     for pool in list(_FORKABLE):
         pool.forget()
 

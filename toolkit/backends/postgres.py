@@ -21,8 +21,10 @@ How it talks to PostgreSQL (statements in ``_postgres_sql``, connections in ``_p
   default: within ``observe``'s deadline, so the stack adds no thread): waiting for a pooled
   connection, connecting (on a helper thread for sync calls: psycopg waits at least 2 s),
   and the statement itself (``statement_timeout`` on the connections this cache makes; the
-  client gives up at the deadline in any case, closing that connection). A connection lost
-  to a restarted server is replaced and the call run again while its deadline allows;
+  client gives up at the deadline in any case, closing that connection and having the server
+  cancel the statement, which matters on a user's pool: it has no statement_timeout of ours).
+  A connection lost to a restarted server is replaced and the call run again while its
+  deadline allows;
 - after ``fork()`` the child's pools (those this cache made) start empty: it connects anew
   and never touches its parent's sessions. A pool passed in is its owner's to manage.
 
