@@ -14,6 +14,7 @@ import logging
 import math
 import multiprocessing
 import os
+import random
 import signal
 import threading
 import time
@@ -47,7 +48,7 @@ from tests.redis_support import unique_prefix
 from toolkit import InMemoryCache, SqliteCache, cached, observe
 from toolkit.backends.postgres import PostgresCache
 from toolkit.backends.redis import RedisCache
-from toolkit.decorators import freshness
+from toolkit.decorators import _refresh, freshness
 from toolkit.lease import MAX_LEASE_SECONDS, LeaseRequest, new_token
 from toolkit.middleware.base import supports_lease
 
@@ -631,41 +632,60 @@ def misses(registry: CollectorRegistry) -> float:
     return total(registry, "cache_gets_total", "result", "miss")
 
 
-def hammer(func: Callable[[], int], seconds: float) -> None:
-    """Call ``func`` steadily (about every millisecond) for ``seconds``."""
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        func()
-        time.sleep(0.001)
+class StoppedClock:
+    """A wall clock that moves only when told to (the cache's and freshness's clock)."""
+
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
-def test_early_refresh_keeps_a_hot_key_from_ever_missing(tmp_path: Path) -> None:
-    """A hot key (ttl 0.25 s, compute 10 ms, beta 10) on a SQLite file under steady load for
-    20 ttl periods: after the first miss, not one miss at any expiry boundary, because a
-    refresh always landed before the entry expired. Without ``early`` the same load misses."""
-    ttl, cycles = 0.25, 20
+class InlinePool:
+    """Runs a background refresh at once, in the caller's thread: the stopped clock cannot
+    move on before the refresh a hit started has landed."""
 
-    def run(early: bool, seconds: float) -> tuple[float, dict[str, float]]:
-        store: SqliteCache[Any] = SqliteCache(path=str(tmp_path / f"hot-{early}.db"))
+    def submit(self, job: Callable[[], None]) -> None:
+        job()
+
+
+def test_early_refresh_keeps_a_hot_key_from_ever_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hot key (ttl 1 s on a stopped clock, beta 100) on a SQLite file, read every 50 ms of
+    clock time through 20 ttl periods: after the first miss, not one miss at any expiry
+    boundary, because each early refresh landed before the entry expired. Without ``early``
+    the same reads miss once per period. The clock stands still while a refresh runs, so a
+    busy machine cannot turn a late refresh into a miss: only the XFetch rule decides."""
+    ttl, cycles, step = 1.0, 20, 0.05
+    monkeypatch.setattr(freshness, "_random", random.Random(7).random)
+    monkeypatch.setattr(_refresh, "_POOL", InlinePool())
+
+    def run(early: bool) -> tuple[float, dict[str, float]]:
+        clock = StoppedClock()
+        monkeypatch.setattr(freshness, "_now", clock)
+        store: SqliteCache[Any] = SqliteCache(path=str(tmp_path / f"hot-{early}.db"), timer=clock)
         registry = CollectorRegistry()
         cache = observe(store, registry=registry)
 
-        @cached("fleet.hot", cache=cache, ttl=ttl, beta=10.0 if early else None)
+        @cached("fleet.hot", cache=cache, ttl=ttl, beta=100.0 if early else None)
         def hot() -> int:
-            time.sleep(0.01)
+            time.sleep(0.01)  # its compute time (delta) is real: 10 ms
             return 1
 
-        hammer(hot, seconds)
-        time.sleep(0.1)  # let a running refresh finish before the store closes
+        for _ in range(round(cycles * ttl / step)):
+            hot()
+            clock.now += step
         store.close()
         return misses(registry), samples(registry, "cache_refreshes_total", "result")
 
-    found, refreshes = run(True, ttl * cycles)
+    found, refreshes = run(True)
     assert found == 1  # the cold start only
-    assert refreshes.get("success", 0) >= cycles - 1  # no miss means a refresh each cycle
+    assert refreshes.get("success", 0) >= cycles - 1  # no miss means a refresh each period
     assert refreshes.get("error", 0) == 0
-    control, _ = run(False, ttl * 3)
-    assert control >= 2
+    control, _ = run(False)
+    assert control >= cycles  # one miss per period without early refresh
 
 
 # -- 8. hits never touch a lease -----------------------------------------------------------

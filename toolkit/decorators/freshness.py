@@ -55,7 +55,7 @@ class Freshness:
 
     def wrap(self, value: Any, delta: float, now: float | None = None) -> list[Any]:
         """The envelope stored for ``value``, computed in ``delta`` seconds."""
-        expiry = (time.time() if now is None else now) + self.ttl
+        expiry = (_now() if now is None else now) + self.ttl
         return [value, expiry, delta]
 
     def judge(self, stored: Any, now: float | None = None) -> tuple[Verdict, Any]:
