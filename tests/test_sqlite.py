@@ -414,7 +414,7 @@ async def test_async_context_manager_and_close_inside_a_loop(db: str) -> None:
 def test_batch_statements_respect_the_variable_limit(cache: SqliteCache[Any]) -> None:
     # Lower SQLite's own limit: a statement over it would fail outright.
     cache.get([k("open-the-read-connection")])
-    conns = [cache._conns._writer.sync, cache._conns._reader.sync]
+    conns = [cache._conns._writer.sync, *cache._conns._reads.idle()]
     if not hasattr(sqlite3.Connection, "setlimit"):
         pytest.skip("Connection.setlimit needs Python >= 3.11")
     for conn in conns:

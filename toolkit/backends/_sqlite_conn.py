@@ -107,6 +107,71 @@ class AsyncMutex:
         return self._held.release if self._held.acquire(blocking=False) else None
 
 
+class _ReadPool:
+    """The sync read connections: a call takes an idle one, or opens one (up to ``size``),
+    so threads read side by side (SQLite's WAL lets them) instead of queueing for one, and
+    a thread stalled mid-read holds up nobody else."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.closed = False
+        self._cond = threading.Condition()
+        self._idle: list[sqlite3.Connection] = []
+        self._count = 0
+
+    def take(
+        self, open_one: Callable[[], sqlite3.Connection], deadline: float
+    ) -> sqlite3.Connection | None:
+        """An idle or new connection; ``None`` if all ``size`` stayed busy until ``deadline``."""
+        with self._cond:
+            while not self._idle and self._count >= self.size:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                self._cond.wait(remaining)
+            if self._idle:
+                return self._idle.pop()
+            self._count += 1
+        try:
+            return open_one()  # outside the lock: opening is not waiting (see Connections.run)
+        except BaseException:
+            self._forget()
+            raise
+
+    def give(self, conn: sqlite3.Connection) -> None:
+        """Hand a taken connection back (closed instead, once the pool is closed)."""
+        with self._cond:
+            if not self.closed:
+                self._idle.append(conn)
+                self._cond.notify()
+                return
+        self._forget()
+        conn.close()
+
+    def _forget(self) -> None:
+        with self._cond:
+            self._count -= 1
+            self._cond.notify()
+
+    def close(self) -> list[sqlite3.Connection]:
+        """Stop lending; returns the idle connections, for the caller to close."""
+        with self._cond:
+            self.closed = True
+            idle, self._idle = self._idle, []
+            self._count -= len(idle)
+            self._cond.notify_all()
+        return idle
+
+    def idle(self) -> list[sqlite3.Connection]:
+        """The idle connections (a forked child inherits them, and must neither use nor
+        close them)."""
+        return list(self._idle)
+
+
+_READERS = 4
+"""Sync read connections per cache (each holds a file handle and its own page cache)."""
+
+
 class _Path:
     """One way into the database (reads, or writes): a sqlite3 and an aiosqlite connection."""
 
@@ -151,6 +216,7 @@ class Connections:
         # query_only: a read path that tried to write would wait on the write lock.
         self._reader = _Path((*self.pragmas, "PRAGMA query_only = 1"))
         self._writer = _Path(self.pragmas)
+        self._reads = _ReadPool(_READERS)
         self._writes = AsyncMutex()  # serializes use of the async write connection
         self._writing: set[asyncio.Task[Any]] = set()  # strong references while they run
 
@@ -175,6 +241,7 @@ class Connections:
                 return
             for path in (self._reader, self._writer):
                 _INHERITED.extend(c for c in (path.sync, path.aio, path.aio_opening) if c)
+            _INHERITED.extend(self._reads.idle())
             self._guard = threading.Lock()
             self._reset()
 
@@ -196,29 +263,60 @@ class Connections:
     def _open_sync(self, path: _Path, setup: Sequence[str]) -> sqlite3.Connection:
         conn = path.sync
         if conn is None:
-            try:
-                conn = sqlite3.connect(self.database, **self._connect_kwargs())
-            except sqlite3.Error as exc:
-                raise BackendError(f"cannot open SQLite database {self.database!r}: {exc}") from exc
-            try:
-                for sql in (*path.pragmas, *setup):
-                    conn.execute(sql).fetchall()
-                limit = getattr(conn, "getlimit", None)  # Python >= 3.11
-                self.variable_limit = limit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) if limit else None
-            except sqlite3.Error as exc:
-                conn.close()
-                raise BackendError(
-                    f"cannot set up SQLite database {self.database!r}: {exc}"
-                ) from exc
+            conn = self._connect(path.pragmas, setup)
             path.sync = conn
         return conn
+
+    def _connect(self, pragmas: Sequence[str], setup: Sequence[str] = ()) -> sqlite3.Connection:
+        """A new sync connection with its pragmas (and ``setup``) run."""
+        try:
+            conn: sqlite3.Connection = sqlite3.connect(self.database, **self._connect_kwargs())
+        except sqlite3.Error as exc:
+            raise BackendError(f"cannot open SQLite database {self.database!r}: {exc}") from exc
+        try:
+            for sql in (*pragmas, *setup):
+                conn.execute(sql).fetchall()
+            limit = getattr(conn, "getlimit", None)  # Python >= 3.11
+            self.variable_limit = limit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) if limit else None
+        except sqlite3.Error as exc:
+            conn.close()
+            raise BackendError(f"cannot set up SQLite database {self.database!r}: {exc}") from exc
+        return conn
+
+    def _read(self, framed: Sequence[Statement], in_transaction: bool) -> list[list[Row]]:
+        """Run read statements on a pooled read connection (see ``_ReadPool``)."""
+        deadline = time.monotonic() + self.busy_timeout
+        attempt = 0
+        while True:
+            self._check()
+            conn = self._reads.take(lambda: self._connect(self._reader.pragmas), deadline)
+            if conn is None:
+                raise CacheTimeoutError(
+                    f"SQLite {self.database!r}: waited busy_timeout ({self.busy_timeout:g}s) "
+                    "for a read connection"
+                )
+            try:
+                if self.closed:
+                    raise CacheClosedError("SqliteCache is closed")
+                return _execute(conn, framed, in_transaction)
+            except sqlite3.Error as exc:
+                error = exc
+            finally:
+                self._reads.give(conn)
+            delay = _retry_delay(error, attempt, deadline)
+            if delay is None:
+                raise self._failure(error) from error
+            attempt += 1
+            time.sleep(delay)
 
     def run(
         self, statements: Sequence[Statement], *, atomic: bool = False, write: bool = False
     ) -> list[list[Row]]:
-        """Run statements on the sync read or write connection; one transaction if ``atomic``."""
-        path = self._writer if write else self._reader
+        """Run statements on a sync read or the write connection; one transaction if ``atomic``."""
         framed, in_transaction = _framed(statements, atomic)
+        if not write:
+            return self._read(framed, in_transaction)
+        path = self._writer
         attempt = 0
         if path.sync is None:
             # Opening is not waiting: SQLite's busy handler bounds its locks, and a slow
@@ -424,7 +522,11 @@ class Connections:
 
     def close(self) -> None:
         """Close every connection; idempotent, callable from any thread or at exit."""
-        for path, sync, aio in self._detach():
+        detached = self._detach()
+        if detached:
+            for conn in self._reads.close():
+                conn.close()  # idle; one in use is closed when handed back
+        for path, sync, aio in detached:
             if sync is not None:
                 with path.lock:
                     sync.close()
@@ -433,7 +535,11 @@ class Connections:
 
     async def aclose(self) -> None:
         """Close every connection without blocking the event loop; idempotent."""
-        for path, sync, aio in self._detach():
+        detached = self._detach()
+        if detached:
+            for conn in self._reads.close():
+                await asyncio.to_thread(conn.close)
+        for path, sync, aio in detached:
             if aio is not None:
                 await aio.close()
             if sync is not None:
