@@ -107,65 +107,58 @@ class AsyncMutex:
         return self._held.release if self._held.acquire(blocking=False) else None
 
 
+class _Reader:
+    """One sync read connection of the pool, and the lock that lends it to one call."""
+
+    __slots__ = ("conn", "lock")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.conn: sqlite3.Connection | None = None
+
+
 class _ReadPool:
-    """The sync read connections: a call takes an idle one, or opens one (up to ``size``),
-    so threads read side by side (SQLite's WAL lets them) instead of queueing for one, and
-    a thread stalled mid-read holds up nobody else."""
+    """The sync read connections: a call takes a free one (opened on first use), so threads
+    read side by side (SQLite's WAL lets them) instead of queueing for one connection, and a
+    thread stalled mid-read holds up only the calls queued on its connection. Each is lent
+    under a plain lock, so a call that finds none free waits on one of them (picked by its
+    thread, to spread the waiters) with the lock's own fast hand-off."""
 
     def __init__(self, size: int) -> None:
-        self.size = size
         self.closed = False
-        self._cond = threading.Condition()
-        self._idle: list[sqlite3.Connection] = []
-        self._count = 0
+        self._readers = [_Reader() for _ in range(size)]
 
-    def take(
-        self, open_one: Callable[[], sqlite3.Connection], deadline: float
-    ) -> sqlite3.Connection | None:
-        """An idle or new connection; ``None`` if all ``size`` stayed busy until ``deadline``."""
-        with self._cond:
-            while not self._idle and self._count >= self.size:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return None
-                self._cond.wait(remaining)
-            if self._idle:
-                return self._idle.pop()
-            self._count += 1
-        try:
-            return open_one()  # outside the lock: opening is not waiting (see Connections.run)
-        except BaseException:
-            self._forget()
-            raise
+    def take(self, open_one: Callable[[], sqlite3.Connection], deadline: float) -> _Reader | None:
+        """A reader, its lock held (its connection opened, unless the pool is closed);
+        ``None`` if none was free until ``deadline``."""
+        for reader in self._readers:
+            if reader.lock.acquire(blocking=False):
+                break
+        else:
+            reader = self._readers[threading.get_ident() % len(self._readers)]
+            if not reader.lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                return None
+        if reader.conn is None and not self.closed:
+            try:
+                reader.conn = open_one()  # opening is not waiting (see Connections.run)
+            except BaseException:
+                reader.lock.release()
+                raise
+        return reader
 
-    def give(self, conn: sqlite3.Connection) -> None:
-        """Hand a taken connection back (closed instead, once the pool is closed)."""
-        with self._cond:
-            if not self.closed:
-                self._idle.append(conn)
-                self._cond.notify()
-                return
-        self._forget()
-        conn.close()
-
-    def _forget(self) -> None:
-        with self._cond:
-            self._count -= 1
-            self._cond.notify()
-
-    def close(self) -> list[sqlite3.Connection]:
-        """Stop lending; returns the idle connections, for the caller to close."""
-        with self._cond:
-            self.closed = True
-            idle, self._idle = self._idle, []
-            self._count -= len(idle)
-            self._cond.notify_all()
-        return idle
+    def close(self) -> None:
+        """Close every connection, each once no call is using it."""
+        self.closed = True
+        for reader in self._readers:
+            with reader.lock:
+                conn, reader.conn = reader.conn, None
+            if conn is not None:
+                conn.close()
 
     def idle(self) -> list[sqlite3.Connection]:
-        """The idle connections (a forked child inherits them, and must neither use nor
+        """The open connections (a forked child inherits them, and must neither use nor
         close them)."""
-        return list(self._idle)
+        return [reader.conn for reader in self._readers if reader.conn is not None]
 
 
 _READERS = 4
@@ -289,20 +282,20 @@ class Connections:
         attempt = 0
         while True:
             self._check()
-            conn = self._reads.take(lambda: self._connect(self._reader.pragmas), deadline)
-            if conn is None:
+            reader = self._reads.take(lambda: self._connect(self._reader.pragmas), deadline)
+            if reader is None:
                 raise CacheTimeoutError(
                     f"SQLite {self.database!r}: waited busy_timeout ({self.busy_timeout:g}s) "
                     "for a read connection"
                 )
             try:
-                if self.closed:
+                if self.closed or reader.conn is None:
                     raise CacheClosedError("SqliteCache is closed")
-                return _execute(conn, framed, in_transaction)
+                return _execute(reader.conn, framed, in_transaction)
             except sqlite3.Error as exc:
                 error = exc
             finally:
-                self._reads.give(conn)
+                reader.lock.release()
             delay = _retry_delay(error, attempt, deadline)
             if delay is None:
                 raise self._failure(error) from error
@@ -524,8 +517,7 @@ class Connections:
         """Close every connection; idempotent, callable from any thread or at exit."""
         detached = self._detach()
         if detached:
-            for conn in self._reads.close():
-                conn.close()  # idle; one in use is closed when handed back
+            self._reads.close()
         for path, sync, aio in detached:
             if sync is not None:
                 with path.lock:
@@ -537,8 +529,7 @@ class Connections:
         """Close every connection without blocking the event loop; idempotent."""
         detached = self._detach()
         if detached:
-            for conn in self._reads.close():
-                await asyncio.to_thread(conn.close)
+            await asyncio.to_thread(self._reads.close)
         for path, sync, aio in detached:
             if aio is not None:
                 await aio.close()
