@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import pty
@@ -20,7 +21,12 @@ from toolkit import SqliteCache, __version__
 from toolkit.backends.redis import RedisCache
 from toolkit.cli import main
 from toolkit.cli._namespaces import format_namespace, parse_namespace
-from toolkit.cli._target import human_bytes
+from toolkit.cli._target import (
+    ADMIN_CALL_SECONDS,
+    add_target_arguments,
+    human_bytes,
+    open_target,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMANDS = ("stats", "ls", "clear", "purge", "dashboards", "demo")
@@ -236,3 +242,22 @@ def test_namespace_syntax_round_trips(ns: tuple[str, ...]) -> None:
 )
 def test_bytes_read_as_people_do(count: int, text: str) -> None:
     assert human_bytes(count) == text
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param("postgres", marks=pytest.mark.postgres),
+    ],
+)
+def test_admin_commands_are_not_cut_short_by_the_hot_path_bound(
+    kind: str, request: pytest.FixtureRequest
+) -> None:
+    """Clearing or purging a large cache may take minutes: the command's cache allows them,
+    where the library's default (0.5 s, sized for observe's deadline) would cut it short."""
+    url = request.getfixturevalue("redis_url" if kind == "redis" else "pg_url")
+    parser = argparse.ArgumentParser()
+    add_target_arguments(parser)
+    with open_target(parser.parse_args([url])) as (target, _):
+        assert getattr(target, "max_call_seconds", 0) >= ADMIN_CALL_SECONDS

@@ -103,7 +103,8 @@ from toolkit.backends._postgres_sql import (
 __all__ = ["DEFAULT_CONNECT_TIMEOUT", "DEFAULT_TIMEOUT", "PostgresCache"]
 
 DEFAULT_CONNECT_TIMEOUT = 0.25
-"""Seconds a call waits for a pooled connection or a new one."""
+"""Seconds to open a new connection (a call's wait for a pooled one counts against the
+call's whole bound, ``max_call_seconds``)."""
 DEFAULT_TIMEOUT = 0.25
 """Seconds a statement may run (``statement_timeout``) and the client waits for its answer.
 

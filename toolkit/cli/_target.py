@@ -31,6 +31,12 @@ URL_HELP = (
 )
 
 
+# The command line is not a hot path: clearing or purging a large cache may take minutes,
+# which the backends' call bounds (0.5 s, sized for observe's deadline) would cut short.
+ADMIN_CALL_SECONDS = 600.0
+ADMIN_ROUND_TRIP_SECONDS = 5.0
+
+
 class CliError(Exception):
     """Bad input or a refused action: printed as one line, exit status 2, no traceback."""
 
@@ -82,7 +88,12 @@ def open_target(options: argparse.Namespace) -> Iterator[tuple[Target, str]]:
         except ImportError as exc:
             raise CliError(str(exc)) from exc
         prefix = options.prefix or DEFAULT_PREFIX
-        cache = RedisCache.from_url(url, prefix=prefix)
+        cache = RedisCache.from_url(
+            url,
+            prefix=prefix,
+            socket_timeout=ADMIN_ROUND_TRIP_SECONDS,
+            max_call_seconds=ADMIN_CALL_SECONDS,
+        )
         where = f"Redis {_redacted(url)} (keys under {prefix})"
     elif scheme in ("postgresql", "postgres"):
         try:
@@ -90,7 +101,13 @@ def open_target(options: argparse.Namespace) -> Iterator[tuple[Target, str]]:
         except ImportError as exc:
             raise CliError(str(exc)) from exc
         try:
-            cache = PostgresCache.from_url(url, table=options.table, schema=options.schema)
+            cache = PostgresCache.from_url(
+                url,
+                table=options.table,
+                schema=options.schema,
+                connect_timeout=ADMIN_ROUND_TRIP_SECONDS,
+                timeout=ADMIN_CALL_SECONDS,
+            )
         except (TypeError, ValueError) as exc:
             raise CliError(str(exc)) from exc
         where = f"PostgreSQL {_redacted(url)} (table {options.schema}.{options.table})"
