@@ -116,6 +116,8 @@ class Cached:
         )
         self.flights = Flights()
         self.refresher = Refresher()
+        if fresh is not None and not self.is_async:
+            self.refresher.warm()
         self._next_refresh_log = 0.0
         self._refresh_logs_skipped = 0
 

@@ -42,12 +42,20 @@ class _DaemonPool:
         with self._lock:
             self._jobs.put(job)
             if self._idle == 0 and self._started < self._workers:
-                self._started += 1
-                thread = threading.Thread(
-                    target=self._work, args=(self._jobs,), name="toolkit-refresh"
-                )
-                thread.daemon = True
-                thread.start()
+                self._start_worker()
+
+    def warm(self) -> None:
+        """Start a first worker now, so the first refresh does not pay for starting one on a
+        caller's path (a function with freshness options will need it)."""
+        with self._lock:
+            if self._started == 0:
+                self._start_worker()
+
+    def _start_worker(self) -> None:
+        self._started += 1
+        thread = threading.Thread(target=self._work, args=(self._jobs,), name="toolkit-refresh")
+        thread.daemon = True
+        thread.start()
 
     def _work(self, jobs: queue.SimpleQueue[Callable[[], None]]) -> None:
         while True:
@@ -87,6 +95,11 @@ class Refresher:
         """The refresh of ``full_key`` ended."""
         with self._lock:
             self._running.discard(full_key)
+
+    @staticmethod
+    def warm() -> None:
+        """Have a refresh thread ready before the first refresh (see ``_DaemonPool.warm``)."""
+        _POOL.warm()
 
     def run_in_thread(self, full_key: FullKey, job: Callable[[], None]) -> None:
         """Run a claimed sync refresh on the shared pool."""
