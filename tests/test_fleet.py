@@ -649,6 +649,9 @@ class InlinePool:
     def submit(self, job: Callable[[], None]) -> None:
         job()
 
+    def warm(self) -> None:
+        """Nothing to start: jobs run in the caller's thread."""
+
 
 def test_early_refresh_keeps_a_hot_key_from_ever_missing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
