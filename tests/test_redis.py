@@ -554,3 +554,42 @@ def test_a_given_async_client_on_a_second_loop_is_a_clear_error(redis_url: str) 
         asyncio.run(cache.aget([(("n",), "k")]))
     with pytest.raises(ValueError):  # it is a ValueError too: a usage mistake, not an outage
         asyncio.run(cache.aget([(("n",), "k")]))
+
+
+def test_a_slow_cluster_discovery_is_not_counted_against_the_first_call(
+    redis_cluster_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a loaded machine learning the slots can outlast a call's bound: like opening a
+    SQLite connection, it happens before the bound starts (its own timeouts bound it)."""
+    from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+
+    learn = AsyncRedisCluster.initialize
+    learned: set[int] = set()
+
+    async def slow_initialize(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if id(self) not in learned:  # the first discovery is slow; later calls return at once
+            learned.add(id(self))
+            await asyncio.sleep(0.3)
+        return await learn(self, *args, **kwargs)
+
+    monkeypatch.setattr(AsyncRedisCluster, "initialize", slow_initialize)
+    cache = RedisCache.from_url(
+        redis_cluster_url,
+        cluster=True,
+        prefix=f"toolkit:test:{os.getpid()}:{time.monotonic_ns()}:",
+        socket_timeout=0.1,
+        socket_connect_timeout=0.1,
+        max_call_seconds=0.25,
+    )
+    key = (("cluster", "first"), "k")
+
+    async def first_calls() -> dict[Any, Any]:
+        try:
+            await cache.aset({key: (1, None)})
+            return await cache.aget([key])
+        finally:
+            await cache.aclear([key[0]])
+            await cache.aclose()
+
+    assert asyncio.run(first_calls()) == {key: 1}
+    cache.close()

@@ -413,6 +413,7 @@ class RedisCache(EvictionNotifier, BaseCache[ValueT]):
 
     async def aget(self, keys: Sequence[FullKey]) -> dict[FullKey, ValueT]:
         """Asynchronously get the cached values for the given keys."""
+        await self._ready("get")
         return await self._bounded("get", self._aget(keys))
 
     async def _aget(self, keys: Sequence[FullKey]) -> dict[FullKey, ValueT]:
@@ -553,6 +554,7 @@ class RedisCache(EvictionNotifier, BaseCache[ValueT]):
 
     async def aset(self, pairs: Mapping[FullKey, tuple[ValueT, int | None]]) -> None:
         """Asynchronously set the cached values for the given keys and TTLs."""
+        await self._ready("set")
         return await self._bounded("set", self._aset(pairs))
 
     async def _aset(self, pairs: Mapping[FullKey, tuple[ValueT, int | None]]) -> None:
@@ -607,6 +609,7 @@ class RedisCache(EvictionNotifier, BaseCache[ValueT]):
 
     async def adelete(self, keys: Sequence[FullKey]) -> None:
         """Asynchronously delete exactly these keys."""
+        await self._ready("delete")
         return await self._bounded("delete", self._adelete(keys))
 
     async def _adelete(self, keys: Sequence[FullKey]) -> None:
@@ -640,6 +643,7 @@ class RedisCache(EvictionNotifier, BaseCache[ValueT]):
 
     async def alease(self, request: LeaseRequest) -> bool:
         """Async twin of :meth:`lease`."""
+        await self._ready("lease")
         return await self._bounded("lease", self._alease(request))
 
     async def _alease(self, request: LeaseRequest) -> bool:
@@ -692,6 +696,7 @@ class RedisCache(EvictionNotifier, BaseCache[ValueT]):
     async def aclear(self, namespaces: Sequence[Namespace] | None = None) -> None:
         """Asynchronously delete the cached values for the given namespaces.
         If no namespaces are provided, clear all cached values."""
+        await self._ready("clear")
         return await self._bounded("clear", self._aclear(namespaces))
 
     async def _aclear(self, namespaces: Sequence[Namespace] | None = None) -> None:
@@ -837,6 +842,17 @@ class RedisCache(EvictionNotifier, BaseCache[ValueT]):
 
     def _budget(self, operation: str) -> _Budget:
         return _Budget(self.max_call_seconds, self._round_trip, operation)
+
+    async def _ready(self, operation: str) -> None:
+        """Make this loop's client, and have a cluster client learn the slots, before a
+        call's bound starts: as for SQLite, opening is not waiting (a loaded machine's first
+        call must not time out on it); the client's own timeouts bound it."""
+        aclient = await self._async_client()
+        if self._acluster:
+            try:
+                await aclient.initialize()  # returns at once once the topology is known
+            except _IO_ERRORS as exc:
+                raise _error(exc, operation) from exc
 
     async def _async_client(self) -> Any:
         if not self._aclients.available:
