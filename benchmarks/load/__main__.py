@@ -29,7 +29,7 @@ from benchmarks.load._cases import (
     postgres_where,
     redis_where,
 )
-from benchmarks.load._drive import Outcome, drive
+from benchmarks.load._drive import Outcome, drive, run_threads
 
 
 @dataclass
@@ -124,9 +124,10 @@ def soak(seconds: float, where: str) -> dict[str, Any]:
     spec = Spec("sqlite", "observe", where)
     # Warm until resident memory settles: SQLite's page caches and the allocator's per-thread
     # arenas fill over about 100 s of this load (sampled every 25 s: +33 %, then flat).
-    drive(spec, "threads4", SOAK_WARM_SECONDS)
+    # Latencies are not kept: a list of every call's latency would be the growth measured.
+    run_threads(spec, 4, SOAK_WARM_SECONDS, keep=False)
     before = _rss()
-    drive(spec, "threads4", seconds)
+    run_threads(spec, 4, seconds, keep=False)
     after = _rss()
     return {
         "seconds": seconds,

@@ -52,9 +52,16 @@ def counted(registry: CollectorRegistry) -> tuple[float, float]:
     return errors, openings
 
 
-def _call_loop(work: Workload, until: float, out: Outcome) -> None:
+class _Discard(list[float]):
+    """A latency sink that keeps nothing: a soak measures the cache's memory, not ours."""
+
+    def append(self, _: float) -> None:
+        return None
+
+
+def _call_loop(work: Workload, until: float, out: Outcome, keep: bool = True) -> None:
     value, pick, clock = work.value, work.pick, time.perf_counter
-    latencies = out.latencies
+    latencies = out.latencies if keep else _Discard()
     while True:
         start = clock()
         if start >= until:
@@ -71,8 +78,8 @@ def _call_loop(work: Workload, until: float, out: Outcome) -> None:
         out.calls += 1
 
 
-def run_threads(spec: Spec, count: int, seconds: float) -> Outcome:
-    """``count`` threads of one process share one cache."""
+def run_threads(spec: Spec, count: int, seconds: float, *, keep: bool = True) -> Outcome:
+    """``count`` threads of one process share one cache (``keep``: record latencies)."""
     registry = CollectorRegistry()
     cache = spec.build(registry)
     outs = [Outcome() for _ in range(count)]
@@ -80,7 +87,8 @@ def run_threads(spec: Spec, count: int, seconds: float) -> Outcome:
     start = time.perf_counter()
     until = start + seconds
     threads = [
-        threading.Thread(target=_call_loop, args=(works[i], until, outs[i])) for i in range(count)
+        threading.Thread(target=_call_loop, args=(works[i], until, outs[i], keep))
+        for i in range(count)
     ]
     for thread in threads:
         thread.start()
