@@ -41,7 +41,7 @@ from toolkit.decorators.fleet import (
 from toolkit.decorators.flight import Flight, Flights
 from toolkit.decorators.freshness import ENVELOPE_KEY_SUFFIX, FRESH, MISS, STALE, Freshness
 from toolkit.decorators.stats import CacheParameters
-from toolkit.decorators.tags import Tagging, TagsOption, new_version
+from toolkit.decorators.tags import Tagging, TagsOption
 from toolkit.lease import LeaseRequest
 from toolkit.middleware.base import supports_lease
 
@@ -184,16 +184,6 @@ class Cached:
             if verdict == STALE:
                 self.telemetry.served_stale(cache, span)
         return verdict, value
-
-    @staticmethod
-    def _missing_versions(target: Target, versions: list[Any]) -> dict[FullKey, tuple[Any, None]]:
-        """New versions for the tags that have none yet: an entry must never carry "absent",
-        which a lost version (evicted, cleared) would match again."""
-        return {
-            key: (new_version(), None)
-            for key, version in zip(target.tags, versions, strict=True)
-            if version is None
-        }
 
     @staticmethod
     def _ask(cache: Any, request: LeaseRequest) -> bool | None:
@@ -435,14 +425,9 @@ class Cached:
         """The versions of a call's tags before it computes (created where none exist yet)."""
         if not target.tags:
             return None
-        versions = Tagging.versions(cache.get(list(target.tags)), target.tags)
-        created = self._missing_versions(target, versions)
+        versions, created = Tagging.completed(cache.get(list(target.tags)), target.tags)
         if created:
             cache.set(created)
-            versions = [
-                created[k][0] if v is None else v
-                for k, v in zip(target.tags, versions, strict=True)
-            ]
         return versions
 
     def _load(
@@ -727,14 +712,9 @@ class Cached:
         """Async twin of :meth:`_tag_versions`."""
         if not target.tags:
             return None
-        versions = Tagging.versions(await cache.aget(list(target.tags)), target.tags)
-        created = self._missing_versions(target, versions)
+        versions, created = Tagging.completed(await cache.aget(list(target.tags)), target.tags)
         if created:
             await cache.aset(created)
-            versions = [
-                created[k][0] if v is None else v
-                for k, v in zip(target.tags, versions, strict=True)
-            ]
         return versions
 
     async def _aload(

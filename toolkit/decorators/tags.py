@@ -85,6 +85,24 @@ class Tagging:
         return [found.get(key) for key in keys]
 
     @staticmethod
+    def completed(
+        found: dict[FullKey, Any], keys: tuple[FullKey, ...]
+    ) -> tuple[list[Any], dict[FullKey, tuple[Any, None]]]:
+        """The versions a computation stores under, read before it runs: those of ``found``,
+        with a new version for each tag that has none yet, and the writes that create them.
+        An entry must never carry "absent", which a lost version (evicted, cleared) would
+        match again."""
+        created: dict[FullKey, tuple[Any, None]] = {}
+        versions = []
+        for key in keys:
+            version = found.get(key)
+            if version is None:
+                version = new_version()
+                created[key] = (version, None)
+            versions.append(version)
+        return versions, created
+
+    @staticmethod
     def check(stored: Any, versions: list[Any]) -> tuple[bool, Any]:
         """Whether ``stored`` is a tagged entry whose versions all still match, and its
         content (the value, or its freshness envelope)."""
