@@ -49,15 +49,19 @@ class Telemetry:
             return None
         if otel_context.get_value(_SUPPRESS_INSTRUMENTATION_KEY):
             return None
+        return self._start(SPAN_NAME)
+
+    def _start(self, name: str, **options: Any) -> trace.Span | None:
+        """Start a span ``name`` describing this function, or ``None`` if it cannot record."""
         try:
-            span = self.tracer.start_span(SPAN_NAME)
+            span = self.tracer.start_span(name, **options)
             if not span.is_recording():
                 return None
             span.set_attribute("cache.namespace", self.ns_label)
             span.set_attribute("code.function.name", self.func_name)
             return span
         except Exception:
-            _log.debug("starting the %s span failed", SPAN_NAME, exc_info=True)
+            _log.debug("starting the %s span failed", name, exc_info=True)
             return None
 
     def hook(self, cache: Any, name: str, *args: Any, **kwargs: Any) -> None:
@@ -105,20 +109,10 @@ class Telemetry:
         the parent's call), or ``None`` when ``parent`` is ``None`` or nothing records."""
         if parent is None:
             return None
-        try:
-            if link:
-                links = [trace.Link(parent.get_span_context())]
-                span = self.tracer.start_span(name, context=otel_context.Context(), links=links)
-            else:
-                span = self.tracer.start_span(name, context=trace.set_span_in_context(parent))
-            if not span.is_recording():
-                return None
-            span.set_attribute("cache.namespace", self.ns_label)
-            span.set_attribute("code.function.name", self.func_name)
-            return span
-        except Exception:
-            _log.debug("starting the %s span failed", name, exc_info=True)
-            return None
+        if link:
+            links = [trace.Link(parent.get_span_context())]
+            return self._start(name, context=otel_context.Context(), links=links)
+        return self._start(name, context=trace.set_span_in_context(parent))
 
     def load_timer(self, cache: Any) -> LoadTimer:
         """A context manager timing one computation for ``cache.record_load``."""
