@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from tests.harness import BACKENDS, STACKS, Ops, Subject, subject_params
+from tests.otel_support import exporter, provider  # noqa: F401 - fixtures
 from tests.postgres_support import pg_closer, pg_url, private_pg  # noqa: F401 - fixtures
 from tests.redis_support import (  # noqa: F401 - fixtures
     private_redis_url,
