@@ -31,3 +31,13 @@ def code_metrics() -> ExportedMetrics:
         if family.type == "histogram":
             histograms.add(family.name)
     return ExportedMetrics(frozenset(names), frozenset(histograms))
+
+
+def sample_total(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    """The sum of every sample of ``name`` whose labels include ``labels``."""
+    found = 0.0
+    for family in registry.collect():
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                found += sample.value
+    return found

@@ -20,6 +20,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from tests.faults import FlakyCache, HangingCache
+from tests.metric_catalog import sample_total
 from toolkit import (
     FailOpen,
     FullKey,
@@ -51,19 +52,9 @@ CALLS = 150
 COROUTINES = 100
 
 
-def total(registry: CollectorRegistry, name: str, **labels: str) -> float:
-    """The sum of every sample of ``name`` whose labels include ``labels``."""
-    found = 0.0
-    for family in registry.collect():
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                found += sample.value
-    return found
-
-
 def assert_healthy(registry: CollectorRegistry) -> None:
-    assert total(registry, "cache_errors_total") == 0
-    assert total(registry, "cache_circuit_breaker_transitions_total", state="open") == 0
+    assert sample_total(registry, "cache_errors_total") == 0
+    assert sample_total(registry, "cache_circuit_breaker_transitions_total", state="open") == 0
 
 
 class SlowCache:
@@ -173,7 +164,7 @@ def test_a_deadline_fires_only_after_the_caller_really_waited() -> None:
     finally:
         hanging.release()
     assert min(waited) >= 0.05
-    assert total(registry, "cache_errors_total", error_type="DeadlineExceededError") == 4
+    assert sample_total(registry, "cache_errors_total", error_type="DeadlineExceededError") == 4
 
 
 def test_threads_on_observed_sqlite_count_no_error(tmp_path: Path) -> None:
@@ -224,8 +215,8 @@ def _process_worker(kind: str, where: str, seed: int, results: Any) -> None:
         cache.close()
         results.put(
             (
-                total(registry, "cache_errors_total"),
-                total(registry, "cache_circuit_breaker_transitions_total", state="open"),
+                sample_total(registry, "cache_errors_total"),
+                sample_total(registry, "cache_circuit_breaker_transitions_total", state="open"),
             )
         )
     except BaseException as exc:
@@ -295,4 +286,4 @@ def test_breaker_openings_are_counted_only_on_real_failures() -> None:
     cache = observe(flaky, registry=registry, failure_threshold=2)
     for _ in range(3):
         cache.get([(("load",), "k")])
-    assert total(registry, "cache_circuit_breaker_transitions_total", state="open") == 1
+    assert sample_total(registry, "cache_circuit_breaker_transitions_total", state="open") == 1

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
+from tests.metric_catalog import sample_total
 from tests.postgres_support import drop_table, make_pg_cache, unique_table
 from toolkit import FullKey, cached, observe
 from toolkit.backends.postgres import PostgresCache
@@ -25,15 +26,6 @@ COROUTINES = 100
 
 def _expected(key: str) -> str:
     return f"value of {key}"
-
-
-def _counted(registry: CollectorRegistry, name: str, **labels: str) -> float:
-    found = 0.0
-    for family in registry.collect():
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                found += sample.value
-    return found
 
 
 def _mixed(cache: PostgresCache[Any], seed: int, calls: int) -> list[str]:
@@ -184,5 +176,5 @@ def test_cached_under_threads_and_coroutines_counts_no_error(
 
     asyncio.run(main())
     assert failures == []
-    assert _counted(registry, "cache_errors_total") == 0
-    assert _counted(registry, "cache_circuit_breaker_transitions_total", state="open") == 0
+    assert sample_total(registry, "cache_errors_total") == 0
+    assert sample_total(registry, "cache_circuit_breaker_transitions_total", state="open") == 0

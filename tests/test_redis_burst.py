@@ -14,20 +14,12 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
+from tests.metric_catalog import sample_total
 from tests.redis_support import unique_prefix
 from toolkit import FullKey, observe
 from toolkit.backends.redis import RedisCache
 
 pytestmark = pytest.mark.redis
-
-
-def _total(registry: CollectorRegistry, name: str, **labels: str) -> float:
-    found = 0.0
-    for family in registry.collect():
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                found += sample.value
-    return found
 
 
 @pytest.mark.parametrize("coroutines", [100, 1_000])
@@ -51,8 +43,8 @@ def test_a_burst_of_coroutines_makes_no_errors(redis_url: str, coroutines: int) 
             await backend.aclose()
 
     found = asyncio.run(burst())
-    assert _total(registry, "cache_errors_total") == 0
-    assert _total(registry, "cache_circuit_breaker_transitions_total", state="open") == 0
+    assert sample_total(registry, "cache_errors_total") == 0
+    assert sample_total(registry, "cache_circuit_breaker_transitions_total", state="open") == 0
     assert found == [{"i": i} for i in range(coroutines)]
 
 
