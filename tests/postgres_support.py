@@ -29,6 +29,7 @@ from toolkit.backends._postgres_sql import encode_namespace
 from toolkit.backends.postgres import PostgresCache
 
 __all__ = [
+    "lock_waiters",
     "make_pg_cache",
     "pg_closer",
     "pg_subject",
@@ -74,6 +75,15 @@ def private_pg() -> Iterator[PostgresServer]:
 def unique_table() -> str:
     """A table name no other test (or test run) uses."""
     return f"toolkit_test_{uuid.uuid4().hex[:16]}"
+
+
+def lock_waiters(locker: psycopg.Connection[Any], cache: PostgresCache[Any]) -> int:
+    """How many sessions wait for a lock on the cache's table."""
+    row = locker.execute(
+        "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = %s::regclass",
+        (f'"{cache.schema}"."{cache.table}"',),
+    ).fetchone()
+    return int(row[0]) if row else 0
 
 
 def drop_table(url: str, schema: str, table: str) -> None:

@@ -17,7 +17,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from psycopg.rows import dict_row
 
-from tests.postgres_support import drop_table, make_pg_cache, unique_table
+from tests.postgres_support import drop_table, lock_waiters, make_pg_cache, unique_table
 from toolkit import FailOpen, FullKey, cache_from_url, observe
 from toolkit.backends.postgres import PostgresCache
 from toolkit.errors import BackendError, CacheClosedError, CacheTimeoutError
@@ -303,15 +303,6 @@ def test_introspection_may_run_past_the_hot_paths_statement_timeout(
             cache.get([K])
 
 
-def _lock_waiters(locker: psycopg.Connection[Any], cache: PostgresCache[Any]) -> int:
-    """How many sessions wait for a lock on the cache's table."""
-    row = locker.execute(
-        "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = %s::regclass",
-        (f'"{cache.schema}"."{cache.table}"',),
-    ).fetchone()
-    return int(row[0]) if row else 0
-
-
 @pytest.mark.parametrize("api", ["sync", "async"])
 async def test_a_statement_given_up_on_is_cancelled_on_the_server(pg_url: str, api: str) -> None:
     """A user's pool has no statement_timeout of ours: a call that gives up at its deadline
@@ -333,12 +324,12 @@ async def test_a_statement_given_up_on_is_cancelled_on_the_server(pg_url: str, a
                         cache.get([K])
                     else:
                         await cache.aget([K])
-            left = _lock_waiters(locker, cache)
+            left = lock_waiters(locker, cache)
             for _ in range(200):  # the cancel requests are sent off the caller's path
                 if left == 0:
                     break
                 await asyncio.sleep(0.05)
-                left = _lock_waiters(locker, cache)
+                left = lock_waiters(locker, cache)
             assert left == 0, f"{left} statements still wait on the server"
         assert cache.get([K]) == {K: 1}
     finally:

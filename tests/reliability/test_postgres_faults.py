@@ -21,7 +21,7 @@ import psycopg_pool
 import pytest
 
 from tests.postgres_servers import PostgresServer
-from tests.postgres_support import drop_table, make_pg_cache, unique_table
+from tests.postgres_support import drop_table, lock_waiters, make_pg_cache, unique_table
 from tests.reliability.conftest import FAILED, Tally
 from tests.reliability.faults import wait_for
 from tests.reliability.stacks import carries_key, errors_counted, observed, tagged
@@ -328,15 +328,6 @@ def _table_locked(url: str, cache: PostgresCache[Any]) -> Iterator[psycopg.Conne
         yield locker
 
 
-def _lock_waiters(locker: psycopg.Connection[Any], cache: PostgresCache[Any]) -> int:
-    """How many sessions wait for a lock on the cache's table."""
-    row = locker.execute(
-        "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = %s::regclass",
-        (f'"{cache.schema}"."{cache.table}"',),
-    ).fetchone()
-    return int(row[0]) if row else 0
-
-
 @contextmanager
 def _own_pool_busy(url: str, cache: PostgresCache[Any]) -> Iterator[None]:
     """The only connection of the cache's own pool (``pool_size=1``) stays busy: a ``stats``
@@ -346,7 +337,7 @@ def _own_pool_busy(url: str, cache: PostgresCache[Any]) -> Iterator[None]:
     with _table_locked(url, cache) as locker:
         holder.start()
         try:
-            assert wait_for(lambda: _lock_waiters(locker, cache) > 0, SETTLE)
+            assert wait_for(lambda: lock_waiters(locker, cache) > 0, SETTLE)
             yield
         finally:
             locker.rollback()
