@@ -276,68 +276,66 @@ class Connections:
             raise BackendError(f"cannot set up SQLite database {self.database!r}: {exc}") from exc
         return conn
 
-    def _read(self, framed: Sequence[Statement], in_transaction: bool) -> list[list[Row]]:
-        """Run read statements on a pooled read connection (see ``_ReadPool``)."""
-        deadline = time.monotonic() + self.busy_timeout
-        attempt = 0
-        while True:
-            self._check()
-            reader = self._reads.take(lambda: self._connect(self._reader.pragmas), deadline)
-            if reader is None:
-                raise CacheTimeoutError(
-                    f"SQLite {self.database!r}: waited busy_timeout ({self.busy_timeout:g}s) "
-                    "for a read connection"
-                )
-            try:
-                if self.closed or reader.conn is None:
-                    raise CacheClosedError("SqliteCache is closed")
-                return _execute(reader.conn, framed, in_transaction)
-            except sqlite3.Error as exc:
-                error = exc
-            finally:
-                reader.lock.release()
-            delay = _retry_delay(error, attempt, deadline)
-            if delay is None:
-                raise self._failure(error) from error
-            attempt += 1
-            time.sleep(delay)
+    def _read_once(
+        self, framed: Sequence[Statement], in_transaction: bool, deadline: float
+    ) -> list[list[Row]] | sqlite3.Error:
+        """One try on a pooled read connection (see ``_ReadPool``): the rows, or the error."""
+        reader = self._reads.take(lambda: self._connect(self._reader.pragmas), deadline)
+        if reader is None:
+            raise CacheTimeoutError(
+                f"SQLite {self.database!r}: waited busy_timeout ({self.busy_timeout:g}s) "
+                "for a read connection"
+            )
+        try:
+            if self.closed or reader.conn is None:
+                raise CacheClosedError("SqliteCache is closed")
+            return _execute(reader.conn, framed, in_transaction)
+        except sqlite3.Error as exc:
+            return exc
+        finally:
+            reader.lock.release()
+
+    def _write_once(
+        self, framed: Sequence[Statement], in_transaction: bool, deadline: float
+    ) -> list[list[Row]] | sqlite3.Error:
+        """One try on the write connection, waiting for its turn: the rows, or the error."""
+        path = self._writer
+        # The connection's turn is part of the call's bounded wait (see max_call_seconds).
+        if not path.lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            raise CacheTimeoutError(
+                f"SQLite {self.database!r}: waited busy_timeout ({self.busy_timeout:g}s) "
+                "for the connection"
+            )
+        try:
+            if self.closed:
+                raise CacheClosedError("SqliteCache is closed")
+            return _execute(self._sync_connection(path), framed, in_transaction)
+        except sqlite3.Error as exc:
+            return exc
+        finally:
+            path.lock.release()
 
     def run(
         self, statements: Sequence[Statement], *, atomic: bool = False, write: bool = False
     ) -> list[list[Row]]:
         """Run statements on a sync read or the write connection; one transaction if ``atomic``."""
         framed, in_transaction = _framed(statements, atomic)
-        if not write:
-            return self._read(framed, in_transaction)
-        path = self._writer
-        attempt = 0
-        if path.sync is None:
+        if write and self._writer.sync is None:
             # Opening is not waiting: SQLite's busy handler bounds its locks, and a slow
             # machine's first call must not time out on the work of opening itself.
             self._check()
-            self._sync_connection(path)
+            self._sync_connection(self._writer)
+        once = self._write_once if write else self._read_once
         deadline = time.monotonic() + self.busy_timeout
+        attempt = 0
         while True:
             self._check()
-            # The connection's turn is part of the call's bounded wait (see max_call_seconds).
-            if not path.lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
-                raise CacheTimeoutError(
-                    f"SQLite {self.database!r}: waited busy_timeout ({self.busy_timeout:g}s) "
-                    "for the connection"
-                )
-            try:
-                if self.closed:
-                    raise CacheClosedError("SqliteCache is closed")
-                conn = self._sync_connection(path)
-                try:
-                    return _execute(conn, framed, in_transaction)
-                except sqlite3.Error as exc:
-                    error = exc
-            finally:
-                path.lock.release()
-            delay = _retry_delay(error, attempt, deadline)
+            found = once(framed, in_transaction, deadline)
+            if not isinstance(found, sqlite3.Error):
+                return found
+            delay = _retry_delay(found, attempt, deadline)
             if delay is None:
-                raise self._failure(error) from error
+                raise self._failure(found) from found
             attempt += 1
             time.sleep(delay)
 
