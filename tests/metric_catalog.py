@@ -33,8 +33,8 @@ def code_metrics() -> ExportedMetrics:
     return ExportedMetrics(frozenset(names), frozenset(histograms))
 
 
-def sample_total(registry: CollectorRegistry, name: str, **labels: str) -> float:
-    """The sum of every sample of ``name`` whose labels include ``labels``."""
+def metric_total(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    """The sum of every sample of ``name`` (a full sample name) whose labels include ``labels``."""
     found = 0.0
     for family in registry.collect():
         for sample in family.samples:

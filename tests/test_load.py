@@ -20,7 +20,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from tests.faults import FlakyCache, HangingCache
-from tests.metric_catalog import sample_total
+from tests.metric_catalog import metric_total
 from toolkit import (
     FailOpen,
     FullKey,
@@ -53,8 +53,8 @@ COROUTINES = 100
 
 
 def assert_healthy(registry: CollectorRegistry) -> None:
-    assert sample_total(registry, "cache_errors_total") == 0
-    assert sample_total(registry, "cache_circuit_breaker_transitions_total", state="open") == 0
+    assert metric_total(registry, "cache_errors_total") == 0
+    assert metric_total(registry, "cache_circuit_breaker_transitions_total", state="open") == 0
 
 
 class SlowCache:
@@ -164,7 +164,7 @@ def test_a_deadline_fires_only_after_the_caller_really_waited() -> None:
     finally:
         hanging.release()
     assert min(waited) >= 0.05
-    assert sample_total(registry, "cache_errors_total", error_type="DeadlineExceededError") == 4
+    assert metric_total(registry, "cache_errors_total", error_type="DeadlineExceededError") == 4
 
 
 def test_threads_on_observed_sqlite_count_no_error(tmp_path: Path) -> None:
@@ -215,8 +215,8 @@ def _process_worker(kind: str, where: str, seed: int, results: Any) -> None:
         cache.close()
         results.put(
             (
-                sample_total(registry, "cache_errors_total"),
-                sample_total(registry, "cache_circuit_breaker_transitions_total", state="open"),
+                metric_total(registry, "cache_errors_total"),
+                metric_total(registry, "cache_circuit_breaker_transitions_total", state="open"),
             )
         )
     except BaseException as exc:
@@ -286,4 +286,4 @@ def test_breaker_openings_are_counted_only_on_real_failures() -> None:
     cache = observe(flaky, registry=registry, failure_threshold=2)
     for _ in range(3):
         cache.get([(("load",), "k")])
-    assert sample_total(registry, "cache_circuit_breaker_transitions_total", state="open") == 1
+    assert metric_total(registry, "cache_circuit_breaker_transitions_total", state="open") == 1

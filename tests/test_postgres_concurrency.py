@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from tests.metric_catalog import sample_total
+from tests.metric_catalog import metric_total
 from tests.postgres_support import drop_table, make_pg_cache, unique_table
 from toolkit import FullKey, cached, observe
 from toolkit.backends.postgres import PostgresCache
@@ -176,5 +176,5 @@ def test_cached_under_threads_and_coroutines_counts_no_error(
 
     asyncio.run(main())
     assert failures == []
-    assert sample_total(registry, "cache_errors_total") == 0
-    assert sample_total(registry, "cache_circuit_breaker_transitions_total", state="open") == 0
+    assert metric_total(registry, "cache_errors_total") == 0
+    assert metric_total(registry, "cache_circuit_breaker_transitions_total", state="open") == 0

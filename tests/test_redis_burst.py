@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from tests.metric_catalog import sample_total
+from tests.metric_catalog import metric_total
 from tests.redis_support import unique_prefix
 from toolkit import FullKey, observe
 from toolkit.backends.redis import RedisCache
@@ -43,8 +43,8 @@ def test_a_burst_of_coroutines_makes_no_errors(redis_url: str, coroutines: int) 
             await backend.aclose()
 
     found = asyncio.run(burst())
-    assert sample_total(registry, "cache_errors_total") == 0
-    assert sample_total(registry, "cache_circuit_breaker_transitions_total", state="open") == 0
+    assert metric_total(registry, "cache_errors_total") == 0
+    assert metric_total(registry, "cache_circuit_breaker_transitions_total", state="open") == 0
     assert found == [{"i": i} for i in range(coroutines)]
 
 

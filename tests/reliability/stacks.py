@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
+from tests.metric_catalog import metric_total
 from toolkit import FullKey
 
 
@@ -22,16 +23,6 @@ def observed(cache: Any, **options: Any) -> tuple[Any, CollectorRegistry]:
     middleware = pytest.importorskip("toolkit.middleware", reason="observe not merged yet")
     registry = CollectorRegistry()
     return middleware.observe(cache, registry=registry, **options), registry
-
-
-def metric_total(registry: CollectorRegistry, name: str, **labels: str) -> float:
-    """The sum of every sample of ``name`` (a full sample name) whose labels include ``labels``."""
-    total = 0.0
-    for family in registry.collect():
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                total += sample.value
-    return total
 
 
 def errors_counted(registry: CollectorRegistry, **labels: str) -> float:

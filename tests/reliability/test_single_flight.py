@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
+from tests.metric_catalog import metric_total
 from tests.reliability.conftest import FAILED, Tally
 from tests.reliability.faults import wait_for
-from tests.reliability.stacks import aclose, metric_total, observed, sqlite_cache
+from tests.reliability.stacks import aclose, observed, sqlite_cache
 from toolkit import InMemoryCache
 
 WAIT = 30.0
