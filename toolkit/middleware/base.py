@@ -192,54 +192,44 @@ class CacheMiddleware(BaseCache[ValueT]):
 
     # -- hooks forwarded down the stack; a layer that records one overrides it and calls super --
 
+    def _forward(self, hook: str, *args: Any, **kwargs: Any) -> None:
+        """Pass a ``record_*`` hook to the wrapped cache, if it takes it."""
+        forward = getattr(self.inner, hook, None)
+        if forward is not None:
+            forward(*args, **kwargs)
+
     def record_load(self, namespace: Namespace, seconds: float, *, ok: bool) -> None:
         """Report ``@cached`` computed a missing value in ``seconds`` (``ok=False``: it raised)."""
-        forward = getattr(self.inner, "record_load", None)
-        if forward is not None:
-            forward(namespace, seconds, ok=ok)
+        self._forward("record_load", namespace, seconds, ok=ok)
 
     def record_coalesced(self, namespace: Namespace) -> None:
         """Report that a caller waited for another caller's load instead of computing."""
-        forward = getattr(self.inner, "record_coalesced", None)
-        if forward is not None:
-            forward(namespace)
+        self._forward("record_coalesced", namespace)
 
     def record_lease(self, namespace: Namespace, outcome: str, waited: float | None) -> None:
         """Report how ``@cached(lock=True)`` got a missing value (``toolkit.decorators.fleet``
         ``LeaseOutcome``), and the seconds it waited for another holder (``None``: no wait)."""
-        forward = getattr(self.inner, "record_lease", None)
-        if forward is not None:
-            forward(namespace, outcome, waited)
+        self._forward("record_lease", namespace, outcome, waited)
 
     def record_stale(self, namespace: Namespace) -> None:
         """Report a stale result served while a background refresh runs."""
-        forward = getattr(self.inner, "record_stale", None)
-        if forward is not None:
-            forward(namespace)
+        self._forward("record_stale", namespace)
 
     def record_refresh(self, namespace: Namespace, trigger: str, result: str) -> None:
         """Report a background refresh (``trigger`` stale or early; ``result`` success,
         error or skipped: another process, or an earlier refresh, did it)."""
-        forward = getattr(self.inner, "record_refresh", None)
-        if forward is not None:
-            forward(namespace, trigger, result)
+        self._forward("record_refresh", namespace, trigger, result)
 
     def record_tag_invalidations(self, count: int) -> None:
         """Report ``count`` tags invalidated (``toolkit.invalidate_tags``)."""
-        forward = getattr(self.inner, "record_tag_invalidations", None)
-        if forward is not None:
-            forward(count)
+        self._forward("record_tag_invalidations", count)
 
     def record_error(
         self, operation: str, namespaces: Sequence[Namespace] | None, error_type: str
     ) -> None:
         """Report a failure an outer layer raised itself (a deadline, an open circuit)."""
-        forward = getattr(self.inner, "record_error", None)
-        if forward is not None:
-            forward(operation, namespaces, error_type)
+        self._forward("record_error", operation, namespaces, error_type)
 
     def record_circuit_state(self, state: int) -> None:
         """Report the circuit breaker's state: 0 closed, 1 half-open, 2 open."""
-        forward = getattr(self.inner, "record_circuit_state", None)
-        if forward is not None:
-            forward(state)
+        self._forward("record_circuit_state", state)
