@@ -327,6 +327,26 @@ def test_deletions_found_by_a_read_never_wait_for_the_write_lock(db: str, io: st
         assert cache.entry_count() == 1
 
 
+async def test_concurrent_asets_share_one_insert(db: str) -> None:
+    async with open_cache(db) as cache:
+        await cache.aset({k("warm"): (0, None)})  # opens the write connection, runs the purge
+        writer = cache._conns._writer.aio
+        assert writer is not None
+        statements: list[str] = []
+        await writer.set_trace_callback(statements.append)
+        # Every statement is a round trip through the event loop: fifty asets issued
+        # together are one transaction and one INSERT, not fifty.
+        await asyncio.gather(*(cache.aset({k(f"k{i}"): (i, 60)}) for i in range(50)))
+        await asyncio.gather(
+            cache.aset({k("twice"): (1, None)}), cache.aset({k("twice"): (2, None)})
+        )
+        assert [s.split()[0] for s in statements if not s.startswith("SELECT")] == ["INSERT"] * 2
+        assert await cache.aget([k(f"k{i}") for i in range(50)]) == {
+            k(f"k{i}"): i for i in range(50)
+        }
+        assert await cache.aget([k("twice")]) == {k("twice"): 2}  # the later aset wins
+
+
 @pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root ignores file modes")
 def test_read_only_file_raises_backend_error(db: str, tmp_path: Path) -> None:
     SqliteCache(path=db).close()

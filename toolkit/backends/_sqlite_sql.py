@@ -22,6 +22,7 @@ __all__ = [
     "Doomed",
     "ReadPlan",
     "Statement",
+    "StoredRow",
     "TableSql",
     "decode_namespace",
     "encode_namespace",
@@ -32,6 +33,8 @@ Statement = tuple[str, Sequence[object]]
 Doomed = tuple[str, Sequence[object]]
 """A WHERE clause (without ``WHERE``) and its parameters, naming rows to delete."""
 Row = Sequence[Any]
+StoredRow = tuple[FullKey, tuple[str, bytes], float | None]
+"""An entry ready to store: its key, its tag and sealed payload, its expiry (``None``: never)."""
 
 DEFAULT_TABLE = "toolkit_cache"
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
@@ -226,17 +229,19 @@ class TableSql:
 
     # -- writes --
 
-    def upsert(
-        self, rows: Sequence[tuple[FullKey, tuple[str, bytes], float | None]], now: float
-    ) -> list[Statement]:
-        """INSERT OR REPLACE statements for encoded ``(key, (tag, payload), ttl)`` rows."""
+    def upsert(self, rows: Sequence[StoredRow]) -> list[Statement]:
+        """INSERT OR REPLACE statements for encoded ``(key, (tag, payload), expiry)`` rows.
+
+        As few statements as the variable limit allows: each is one round trip for an async
+        caller, and a row repeated later in ``rows`` replaces the earlier one.
+        """
         per_statement = min(_MAX_ROWS_PER_INSERT, self.variable_limit // 5)
         encode = encode_namespace
         statements: list[Statement] = []
         for chunk in _chunks(rows, per_statement):
             params: list[object] = []
-            for (ns, key), (tag, payload), ttl in chunk:
-                params += (encode(ns), key, None if ttl is None else now + ttl, tag, payload)
+            for (ns, key), (tag, payload), expiry in chunk:
+                params += (encode(ns), key, expiry, tag, payload)
             statements.append((self._insert_for(len(chunk)), params))
         return statements
 

@@ -37,6 +37,7 @@ from toolkit.backends._sqlite_sql import (
     ReadPlan,
     Row,
     Statement,
+    StoredRow,
     TableSql,
     decode_namespace,
     tally,
@@ -151,20 +152,21 @@ class SqliteCache(EvictionNotifier, BaseCache[ValueT]):
 
     def set(self, pairs: Mapping[FullKey, tuple[ValueT, int | None]]) -> None:
         """Set the cached values for the given keys and TTLs."""
-        statements, now = self._write_plan(pairs)
-        if not statements:
+        rows, now = self._write_plan(pairs)
+        if not rows:
             return
-        self._conns.run(statements, atomic=True, write=True)
+        self._conns.run(self._sql.upsert(rows), atomic=True, write=True)
         purge = self._due_purge(now)
         if purge is not None:
             self._report_purge(now, self._conns.run(purge, atomic=True, write=True))
 
     async def aset(self, pairs: Mapping[FullKey, tuple[ValueT, int | None]]) -> None:
         """Asynchronously set the cached values for the given keys and TTLs."""
-        statements, now = self._write_plan(pairs)
-        if not statements:
+        rows, now = self._write_plan(pairs)
+        if not rows:
             return
-        await self._write_turns.write(statements, self._awrite)
+        # Rows, not statements: the asets joining one transaction share its INSERTs too.
+        await self._write_turns.write(rows, self._awrite)
         purge = self._due_purge(now)
         if purge is not None:
             self._report_purge(now, await self._conns.arun(purge, atomic=True, write=True))
@@ -285,8 +287,8 @@ class SqliteCache(EvictionNotifier, BaseCache[ValueT]):
 
     # -- end of introspection --
 
-    async def _awrite(self, statements: list[Statement]) -> None:
-        await self._conns.arun(statements, atomic=True, write=True)
+    async def _awrite(self, rows: list[StoredRow]) -> None:
+        await self._conns.arun(self._sql.upsert(rows), atomic=True, write=True)
 
     # -- shared non-I/O steps --
 
@@ -299,10 +301,11 @@ class SqliteCache(EvictionNotifier, BaseCache[ValueT]):
 
     def _write_plan(
         self, pairs: Mapping[FullKey, tuple[ValueT, int | None]]
-    ) -> tuple[list[Statement], float]:
+    ) -> tuple[list[StoredRow], float]:
+        """The rows to store, each with its expiry, and the time it counts from."""
         rows = check_pairs(pairs, self._dumps_sealed, self._refuse)
         now = self._timer()
-        return (self._sql.upsert(rows, now) if rows else []), now
+        return [(key, sealed, None if ttl is None else now + ttl) for key, sealed, ttl in rows], now
 
     def _due_purge(self, now: float) -> list[Statement] | None:
         if now < self._next_purge:
