@@ -347,6 +347,37 @@ async def test_concurrent_asets_share_one_insert(db: str) -> None:
         assert await cache.aget([k("twice")]) == {k("twice"): 2}  # the later aset wins
 
 
+@pytest.mark.parametrize("io", ["sync", "async"])
+def test_expired_rows_found_by_a_read_go_in_one_delete(db: str, io: str) -> None:
+    clock = WallClock()
+    evicted: list[tuple[Namespace, EvictionCause, int]] = []
+    with open_cache(db, timer=clock) as cache:
+        cache.add_eviction_listener(lambda ns, cause, n: evicted.append((ns, cause, n)))
+        cache.set({k(f"old{i}"): (i, 10) for i in range(20)})
+        cache.set({k("live"): ("x", None)})
+        clock.now += 11
+        keys = [k("live"), *[k(f"old{i}") for i in range(20)], k("old3")]
+        statements: list[str] = []
+
+        async def aget() -> dict[FullKey, Any]:
+            writer = await cache._conns._aconnection(cache._conns._writer)
+            await writer.set_trace_callback(statements.append)
+            return await cache.aget(keys)
+
+        if io == "sync":
+            writer = cache._conns.open_sync()
+            writer.set_trace_callback(statements.append)
+            got = cache.get(keys)
+            writer.set_trace_callback(None)
+        else:
+            got = asyncio.run(aget())
+        assert got == {k("live"): "x"}
+        # Deleting is a write the read makes while it holds the write lock: keep it short.
+        assert [s.split()[0] for s in statements if s.startswith("DELETE")] == ["DELETE"]
+        assert evicted == [(NS, "expired", 20)]
+        assert cache.entry_count() == 1
+
+
 @pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root ignores file modes")
 def test_read_only_file_raises_backend_error(db: str, tmp_path: Path) -> None:
     SqliteCache(path=db).close()

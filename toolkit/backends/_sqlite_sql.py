@@ -136,7 +136,6 @@ class TableSql:
         self.count: Statement = (f"SELECT count(*) FROM {quoted}", ())
         # No DELETE ... RETURNING (SQLite >= 3.35): every counted delete is a SELECT of the
         # doomed rows followed by the same DELETE, both inside one write transaction.
-        self._expired_where = "ns = ? AND key = ? AND expiry <= ?"
         self._invalid_where = "ns = ? AND key = ? AND tag IS ? AND val IS ?"
         self._purge_where = (
             f"rowid IN (SELECT rowid FROM {quoted} WHERE expiry <= ? ORDER BY expiry LIMIT ?)"
@@ -176,6 +175,11 @@ class TableSql:
                 groups.append((stored_ns, chunk))
         return ReadPlan(keys, statements, groups, now)
 
+    @staticmethod
+    @lru_cache(maxsize=256)
+    def _expired_where_for(n: int) -> str:
+        return f"ns = ? AND expiry <= ? AND key IN ({','.join(['?'] * n)})"
+
     def _select_for(self, n: int) -> str:
         sql = self._select_sql.get(n)
         if sql is None:
@@ -208,12 +212,11 @@ class TableSql:
         if not keyed:
             sink.extend([MISSING] * len(keys))
         for (stored_ns, positions), rows in zip(plan.groups, results, strict=True):
+            expired: list[str] = []
             for i, tag, val in rows:
                 position = positions[i]
                 if tag is None:  # expired: the SELECT nulls the tag
-                    key = keys[position]
-                    doomed: Doomed = (self._expired_where, (stored_ns, key[1], plan.now))
-                    decoded.cleanup.append((key[0], "expired", doomed))
+                    expired.append(keys[position][1])
                     continue
                 try:
                     # The integrity check inlined (see _integrity): this loop runs per row.
@@ -223,8 +226,14 @@ class TableSql:
                 except Exception:
                     # Garbage or hostile bytes are a miss; delete them so they cannot fail again.
                     key = keys[position]
-                    doomed = (self._invalid_where, (stored_ns, key[1], tag, val))
+                    doomed: Doomed = (self._invalid_where, (stored_ns, key[1], tag, val))
                     decoded.cleanup.append((key[0], "invalid", doomed))
+            if expired:
+                # One clause for the group's expired keys: every statement of the deletion
+                # is a round trip for an async read, made while it holds the write lock.
+                where = self._expired_where_for(len(expired))
+                doomed = (where, (stored_ns, plan.now, *expired))
+                decoded.cleanup.append((keys[positions[0]][0], "expired", doomed))
         return decoded
 
     # -- writes --
