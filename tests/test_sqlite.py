@@ -22,6 +22,7 @@ import pytest
 
 from toolkit import BackendError, CacheClosedError, FullKey, Namespace, SqliteCache
 from toolkit._types import EvictionCause
+from toolkit.backends._sqlite_conn import AsyncMutex
 from toolkit.backends._sqlite_sql import decode_namespace, encode_namespace
 
 NS = ("sqlite", "tests")
@@ -376,6 +377,25 @@ def test_expired_rows_found_by_a_read_go_in_one_delete(db: str, io: str) -> None
         assert [s.split()[0] for s in statements if s.startswith("DELETE")] == ["DELETE"]
         assert evicted == [(NS, "expired", 20)]
         assert cache.entry_count() == 1
+
+
+async def test_a_write_behind_a_reads_deletion_is_handed_the_lock() -> None:
+    mutex = AsyncMutex()
+    release = await mutex.acquire_if_free()
+    assert release is not None
+    assert await mutex.acquire_if_free() is None
+    waiter = asyncio.create_task(mutex.acquire())
+    await asyncio.sleep(0)
+    release()
+    # Queued behind the deletion, not polling for it: it holds the lock a step later.
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert waiter.done()
+    assert await mutex.acquire_if_free() is None
+    waiter.result()()
+    again = await mutex.acquire_if_free()
+    assert again is not None
+    again()
 
 
 @pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root ignores file modes")

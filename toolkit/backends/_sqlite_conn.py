@@ -79,12 +79,16 @@ class AsyncMutex:
             weakref.WeakKeyDictionary()
         )
 
-    async def acquire(self) -> Callable[[], None]:
-        """Wait for the mutex; returns the function that releases it (callable once)."""
+    def _queue(self) -> asyncio.Lock:
         loop = asyncio.get_running_loop()
         queue = self._queues.get(loop)
         if queue is None:
             queue = self._queues.setdefault(loop, asyncio.Lock())
+        return queue
+
+    async def acquire(self) -> Callable[[], None]:
+        """Wait for the mutex; returns the function that releases it (callable once)."""
+        queue = self._queue()
         await queue.acquire()
         try:
             delay = _FIRST_RETRY_DELAY
@@ -96,15 +100,29 @@ class AsyncMutex:
             queue.release()
             raise
 
+        return self._releaser(queue)
+
+    async def acquire_if_free(self) -> Callable[[], None] | None:
+        """Take the mutex only if nobody holds it; returns its release function, or ``None``.
+
+        It takes this loop's queue as well: a coroutine that then waits for the mutex waits
+        on the queue's hand-off, never polls for it.
+        """
+        queue = self._queue()
+        if queue.locked():
+            return None
+        await queue.acquire()  # free and checked in this same step: returns without waiting
+        if not self._held.acquire(blocking=False):
+            queue.release()
+            return None
+        return self._releaser(queue)
+
+    def _releaser(self, queue: asyncio.Lock) -> Callable[[], None]:
         def release() -> None:
             self._held.release()
             queue.release()
 
         return release
-
-    def acquire_if_free(self) -> Callable[[], None] | None:
-        """Take the mutex only if nobody holds it; returns its release function, or ``None``."""
-        return self._held.release if self._held.acquire(blocking=False) else None
 
 
 class _Reader:
@@ -453,7 +471,7 @@ class Connections:
             conn = await self._aconnection(self._writer)
         except BackendError:
             return None
-        release = self._writes.acquire_if_free()
+        release = await self._writes.acquire_if_free()
         if release is None:
             return None
         return await self._until_done(self._atry_write(conn, statements), release)
