@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import struct
 import threading
 import uuid
 import zoneinfo
@@ -32,6 +33,7 @@ SAFE_TAG = "toolkit-msgpack-v3"
 END = b"\xc1"
 _END = 0xC1
 _FRAME = 5
+_read_trailer = struct.Struct(">IB").unpack_from  # (body length, END) in one C call
 _MAX_BODY = 2**32 - 1
 
 MAX_NESTING = 10
@@ -267,10 +269,8 @@ class SafeSerializer:
         if tag != SAFE_TAG:
             raise SerializationError(f"unknown serialization tag {tag!r} (expected {SAFE_TAG!r})")
         try:
-            if (
-                payload[-1] != _END
-                or int.from_bytes(payload[-_FRAME:-1], "big") != len(payload) - _FRAME
-            ):
+            body_length = len(payload) - _FRAME
+            if body_length < 0 or _read_trailer(payload, body_length) != (body_length, _END):
                 raise SerializationError("payload lacks the toolkit frame: foreign or truncated")
             # No slice: ormsgpack stops after the first object, so the marker is never read
             # (tests/test_serde.py pins that behaviour).
