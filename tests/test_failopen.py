@@ -23,7 +23,13 @@ from toolkit import (
     wrap,
 )
 from toolkit.middleware import CircuitBreaker
-from toolkit.middleware.base import CIRCUIT_CLOSED, CIRCUIT_HALF_OPEN, CIRCUIT_OPEN
+from toolkit.middleware.base import (
+    CIRCUIT_CLOSED,
+    CIRCUIT_HALF_OPEN,
+    CIRCUIT_OPEN,
+    CacheMiddleware,
+    reads_never_fail,
+)
 
 # Each test runs against observe()'s fused layer and against the plain stack.
 pytestmark = pytest.mark.usefixtures("observe_form")
@@ -315,3 +321,44 @@ def test_a_foreign_errors_message_is_left_out(caplog: pytest.LogCaptureFixture) 
     with caplog.at_level(logging.WARNING, logger="toolkit.middleware"):
         cache.get([KEY])
     assert "RuntimeError" in caplog.text and "s3cr3t" not in caplog.text
+
+
+class _Passing(CacheMiddleware[Any]):
+    """A user's layer: it declares nothing, so it may fail reads of its own."""
+
+
+async def test_reads_that_cannot_fail_are_served_even_with_the_circuit_open(mode: str) -> None:
+    memory: InMemoryCache[Any] = InMemoryCache()
+    memory.set({KEY: (1, None)})
+    cache = observe(memory, registry=CollectorRegistry(), failure_threshold=1)
+    failopen = cache
+    assert isinstance(failopen, FailOpen) and cache.reads_never_fail is False
+    assert failopen.inner.reads_never_fail is True  # Metrics -> Tracing -> InMemoryCache
+    failopen.breaker.failed()  # as a failing write would
+    assert failopen.circuit_state == CIRCUIT_OPEN
+    got = cache.get([KEY]) if mode == "sync" else await cache.aget([KEY])
+    assert got == {KEY: 1}
+    with pytest.raises(TypeError):  # caller bugs still raise
+        cache.get("not keys")  # type: ignore[arg-type]
+
+
+async def test_reads_that_can_fail_stay_behind_the_breaker(mode: str) -> None:
+    lg_memory = pytest.importorskip("langgraph.cache.memory").InMemoryCache()
+    ours: InMemoryCache[Any] = InMemoryCache()
+    for backend in (lg_memory, wrap(ours, _Passing())):
+        backend.set({KEY: (1, None)})
+        failopen: Any = wrap(backend, FailOpen(failure_threshold=1))
+        assert reads_never_fail(failopen.inner) is False
+        failopen.breaker.failed()
+        got = failopen.get([KEY]) if mode == "sync" else await failopen.aget([KEY])
+        assert got == {}  # served as a miss: the circuit is open
+
+
+def test_a_declared_claim_must_be_exactly_true() -> None:
+    flaky = FlakyCache()
+    flaky.reads_never_fail = "yes"  # type: ignore[attr-defined]
+    assert reads_never_fail(flaky) is False
+    flaky.reads_never_fail = True  # type: ignore[attr-defined]
+    assert reads_never_fail(flaky) is True
+    assert reads_never_fail(wrap(flaky, Metrics(registry=CollectorRegistry()))) is True
+    assert reads_never_fail(wrap(flaky, FailOpen())) is False  # strict may re-raise

@@ -211,3 +211,44 @@ def test_hooks_run_and_their_errors_are_swallowed(
     assert seen == [("set", None), ("get", {(NS, "a"): 1})]
     assert (only(exporter, "cache.get").attributes or {})["app.custom"] == "yes"
     assert any("hook" in r.getMessage() for r in caplog.records)
+
+
+class _BrokenTracerProvider(TracerProvider):
+    """An SDK whose spans fail to start or to end (a broken exporter set-up)."""
+
+    def __init__(self, where: str) -> None:
+        super().__init__()
+        self.where = where
+
+    def get_tracer(self, *args: Any, **kwargs: Any) -> Any:
+        tracer = super().get_tracer(*args, **kwargs)
+        where = self.where
+
+        class Broken:
+            def start_span(self, *a: Any, **k: Any) -> Any:
+                if where == "start":
+                    raise RuntimeError("exporter misconfigured")
+                span = tracer.start_span(*a, **k)
+                original_end = span.end
+
+                def end(*e: Any, **ek: Any) -> None:
+                    original_end(*e, **ek)
+                    raise RuntimeError("exporter misconfigured")
+
+                span.end = end  # type: ignore[method-assign]
+                return span
+
+        return Broken()
+
+
+@pytest.mark.parametrize("where", ["start", "end"])
+async def test_a_broken_sdk_never_fails_the_call(mode: str, where: str) -> None:
+    memory: InMemoryCache[Any] = InMemoryCache()
+    memory.set({(("app",), "a"): (1, None)})
+    for cache in (
+        wrap(memory, Tracing(tracer_provider=_BrokenTracerProvider(where))),
+        observe(memory, registry=CollectorRegistry(), tracer_provider=_BrokenTracerProvider(where)),
+    ):
+        keys = [(("app",), "a")]
+        got = cache.get(keys) if mode == "sync" else await cache.aget(keys)
+        assert got == {(("app",), "a"): 1}

@@ -34,6 +34,8 @@ class InMemoryCache(EvictionNotifier, BaseCache[ValueT]):
     """In-process cache: values stored serialized, TTL on a monotonic clock, LRU size bound."""
 
     backend_name = "memory"
+    reads_never_fail = True
+    """A get raises only for malformed keys: undecodable entries are dropped as misses."""
 
     def __init__(
         self,

@@ -17,6 +17,7 @@ __all__ = [
     "CacheMiddleware",
     "backend_name",
     "innermost",
+    "reads_never_fail",
     "supports_delete",
     "supports_lease",
 ]
@@ -62,6 +63,13 @@ def supports_delete(cache: object) -> TypeGuard[SupportsDelete]:
     return callable(getattr(bottom, "delete", None)) and callable(getattr(bottom, "adelete", None))
 
 
+def reads_never_fail(cache: object) -> bool:
+    """Whether a get on ``cache`` raises only for caller bugs: an in-process backend that
+    turns undecodable entries into misses declares ``reads_never_fail = True``, and a stack
+    keeps the claim only while every layer above it adds no failure of its own."""
+    return getattr(cache, "reads_never_fail", False) is True
+
+
 def supports_lease(cache: object) -> bool:
     """Whether ``cache`` (through any middleware) stores leases (see ``toolkit.lease``)."""
     return callable(getattr(cache, "lease", None)) and callable(getattr(cache, "alease", None))
@@ -86,6 +94,9 @@ class CacheMiddleware(BaseCache[ValueT]):
 
     inner: Any = _UNBOUND
 
+    adds_read_failures = True
+    """Whether this layer's get can fail on its own; layers that only record or check say no."""
+
     def __init__(self, inner: Any = None) -> None:
         """Create the middleware, bound to ``inner`` when given."""
         if inner is not None:
@@ -95,6 +106,11 @@ class CacheMiddleware(BaseCache[ValueT]):
     def serde(self) -> Any:  # type: ignore[override]
         """The serializer of the wrapped cache (values pass through untouched)."""
         return self.inner.serde
+
+    @property
+    def reads_never_fail(self) -> bool:
+        """Whether a get through this layer raises only for caller bugs (see the function)."""
+        return not self.adds_read_failures and reads_never_fail(self.inner)
 
     def bind(self, inner: Any) -> CacheMiddleware[ValueT]:
         """Wrap ``inner`` and return ``self``; a middleware wraps exactly one cache."""

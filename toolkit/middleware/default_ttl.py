@@ -21,6 +21,8 @@ class DefaultTtl(CacheMiddleware[ValueT]):
     "the default". ``ttl`` is seconds, a ``timedelta`` or ``"90s"``/``"15m"``/``"1h"``/``"1d"``.
     """
 
+    adds_read_failures = False  # reads pass straight through
+
     def __init__(self, ttl: float | timedelta | str, inner: Any = None) -> None:
         """Check ``ttl`` (a positive duration); bound to ``inner`` when given."""
         seconds = check_ttl(parse_ttl(ttl), "default_ttl", allow_zero=False)

@@ -40,6 +40,7 @@ from toolkit.middleware.base import (
     backend_name,
     innermost,
     logger,
+    reads_never_fail,
 )
 
 __all__ = ["CircuitBreaker", "CircuitOpenError", "DeadlineExceededError", "FailOpen"]
@@ -333,7 +334,9 @@ class FailOpen(CacheMiddleware[ValueT]):
     backends whose declared ``max_call_seconds`` fits within the deadline). After
     ``failure_threshold`` consecutive failures the circuit opens and calls are not made
     for ``reset_timeout`` seconds. ``strict=True`` re-raises instead. Caller bugs
-    (``TypeError``/``ValueError``) always propagate.
+    (``TypeError``/``ValueError``) always propagate. Gets from a stack whose reads cannot
+    fail (``reads_never_fail``: an in-process backend under recording layers) pass straight
+    through: there is no failure to turn into a miss.
     """
 
     def __init__(
@@ -419,8 +422,16 @@ class FailOpen(CacheMiddleware[ValueT]):
         self._failed(operation, arg, CircuitOpenError("circuit open"), own=True)
         return False
 
+    def _passes_through(self, operation: str) -> bool:
+        """Whether this layer has nothing to do for ``operation``: a get from a cache whose
+        reads cannot fail (an in-process backend) has no failure to turn into a miss, and
+        an open circuit (opened by failing writes) need not hide the entries it holds."""
+        return operation == "get" and reads_never_fail(self.inner)
+
     def wrap_sync(self, operation: str, call: Callable[..., Any]) -> Callable[..., Any]:
         """Fail open around one sync operation: a failure is a miss or a no-op, never raised."""
+        if self._passes_through(operation):
+            return call
         breaker, workers, deadline = self._breaker, self._workers, self.deadline
         fallback = _FALLBACKS[operation]
         read_once = operation in _KEYED
@@ -450,6 +461,8 @@ class FailOpen(CacheMiddleware[ValueT]):
         self, operation: str, call: Callable[..., Awaitable[Any]]
     ) -> Callable[..., Awaitable[Any]]:
         """The async twin of :meth:`wrap_sync`; the deadline is a timer on the loop."""
+        if self._passes_through(operation):
+            return call
         breaker, deadline = self._breaker, self.async_deadline
         fallback = _FALLBACKS[operation]
         read_once = operation in _KEYED

@@ -109,7 +109,10 @@ class _Span:
             elif self.operation != "get":
                 _guarded(tracing._response_hook, span, self.operation, None)
         finally:
-            span.end()
+            try:
+                span.end()
+            except Exception:
+                logger.debug("ending a cache span failed; ignored", exc_info=True)
             otel_context.detach(self.token)
 
 
@@ -125,6 +128,8 @@ class Tracing(CacheMiddleware[ValueT]):
     status. Keys appear only hashed and only with ``record_keys=True``; values never do.
     Nothing is computed when the span does not record or instrumentation is suppressed.
     """
+
+    adds_read_failures = False  # a failing SDK or hook is logged, never raised
 
     def __init__(
         self,
@@ -164,7 +169,11 @@ class Tracing(CacheMiddleware[ValueT]):
             return _NOT_RECORDING  # no SDK installed: nothing can record, skip even the no-op span
         if otel_context.get_value(_SUPPRESS_INSTRUMENTATION_KEY):
             return _NOT_RECORDING
-        span = self._tracer.start_span(_SPAN_NAMES[operation], kind=SpanKind.CLIENT)
+        try:
+            span = self._tracer.start_span(_SPAN_NAMES[operation], kind=SpanKind.CLIENT)
+        except Exception:  # a broken SDK must not fail the call it would have traced
+            logger.debug("starting a cache span failed; ignored", exc_info=True)
+            return _NOT_RECORDING
         if not span.is_recording():
             span.end()
             return _NOT_RECORDING  # the common no-SDK path: nothing allocated, nothing attached

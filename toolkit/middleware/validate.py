@@ -25,6 +25,8 @@ class Validate(CacheMiddleware[ValueT]):
     """Rejects malformed keys, pairs, ttls and namespaces with the errors our backends raise,
     before anything is read or written, so a wrapped foreign cache behaves like ours."""
 
+    adds_read_failures = False  # raises only for caller bugs
+
     def wrap_sync(self, operation: str, call: Callable[..., Any]) -> Callable[..., Any]:
         """Check the argument, then call (keys are read once into a sequence)."""
         check = _CHECKS[operation]
