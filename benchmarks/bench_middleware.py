@@ -35,7 +35,7 @@ def suite() -> Iterator[Comparison]:
         lambda: observed.get(one),
         lambda: bare.get(one),
         "toolkit InMemoryCache (bare)",
-        target=2.0,
+        target=1.5,
         inner_loops=2_000,
     )
     yield Comparison(

@@ -398,3 +398,32 @@ def test_a_failing_label_function_warns_and_labels_invalid(
         sample(registry, "cache_gets_total", cache="__invalid__", backend="memory", result="miss")
         == 1
     )
+
+
+async def test_a_one_shot_iterable_of_keys_is_read_once_and_counted(
+    registry: CollectorRegistry, mode: str
+) -> None:
+    for cache in (
+        wrap(InMemoryCache(), Metrics(registry=registry)),
+        observe(InMemoryCache(), registry=registry),
+    ):
+        cache.set({(NS, "a"): (1, None)})
+        keys: Any = (key for key in [(NS, "a"), (NS, "b")])
+        got = cache.get(keys) if mode == "sync" else await cache.aget(keys)
+        assert got == {(NS, "a"): 1}
+    assert (gets(registry, "hit"), gets(registry, "miss")) == (2, 2)
+
+
+def test_one_key_gets_alternating_namespaces_count_under_each(
+    registry: CollectorRegistry,
+) -> None:
+    cache = observe(InMemoryCache(), registry=registry)
+    other = ("app", "orders")
+    cache.set({(NS, "a"): (1, None), (other, "a"): (2, None)})
+    for _ in range(3):
+        cache.get([(NS, "a")])
+        cache.get([(("app", "orders"), "a")])  # equal, not the same tuple
+        cache.get([(other, "b")])
+    assert (gets(registry, "hit"), gets(registry, "miss")) == (3, 0)
+    assert gets(registry, "hit", cache="app.orders") == 3
+    assert gets(registry, "miss", cache="app.orders") == 3

@@ -9,15 +9,18 @@ from pathlib import Path
 import toolkit
 
 SCRIPT = """
+import time
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import CollectorRegistry
 from toolkit import InMemoryCache, observe
-from toolkit.middleware.otel import global_tracing_live, refresh_global_tracing
+from prometheus_client.openmetrics.exposition import generate_latest
+from toolkit.middleware.otel import REFRESH_SECONDS, global_tracing_live, refresh_global_tracing
 
-cache = observe(InMemoryCache(), registry=CollectorRegistry())
+registry = CollectorRegistry()
+cache = observe(InMemoryCache(), registry=registry)
 cache.get([(("ns",), "k")])
 assert not global_tracing_live()
 exporter = InMemorySpanExporter()
@@ -28,15 +31,20 @@ refresh_global_tracing()
 assert global_tracing_live()
 cache.get([(("ns",), "k")])
 print(sorted(span.name for span in exporter.get_finished_spans()))
+time.sleep(REFRESH_SECONDS * 1.2)  # the metrics layer looks again within REFRESH_SECONDS
+with trace.get_tracer("test").start_as_current_span("caller") as caller:
+    cache.get([(("ns",), "k")])
+trace_id = format(caller.get_span_context().trace_id, "032x")
+print(f'trace_id="{trace_id}"' in generate_latest(registry).decode())
 """
 
 
-def test_an_sdk_installed_after_the_cache_is_followed() -> None:
+def test_an_sdk_installed_after_the_cache_is_followed_by_spans_and_exemplars() -> None:
     done = subprocess.run(
         [sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=120, check=False
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "['cache.get']"
+    assert done.stdout.split() == ["['cache.get']", "True"]
 
 
 def test_no_module_reads_opentelemetry_private_state() -> None:

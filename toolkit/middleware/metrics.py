@@ -6,7 +6,7 @@ import collections
 import os
 import threading
 import weakref
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from time import perf_counter
 from typing import Any
 
@@ -23,10 +23,10 @@ from toolkit._types import (
     SupportsEvictionListeners,
     ValueT,
 )
-from toolkit.base import check_key, check_namespace, is_refusal
+from toolkit.base import check_key, check_namespace, is_refusal, key_sequence
 from toolkit.middleware.base import OPERATIONS, CacheMiddleware, backend_name, innermost, logger
 from toolkit.middleware.labels import ALL_CACHES, INVALID, CacheLabeler, default_cache_label
-from toolkit.middleware.otel import global_tracing_live
+from toolkit.middleware.otel import REFRESH_SECONDS, global_tracing_live
 from toolkit.middleware.recorders import (
     CounterFamily,
     HistogramFamily,
@@ -64,6 +64,7 @@ LOAD_BUCKETS = (
 """Load (compute) time of a decorated function on a miss: milliseconds to minutes (LLM calls)."""
 
 _Exemplar = dict[str, str]
+_NO: Iterator[Any] = iter(())  # no counter yet: Recorder.last before its first get
 
 
 def _exemplars_wanted(setting: bool | None) -> bool:
@@ -305,7 +306,11 @@ class Recorder:
         "durations",
         "exemplars",
         "families",
+        "get_duration",
         "labeler",
+        "last",
+        "live",
+        "live_until",
         "loads",
         "refresh_entries",
     )
@@ -319,8 +324,16 @@ class Recorder:
         self.exemplars = exemplars
         self.by_ns: dict[Namespace, _Children] = {}
         self.by_label: dict[str, _Children] = {}
+        # The namespace seen last and its hit and miss counters: a caller (``@cached``)
+        # passes the same tuple every call, and an identity test costs less than hashing it.
+        self.last: tuple[Namespace | None, Iterator[Any], Iterator[Any]] = (None, _NO, _NO)
+        # Whether a global SDK is live, as of ``live_until`` (this layer's clock): reusing
+        # the clock reading a get already took costs less than asking otel per call.
+        self.live = False
+        self.live_until = 0.0
         self.loads: dict[tuple[str, bool], Any] = {}
         self.durations = {op: families.duration.labels(backend, op) for op in OPERATIONS}
+        self.get_duration = self.durations["get"]
         self.refresh_entries: Callable[[], None] | None = None
 
     def exemplar(self) -> _Exemplar | None:
@@ -337,15 +350,24 @@ class Recorder:
                 children = self.by_label[label] = _Children(self.families, label, self.backend)
             if len(self.by_ns) < 10_000:
                 self.by_ns[ns] = children
+        self.last = (ns, children.hit_one, children.miss_one)
         return children
 
-    def count_gets(self, keys: Sequence[FullKey], result: Mapping[FullKey, Any]) -> None:
-        """Count each requested key as a hit or a miss."""
+    def got(
+        self, keys: Sequence[FullKey], result: Mapping[FullKey, Any], start: float, end: float
+    ) -> None:
+        """Record a get that answered between ``start`` and ``end`` (``perf_counter``): each
+        requested key as a hit or a miss, and its latency.
+
+        One method for the whole record, not one per metric: this runs on every cache hit.
+        """
         try:
             if len(keys) == 1:
-                ns = keys[0][0]
-                children = self.by_ns.get(ns) or self.children(ns)
-                next(children.hit_one if result else children.miss_one)
+                ns_seen, hit, miss = self.last
+                if ns_seen is not keys[0][0]:
+                    children = self.children(keys[0][0])
+                    hit, miss = children.hit_one, children.miss_one
+                next(hit if result else miss)
             elif keys:
                 for ns, (hits, misses) in _tally(keys, result).items():
                     children = self.children(ns)
@@ -355,6 +377,16 @@ class Recorder:
                         children.miss.inc(misses)
         except Exception:  # malformed keys a foreign cache accepted: instrumentation never raises
             logger.debug("cache metrics skipped malformed keys", exc_info=True)
+        wanted = self.exemplars
+        if wanted is None:
+            if end >= self.live_until:
+                self.live = global_tracing_live()
+                self.live_until = end + REFRESH_SECONDS
+            wanted = self.live
+        if wanted:
+            self.get_duration.observe(end - start, current_exemplar())
+        else:
+            self.get_duration.observe(end - start)
 
     def count_puts(self, pairs: Mapping[FullKey, Any]) -> None:
         """Count each written entry."""
@@ -434,6 +466,8 @@ class Metrics(CacheMiddleware[ValueT]):
     recorder: Recorder
     """What this layer records (set when bound)."""
 
+    adds_read_failures = False  # instrumentation never raises into the caller
+
     _circuit: int | None = None  # the breaker state last reported
 
     def __init__(
@@ -478,19 +512,19 @@ class Metrics(CacheMiddleware[ValueT]):
     def wrap_sync(self, operation: str, call: Callable[..., Any]) -> Callable[..., Any]:
         """Time one sync operation; count a get's hits and misses, a set's puts, an error."""
         recorder, clock = self.recorder, perf_counter
-        ended, count_gets, timed = recorder.ended, recorder.count_gets, recorder.time
+        ended, got = recorder.ended, recorder.got
         if operation == "get":
 
             def measured_get(keys: Any) -> Any:
                 start = clock()
                 try:
+                    if type(keys) is not list:  # read a one-shot iterable once, to count it
+                        keys = key_sequence(keys)
                     result = call(keys)
                 except BaseException as exc:
                     ended("get", keys, clock() - start, exc)
                     raise
-                elapsed = clock() - start
-                count_gets(keys, result)
-                timed("get", elapsed)  # what ended() does for a get that answered
+                got(keys, result, start, clock())
                 return result
 
             return measured_get
@@ -512,19 +546,19 @@ class Metrics(CacheMiddleware[ValueT]):
     ) -> Callable[..., Awaitable[Any]]:
         """The async twin of :meth:`wrap_sync`."""
         recorder, clock = self.recorder, perf_counter
-        ended, count_gets, timed = recorder.ended, recorder.count_gets, recorder.time
+        ended, got = recorder.ended, recorder.got
         if operation == "get":
 
             async def measured_get(keys: Any) -> Any:
                 start = clock()
                 try:
+                    if type(keys) is not list:
+                        keys = key_sequence(keys)
                     result = await call(keys)
                 except BaseException as exc:
                     ended("get", keys, clock() - start, exc)
                     raise
-                elapsed = clock() - start
-                count_gets(keys, result)
-                timed("get", elapsed)  # what ended() does for a get that answered
+                got(keys, result, start, clock())
                 return result
 
             return measured_get

@@ -97,9 +97,13 @@ class HistogramCell:
 
     def observe(self, amount: float, exemplar: dict[str, str] | None = None) -> None:
         """Record one observation (``exemplar``: trace labels for its bucket)."""
-        if amount <= self.first:
-            index = 0
-        elif amount == amount:
+        if amount <= self.first:  # the common case of an in-process hit: bucket 0
+            next(self.first_bucket)
+            self.sum += amount
+            if exemplar:
+                self.exemplars[0] = Exemplar(exemplar, amount, time.time())
+            return
+        if amount == amount:
             index = bisect_left(self.bounds, amount)
         else:  # NaN falls in no bucket, as with prometheus-client; it still poisons the sum
             self.sum += amount
