@@ -130,6 +130,29 @@ def test_cache_info_counts_like_lru_cache() -> None:
     assert double.cache_info() == toolkit.decorators.stats.CacheInfo(0, 0, 0, 0, 0, 0.0)
 
 
+def test_cache_info_counts_exactly_under_threads() -> None:
+    double, _ = counting("info.threads")
+    for x in range(10):
+        double(x)
+    barrier = threading.Barrier(8)
+
+    def caller() -> None:
+        barrier.wait()
+        for i in range(2_000):
+            double(i % 10)
+
+    threads = [threading.Thread(target=caller) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    info = double.cache_info()
+    assert (info.hits, info.misses, info.loads) == (16_000, 10, 10)
+    double.cache_clear()
+    double(1)
+    assert double.cache_info()[:5] == (0, 1, 0, 0, 1)
+
+
 def test_cache_parameters_and_ttl_forms() -> None:
     for given, seconds in (("90s", 90.0), ("15m", 900.0), ("1h", 3600.0), ("1d", 86400.0)):
         double, _ = counting("ttl", ttl=given)
