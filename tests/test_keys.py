@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.runnables import RunnableConfig
 
+from toolkit import InMemoryCache, cached
 from toolkit.keys import KeyPlan, derive_key, encode, encode_bytes, hash_encoding, namespace_of
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -767,3 +768,64 @@ def test_wrapped_functions_are_keyed_as_the_function_they_wrap() -> None:
     assert KeyPlan(logged(_summarize)).digest(("a",), {}) != KeyPlan(logged(_translate)).digest(
         ("a",), {}
     )
+
+
+# -- @cached memoizes keys of exact int and str arguments (issue 12) -------------------
+
+
+def _memo_subject(a: Any, b: Any = 0) -> None: ...
+
+
+def _list_default(a: Any, b: list[int] = []) -> None: ...  # noqa: B006 - mutated below
+
+
+lookalike_args = st.lists(
+    st.one_of(
+        st.sampled_from([0, 1, -1, True, False, 1.0, 0.0, -0.0, "1", "", Label("1"), Shade.RED]),
+        st.integers(),
+        st.booleans(),
+        st.floats(),
+        st.text(max_size=3),
+    ),
+    min_size=1,
+    max_size=2,
+).map(tuple)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(lookalike_args, min_size=1, max_size=12))
+def test_memoized_keys_are_the_derived_keys(calls: list[tuple[Any, ...]]) -> None:
+    keyed = cached("memo", cache=InMemoryCache())(_memo_subject)
+    for args in calls + calls:  # the second round reads the memo
+        assert keyed.cache_key(*args) == derive_key(_memo_subject, args, ns=("memo",))
+
+
+def test_the_memo_keeps_one_true_and_one_point_zero_apart() -> None:
+    keyed = cached("memo", cache=InMemoryCache())(_memo_subject)
+    for order in ([1, True, 1.0], [1.0, True, 1], [True, 1, 1.0]):
+        assert len({keyed.cache_key(x) for x in order * 2}) == 3
+        assert len({keyed.cache_key(x, "s") for x in order * 2}) == 3
+    assert keyed.cache_key("1") != keyed.cache_key(Label("1"))
+    assert keyed.cache_key(1, 2) != keyed.cache_key(Shade.RED, 2)
+
+
+def test_calls_are_memoized_only_where_arguments_decide_the_key() -> None:
+    plain = cached("memo", cache=InMemoryCache())(_memo_subject)
+    assert plain.cache_key(1) == plain.cache_key(1, 0)
+    assert plain._self_state.keys.memo  # type: ignore[attr-defined]
+    # A default that can change is read at every call, as before.
+    listed = cached("memo.list", cache=InMemoryCache())(_list_default)
+    before = listed.cache_key(1)
+    _list_default.__defaults__[0].append(1)  # type: ignore[index]
+    try:
+        assert listed.cache_key(1) != before
+    finally:
+        _list_default.__defaults__[0].clear()  # type: ignore[index]
+    assert listed.cache_key(1) == before
+    # A callable object's state enters every key: read at every call too.
+    multiplier = Multiplier(2)
+    scaled = cached("memo.obj", cache=InMemoryCache())(multiplier)
+    before = scaled.cache_key(5)
+    multiplier.factor = 3
+    assert scaled.cache_key(5) != before
+    assert not KeyPlan(multiplier).memoizable and not KeyPlan(_list_default).memoizable

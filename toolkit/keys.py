@@ -483,6 +483,16 @@ _HASHER = hashlib.blake2b(digest_size=16, person=_PERSON)
 # Hot keys repeat: a dict lookup of a short encoding costs a fifth of hashing it again.
 _MEMO_MAX_ENTRIES = 2048
 _MEMO_MAX_LENGTH = 256
+_FROZEN_DEFAULTS = frozenset({type(None), bool, int, float, str, bytes})
+
+
+def memoize(memo: dict[Any, Any], key: Any, value: Any, length: int) -> None:
+    """Keep ``value`` for ``key`` if its encoding is short (``length`` characters); a full
+    memo starts over (the hot keys come back first)."""
+    if length <= _MEMO_MAX_LENGTH:
+        if len(memo) >= _MEMO_MAX_ENTRIES:
+            memo.clear()
+        memo[key] = value
 
 
 def hash_encoding(encoding: str) -> str:
@@ -580,6 +590,13 @@ class KeyPlan:
             if p.name not in self.skipped
         )
         self.encode_positional = self._positional_encoder()
+        self.memoizable = (
+            self.simple
+            and not self.context
+            and all(d is P.empty or type(d) in _FROZEN_DEFAULTS for d in self.defaults)
+        )
+        """Whether a call's positional arguments alone decide its encoding: no per-call
+        context, no default that can change (callers memoize by the argument tuple)."""
         if self.receiver is not None and self.kept and self.kept[0][0] == 0:
             self._encode_bound([(self.kept[0][1], self.kept[0][2], self.receiver)])  # fail now
 
@@ -699,12 +716,13 @@ class KeyPlan:
         recent = self.recent
         digest = recent.get(encoding)
         if digest is None:
-            digest = self._hash(encoding) + self.suffix
-            if len(encoding) <= _MEMO_MAX_LENGTH:
-                if len(recent) >= _MEMO_MAX_ENTRIES:
-                    recent.clear()
-                recent[encoding] = digest
+            digest = self.digest_of(encoding)
+            memoize(recent, encoding, digest, len(encoding))
         return digest
+
+    def digest_of(self, encoding: str) -> str:
+        """The key string of a call's encoding (``encode_call``'s), unmemoized."""
+        return self._hash(encoding) + self.suffix
 
     def _encode_bound(self, bound: list[tuple[str, str, Any]]) -> str:
         parts = []

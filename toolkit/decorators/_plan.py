@@ -8,7 +8,7 @@ from typing import Any
 from toolkit._types import FullKey, Namespace
 from toolkit.base import check_namespace
 from toolkit.decorators._keyfunc import KeyFunction
-from toolkit.keys import KeyPlan, namespace_of
+from toolkit.keys import KeyPlan, memoize, namespace_of
 
 
 def namespace(ns: str | Namespace | None, func: Any, version: str | int | None) -> Namespace:
@@ -32,7 +32,7 @@ def namespace(ns: str | Namespace | None, func: Any, version: str | int | None) 
 class CallKeys:
     """Derives the ``FullKey`` of a call; the argument encoding is ``toolkit.keys.KeyPlan``'s."""
 
-    __slots__ = ("digest", "func_name", "key_func", "ns", "plan", "suffix")
+    __slots__ = ("digest", "func_name", "key_func", "memo", "ns", "plan", "suffix")
 
     def __init__(
         self,
@@ -60,10 +60,26 @@ class CallKeys:
         self.key_func = (
             None if key is None else KeyFunction(key, self.func_name, self.plan.signature)
         )
+        self.memo: dict[tuple[Any, ...], FullKey] | None = (
+            {} if key is None and self.plan.receiver is None and self.plan.memoizable else None
+        )
+        """The keys of recent calls made of exact ``int`` and ``str`` arguments only."""
 
     def full_key(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> FullKey:
         """The key of a call; ``instance`` is the bound receiver or ``None``."""
-        if instance is None and self.key_func is None:  # the common case, kept short
+        memo = self.memo
+        if memo is not None and instance is None and not kwargs:
+            for arg in args:
+                cls = type(arg)
+                if cls is not str and cls is not int:
+                    break
+            else:
+                # Equal tuples of exact ints and strs encode alike (1 == True == 1.0 never
+                # meet here: bool and float are other types), so the tuple stands for its
+                # encoding.
+                found = memo.get(args)
+                return found if found is not None else self._memoized(memo, args)
+        if instance is None and self.key_func is None:
             receiver = self.plan.receiver  # cached(obj.method)
             if receiver is None:
                 return (self.ns, self.digest(args, kwargs))
@@ -73,6 +89,12 @@ class CallKeys:
         if self.key_func is not None:
             return (self.ns, self._custom_key(args, kwargs))
         return (self.ns, self.digest(args, kwargs))
+
+    def _memoized(self, memo: dict[tuple[Any, ...], FullKey], args: tuple[Any, ...]) -> FullKey:
+        encoding = self.plan.encode_call(args, {})
+        full_key = (self.ns, self.plan.digest_of(encoding))
+        memoize(memo, args, full_key, len(encoding))
+        return full_key
 
     def _custom_key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
         assert self.key_func is not None
