@@ -18,6 +18,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from tests.harness import Subject
 from toolkit import InMemoryCache, observe
 from toolkit.decorators import cached
+from toolkit.keys import derive_key
 
 WAIT = 30.0  # generous bound so a broken single-flight fails instead of hanging
 
@@ -760,6 +761,14 @@ def test_bound_methods_key_on_their_instance(cache: HookedCache) -> None:
     double.invalidate(5)
     assert double(5) == 10
     assert two.calls == 2
+
+
+def test_builtins_are_called_without_a_receiver(cache: HookedCache) -> None:
+    # A builtin has a __self__ (its module); like wrapt, the call passes no instance.
+    absolute: Any = cached("abs", cache=cache)(abs)  # abs is generic: typed loosely here
+    assert (absolute(-3), absolute(-3)) == (3, 3)
+    assert absolute.cache_info().hits == 1
+    assert absolute.cache_key(-3) == derive_key(abs, (-3,), ns=("abs",))
 
 
 def test_callable_objects_key_on_their_state(cache: HookedCache) -> None:
