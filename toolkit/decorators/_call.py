@@ -24,7 +24,7 @@ from toolkit import switches
 from toolkit._types import FullKey, Namespace
 from toolkit.base import BaseCache
 from toolkit.config import default_cache
-from toolkit.decorators._entry import MISSING, StorePolicy, is_hit
+from toolkit.decorators._entry import MISSING, TOMBSTONE, StorePolicy, is_hit
 from toolkit.decorators._plan import CallKeys
 from toolkit.decorators._refresh import Refresher
 from toolkit.decorators._telemetry import Telemetry
@@ -124,15 +124,6 @@ class Cached:
     def backend(self) -> BaseCache[Any]:
         """The cache this function reads and writes (the configured default if none given)."""
         return self.cache if self.cache is not None else default_cache()
-
-    def begin(
-        self, instance: Any, args: Args, kwargs: Kwargs
-    ) -> tuple[FullKey, BaseCache[Any], trace.Span | None]:
-        """What every call needs before its first I/O: the key, the cache and maybe a span."""
-        cache = self.cache
-        if cache is None:
-            cache = default_cache()
-        return self.full_key(instance, args, kwargs), cache, self.telemetry.span()
 
     def target(self, full_key: FullKey, instance: Any, args: Args, kwargs: Kwargs) -> Target:
         """The keys a call reads: its entry's and, with ``tags``, its tags' versions."""
@@ -251,23 +242,27 @@ class Cached:
         """One call of the decorated sync function."""
         if switches.mode() is not None:
             return self._switched(wrapped, instance, args, kwargs)
-        full_key, cache, span = self.begin(instance, args, kwargs)
-        if span is None and self.tagging is None:
-            value = cache.get([full_key]).get(full_key, MISSING)
+        cache = self.cache
+        if cache is None:
+            cache = default_cache()
+        full_key = self.full_key(instance, args, kwargs)
+        span = self.telemetry.span()
+        if span is None and self.tagging is None:  # the hot path, kept short
+            stored = cache.get([full_key]).get(full_key, MISSING)
             fresh = self.fresh
             if fresh is None:
-                if is_hit(value):  # the hot path, kept short
-                    self.stats.hit()
-                    return value
+                if stored is not MISSING and (type(stored) is not str or stored != TOMBSTONE):
+                    next(self.stats.hits)
+                    return stored
+                verdict = None
             else:
-                verdict, served = fresh.judge(value)
-                if verdict is FRESH:
-                    self.stats.hit()
-                    return served
-                return self._answer(
-                    cache, wrapped, args, kwargs, Target(full_key), value, None, (verdict, served)
-                )
-            return self._answer(cache, wrapped, args, kwargs, Target(full_key), value, None)
+                verdict = fresh.judge(stored)
+                if verdict[0] is FRESH:
+                    next(self.stats.hits)
+                    return verdict[1]
+            return self._answer(
+                cache, wrapped, args, kwargs, Target(full_key), stored, None, verdict
+            )
         target = self.target(full_key, instance, args, kwargs)
         if span is None:
             return self._answer(
@@ -529,23 +524,27 @@ class Cached:
         """One call of the decorated coroutine function (or of a sync one from async code)."""
         if switches.mode() is not None:
             return await self._aswitched(wrapped, instance, args, kwargs)
-        full_key, cache, span = self.begin(instance, args, kwargs)
-        if span is None and self.tagging is None:
-            value = (await cache.aget([full_key])).get(full_key, MISSING)
+        cache = self.cache
+        if cache is None:
+            cache = default_cache()
+        full_key = self.full_key(instance, args, kwargs)
+        span = self.telemetry.span()
+        if span is None and self.tagging is None:  # the hot path, kept short
+            stored = (await cache.aget([full_key])).get(full_key, MISSING)
             fresh = self.fresh
             if fresh is None:
-                if is_hit(value):  # the hot path, kept short
-                    self.stats.hit()
-                    return value
+                if stored is not MISSING and (type(stored) is not str or stored != TOMBSTONE):
+                    next(self.stats.hits)
+                    return stored
+                verdict = None
             else:
-                verdict, served = fresh.judge(value)
-                if verdict is FRESH:
-                    self.stats.hit()
-                    return served
-                return await self._aanswer(
-                    cache, wrapped, args, kwargs, Target(full_key), value, None, (verdict, served)
-                )
-            return await self._aanswer(cache, wrapped, args, kwargs, Target(full_key), value, None)
+                verdict = fresh.judge(stored)
+                if verdict[0] is FRESH:
+                    next(self.stats.hits)
+                    return verdict[1]
+            return await self._aanswer(
+                cache, wrapped, args, kwargs, Target(full_key), stored, None, verdict
+            )
         target = self.target(full_key, instance, args, kwargs)
         if span is None:
             stored = await self._aget(cache, target)
