@@ -56,6 +56,16 @@ def test_configure_enabled_switches_the_process() -> None:
         configure(enabled=True)
     double(3), double(3)
     assert calls == [3, 3, 3]
+    try:  # a block's switch outranks the process's, either way round
+        configure(enabled=False)
+        with refreshing():
+            double(3)
+        assert calls == [3, 3, 3, 3]
+    finally:
+        configure(enabled=True)
+    with disabled():
+        double(3)
+    assert calls == [3, 3, 3, 3, 3]
     with pytest.raises(TypeError, match="enabled"):
         configure(enabled="no")  # type: ignore[arg-type]
 

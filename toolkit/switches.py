@@ -22,7 +22,8 @@ DISABLED_ENV_VAR = "TOOLKIT_CACHE_DISABLED"
 OFF = "off"
 REFRESH = "refresh"
 
-_block_mode: ContextVar[str | None] = ContextVar("toolkit_cache_mode", default=None)
+# No default: unset outside a block, so one ``get(process mode)`` answers ``mode()``.
+_block_mode: ContextVar[str | None] = ContextVar("toolkit_cache_mode")
 
 
 def _env_disabled() -> bool:
@@ -35,22 +36,19 @@ def _env_disabled() -> bool:
 
 
 class _Global:
-    enabled = not _env_disabled()
+    mode: str | None = OFF if _env_disabled() else None
 
 
 def set_enabled(enabled: bool) -> None:
     """Turn caching on or off for the whole process (``configure(enabled=...)`` calls this)."""
     if not isinstance(enabled, bool):
         raise TypeError(f"enabled must be True or False, got {enabled!r}")
-    _Global.enabled = enabled
+    _Global.mode = None if enabled else OFF
 
 
 def mode() -> str | None:
     """``"off"``, ``"refresh"`` or ``None`` (normal caching) for a call made now."""
-    block = _block_mode.get()
-    if block is not None:
-        return block
-    return None if _Global.enabled else OFF
+    return _block_mode.get(_Global.mode)  # a block's mode, else the process's
 
 
 @contextmanager
