@@ -770,7 +770,7 @@ def test_wrapped_functions_are_keyed_as_the_function_they_wrap() -> None:
     )
 
 
-# -- @cached memoizes keys of exact int and str arguments (issue 12) -------------------
+# -- @cached memoizes keys of exact int, str and None arguments (issue 12) -------------
 
 
 def _memo_subject(a: Any, b: Any = 0) -> None: ...
@@ -781,7 +781,9 @@ def _list_default(a: Any, b: list[int] = []) -> None: ...  # noqa: B006 - mutate
 
 lookalike_args = st.lists(
     st.one_of(
-        st.sampled_from([0, 1, -1, True, False, 1.0, 0.0, -0.0, "1", "", Label("1"), Shade.RED]),
+        st.sampled_from(
+            [0, 1, -1, True, False, 1.0, 0.0, -0.0, "1", "", None, b"", Label("1"), Shade.RED]
+        ),
         st.integers(),
         st.booleans(),
         st.floats(),
@@ -805,6 +807,7 @@ def test_the_memo_keeps_one_true_and_one_point_zero_apart() -> None:
     for order in ([1, True, 1.0], [1.0, True, 1], [True, 1, 1.0]):
         assert len({keyed.cache_key(x) for x in order * 2}) == 3
         assert len({keyed.cache_key(x, "s") for x in order * 2}) == 3
+    assert len({keyed.cache_key(x) for x in [0, False, 0.0, None, "", b""] * 2}) == 6
     assert keyed.cache_key("1") != keyed.cache_key(Label("1"))
     assert keyed.cache_key(1, 2) != keyed.cache_key(Shade.RED, 2)
 

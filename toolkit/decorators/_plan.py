@@ -63,7 +63,7 @@ class CallKeys:
         self.memo: dict[tuple[Any, ...], FullKey] | None = (
             {} if key is None and self.plan.receiver is None and self.plan.memoizable else None
         )
-        """The keys of recent calls made of exact ``int`` and ``str`` arguments only."""
+        """The keys of recent calls made of exact ``int`` and ``str`` arguments and ``None``."""
 
     def full_key(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> FullKey:
         """The key of a call; ``instance`` is the bound receiver or ``None``."""
@@ -71,12 +71,12 @@ class CallKeys:
         if memo is not None and instance is None and not kwargs:
             for arg in args:
                 cls = type(arg)
-                if cls is not str and cls is not int:
+                if cls is not str and cls is not int and arg is not None:
                     break
             else:
-                # Equal tuples of exact ints and strs encode alike (1 == True == 1.0 never
-                # meet here: bool and float are other types), so the tuple stands for its
-                # encoding.
+                # Equal tuples of exact ints, strs and None encode alike (1 == True == 1.0
+                # never meet here: bool and float are other types), so the tuple stands for
+                # its encoding.
                 found = memo.get(args)
                 return found if found is not None else self._memoized(memo, args)
         if instance is None and self.key_func is None:
