@@ -202,12 +202,17 @@ class Tracing(CacheMiddleware[ValueT]):
             return call
         follows_global, observe, is_get = self.follows_global, self._observe, operation == "get"
 
-        async def traced(arg: Any = None) -> Any:
-            if follows_global and not global_tracing_live():
-                return await call(arg)
+        async def traced_call(arg: Any) -> Any:
             with observe(operation, arg) as span:
                 result = await call(arg)
                 return span.hits(result) if is_get else result
+
+        def traced(arg: Any = None) -> Awaitable[Any]:
+            if follows_global and not global_tracing_live():
+                # No SDK installed: hand back the inner call's awaitable itself, without a
+                # coroutine of our own around it (creating and awaiting one costs ~0.2 µs).
+                return call(arg)
+            return traced_call(arg)
 
         return traced
 
