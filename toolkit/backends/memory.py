@@ -121,6 +121,8 @@ class InMemoryCache(EvictionNotifier, BaseCache[ValueT]):
         lock.acquire()  # not ``with``: its protocol costs ~50 ns more than the two calls
         try:
             for full_key, typed, ttl in encoded:
+                if full_key in data:  # a new key lands last anyway; an old one moves there
+                    data.move_to_end(full_key)
                 if ttl is None:
                     data[full_key] = typed
                 else:
@@ -128,7 +130,6 @@ class InMemoryCache(EvictionNotifier, BaseCache[ValueT]):
                         now = self._timer()
                         self._expiring = True
                     data[full_key] = (typed[0], typed[1], now + ttl)
-                data.move_to_end(full_key)
             # Until some entry has had a ttl there is nothing to sweep, and no clock to read.
             if self._expiring:
                 if now is None:
