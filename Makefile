@@ -6,6 +6,14 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint fmt bench load reliability clean venv
 
+# `make bench memory sqlite` runs those suites: words after bench (or load) are its arguments,
+# not targets of their own.
+ifneq (,$(filter bench load,$(firstword $(MAKECMDGOALS))))
+  SUITES := $(wordlist 2,$(words $(MAKECMDGOALS)),$(MAKECMDGOALS))
+  ARGS += $(SUITES)
+  $(eval $(SUITES):;@:)
+endif
+
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip

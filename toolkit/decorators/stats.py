@@ -6,7 +6,7 @@ import itertools
 import threading
 from typing import NamedTuple
 
-from toolkit.middleware.recorders import _count_of
+from toolkit.middleware.recorders import count_of
 
 __all__ = ["CacheInfo", "CacheParameters", "CallStats"]
 
@@ -91,10 +91,10 @@ class CallStats:
         """A snapshot of the counts (each exact; a count racing the snapshot may be left out)."""
         with self._lock:
             return CacheInfo(
-                _count_of(self.hits),
-                _count_of(self.misses),
-                _count_of(self.errors),
-                _count_of(self.coalesces),
-                _count_of(self.loads),
+                count_of(self.hits),
+                count_of(self.misses),
+                count_of(self.errors),
+                count_of(self.coalesces),
+                count_of(self.loads),
                 self._load_seconds,
             )

@@ -35,6 +35,7 @@ __all__ = [
     "HistogramCell",
     "HistogramFamily",
     "LockFreeCollector",
+    "count_of",
     "prometheus_counter",
     "prometheus_histogram",
 ]
@@ -45,8 +46,9 @@ _INF = float("inf")
 _go_float: Callable[[float], str] = floatToGoString  # untyped upstream
 
 
-def _count_of(counter: itertools.count[int]) -> int:
-    """How many times ``next`` was called on ``counter`` (read without advancing it)."""
+def count_of(counter: Iterator[Any]) -> int:
+    """How many times ``next`` was called on ``counter``, an ``itertools.count()`` (read
+    without advancing it)."""
     return int(repr(counter)[6:-1])  # "count(42)": the only read-only view that lasts
 
 
@@ -73,7 +75,7 @@ class CounterCell:
 
     def value(self) -> float:
         """The current total."""
-        return _count_of(self.one) + self._more  # type: ignore[arg-type]
+        return count_of(self.one) + self._more
 
     def samples(self) -> Iterator[tuple[str, dict[str, str], float, Exemplar | None]]:
         yield "_total", {}, float(self.value()), None
@@ -119,7 +121,7 @@ class HistogramCell:
         total_sum = self.sum
         acc = 0.0
         for index, bucket in enumerate(self.buckets):
-            acc += _count_of(bucket)  # type: ignore[arg-type]
+            acc += count_of(bucket)
             bound = self.bounds[index] if index < len(self.bounds) else _INF
             yield "_bucket", {"le": _go_float(bound)}, acc, self.exemplars[index]
         yield "_count", {}, acc, None
