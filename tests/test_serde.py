@@ -856,3 +856,8 @@ def test_every_refusal_is_not_cacheable() -> None:
         SAFE.dumps_typed(dt.datetime(2024, 1, 1, tzinfo=Zone()))
     with pytest.raises(NotCacheableError, match="tzinfo of type Zone"):
         SAFE.dumps_typed({1: dt.time(tzinfo=Zone())})
+
+
+def test_a_lone_surrogate_is_refused_for_what_it_is() -> None:
+    with pytest.raises(NotCacheableError, match="str: string contains surrogates"):
+        SafeSerializer().dumps_typed("lone \ud800")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 from toolkit._types import EvictionCause, FullKey, Namespace, SerializerProtocol, ValueT
 from toolkit.base import (
@@ -23,7 +25,10 @@ __all__ = ["InMemoryCache"]
 
 # The serializer's own (type tag, payload) tuple when the entry never expires, else
 # (type tag, payload, monotonic expiry): no wrapper tuple per entry (56 bytes each).
-_Entry = tuple[str, bytes] | tuple[str, bytes, float]
+# An immutable scalar is kept as itself under the tag ``None`` (no serializer's tag):
+# a copy exists to keep callers from mutating a cached value, and these cannot be mutated.
+_Entry = tuple[str | None, Any] | tuple[str | None, Any, float]
+_AS_ITSELF = frozenset({int, float, bool, bytes, type(None)})
 _Evicted = list[tuple[Namespace, EvictionCause]]
 
 DEFAULT_MAX_ENTRIES = 10_000
@@ -68,6 +73,15 @@ class InMemoryCache(EvictionNotifier, BaseCache[ValueT]):
         self._dumps = serde.dumps_typed
         self._loads = serde.loads_typed
 
+    def _encode(self, value: Any) -> tuple[str | None, Any]:
+        """The stored form of ``value``: itself if an immutable scalar, else serialized."""
+        cls = type(value)
+        # ASCII text only: other text goes through the serializer, which refuses lone
+        # surrogates as every backend must.
+        if cls in _AS_ITSELF or (cls is str and value.isascii()):
+            return None, value
+        return self._dumps(value)
+
     # -- shared logic (no I/O: the async twins call these directly) --
 
     def get(self, keys: Sequence[FullKey]) -> dict[FullKey, ValueT]:
@@ -91,15 +105,16 @@ class InMemoryCache(EvictionNotifier, BaseCache[ValueT]):
                     if self._discard(full_key, entry):
                         evicted.append((full_key[0], "expired"))
                     continue
-                typed: tuple[str, bytes] = (entry[0], entry[1])
-            else:
-                typed = entry
             try:  # noqa: SIM105 - try/except is free in 3.11; suppress() costs ~200 ns a key
                 bump(full_key)
             except KeyError:
                 pass
+            tag = entry[0]
+            if tag is None:  # a scalar kept as itself
+                values[full_key] = entry[1]
+                continue
             try:
-                values[full_key] = loads(typed)
+                values[full_key] = loads((tag, entry[1]))
             except Exception:
                 # Undecodable bytes are a miss; drop them so they cannot fail again.
                 if self._discard(full_key, entry):
@@ -110,7 +125,7 @@ class InMemoryCache(EvictionNotifier, BaseCache[ValueT]):
 
     def set(self, pairs: Mapping[FullKey, tuple[ValueT, int | None]]) -> None:
         """Set the cached values for the given keys."""
-        encoded = check_pairs(pairs, self._dumps, self._refuse)
+        encoded = check_pairs(pairs, self._encode, self._refuse)
         if not encoded:
             return
         now: float | None = None  # read the clock only for an entry with a ttl
@@ -214,7 +229,7 @@ class InMemoryCache(EvictionNotifier, BaseCache[ValueT]):
         entries = list(self._data.items())  # an atomic copy; see clear()
         return CacheStats.tally(
             (
-                (full_key[0], 1, len(entry[1]), int(len(entry) == 3 and now >= entry[2]))
+                (full_key[0], 1, _size(entry), int(len(entry) == 3 and now >= entry[2]))
                 for full_key, entry in entries
             ),
             expires_itself=False,
@@ -262,6 +277,14 @@ class InMemoryCache(EvictionNotifier, BaseCache[ValueT]):
             counts[item] = counts.get(item, 0) + 1
         for (ns, cause), count in counts.items():
             self._notify_eviction(ns, cause, count)
+
+
+def _size(entry: _Entry) -> int:
+    """The bytes of an entry's value: its payload, or a scalar kept as itself."""
+    value = entry[1]
+    if isinstance(value, (bytes, str)):
+        return len(value)
+    return 0 if value is None else sys.getsizeof(value)
 
 
 def _expiry(entry: _Entry) -> float | None:

@@ -246,12 +246,12 @@ class SafeSerializer:
                 body = _packb(self._to_wire(obj))
             except NotCacheableError:
                 raise
-            except (
-                RecursionError,
-                _MsgpackEncodeError,
-            ) as exc:  # plain lists past the codec's limit
+            except (RecursionError, _MsgpackEncodeError) as exc:
+                # Plain lists past the codec's limit, or text with a lone surrogate.
+                deep = isinstance(exc, RecursionError) or "recursion" in str(exc).lower()
+                reason = f"nested too deeply ({exc})" if deep else str(exc)
                 raise NotCacheableError(
-                    f"cannot serialize a {type(obj).__qualname__}: nested too deeply ({exc})"
+                    f"cannot serialize a {type(obj).__qualname__}: {reason}"
                 ) from exc
             except (TypeError, ValueError, OverflowError) as exc:
                 # Lists nested past ormsgpack's limit, an unsupported tzinfo, ...

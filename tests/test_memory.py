@@ -1,0 +1,54 @@
+"""InMemoryCache's stored forms: immutable scalars kept as themselves, everything else copied."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.harness import FakeClock
+from toolkit import InMemoryCache
+
+NS = ("app",)
+
+
+@pytest.mark.parametrize(
+    "value", [0, -(2**80), True, False, 1.5, float("inf"), None, b"\x00raw", "", "ascii text"]
+)
+def test_immutable_scalars_come_back_as_themselves(value: Any) -> None:
+    cache: InMemoryCache[Any] = InMemoryCache()
+    cache.set({(NS, "k"): (value, None)})
+    got = cache.get([(NS, "k")])
+    assert got == {(NS, "k"): value}
+    assert type(got[(NS, "k")]) is type(value)
+    assert got[(NS, "k")] is value  # nothing to copy: it cannot be mutated
+
+
+def test_mutable_values_and_subclasses_are_copies() -> None:
+    cache: InMemoryCache[Any] = InMemoryCache()
+    value = {"messages": ["hi"]}
+    cache.set({(NS, "d"): (value, None), (NS, "l"): ([1, 2], None)})
+    value["messages"].append("changed after set")
+    got = cache.get([(NS, "d"), (NS, "l")])
+    assert got == {(NS, "d"): {"messages": ["hi"]}, (NS, "l"): [1, 2]}
+    got[(NS, "l")].append(3)
+    assert cache.get([(NS, "l")]) == {(NS, "l"): [1, 2]}
+
+
+def test_text_beyond_ascii_goes_through_the_serializer() -> None:
+    cache: InMemoryCache[Any] = InMemoryCache()
+    refused: list[tuple[Any, str, int]] = []
+    cache.add_eviction_listener(lambda ns, cause, count: refused.append((ns, cause, count)))
+    cache.set({(NS, "ok"): ("naïve ☃", None), (NS, "bad"): ("lone \ud800", None)})
+    assert cache.get([(NS, "ok"), (NS, "bad")]) == {(NS, "ok"): "naïve ☃"}
+    assert refused == [(NS, "uncacheable", 1)]  # as every other backend refuses it
+
+
+def test_scalars_expire_and_count_like_any_entry() -> None:
+    clock = FakeClock()
+    cache: InMemoryCache[Any] = InMemoryCache(timer=clock)
+    cache.set({(NS, "n"): (42, 10), (NS, "s"): ("x" * 100, None)})
+    assert cache.get([(NS, "n")]) == {(NS, "n"): 42}
+    assert cache.stats().bytes >= 100
+    clock.advance(11)
+    assert cache.get([(NS, "n"), (NS, "s")]) == {(NS, "s"): "x" * 100}
