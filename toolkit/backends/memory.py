@@ -91,7 +91,8 @@ class InMemoryCache(EvictionNotifier, BaseCache[ValueT]):
         evicted: _Evicted = []
         now: float | None = None  # read the clock only for an entry that can expire
         data = self._data
-        lookup, bump, loads = data.get, data.move_to_end, self._loads  # bound once per batch
+        lookup, bump = data.get, data.move_to_end  # bound once per batch
+        loads: Callable[[Any], Any] = self._loads  # given only entries of a serializer's tag
         for full_key in keys:
             # Lock-free hit path: dict.get and move_to_end are each atomic under the GIL,
             # and a concurrent delete between them only costs the LRU bump.
@@ -105,16 +106,18 @@ class InMemoryCache(EvictionNotifier, BaseCache[ValueT]):
                     if self._discard(full_key, entry):
                         evicted.append((full_key[0], "expired"))
                     continue
+                typed: tuple[str | None, Any] = (entry[0], entry[1])
+            else:
+                typed = entry
             try:  # noqa: SIM105 - try/except is free in 3.11; suppress() costs ~200 ns a key
                 bump(full_key)
             except KeyError:
                 pass
-            tag = entry[0]
-            if tag is None:  # a scalar kept as itself
-                values[full_key] = entry[1]
+            if typed[0] is None:  # a scalar kept as itself
+                values[full_key] = typed[1]
                 continue
             try:
-                values[full_key] = loads((tag, entry[1]))
+                values[full_key] = loads(typed)
             except Exception:
                 # Undecodable bytes are a miss; drop them so they cannot fail again.
                 if self._discard(full_key, entry):
