@@ -81,7 +81,7 @@ class ReadCoalescer(Generic[V]):
 
 
 Write = Callable[[list[Any]], Awaitable[object]]
-"""Runs statements as one write transaction."""
+"""Runs the items of several writes (statements, or rows to store) as one write transaction."""
 
 
 class WriteCoalescer:
