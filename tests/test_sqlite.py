@@ -398,6 +398,24 @@ async def test_a_write_behind_a_reads_deletion_is_handed_the_lock() -> None:
     again()
 
 
+async def test_a_reads_deletion_never_waits_behind_a_write_handed_the_lock() -> None:
+    mutex = AsyncMutex()
+    release = await mutex.acquire()
+    waiter = asyncio.create_task(mutex.acquire())
+    await asyncio.sleep(0)
+
+    async def write_then_let_go() -> None:
+        (await waiter)()
+
+    writing = asyncio.create_task(write_then_let_go())
+    release()  # handed to the waiter, which has not run yet: the mutex is still taken
+    assert await mutex.acquire_if_free() is None
+    await writing
+    again = await mutex.acquire_if_free()
+    assert again is not None
+    again()
+
+
 @pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root ignores file modes")
 def test_read_only_file_raises_backend_error(db: str, tmp_path: Path) -> None:
     SqliteCache(path=db).close()

@@ -70,26 +70,41 @@ def _daemonize(conn: aiosqlite.Connection) -> None:
         thread.daemon = True
 
 
+class _Turns:
+    """One event loop's queue for an :class:`AsyncMutex`, and how many coroutines are in it."""
+
+    __slots__ = ("lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.users = 0  # waiting for the mutex, or holding it
+
+
 class AsyncMutex:
     """Mutual exclusion for coroutines of any event loop, never blocking a loop."""
 
     def __init__(self) -> None:
         self._held = threading.Lock()
-        self._queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+        self._queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Turns] = (
             weakref.WeakKeyDictionary()
         )
 
-    def _queue(self) -> asyncio.Lock:
+    def _turns(self) -> _Turns:
         loop = asyncio.get_running_loop()
-        queue = self._queues.get(loop)
-        if queue is None:
-            queue = self._queues.setdefault(loop, asyncio.Lock())
-        return queue
+        turns = self._queues.get(loop)
+        if turns is None:
+            turns = self._queues.setdefault(loop, _Turns())
+        return turns
 
     async def acquire(self) -> Callable[[], None]:
         """Wait for the mutex; returns the function that releases it (callable once)."""
-        queue = self._queue()
-        await queue.acquire()
+        turns = self._turns()
+        turns.users += 1
+        try:
+            await turns.lock.acquire()
+        except BaseException:
+            turns.users -= 1
+            raise
         try:
             delay = _FIRST_RETRY_DELAY
             # Only a coroutine of another loop (another thread) can hold it now: poll briefly.
@@ -97,30 +112,37 @@ class AsyncMutex:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _MAX_RETRY_DELAY)
         except BaseException:
-            queue.release()
+            self._leave(turns)
             raise
-
-        return self._releaser(queue)
+        return self._releaser(turns)
 
     async def acquire_if_free(self) -> Callable[[], None] | None:
-        """Take the mutex only if nobody holds it; returns its release function, or ``None``.
+        """Take the mutex only if nobody holds or awaits it; returns its release function, or
+        ``None``, without waiting.
 
         It takes this loop's queue as well: a coroutine that then waits for the mutex waits
         on the queue's hand-off, never polls for it.
         """
-        queue = self._queue()
-        if queue.locked():
+        turns = self._turns()
+        # Counted, not Lock.locked(): a waiter just handed the lock has not taken it yet.
+        if turns.users:
             return None
-        await queue.acquire()  # free and checked in this same step: returns without waiting
+        turns.users += 1
+        await turns.lock.acquire()  # nobody holds or awaits it: returns without waiting
         if not self._held.acquire(blocking=False):
-            queue.release()
+            self._leave(turns)
             return None
-        return self._releaser(queue)
+        return self._releaser(turns)
 
-    def _releaser(self, queue: asyncio.Lock) -> Callable[[], None]:
+    @staticmethod
+    def _leave(turns: _Turns) -> None:
+        turns.users -= 1
+        turns.lock.release()
+
+    def _releaser(self, turns: _Turns) -> Callable[[], None]:
         def release() -> None:
             self._held.release()
-            queue.release()
+            self._leave(turns)
 
         return release
 
