@@ -125,6 +125,15 @@ class Cached:
         """The cache this function reads and writes (the configured default if none given)."""
         return self.cache if self.cache is not None else default_cache()
 
+    def begin(
+        self, instance: Any, args: Args, kwargs: Kwargs
+    ) -> tuple[BaseCache[Any], FullKey, trace.Span | None]:
+        """What every call needs before its first I/O: the cache, the key and maybe a span."""
+        cache = self.cache
+        if cache is None:
+            cache = default_cache()
+        return cache, self.full_key(instance, args, kwargs), self.telemetry.span()
+
     def target(self, full_key: FullKey, instance: Any, args: Args, kwargs: Kwargs) -> Target:
         """The keys a call reads: its entry's and, with ``tags``, its tags' versions."""
         if self.tagging is None:
@@ -242,11 +251,7 @@ class Cached:
         """One call of the decorated sync function."""
         if switches.mode() is not None:
             return self._switched(wrapped, instance, args, kwargs)
-        cache = self.cache
-        if cache is None:
-            cache = default_cache()
-        full_key = self.full_key(instance, args, kwargs)
-        span = self.telemetry.span()
+        cache, full_key, span = self.begin(instance, args, kwargs)
         if span is None and self.tagging is None:  # the hot path, kept short
             stored = cache.get([full_key]).get(full_key, MISSING)
             fresh = self.fresh
@@ -524,11 +529,7 @@ class Cached:
         """One call of the decorated coroutine function (or of a sync one from async code)."""
         if switches.mode() is not None:
             return await self._aswitched(wrapped, instance, args, kwargs)
-        cache = self.cache
-        if cache is None:
-            cache = default_cache()
-        full_key = self.full_key(instance, args, kwargs)
-        span = self.telemetry.span()
+        cache, full_key, span = self.begin(instance, args, kwargs)
         if span is None and self.tagging is None:  # the hot path, kept short
             stored = (await cache.aget([full_key])).get(full_key, MISSING)
             fresh = self.fresh
