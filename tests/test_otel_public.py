@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -53,5 +54,16 @@ def test_no_module_reads_opentelemetry_private_state() -> None:
         str(path.relative_to(package))
         for path in package.rglob("*.py")
         if "_TRACER_PROVIDER" in path.read_text(encoding="utf-8")
+    ]
+    assert offenders == []
+
+
+def test_no_module_reads_prometheus_clients_private_state() -> None:
+    package = Path(toolkit.__file__).parent
+    private = re.compile(r"prometheus_\w*\._[a-z]|from prometheus_client[\w.]* import _")
+    offenders = [
+        str(path.relative_to(package))
+        for path in package.rglob("*.py")
+        if private.search(path.read_text(encoding="utf-8"))
     ]
     assert offenders == []

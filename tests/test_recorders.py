@@ -9,7 +9,14 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+    enable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
 from toolkit import InMemoryCache, observe
@@ -97,6 +104,24 @@ def test_exposition_text_equals_prometheus_clients(generate: Callable[[Any], byt
     ours_text = without_times(generate(exposed(ours)).decode())
     assert ours_text == without_times(generate(exposed(theirs)).decode())
     assert "# {" in ours_text or generate is generate_latest  # exemplars reached OpenMetrics
+
+
+@pytest.fixture
+def created_off() -> Iterator[None]:
+    """prometheus-client's public switch for ``_created`` series, turned off for one test."""
+    disable_created_metrics()  # type: ignore[no-untyped-call]
+    try:
+        yield
+    finally:
+        enable_created_metrics()  # type: ignore[no-untyped-call]
+
+
+@pytest.mark.usefixtures("created_off")
+@pytest.mark.parametrize("generate", [generate_latest, generate_openmetrics])
+def test_created_series_follow_prometheus_clients_switch(generate: Callable[[Any], bytes]) -> None:
+    ours_text = generate(exposed(ours)).decode()
+    assert "_created" not in ours_text
+    assert without_times(ours_text) == without_times(generate(exposed(theirs)).decode())
 
 
 def test_names_collide_like_prometheus_clients() -> None:

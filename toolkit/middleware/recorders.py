@@ -23,7 +23,6 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from prometheus_client import Counter, Histogram
-from prometheus_client import metrics as prometheus_metrics
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Exemplar
@@ -36,6 +35,7 @@ __all__ = [
     "HistogramFamily",
     "LockFreeCollector",
     "count_of",
+    "created_series_enabled",
     "prometheus_counter",
     "prometheus_histogram",
 ]
@@ -50,6 +50,15 @@ def count_of(counter: Iterator[Any]) -> int:
     """How many times ``next`` was called on ``counter``, an ``itertools.count()`` (read
     without advancing it)."""
     return int(repr(counter)[6:-1])  # "count(42)": the only read-only view that lasts
+
+
+def created_series_enabled() -> bool:
+    """Whether prometheus-client exposes ``_created`` samples now (its
+    ``disable_created_metrics()`` turns them off): asked of a throwaway counter through its
+    public ``collect()``, as prometheus-client keeps the switch to itself."""
+    probe = Counter("toolkit_created_probe", "Probe.", registry=None)
+    (family,) = probe.collect()
+    return any(sample.name.endswith("_created") for sample in family.samples)
 
 
 class CounterCell:
@@ -77,9 +86,12 @@ class CounterCell:
         """The current total."""
         return count_of(self.one) + self._more
 
-    def samples(self) -> Iterator[tuple[str, dict[str, str], float, Exemplar | None]]:
+    def samples(
+        self, created: bool = True
+    ) -> Iterator[tuple[str, dict[str, str], float, Exemplar | None]]:
+        """The ``_total`` sample, and ``_created`` when ``created``."""
         yield "_total", {}, float(self.value()), None
-        if prometheus_metrics._use_created:
+        if created:
             yield "_created", {}, self.created, None
 
 
@@ -115,7 +127,10 @@ class HistogramCell:
         if exemplar:
             self.exemplars[index] = Exemplar(exemplar, amount, time.time())
 
-    def samples(self) -> Iterator[tuple[str, dict[str, str], float, Exemplar | None]]:
+    def samples(
+        self, created: bool = True
+    ) -> Iterator[tuple[str, dict[str, str], float, Exemplar | None]]:
+        """The ``_bucket``, ``_count`` and ``_sum`` samples, and ``_created`` when ``created``."""
         # Read the sum first: an observation racing the scrape then shows in the counts
         # at worst, so the sum never runs ahead of the counts.
         total_sum = self.sum
@@ -127,7 +142,7 @@ class HistogramCell:
         yield "_count", {}, acc, None
         if self.first >= 0:
             yield "_sum", {}, total_sum, None
-        if prometheus_metrics._use_created:
+        if created:
             yield "_created", {}, self.created, None
 
 
@@ -162,13 +177,16 @@ class _Family:
         """The family with no samples (what ``describe`` reports)."""
         return Metric(self.name, self.documentation, self.kind)
 
-    def collect(self) -> Metric:
-        """The family with every label set's samples."""
+    def collect(self, created: bool | None = None) -> Metric:
+        """The family with every label set's samples (``_created`` ones as prometheus-client
+        shows them now, unless ``created`` says)."""
+        if created is None:
+            created = created_series_enabled()
         metric = self.metric()
         base = metric.name
         for values, cell in list(self._cells.items()):
             labels = dict(zip(self.labelnames, values, strict=True))
-            for suffix, extra, value, exemplar in cell.samples():
+            for suffix, extra, value, exemplar in cell.samples(created):
                 metric.add_sample(base + suffix, {**labels, **extra}, value, None, exemplar)
         return metric
 
@@ -210,7 +228,8 @@ class LockFreeCollector(Collector):
         return [family.metric() for family in self.families]
 
     def collect(self) -> Iterable[Metric]:
-        return [family.collect() for family in self.families]
+        created = created_series_enabled()
+        return [family.collect(created) for family in self.families]
 
 
 # -- multiprocess mode: prometheus-client's classes (they write the mmap files) behind the
