@@ -67,7 +67,9 @@ def _threads_of_mixed(cache: PostgresCache[Any], seed: int, calls: int) -> list[
 
 def _process_worker(url: str, table: str, seed: int, results: Any) -> None:
     try:
-        cache: PostgresCache[Any] = PostgresCache.from_url(url, table=table, timeout=5.0)
+        # Correctness under contention, not latency: a generous bound, so a starved machine
+        # (CI beside other jobs) cannot turn a slow statement into a reported error.
+        cache: PostgresCache[Any] = PostgresCache.from_url(url, table=table, timeout=30.0)
         try:
             results.put(_threads_of_mixed(cache, seed, calls=60))
         finally:
