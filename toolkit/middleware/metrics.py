@@ -304,13 +304,13 @@ class Recorder:
         "by_label",
         "by_ns",
         "durations",
+        "exemplar_now",
+        "exemplar_until",
         "exemplars",
         "families",
         "get_duration",
         "labeler",
         "last",
-        "live",
-        "live_until",
         "loads",
         "refresh_entries",
     )
@@ -327,10 +327,11 @@ class Recorder:
         # The namespace seen last and its hit and miss counters: a caller (``@cached``)
         # passes the same tuple every call, and an identity test costs less than hashing it.
         self.last: tuple[Namespace | None, Iterator[Any], Iterator[Any]] = (None, _NO, _NO)
-        # Whether a global SDK is live, as of ``live_until`` (this layer's clock): reusing
-        # the clock reading a get already took costs less than asking otel per call.
-        self.live = False
-        self.live_until = 0.0
+        # Whether a get's latency carries an exemplar, decided until ``exemplar_until`` (this
+        # layer's clock): following the global provider, the decision is renewed from the
+        # clock readings a get already took, cheaper than asking otel per call.
+        self.exemplar_now = bool(exemplars)
+        self.exemplar_until = 0.0 if exemplars is None else float("inf")
         self.loads: dict[tuple[str, bool], Any] = {}
         self.durations = {op: families.duration.labels(backend, op) for op in OPERATIONS}
         self.get_duration = self.durations["get"]
@@ -377,13 +378,10 @@ class Recorder:
                         children.miss.inc(misses)
         except Exception:  # malformed keys a foreign cache accepted: instrumentation never raises
             logger.debug("cache metrics skipped malformed keys", exc_info=True)
-        wanted = self.exemplars
-        if wanted is None:
-            if end >= self.live_until:
-                self.live = global_tracing_live()
-                self.live_until = end + REFRESH_SECONDS
-            wanted = self.live
-        if wanted:
+        if end >= self.exemplar_until:
+            self.exemplar_now = global_tracing_live()
+            self.exemplar_until = end + REFRESH_SECONDS
+        if self.exemplar_now:
             self.get_duration.observe(end - start, current_exemplar())
         else:
             self.get_duration.observe(end - start)
