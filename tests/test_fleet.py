@@ -947,3 +947,16 @@ def test_a_release_needs_no_ttl() -> None:
     token = new_token()
     assert cache.lease(LeaseRequest("acquire", (("ns",), "k"), token, 1.0))
     assert cache.lease(LeaseRequest("release", (("ns",), "k"), token))
+
+
+def test_an_envelope_read_back_as_a_list_is_still_judged() -> None:
+    """A serializer that turns tuples into lists (JSON-like) still serves envelopes."""
+    from toolkit.decorators.freshness import FRESH, MISS, STALE, Freshness
+
+    fresh = Freshness(ttl=10, stale_ttl=60, beta=None)
+    envelope = fresh.wrap("value", delta=0.1, now=1_000.0)
+    assert isinstance(envelope, tuple)
+    for stored in (envelope, list(envelope)):
+        assert fresh.judge(stored, now=1_005.0) == (FRESH, "value")
+        assert fresh.judge(stored, now=1_020.0) == (STALE, "value")
+    assert fresh.judge(["value", 1_010.0], now=1_005.0)[0] == MISS

@@ -52,3 +52,19 @@ def test_scalars_expire_and_count_like_any_entry() -> None:
     assert cache.stats().bytes >= 100
     clock.advance(11)
     assert cache.get([(NS, "n"), (NS, "s")]) == {(NS, "s"): "x" * 100}
+
+
+def test_tuples_of_scalars_are_kept_and_any_other_tuple_copied() -> None:
+    cache: InMemoryCache[Any] = InMemoryCache()
+    flat = ("answer", 1.5, None, 7)
+    holding_a_list = ("answer", [1, 2])
+    nested = (("a", 1), "b")
+    cache.set(
+        {(NS, "f"): (flat, None), (NS, "l"): (holding_a_list, None), (NS, "n"): (nested, None)}
+    )
+    got = cache.get([(NS, "f"), (NS, "l"), (NS, "n")])
+    assert got == {(NS, "f"): flat, (NS, "l"): holding_a_list, (NS, "n"): nested}
+    assert got[(NS, "f")] is flat
+    assert got[(NS, "l")] is not holding_a_list and got[(NS, "n")] is not nested
+    holding_a_list[1].append(3)
+    assert cache.get([(NS, "l")]) == {(NS, "l"): ("answer", [1, 2])}

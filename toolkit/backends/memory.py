@@ -74,11 +74,14 @@ class InMemoryCache(EvictionNotifier, BaseCache[ValueT]):
         self._loads = serde.loads_typed
 
     def _encode(self, value: Any) -> tuple[str | None, Any]:
-        """The stored form of ``value``: itself if an immutable scalar, else serialized."""
+        """The stored form of ``value``: itself if an immutable scalar (or a tuple of them),
+        else serialized."""
         cls = type(value)
-        # ASCII text only: other text goes through the serializer, which refuses lone
-        # surrogates as every backend must.
-        if cls in _AS_ITSELF or (cls is str and value.isascii()):
+        if (
+            cls in _AS_ITSELF
+            or (cls is str and value.isascii())
+            or (cls is tuple and all(map(_scalar, value)))
+        ):
             return None, value
         return self._dumps(value)
 
@@ -280,6 +283,14 @@ class InMemoryCache(EvictionNotifier, BaseCache[ValueT]):
             counts[item] = counts.get(item, 0) + 1
         for (ns, cause), count in counts.items():
             self._notify_eviction(ns, cause, count)
+
+
+def _scalar(value: object) -> bool:
+    """An immutable scalar: ASCII text only, as other text goes through the serializer,
+    which refuses lone surrogates as every backend must."""
+    if type(value) is str:
+        return value.isascii()
+    return type(value) in _AS_ITSELF
 
 
 def _size(entry: _Entry) -> int:

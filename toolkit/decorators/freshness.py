@@ -1,10 +1,12 @@
 """Freshness of a stored result: logical expiry, stale-while-revalidate and early refresh.
 
 With ``stale_ttl`` or ``early``, ``@cached`` stores an envelope instead of the bare result:
-``[result, logical expiry, delta]``, the expiry on the wall clock every process of the
+``(result, logical expiry, delta)``, the expiry on the wall clock every process of the
 fleet shares and delta the time the result took to compute. Such a function's keys end in
 ``ENVELOPE_KEY_SUFFIX``, so an envelope and a bare result (stored before the function had
-these options) never share a key, and a plain list is all an envelope needs to be.
+these options) never share a key, and a plain tuple is all an envelope needs to be: one
+of immutable scalars is kept as itself by ``InMemoryCache``, like the bare result would be.
+A serializer that reads tuples back as lists is fine too.
 
 The backend keeps the entry ``stale_ttl`` longer than ``ttl``, so a read after the logical
 expiry finds it stale: it is served at once while one background refresh runs. ``early``
@@ -31,7 +33,7 @@ STALE: Verdict = "stale"
 """Past its expiry, within the stale window: serve it and refresh in the background."""
 MISS: Verdict = "miss"
 
-ENVELOPE_KEY_SUFFIX = "~fresh1"
+ENVELOPE_KEY_SUFFIX = "~fresh2"
 """Ends the keys of functions that store envelopes (a new stored form gets a new suffix)."""
 
 
@@ -53,17 +55,18 @@ class Freshness:
         self.store_ttl = ttl + self.stale_ttl
         """How long the backend keeps an entry: the stale window past the logical expiry."""
 
-    def wrap(self, value: Any, delta: float, now: float | None = None) -> list[Any]:
+    def wrap(self, value: Any, delta: float, now: float | None = None) -> tuple[Any, float, float]:
         """The envelope stored for ``value``, computed in ``delta`` seconds."""
         expiry = (_now() if now is None else now) + self.ttl
-        return [value, expiry, delta]
+        return (value, expiry, delta)
 
     def judge(self, stored: Any, now: float | None = None) -> tuple[Verdict, Any]:
         """What a read found: the verdict, and the result to serve (unless a miss).
 
         Anything that is not an envelope (absent, a tombstone) is a miss.
         """
-        if not _is_envelope(stored):
+        # _is_envelope inlined: this runs on every hit.
+        if (type(stored) is not tuple and type(stored) is not list) or len(stored) != 3:
             return MISS, None
         value, expiry, delta = stored
         if now is None:
@@ -86,4 +89,4 @@ class Freshness:
 
 
 def _is_envelope(stored: Any) -> bool:
-    return type(stored) is list and len(stored) == 3
+    return (type(stored) is tuple or type(stored) is list) and len(stored) == 3
