@@ -212,21 +212,22 @@ class Cached:
         return self.fresh is not None and self.fresh.newer(stored, seen)
 
     def _refresh_failed(self, cache: Any, trigger: str) -> None:
-        self.telemetry.refreshed(cache, trigger, "error")
+        # Logged before it is counted: whoever sees the count can find the log line.
         now = time.monotonic()
-        if now < self._next_refresh_log:  # counted above; logged at most every 10 s
+        if now < self._next_refresh_log:  # counted below; logged at most every 10 s
             self._refresh_logs_skipped += 1
-            return
-        self._next_refresh_log = now + _REFRESH_LOG_INTERVAL
-        skipped, self._refresh_logs_skipped = self._refresh_logs_skipped, 0
-        _log.warning(
-            "background %s refresh of %s failed; the served value stays until it expires "
-            "(%d similar failures not logged)",
-            trigger,
-            self.func_name,
-            skipped,
-            exc_info=True,
-        )
+        else:
+            self._next_refresh_log = now + _REFRESH_LOG_INTERVAL
+            skipped, self._refresh_logs_skipped = self._refresh_logs_skipped, 0
+            _log.warning(
+                "background %s refresh of %s failed; the served value stays until it expires "
+                "(%d similar failures not logged)",
+                trigger,
+                self.func_name,
+                skipped,
+                exc_info=True,
+            )
+        self.telemetry.refreshed(cache, trigger, "error")
 
     # -- the switches: caching off, or a forced refresh (see toolkit.switches) --
 
