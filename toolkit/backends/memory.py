@@ -36,7 +36,8 @@ _SWEEP_INTERVAL = 1.0
 
 
 class InMemoryCache(EvictionNotifier, BaseCache[ValueT]):
-    """In-process cache: values stored serialized, TTL on a monotonic clock, LRU size bound."""
+    """In-process cache: values stored serialized (immutable scalars as themselves), TTL on a
+    monotonic clock, LRU size bound."""
 
     backend_name = "memory"
     reads_never_fail = True
@@ -76,12 +77,7 @@ class InMemoryCache(EvictionNotifier, BaseCache[ValueT]):
     def _encode(self, value: Any) -> tuple[str | None, Any]:
         """The stored form of ``value``: itself if an immutable scalar (or a tuple of them),
         else serialized."""
-        cls = type(value)
-        if (
-            cls in _AS_ITSELF
-            or (cls is str and value.isascii())
-            or (cls is tuple and all(map(_scalar, value)))
-        ):
+        if _scalar(value) or (type(value) is tuple and all(map(_scalar, value))):
             return None, value
         return self._dumps(value)
 
