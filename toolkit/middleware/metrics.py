@@ -67,12 +67,6 @@ _Exemplar = dict[str, str]
 _NO: Iterator[Any] = iter(())  # no counter yet: Recorder.last before its first get
 
 
-def _exemplars_wanted(setting: bool | None) -> bool:
-    """``True``/``False`` as configured; ``None``: only while a global SDK provider is installed."""
-    # Without an SDK nothing records: skip the context lookup (the no-SDK hot path).
-    return setting or (setting is None and global_tracing_live())
-
-
 def current_exemplar() -> _Exemplar | None:
     """The current trace as exemplar labels, when a span is recording."""
     span = get_current_span()
@@ -306,7 +300,6 @@ class Recorder:
         "durations",
         "exemplar_now",
         "exemplar_until",
-        "exemplars",
         "families",
         "get_duration",
         "labeler",
@@ -321,7 +314,6 @@ class Recorder:
         self.families = families
         self.labeler = labeler
         self.backend = backend
-        self.exemplars = exemplars
         self.by_ns: dict[Namespace, _Children] = {}
         self.by_label: dict[str, _Children] = {}
         # The namespace seen last and its hit and miss counters: a caller (``@cached``)
@@ -337,9 +329,18 @@ class Recorder:
         self.get_duration = self.durations["get"]
         self.refresh_entries: Callable[[], None] | None = None
 
+    def wants_exemplar(self, now: float) -> bool:
+        """Whether an observation made at ``now`` (``perf_counter``) carries the current trace:
+        as configured, or, following the global provider, while an SDK is installed (looked
+        up at most every ``REFRESH_SECONDS``; without an SDK nothing records)."""
+        if now >= self.exemplar_until:
+            self.exemplar_now = global_tracing_live()
+            self.exemplar_until = now + REFRESH_SECONDS
+        return self.exemplar_now
+
     def exemplar(self) -> _Exemplar | None:
         """The exemplar of an observation now, if exemplars are wanted and a span records."""
-        return current_exemplar() if _exemplars_wanted(self.exemplars) else None
+        return current_exemplar() if self.wants_exemplar(perf_counter()) else None
 
     def children(self, ns: Namespace) -> _Children:
         """The counters of ``ns``'s label, bound once."""
@@ -378,7 +379,7 @@ class Recorder:
                         children.miss.inc(misses)
         except Exception:  # malformed keys a foreign cache accepted: instrumentation never raises
             logger.debug("cache metrics skipped malformed keys", exc_info=True)
-        if end >= self.exemplar_until:
+        if end >= self.exemplar_until:  # wants_exemplar(end) inlined: every hit runs this
             self.exemplar_now = global_tracing_live()
             self.exemplar_until = end + REFRESH_SECONDS
         if self.exemplar_now:
@@ -398,8 +399,7 @@ class Recorder:
     def time(self, operation: str, elapsed: float) -> None:
         """Observe a call's latency (with the current trace as exemplar, when wanted)."""
         cell = self.durations[operation]
-        setting = self.exemplars  # _exemplars_wanted inlined: this runs on every call
-        if setting or (setting is None and global_tracing_live()):
+        if self.wants_exemplar(perf_counter()):
             cell.observe(elapsed, current_exemplar())
         else:
             cell.observe(elapsed)
