@@ -189,30 +189,38 @@ def _run_cases(args: argparse.Namespace, workdir: Path, pg_url: str | None) -> i
     backends = [b for b in args.backends if (b != "redis" or url) and (b != "postgres" or pg_url)]
     if "redis" in args.backends and not url:
         print("load: no Redis answers at REDIS_URL / 127.0.0.1:6379; skipping it", file=sys.stderr)
-    cases = [(b, s, m) for b in backends for s in STACKS for m in args.modes]
     rows: list[Row] = []
     raw: list[dict[str, Any]] = []
-    began = time.perf_counter()
-    for index, (backend, stack, mode) in enumerate(cases, 1):
-        outcomes: list[Outcome] = []
-        for round_ in range(args.rounds):
-            file = str(workdir / f"{backend}-{stack}-{mode}-{round_}.db")
-            where = _where(backend, file, url, pg_url)
-            try:
-                outcomes.append(drive(Spec(backend, stack, where), mode, args.seconds))
-            finally:
-                if backend == "postgres":
-                    drop_postgres(where)
-        row = summarize(backend, stack, mode, outcomes)
-        rows.append(row)
-        raw.append({**asdict(row), "rounds": [o.calls / o.seconds for o in outcomes]})
-        elapsed = time.perf_counter() - began
-        print(
-            f"[{index}/{len(cases)} {elapsed:5.0f}s] {stack}({backend}) {mode}: "
-            f"{row.calls_per_s:.0f} calls/s, p99 {row.p99_ms:.2f} ms",
-            file=sys.stderr,
-            flush=True,
-        )
+    began, done, total = time.perf_counter(), 0, len(backends) * len(STACKS) * len(args.modes)
+    for backend in backends:
+        for mode in args.modes:
+            # Bare and observed rounds alternate, so their ratio compares the same stretch
+            # of a noisy machine rather than two different minutes.
+            outcomes: dict[str, list[Outcome]] = {stack: [] for stack in STACKS}
+            for round_ in range(args.rounds):
+                for stack in STACKS:
+                    file = str(workdir / f"{backend}-{stack}-{mode}-{round_}.db")
+                    where = _where(backend, file, url, pg_url)
+                    try:
+                        outcomes[stack].append(
+                            drive(Spec(backend, stack, where), mode, args.seconds)
+                        )
+                    finally:
+                        if backend == "postgres":
+                            drop_postgres(where)
+            for stack in STACKS:
+                row = summarize(backend, stack, mode, outcomes[stack])
+                rows.append(row)
+                rounds = [o.calls / o.seconds for o in outcomes[stack]]
+                raw.append({**asdict(row), "rounds": rounds})
+                done += 1
+                print(
+                    f"[{done}/{total} {time.perf_counter() - began:5.0f}s] {stack}({backend}) "
+                    f"{mode}: {row.calls_per_s:.0f} calls/s, p99 {row.p99_ms:.2f} ms",
+                    file=sys.stderr,
+                    flush=True,
+                )
+    rows.sort(key=lambda row: (backends.index(row.backend), STACKS.index(row.stack)))
     print(table(rows))
     print()
     for name, value, target in ratios(rows):
