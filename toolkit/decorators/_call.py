@@ -24,7 +24,7 @@ from toolkit import switches
 from toolkit._types import FullKey, Namespace
 from toolkit.base import BaseCache
 from toolkit.config import default_cache
-from toolkit.decorators._entry import MISSING, TOMBSTONE, StorePolicy, is_hit
+from toolkit.decorators._entry import MISSING, StorePolicy, is_hit
 from toolkit.decorators._plan import CallKeys
 from toolkit.decorators._refresh import Refresher
 from toolkit.decorators._telemetry import Telemetry
@@ -255,17 +255,10 @@ class Cached:
         cache, full_key, span = self.begin(instance, args, kwargs)
         if span is None and self.tagging is None:  # the hot path, kept short
             stored = cache.get([full_key]).get(full_key, MISSING)
-            fresh = self.fresh
-            if fresh is None:
-                if stored is not MISSING and (type(stored) is not str or stored != TOMBSTONE):
-                    next(self.stats.hits)
-                    return stored
-                verdict = None
-            else:
-                verdict = fresh.judge(stored)
-                if verdict[0] is FRESH:
-                    next(self.stats.hits)
-                    return verdict[1]
+            verdict = self.served(stored)  # XFetch draws here, once per hit
+            if verdict[0] is FRESH:
+                next(self.stats.hits)
+                return verdict[1]
             return self._answer(
                 cache, wrapped, args, kwargs, Target(full_key), stored, None, verdict
             )
@@ -533,17 +526,10 @@ class Cached:
         cache, full_key, span = self.begin(instance, args, kwargs)
         if span is None and self.tagging is None:  # the hot path, kept short
             stored = (await cache.aget([full_key])).get(full_key, MISSING)
-            fresh = self.fresh
-            if fresh is None:
-                if stored is not MISSING and (type(stored) is not str or stored != TOMBSTONE):
-                    next(self.stats.hits)
-                    return stored
-                verdict = None
-            else:
-                verdict = fresh.judge(stored)
-                if verdict[0] is FRESH:
-                    next(self.stats.hits)
-                    return verdict[1]
+            verdict = self.served(stored)  # XFetch draws here, once per hit
+            if verdict[0] is FRESH:
+                next(self.stats.hits)
+                return verdict[1]
             return await self._aanswer(
                 cache, wrapped, args, kwargs, Target(full_key), stored, None, verdict
             )
