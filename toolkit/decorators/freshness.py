@@ -65,8 +65,7 @@ class Freshness:
 
         Anything that is not an envelope (absent, a tombstone) is a miss.
         """
-        # _is_envelope inlined: this runs on every hit.
-        if (type(stored) is not tuple and type(stored) is not list) or len(stored) != 3:
+        if not _is_envelope(stored):
             return MISS, None
         value, expiry, delta = stored
         if now is None:
