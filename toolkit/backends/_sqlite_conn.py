@@ -31,6 +31,18 @@ _T = TypeVar("_T")
 # may checkpoint the parent's WAL or drop its locks), so they stay referenced here for good.
 _INHERITED: list[object] = []
 
+_forks = 0
+"""How many forks led to this process: connections opened under another count are inherited."""
+
+
+def _count_fork() -> None:
+    global _forks
+    _forks += 1
+
+
+# Counted at fork and compared per call: cheaper than a getpid() system call per call.
+os.register_at_fork(after_in_child=_count_fork)
+
 _BEGIN: Statement = ("BEGIN IMMEDIATE", ())
 _COMMIT: Statement = ("COMMIT", ())
 # Shared-cache (":memory:") table locks fail at once with SQLITE_LOCKED: busy_timeout does
@@ -42,11 +54,11 @@ _MAX_RETRY_DELAY = 0.05
 _STATEMENT_MARGIN = 0.05
 
 
-def _framed(statements: Sequence[Statement], atomic: bool) -> tuple[list[Statement], bool]:
+def _framed(statements: Sequence[Statement], atomic: bool) -> tuple[Sequence[Statement], bool]:
     """Wrap several statements in one write transaction when they must apply together."""
     if atomic and len(statements) > 1:
         return [_BEGIN, *statements, _COMMIT], True
-    return list(statements), False
+    return statements, False
 
 
 def _retry_delay(exc: Exception, attempt: int, deadline: float) -> float | None:
@@ -172,7 +184,7 @@ class _ReadPool:
         """A reader, its lock held (its connection opened, unless the pool is closed);
         ``None`` if none was free until ``deadline``."""
         for reader in self._readers:
-            if reader.lock.acquire(blocking=False):
+            if reader.lock.acquire(False):  # positional: keyword parsing costs a third of it
                 break
         else:
             reader = self._readers[threading.get_ident() % len(self._readers)]
@@ -245,7 +257,7 @@ class Connections:
         self._reset()
 
     def _reset(self) -> None:
-        self.pid = os.getpid()
+        self._forks = _forks
         # query_only: a read path that tried to write would wait on the write lock.
         self._reader = _Path((*self.pragmas, "PRAGMA query_only = 1"))
         self._writer = _Path(self.pragmas)
@@ -263,14 +275,14 @@ class Connections:
         }
 
     def _check(self) -> None:
-        if self.pid != os.getpid():
+        if self._forks != _forks:
             self._after_fork()
         if self.closed:
             raise CacheClosedError("SqliteCache is closed")
 
     def _after_fork(self) -> None:
         with self._guard:
-            if self.pid == os.getpid():
+            if self._forks == _forks:
                 return
             for path in (self._reader, self._writer):
                 _INHERITED.extend(c for c in (path.sync, path.aio, path.aio_opening) if c)
@@ -316,11 +328,14 @@ class Connections:
             raise BackendError(f"cannot set up SQLite database {self.database!r}: {exc}") from exc
         return conn
 
+    def _open_reader(self) -> sqlite3.Connection:
+        return self._connect(self._reader.pragmas)
+
     def _read_once(
         self, framed: Sequence[Statement], in_transaction: bool, deadline: float
     ) -> list[list[Row]] | sqlite3.Error:
         """One try on a pooled read connection (see ``_ReadPool``): the rows, or the error."""
-        reader = self._reads.take(lambda: self._connect(self._reader.pragmas), deadline)
+        reader = self._reads.take(self._open_reader, deadline)
         if reader is None:
             raise CacheTimeoutError(
                 f"SQLite {self.database!r}: waited busy_timeout ({self.busy_timeout:g}s) "
@@ -547,7 +562,7 @@ class Connections:
             if self.closed:
                 return []
             self.closed = True
-            if self.pid != os.getpid():
+            if self._forks != _forks:
                 return []  # a forked child never touches its parent's connections
             return [(path, *path.detach()) for path in (self._reader, self._writer)]
 

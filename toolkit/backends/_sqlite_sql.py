@@ -67,6 +67,10 @@ def decode_namespace(text: object) -> Namespace | None:
     return tuple(parts)
 
 
+_FIRST = (0,)
+"""The positions a one-key read asks for."""
+
+
 def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -76,18 +80,18 @@ MISSING: Any = type("Missing", (), {"__repr__": lambda self: "<MISSING>"})()
 """Marks a requested position with no live entry (``None`` is a cacheable value)."""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ReadPlan:
     """The SELECTs of one batch read and, per statement, the positions of the keys it asks for."""
 
     keys: Sequence[FullKey]
     statements: list[Statement]
-    groups: list[tuple[str, list[int]]]
+    groups: list[tuple[str, Sequence[int]]]
     """Per statement: the namespace's stored text and the positions in ``keys`` it looks up."""
     now: float
 
 
-@dataclass
+@dataclass(slots=True)
 class Decoded:
     """Values found by a read, and the stored rows it must delete (expired or undecodable)."""
 
@@ -153,6 +157,12 @@ class TableSql:
 
     def select(self, keys: Sequence[FullKey], now: float) -> ReadPlan:
         """SELECTs for a batch: per namespace, primary-key lookups chunked under the limit."""
+        if len(keys) == 1:  # most reads (every @cached call): one lookup, nothing to group
+            ns, key = keys[0]
+            stored_ns = encode_namespace(ns)
+            return ReadPlan(
+                keys, [(self._select_for(1), (key, stored_ns, now))], [(stored_ns, _FIRST)], now
+            )
         by_ns: dict[Namespace, list[int]] = {}
         last_ns: Namespace | None = None
         last: list[int] = []
@@ -164,7 +174,7 @@ class TableSql:
             last.append(position)
         per_statement = min(_MAX_KEYS_PER_SELECT, self.variable_limit - 2)
         statements: list[Statement] = []
-        groups: list[tuple[str, list[int]]] = []
+        groups: list[tuple[str, Sequence[int]]] = []
         for ns, positions in by_ns.items():
             stored_ns = encode_namespace(ns)
             for start in range(0, len(positions), per_statement):
