@@ -213,8 +213,21 @@ class _ReadPool:
         return [reader.conn for reader in self._readers if reader.conn is not None]
 
 
-_READERS = 4
-"""Sync read connections per cache (each holds a file handle and its own page cache)."""
+def _reader_count() -> int:
+    """Sync read connections per cache: one per core this process may run on, 2 to 8.
+
+    Each lets one more thread run SQLite outside the GIL at once. Past the cores they only add
+    threads contending for the GIL: on 2 cores, 4 threads ran 27k calls/s on 2 readers and 18k
+    on 4. Each also holds a file handle and its own page cache.
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on every platform
+        cores = os.cpu_count() or 2
+    return max(2, min(8, cores))
+
+
+_READERS = _reader_count()
 
 
 class _Path:
