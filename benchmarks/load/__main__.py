@@ -3,7 +3,8 @@
 Threads (4, 16), processes (4 on one SQLite file / Redis / Postgres table), coroutines (100, 1,000)
 call a ``@cached`` function with a realistic mix (80 % of calls on 20 % of 2,000 keys,
 ttl 2 s, values of 100 B to 64 KB). Each case runs ``--rounds`` times; the table shows
-medians, the JSON file every round. Ratios compare runs of the same invocation only.
+medians, the JSON file every round. Within a mode the cases take turns in each round, so
+every ratio compares the same stretch of time.
 """
 
 from __future__ import annotations
@@ -192,35 +193,46 @@ def _run_cases(args: argparse.Namespace, workdir: Path, pg_url: str | None) -> i
     rows: list[Row] = []
     raw: list[dict[str, Any]] = []
     began, done, total = time.perf_counter(), 0, len(backends) * len(STACKS) * len(args.modes)
-    for backend in backends:
-        for mode in args.modes:
-            # Bare and observed rounds alternate, so their ratio compares the same stretch
-            # of a noisy machine rather than two different minutes.
-            outcomes: dict[str, list[Outcome]] = {stack: [] for stack in STACKS}
-            for round_ in range(args.rounds):
-                for stack in STACKS:
+    for mode in args.modes:
+        # Within a mode, every backend and stack takes its turn in each round (the stacks'
+        # order flipping each round), so every ratio compares the same stretch of a noisy
+        # machine rather than two different minutes.
+        outcomes: dict[tuple[str, str], list[Outcome]] = {}
+        for round_ in range(args.rounds):
+            for backend in backends:
+                for stack in STACKS if round_ % 2 == 0 else STACKS[::-1]:
                     file = str(workdir / f"{backend}-{stack}-{mode}-{round_}.db")
                     where = _where(backend, file, url, pg_url)
                     try:
-                        outcomes[stack].append(
-                            drive(Spec(backend, stack, where), mode, args.seconds)
-                        )
+                        outcome = drive(Spec(backend, stack, where), mode, args.seconds)
                     finally:
                         if backend == "postgres":
                             drop_postgres(where)
-            for stack in STACKS:
-                row = summarize(backend, stack, mode, outcomes[stack])
-                rows.append(row)
-                rounds = [o.calls / o.seconds for o in outcomes[stack]]
-                raw.append({**asdict(row), "rounds": rounds})
-                done += 1
-                print(
-                    f"[{done}/{total} {time.perf_counter() - began:5.0f}s] {stack}({backend}) "
-                    f"{mode}: {row.calls_per_s:.0f} calls/s, p99 {row.p99_ms:.2f} ms",
-                    file=sys.stderr,
-                    flush=True,
-                )
-    rows.sort(key=lambda row: (backends.index(row.backend), STACKS.index(row.stack)))
+                    outcomes.setdefault((backend, stack), []).append(outcome)
+            print(
+                f"[{time.perf_counter() - began:5.0f}s] {mode}: round {round_ + 1} of "
+                f"{args.rounds} done",
+                file=sys.stderr,
+                flush=True,
+            )
+        for (backend, stack), found in outcomes.items():
+            row = summarize(backend, stack, mode, found)
+            rows.append(row)
+            raw.append({**asdict(row), "rounds": [o.calls / o.seconds for o in found]})
+            done += 1
+            print(
+                f"[{done}/{total} {time.perf_counter() - began:5.0f}s] {stack}({backend}) "
+                f"{mode}: {row.calls_per_s:.0f} calls/s, p99 {row.p99_ms:.2f} ms",
+                file=sys.stderr,
+                flush=True,
+            )
+    rows.sort(
+        key=lambda row: (
+            backends.index(row.backend),
+            STACKS.index(row.stack),
+            args.modes.index(row.mode),
+        )
+    )
     print(table(rows))
     print()
     for name, value, target in ratios(rows):

@@ -14,6 +14,9 @@ from prometheus_client import CollectorRegistry
 
 from benchmarks.load._cases import Spec, Workload
 
+_STARTUP_SECONDS = 60.0
+"""How long spawned processes may take to import and connect before a case gives up."""
+
 SAMPLE = 20_000
 """Latencies kept per worker process: enough for a p99, small enough to send back."""
 
@@ -144,13 +147,14 @@ def run_coroutines(spec: Spec, count: int, seconds: float) -> Outcome:
     return total
 
 
-def _process(spec: Spec, seed: int, start_at: float, seconds: float, results: Any) -> None:
+def _process(spec: Spec, seed: int, ready: Any, seconds: float, results: Any) -> None:
     registry = CollectorRegistry()
     cache = spec.build(registry)
+    work = Workload(cache, seed)
     out = Outcome()
-    time.sleep(max(0.0, start_at - time.time()))  # every process starts together
+    ready.wait(timeout=_STARTUP_SECONDS)  # every process starts calling together
     until = time.perf_counter() + seconds
-    _call_loop(Workload(cache, seed), until, out)
+    _call_loop(work, until, out)
     out.errors, out.openings = counted(registry)
     step = max(1, len(out.latencies) // SAMPLE)
     out.latencies = out.latencies[::step]
@@ -163,13 +167,15 @@ def run_processes(spec: Spec, count: int, seconds: float) -> Outcome:
     """``count`` processes, each with its own cache object on one shared store."""
     context = multiprocessing.get_context("spawn")
     results = context.Queue()
-    start_at = time.time() + 3.0  # time for the children to import and connect
+    # Met once every child has imported, connected and decorated: none of that is the load.
+    ready = context.Barrier(count + 1)
     workers = [
-        context.Process(target=_process, args=(spec, i, start_at, seconds, results))
+        context.Process(target=_process, args=(spec, i, ready, seconds, results))
         for i in range(count)
     ]
     for worker in workers:
         worker.start()
+    ready.wait(timeout=_STARTUP_SECONDS)
     outs = [results.get(timeout=120) for _ in workers]
     for worker in workers:
         worker.join(timeout=30)
