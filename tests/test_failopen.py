@@ -29,6 +29,7 @@ from toolkit.middleware.base import (
     CIRCUIT_OPEN,
     CacheMiddleware,
     reads_never_fail,
+    runs_in_process,
 )
 
 # Each test runs against observe()'s fused layer and against the plain stack.
@@ -362,3 +363,74 @@ def test_a_declared_claim_must_be_exactly_true() -> None:
     assert reads_never_fail(flaky) is True
     assert reads_never_fail(wrap(flaky, Metrics(registry=CollectorRegistry()))) is True
     assert reads_never_fail(wrap(flaky, FailOpen())) is False  # strict may re-raise
+
+
+class _SyncOnly(InMemoryCache[Any]):
+    """An in-process cache whose async twins must never be reached through a stack."""
+
+    async def aget(self, keys: Any) -> Any:
+        raise AssertionError("an in-process stack awaits no layer beneath it")
+
+    async def aset(self, pairs: Any) -> None:
+        raise AssertionError("an in-process stack awaits no layer beneath it")
+
+    async def aclear(self, namespaces: Any = None) -> None:
+        raise AssertionError("an in-process stack awaits no layer beneath it")
+
+
+def _total(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    return sum(
+        sample.value
+        for family in registry.collect()
+        for sample in family.samples
+        if sample.name == name and labels.items() <= sample.labels.items()
+    )
+
+
+async def test_an_in_process_stack_runs_its_async_calls_as_its_sync_ones() -> None:
+    registry = CollectorRegistry()
+    cache = observe(_SyncOnly(), registry=registry)
+    assert cache.in_process is True and runs_in_process(cache)
+    await cache.aset({KEY: (1, None)})
+    assert await cache.aget([KEY, (NS, "b")]) == {KEY: 1}
+    await cache.aclear([NS])
+    assert await cache.aget([KEY]) == {}
+    # Recorded exactly as the layers' own async calls record them.
+    assert _total(registry, "cache_gets_total", result="hit") == 1
+    assert _total(registry, "cache_gets_total", result="miss") == 2
+    assert _total(registry, "cache_puts_total") == 1
+
+
+class _AsyncAware(CacheMiddleware[Any]):
+    """A user's layer that does something of its own in async calls; it declares nothing."""
+
+    def __init__(self) -> None:
+        self.awaited = 0
+        super().__init__()
+
+    def wrap_async(self, operation: str, call: Any) -> Any:
+        async def counted(arg: Any = None) -> Any:
+            self.awaited += 1
+            return await call(arg)
+
+        return counted
+
+
+async def test_a_layer_that_declares_nothing_keeps_its_async_calls(tmp_path: Any) -> None:
+    from toolkit import SqliteCache
+
+    layer = _AsyncAware()
+    cache: Any = wrap(InMemoryCache(), Metrics(registry=CollectorRegistry()), layer)
+    assert layer.in_process is False and cache.in_process is False  # Metrics -> layer -> memory
+    await cache.aget([KEY])
+    assert layer.awaited == 1
+    sqlite = SqliteCache(path=str(tmp_path / "io.db"))
+    try:
+        assert observe(sqlite, registry=CollectorRegistry()).in_process is False
+    finally:
+        sqlite.close()
+    lg_memory = pytest.importorskip("langgraph.cache.memory").InMemoryCache()
+    assert runs_in_process(lg_memory) and runs_in_process(InMemoryCache())
+    flaky = FlakyCache()
+    flaky.in_process = "yes"  # type: ignore[assignment]
+    assert runs_in_process(flaky) is False

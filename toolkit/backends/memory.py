@@ -42,6 +42,8 @@ class InMemoryCache(EvictionNotifier, BaseCache[ValueT]):
     backend_name = "memory"
     reads_never_fail = True
     """A get raises only for malformed keys: undecodable entries are dropped as misses."""
+    in_process = True
+    """No call waits on I/O, and each async call is its sync twin."""
 
     def __init__(
         self,

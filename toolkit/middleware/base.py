@@ -18,6 +18,7 @@ __all__ = [
     "backend_name",
     "innermost",
     "reads_never_fail",
+    "runs_in_process",
     "supports_delete",
     "supports_lease",
 ]
@@ -70,6 +71,18 @@ def reads_never_fail(cache: object) -> bool:
     return getattr(cache, "reads_never_fail", False) is True
 
 
+_IN_PROCESS = {("langgraph.cache.memory", "InMemoryCache")}  # it declares nothing itself
+
+
+def runs_in_process(cache: object) -> bool:
+    """Whether no call on ``cache`` waits on I/O: an in-process backend (one that declares
+    ``in_process = True``, or LangGraph's ``InMemoryCache``), under layers that add none."""
+    declared = getattr(cache, "in_process", None)
+    if isinstance(declared, bool):
+        return declared
+    return (type(cache).__module__, type(cache).__qualname__) in _IN_PROCESS
+
+
 def supports_lease(cache: object) -> bool:
     """Whether ``cache`` (through any middleware) stores leases (see ``toolkit.lease``)."""
     return callable(getattr(cache, "lease", None)) and callable(getattr(cache, "alease", None))
@@ -97,6 +110,10 @@ class CacheMiddleware(BaseCache[ValueT]):
     adds_read_failures = True
     """Whether this layer's get can fail on its own; layers that only record or check say no."""
 
+    adds_io = True
+    """Whether this layer may wait on I/O of its own, or do more in an async call than in its
+    sync twin; layers that only record or check say no."""
+
     def __init__(self, inner: Any = None) -> None:
         """Create the middleware, bound to ``inner`` when given."""
         if inner is not None:
@@ -111,6 +128,11 @@ class CacheMiddleware(BaseCache[ValueT]):
     def reads_never_fail(self) -> bool:
         """Whether a get through this layer raises only for caller bugs (see the function)."""
         return not self.adds_read_failures and reads_never_fail(self.inner)
+
+    @property
+    def in_process(self) -> bool:
+        """Whether no call through this layer waits on I/O (see ``runs_in_process``)."""
+        return not self.adds_io and runs_in_process(self.inner)
 
     def bind(self, inner: Any) -> CacheMiddleware[ValueT]:
         """Wrap ``inner`` and return ``self``; a middleware wraps exactly one cache."""
@@ -139,9 +161,11 @@ class CacheMiddleware(BaseCache[ValueT]):
         Built once, here: a call through a whole stack is one closure per layer, each
         calling the next directly (no method lookup, no ``__getattr__``), the way Starlette
         builds its middleware stack once. ``delete`` is composed only when the inner cache
-        has it, ``lease`` only when it stores leases.
+        has it, ``lease`` only when it stores leases. Over a stack that never waits on I/O
+        (``in_process``), an async call runs the sync one: one coroutine for the whole stack
+        rather than one per layer.
         """
-        inner, attrs = self.inner, self.__dict__
+        inner, attrs, in_process = self.inner, self.__dict__, self.in_process
         operations = [
             operation
             for operation in OPERATIONS
@@ -149,8 +173,12 @@ class CacheMiddleware(BaseCache[ValueT]):
             and callable(getattr(inner, f"a{operation}", None))
         ]
         for operation in operations:
-            attrs[operation] = self.wrap_sync(operation, getattr(inner, operation))
-            attrs[f"a{operation}"] = self.wrap_async(operation, getattr(inner, f"a{operation}"))
+            attrs[operation] = call = self.wrap_sync(operation, getattr(inner, operation))
+            attrs[f"a{operation}"] = (
+                _awaitable(call)
+                if in_process
+                else self.wrap_async(operation, getattr(inner, f"a{operation}"))
+            )
 
     def wrap_sync(self, operation: str, call: Callable[..., Any]) -> Callable[..., Any]:
         """This layer's job around one sync operation (``get``, ``set``, ``clear``, ``delete``)
@@ -249,3 +277,12 @@ class CacheMiddleware(BaseCache[ValueT]):
     def record_circuit_state(self, state: int) -> None:
         """Report the circuit breaker's state: 0 closed, 1 half-open, 2 open."""
         self._forward("record_circuit_state", state)
+
+
+def _awaitable(call: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
+    """The async form of a sync call that never waits."""
+
+    async def run(arg: Any = None) -> Any:
+        return call(arg)
+
+    return run

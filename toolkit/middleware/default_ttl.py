@@ -22,6 +22,7 @@ class DefaultTtl(CacheMiddleware[ValueT]):
     """
 
     adds_read_failures = False  # reads pass straight through
+    adds_io = False
 
     def __init__(self, ttl: float | timedelta | str, inner: Any = None) -> None:
         """Check ``ttl`` (a positive duration); bound to ``inner`` when given."""

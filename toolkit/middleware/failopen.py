@@ -41,6 +41,7 @@ from toolkit.middleware.base import (
     innermost,
     logger,
     reads_never_fail,
+    runs_in_process,
 )
 
 __all__ = ["CircuitBreaker", "CircuitOpenError", "DeadlineExceededError", "FailOpen"]
@@ -339,6 +340,8 @@ class FailOpen(CacheMiddleware[ValueT]):
     through: there is no failure to turn into a miss.
     """
 
+    adds_io = False  # deadline threads exist only over a cache that does I/O itself
+
     def __init__(
         self,
         inner: Any = None,
@@ -511,24 +514,10 @@ _SERVED_AS = {"get": "a miss", "lease": "no lease (the caller computes itself)"}
 _KEYED = frozenset({"get", "delete"})
 
 
-_IN_PROCESS = {
-    ("toolkit.backends.memory", "InMemoryCache"),
-    ("langgraph.cache.memory", "InMemoryCache"),
-}
-
-
-def _runs_in_process(cache: object) -> bool:
-    """Whether a backend does no I/O (so a deadline thread hop would only cost time)."""
-    declared = getattr(cache, "in_process", None)
-    if isinstance(declared, bool):
-        return declared
-    return (type(cache).__module__, type(cache).__qualname__) in _IN_PROCESS
-
-
 def _needs_thread(cache: object, deadline: float) -> bool:
     """Whether sync calls need a deadline thread: not when the backend does no I/O, nor when
     it declares ``max_call_seconds``, a bound its own timeouts keep, within ``deadline``."""
-    if _runs_in_process(cache):
+    if runs_in_process(cache):
         return False
     bound = getattr(cache, "max_call_seconds", None)
     if isinstance(bound, bool) or not isinstance(bound, (int, float)):

@@ -465,6 +465,7 @@ class Metrics(CacheMiddleware[ValueT]):
     """What this layer records (set when bound)."""
 
     adds_read_failures = False  # instrumentation never raises into the caller
+    adds_io = False
 
     _circuit: int | None = None  # the breaker state last reported
 

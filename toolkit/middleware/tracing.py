@@ -130,6 +130,7 @@ class Tracing(CacheMiddleware[ValueT]):
     """
 
     adds_read_failures = False  # a failing SDK or hook is logged, never raised
+    adds_io = False
 
     def __init__(
         self,

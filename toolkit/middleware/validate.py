@@ -26,6 +26,7 @@ class Validate(CacheMiddleware[ValueT]):
     before anything is read or written, so a wrapped foreign cache behaves like ours."""
 
     adds_read_failures = False  # raises only for caller bugs
+    adds_io = False
 
     def wrap_sync(self, operation: str, call: Callable[..., Any]) -> Callable[..., Any]:
         """Check the argument, then call (keys are read once into a sequence)."""
