@@ -281,6 +281,18 @@ def test_errors_are_not_cached(cache: HookedCache) -> None:
     assert [ok for _, ok in cache.loads] == [False, False]
 
 
+def test_a_functions_stop_iteration_reaches_the_caller_as_is(cache: HookedCache) -> None:
+    # The call path's steps are generators, where a StopIteration would become a RuntimeError.
+    @cached(cache=cache)
+    def exhausted(x: int) -> int:
+        return next(iter([]))
+
+    for _ in range(2):
+        with pytest.raises(StopIteration):
+            exhausted(1)
+    assert [ok for _, ok in cache.loads] == [False, False]
+
+
 def test_key_function_and_ignore(cache: HookedCache) -> None:
     calls: list[Any] = []
 
