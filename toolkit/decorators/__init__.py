@@ -13,9 +13,11 @@ never cached. The wrapper carries ``cache_key``, ``invalidate``, ``refresh`` and
 ``cache_clear`` (and ``a``-prefixed async twins).
 
 Modules, one job each: ``_decorate`` (the ``cached`` options), ``wrapper`` (the proxy,
-binding, controls), ``_call`` (the sync/async call path), ``_plan`` (keys), ``_entry``
-(the stored form and hit judgement), ``flight`` (single-flight), ``_invalidate``
-(forgetting), ``_telemetry`` (span and hooks), ``protocols`` (the public types).
+binding, controls), ``_call`` (the entry points and the hit path), ``_steps`` (the miss,
+lease and refresh decisions, once for sync and async), ``_requests`` (the I/O they ask
+for), ``_run`` (the blocking and the awaiting runner), ``_plan`` (keys), ``_entry`` (the
+stored form and hit judgement), ``flight`` (single-flight), ``_invalidate`` (forgetting),
+``_telemetry`` (span and hooks), ``protocols`` (the public types).
 """
 
 from toolkit.decorators._decorate import cached

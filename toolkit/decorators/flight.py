@@ -19,10 +19,15 @@ from toolkit.decorators._entry import MISSING
 class Flight:
     """One in-progress computation that concurrent callers of the same key wait on."""
 
-    __slots__ = ("abandoned", "done", "error", "value")
+    __slots__ = ("abandoned", "done", "error", "slot", "table", "value")
 
-    def __init__(self, done: threading.Event | asyncio.Event) -> None:
+    def __init__(
+        self, done: threading.Event | asyncio.Event, table: dict[Any, Flight], slot: object
+    ) -> None:
         self.done = done
+        self.table = table
+        self.slot = slot
+        """Where the flight is found while it runs: ``table[slot]``, a thread's or a loop's."""
         self.value: Any = MISSING
         self.error: BaseException | None = None
         self.abandoned = False
@@ -61,14 +66,8 @@ class Flights:
             flight = self.flights.get(key)
             if flight is not None:
                 return flight, False
-            flight = self.flights[key] = Flight(threading.Event())
+            flight = self.flights[key] = Flight(threading.Event(), self.flights, key)
             return flight, True
-
-    def land(self, key: FullKey, flight: Flight, value: Any, error: BaseException | None) -> None:
-        """End a thread flight with the leader's outcome."""
-        with self.lock:
-            self.flights.pop(key, None)
-        flight.finish(value, error)
 
     def ajoin(self, key: FullKey) -> tuple[Flight, bool]:
         """The flight of ``key`` on the running loop, and whether the caller leads it."""
@@ -76,12 +75,12 @@ class Flights:
         flight = self.aflights.get(slot)
         if flight is not None:
             return flight, False
-        flight = self.aflights[slot] = Flight(asyncio.Event())
+        flight = self.aflights[slot] = Flight(asyncio.Event(), self.aflights, slot)
         return flight, True
 
-    def aland(self, key: FullKey, flight: Flight, value: Any, error: BaseException | None) -> None:
-        """End a flight on the running loop with the leader's outcome."""
-        slot = (key, asyncio.get_running_loop())
-        if self.aflights.get(slot) is flight:
-            del self.aflights[slot]
+    def land(self, flight: Flight, value: Any, error: BaseException | None) -> None:
+        """End a flight (a thread's or a loop's) with the leader's outcome."""
+        with self.lock:
+            if flight.table.get(flight.slot) is flight:
+                del flight.table[flight.slot]
         flight.finish(value, error)

@@ -1,0 +1,354 @@
+"""The decisions of a call past a fresh hit, written once for the sync and the async path.
+
+Each step is a generator that yields the I/O it needs (``_requests``) and is driven by one
+of the runners of ``_run``: single-flight, leases under ``lock=True`` (``fleet``), the
+background refreshes of stale-while-revalidate and early refresh, tags, and telemetry.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from opentelemetry import trace
+
+from toolkit._types import FullKey
+from toolkit.base import BaseCache
+from toolkit.decorators._entry import MISSING, StorePolicy, is_hit
+from toolkit.decorators._refresh import Refresher
+from toolkit.decorators._requests import (
+    Ask,
+    Await,
+    Background,
+    Compute,
+    Join,
+    Read,
+    Release,
+    Renew,
+    Sleep,
+    Step,
+    Write,
+)
+from toolkit.decorators._telemetry import Telemetry
+from toolkit.decorators.fleet import (
+    DEFAULT_LEASE_TTL,
+    DEFAULT_LOCK_TIMEOUT,
+    LEAD,
+    WAIT,
+    Contention,
+    LeasePolicy,
+)
+from toolkit.decorators.flight import Flight, Flights
+from toolkit.decorators.freshness import FRESH, MISS, STALE, Freshness
+from toolkit.decorators.tags import Tagging
+from toolkit.lease import LeaseRequest
+from toolkit.middleware.base import supports_lease
+
+_log = logging.getLogger("toolkit.decorators")
+_REFRESH_LOG_INTERVAL = 10.0
+_NO_SPAN = contextlib.nullcontext()
+
+
+class Target(NamedTuple):
+    """The keys one call reads: its entry, and its tags' versions (none without tags)."""
+
+    key: FullKey
+    tags: tuple[FullKey, ...] = ()
+
+    def keys(self) -> list[FullKey]:
+        """The entry's key and its tags' keys, read in one batch."""
+        return [self.key, *self.tags]
+
+
+@dataclass(slots=True)
+class Call:
+    """One call on its way to a value: the cache, the function, its arguments and keys."""
+
+    cache: BaseCache[Any]
+    wrapped: Callable[..., Any]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    target: Target
+
+
+def lease_answer(held: object) -> bool | None:
+    """A cache's answer to a lease request as ``True``/``False`` (``None``: no answer)."""
+    return None if held is None else bool(held)
+
+
+def lease_failed(lease: LeaseRequest) -> None:
+    """Log a lease request the cache failed to answer (the caller then goes on without)."""
+    _log.debug("lease %s failed", lease.action, exc_info=True)
+
+
+class Steps:
+    """The decisions of one decorated function's calls past a fresh hit, as steps (``Cached``,
+    a subclass, adds the entry points that serve the hit and run the steps)."""
+
+    def __init__(
+        self,
+        *,
+        func_name: str,
+        store: StorePolicy,
+        telemetry: Telemetry,
+        flights: Flights,
+        refresher: Refresher,
+        fresh: Freshness | None,
+        leases: LeasePolicy | None,
+    ) -> None:
+        self.func_name = func_name
+        self.store = store
+        self.telemetry = telemetry
+        self.stats = telemetry.stats
+        self.flights = flights
+        self.refresher = refresher
+        self.fresh = fresh
+        self.leases = leases
+        # Background refreshes take a lease where the cache has them, lock=True or not.
+        self.refresh_leases = leases or LeasePolicy(DEFAULT_LEASE_TTL, DEFAULT_LOCK_TIMEOUT)
+        self._next_refresh_log = 0.0
+        self._refresh_logs_skipped = 0
+
+    # -- judging a read (no I/O) --
+
+    @staticmethod
+    def found(read: dict[FullKey, Any], target: Target) -> Any:
+        """The stored content of ``target`` in a batch read: ``MISSING`` if absent, or if a
+        tag was invalidated since it was stored."""
+        stored = read.get(target.key, MISSING)
+        if not target.tags:
+            return stored
+        fresh, content = Tagging.check(stored, Tagging.versions(read, target.tags))
+        return content if fresh else MISSING
+
+    def served(self, stored: Any) -> tuple[str, Any]:
+        """The verdict on a value read back (fresh, early, stale, miss) and what to serve."""
+        if not is_hit(stored):
+            return MISS, MISSING
+        if self.fresh is None:
+            return FRESH, stored
+        verdict, value = self.fresh.judge(stored)
+        return verdict, (MISSING if verdict == MISS else value)
+
+    def judged(
+        self,
+        cache: BaseCache[Any],
+        stored: Any,
+        span: trace.Span | None,
+        verdict_given: tuple[str, Any] | None = None,
+    ) -> tuple[str, Any]:
+        """Judge a read (unless the caller already did: XFetch draws once per hit); count a
+        served one as a hit and a miss as a miss."""
+        fresh = self.fresh
+        if verdict_given is not None:
+            verdict, value = verdict_given
+        elif fresh is None:
+            verdict, value = self.served(stored)
+        else:
+            verdict, value = fresh.judge(stored)  # a tombstone or absent value is a miss too
+        if span is not None:
+            span.set_attribute("cache.hit", verdict != MISS)
+        if verdict == MISS:
+            self.stats.miss()
+        else:
+            self.stats.hit()
+            if verdict == STALE:
+                self.telemetry.served_stale(cache, span)
+        return verdict, value
+
+    # -- the steps --
+
+    def answer(
+        self, call: Call, seen: Any, verdict: str, value: Any, span: trace.Span | None
+    ) -> Step[Any]:
+        """The steps past a read that was no fresh hit: compute a miss once, or serve a stale
+        or early value."""
+        if verdict == MISS:
+            return self.single_flight(call, span)
+        return self.serve(call, seen, verdict, value, span)
+
+    def serve(
+        self, call: Call, seen: Any, trigger: str, value: Any, span: trace.Span | None
+    ) -> Step[Any]:
+        """Serve a stale or early value, starting one background refresh of it (unless one
+        runs here already)."""
+        key = call.target.key
+        if self.refresher.claim(key):
+            yield Background(key, self.refresh_now(call, seen, trigger, span))
+        return value
+
+    def get(self, call: Call) -> Step[Any]:
+        """The stored content of the call's entry (``MISSING`` if absent or invalidated)."""
+        return self.found((yield Read(call.target.keys())), call.target)
+
+    def read(self, call: Call) -> Step[Any]:
+        """The servable value of the call's entry now (stale included), or ``MISSING``."""
+        return self.served((yield from self.get(call)))[1]
+
+    def single_flight(self, call: Call, span: trace.Span | None) -> Step[Any]:
+        """The value of a missing key, computed by one caller of this thread or loop."""
+        while True:
+            flight, leader = yield Join(call.target.key)
+            if leader:
+                return (yield from self.lead(call, flight, span))
+            self.telemetry.coalesced(call.cache, span)
+            yield Await(flight)
+            if not flight.abandoned:
+                return flight.outcome()
+            # The leader was interrupted or cancelled: another waiter may have taken over.
+            value = yield from self.read(call)
+            if value is not MISSING:
+                return value
+
+    def lead(self, call: Call, flight: Flight, span: trace.Span | None) -> Step[Any]:
+        """Obtain the value for the flight's waiters, and hand it (or the error) to them."""
+        value: Any = MISSING
+        error: BaseException | None = None
+        try:
+            value = yield from self.obtain(call, span)
+            return value
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            self.flights.land(flight, value, error)
+
+    def obtain(self, call: Call, span: trace.Span | None) -> Step[Any]:
+        """The value of a missing key: computed here, or, under ``lock=True``, by whichever
+        caller in the fleet holds the lease (see ``fleet``)."""
+        if self.leases is None:
+            return self.load(call)
+        return self.contend(call, self.leases, span)
+
+    def contend(self, call: Call, policy: LeasePolicy, span: trace.Span | None) -> Step[Any]:
+        """The value of a missing key under ``lock=True``: computed by the lease holder."""
+        cache = call.cache
+        if not supports_lease(cache):
+            self.telemetry.lease(cache, "unsupported", None, span)
+            return (yield from self.load(call))
+        contention = Contention(policy, call.target.key)
+        wait_span: trace.Span | None = None
+        try:
+            while True:
+                step = contention.answered((yield Ask(contention.request)))
+                if step == LEAD:
+                    break
+                if step == WAIT:
+                    if wait_span is None:
+                        wait_span = self.telemetry.child_span("cache.lease.wait", span)
+                    pause = contention.pause()
+                    if pause is not None:
+                        yield Sleep(pause)
+                        value = yield from self.read(call)
+                        if value is MISSING:
+                            continue
+                        contention.found()
+                        self.telemetry.lease(cache, "waited", contention.waited(), span)
+                        return value
+                # alone: no answer from the cache, or waited past lock_timeout
+                self.telemetry.lease(cache, contention.outcome, contention.waited(), span)
+                return (yield from self.load(call))
+        finally:
+            if wait_span is not None:
+                wait_span.end()
+        return (yield from self.load_holding(call, contention, span))
+
+    def load_holding(
+        self, call: Call, contention: Contention, span: trace.Span | None
+    ) -> Step[Any]:
+        """Compute while holding the lease (renewed meanwhile), then give it back."""
+        request, policy = contention.request, contention.policy
+        try:
+            # The holder before us may have stored the value just before releasing.
+            value = yield from self.read(call)
+            if value is not MISSING:
+                contention.found()
+                self.telemetry.lease(call.cache, "waited", contention.waited(), span)
+                return value
+            self.telemetry.lease(call.cache, contention.outcome, contention.waited(), span)
+            return (yield from self.load_renewing(call, request, policy))
+        finally:
+            yield Release(policy.release(request))
+
+    def load_renewing(self, call: Call, request: LeaseRequest, policy: LeasePolicy) -> Step[Any]:
+        """Compute and store the result while the lease of ``request`` is renewed."""
+        stop = yield Renew(policy.renew(request), policy.renew_every)
+        try:
+            return (yield from self.load(call))
+        finally:
+            stop()
+
+    def tag_versions(self, call: Call) -> Step[list[Any]]:
+        """The versions of a call's tags before it computes (created where none exist yet)."""
+        tags = call.target.tags
+        versions, created = Tagging.completed((yield Read(list(tags))), tags)
+        if created:
+            yield Write(created)
+        return versions
+
+    def load(self, call: Call) -> Step[Any]:
+        """Compute the result and store it if the policy says so."""
+        versions = (yield from self.tag_versions(call)) if call.target.tags else None
+        start = time.perf_counter()
+        with self.telemetry.load_timer(call.cache):
+            value = yield Compute(call.wrapped, call.args, call.kwargs)
+        if self.store.should_store(value):
+            delta = time.perf_counter() - start
+            yield Write(self.store.pairs(call.target.key, value, delta, versions))
+        return value
+
+    def refresh_now(
+        self, call: Call, seen: Any, trigger: str, parent: trace.Span | None
+    ) -> Step[None]:
+        """One background refresh: taken by one process of the fleet (the lease holder)."""
+        span = self.telemetry.child_span("cache.refresh", parent, link=True)
+        try:
+            with trace.use_span(span, end_on_exit=True) if span is not None else _NO_SPAN:
+                result = yield from self.refresh_holding(call, seen)
+            self.telemetry.refreshed(call.cache, trigger, result)
+        except Exception:
+            self._refresh_failed(call.cache, trigger)
+
+    def refresh_holding(self, call: Call, seen: Any) -> Step[str]:
+        """Recompute ``seen``'s entry unless another holder refreshes it: how it ended."""
+        policy = self.refresh_leases
+        request = policy.acquire(call.target.key)
+        held = (yield Ask(request)) if supports_lease(call.cache) else None
+        if held is False:
+            return "skipped"  # another process of the fleet refreshes it
+        try:
+            if held and self._replaced((yield from self.get(call)), seen):
+                return "skipped"  # refreshed by the holder before us
+            yield from self.load_renewing(call, request, policy)
+        finally:
+            if held:
+                yield Release(policy.release(request))
+        return "success"
+
+    def _replaced(self, stored: Any, seen: Any) -> bool:
+        """Whether ``stored`` is newer than ``seen``, the entry a refresh was started for:
+        another holder refreshed it already. (Not whether it is fresh: an early refresh is
+        started for a fresh entry, and XFetch draws once, on the hit.)"""
+        return self.fresh is not None and self.fresh.newer(stored, seen)
+
+    def _refresh_failed(self, cache: Any, trigger: str) -> None:
+        # Logged before it is counted: whoever sees the count can find the log line.
+        now = time.monotonic()
+        if now < self._next_refresh_log:  # counted below; logged at most every 10 s
+            self._refresh_logs_skipped += 1
+        else:
+            self._next_refresh_log = now + _REFRESH_LOG_INTERVAL
+            skipped, self._refresh_logs_skipped = self._refresh_logs_skipped, 0
+            _log.warning(
+                "background %s refresh of %s failed; the served value stays until it expires "
+                "(%d similar failures not logged)",
+                trigger,
+                self.func_name,
+                skipped,
+                exc_info=True,
+            )
+        self.telemetry.refreshed(cache, trigger, "error")
