@@ -315,6 +315,28 @@ async def test_a_waiter_past_lock_timeout_computes_itself(backend: Any, mode: st
     assert leases(registry) == {"acquired": 1, "timeout": 1}
 
 
+async def test_a_holder_cancelled_mid_computation_gives_its_lease_back(backend: Any) -> None:
+    """A coroutine computing under its lease is cancelled: the lease is released on the way
+    out (not left to lapse after its 60 s), so the next caller can take it at once."""
+    started = asyncio.Event()
+
+    @cached("fleet.cancel", cache=backend, ttl=300, key_id="cancel", lock=True, lease_ttl=60)
+    async def slow() -> str:
+        started.set()
+        await asyncio.sleep(HANG)
+        return "value"
+
+    task = asyncio.create_task(slow())
+    await asyncio.wait_for(started.wait(), HANG)
+    probe = LeaseRequest("acquire", slow.cache_key(), new_token(), 5.0)
+    assert backend.lease(probe) is False  # held while it computes
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert backend.lease(probe) is True
+    backend.lease(LeaseRequest("release", probe.key, probe.token))
+
+
 # -- 4. a backend that fails behind observe degrades to computing without a lease -----------
 
 
