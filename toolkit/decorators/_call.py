@@ -1,12 +1,10 @@
-"""The call path of a decorated function: read, judge the hit, and past a fresh hit run the
-steps of ``_steps`` (single-flight, leases, refreshes) with a runner of ``_run``.
+"""The entry points of a decorated function's calls: read, judge the hit, serve it.
 
-``call`` and ``acall`` serve a fresh hit inline (read, judge, return): the hot path stays
-out of the steps' machinery. Everything else is decided once in ``_steps``; ``_run`` does
-its I/O with blocking calls or by awaiting. The rooms it draws on: ``_entry`` (the stored
-form), ``freshness`` (stale and early verdicts), ``flight`` (one computation per key in
-this process), ``fleet`` (one per key in the fleet, ``lock=True``), ``_refresh``
-(background refreshes) and ``_telemetry`` (spans and counters).
+``call`` and ``acall`` serve a fresh hit inline (read, judge, return): the hot path, kept
+out of the steps' machinery. Anything else (a miss, a stale or early hit, a forced
+refresh) runs the steps of ``_steps``, decided once, with a runner of ``_run`` doing
+their I/O with blocking calls or by awaiting. Also drawn on: ``_plan`` (keys), ``tags``
+(the keys of a call's tags) and ``_telemetry`` (the call's span).
 """
 
 from __future__ import annotations

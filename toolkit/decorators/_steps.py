@@ -1,8 +1,10 @@
 """The decisions of a call past a fresh hit, written once for the sync and the async path.
 
 Each step is a generator that yields the I/O it needs (``_requests``) and is driven by one
-of the runners of ``_run``: single-flight, leases under ``lock=True`` (``fleet``), the
-background refreshes of stale-while-revalidate and early refresh, tags, and telemetry.
+of the runners of ``_run``. The rooms it draws on: ``_entry`` (the stored form),
+``freshness`` (stale and early verdicts), ``flight`` (one computation per key in this
+process), ``fleet`` (one per key in the fleet, ``lock=True``), ``_refresh`` (background
+refreshes), ``tags`` (versions) and ``_telemetry`` (spans and counters).
 """
 
 from __future__ import annotations
