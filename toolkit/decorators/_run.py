@@ -9,6 +9,7 @@ code would (a cancelled caller still releases its lease).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -31,9 +32,21 @@ from toolkit.decorators._requests import (
     T,
     Write,
 )
-from toolkit.decorators._steps import lease_answer, lease_failed
 from toolkit.decorators.fleet import RENEWER, renew_until_cancelled
 from toolkit.decorators.flight import Flight, Flights
+from toolkit.lease import LeaseRequest
+
+_log = logging.getLogger("toolkit.decorators")
+
+
+def _answer(held: object) -> bool | None:
+    """A cache's answer to a lease request as ``True``/``False`` (``None``: no answer)."""
+    return None if held is None else bool(held)
+
+
+def _failed(lease: LeaseRequest) -> None:
+    """Log a lease request the cache failed to answer (the caller goes on without it)."""
+    _log.debug("lease %s failed", lease.action, exc_info=True)
 
 
 class _Stopped(Exception):
@@ -107,9 +120,9 @@ class Blocking:
         try:
             held = cache.lease(request.lease)
         except Exception:
-            lease_failed(request.lease)
+            _failed(request.lease)
             return None
-        return lease_answer(held)
+        return _answer(held)
 
     @staticmethod
     def _renew(cache: BaseCache[Any], request: Renew) -> Callable[[], None]:
@@ -187,9 +200,9 @@ class Awaiting:
         try:
             held = await cache.alease(request.lease)
         except Exception:
-            lease_failed(request.lease)
+            _failed(request.lease)
             return None
-        return lease_answer(held)
+        return _answer(held)
 
     @staticmethod
     async def _release(cache: BaseCache[Any], request: Release) -> None:

@@ -77,16 +77,6 @@ class Call:
     target: Target
 
 
-def lease_answer(held: object) -> bool | None:
-    """A cache's answer to a lease request as ``True``/``False`` (``None``: no answer)."""
-    return None if held is None else bool(held)
-
-
-def lease_failed(lease: LeaseRequest) -> None:
-    """Log a lease request the cache failed to answer (the caller then goes on without)."""
-    _log.debug("lease %s failed", lease.action, exc_info=True)
-
-
 class Steps:
     """The decisions of one decorated function's calls past a fresh hit, as steps (``Cached``,
     a subclass, adds the entry points that serve the hit and run the steps)."""
