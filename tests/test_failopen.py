@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry
 
 from tests.faults import FlakyCache, HangingCache
 from tests.harness import FakeClock
+from tests.metric_catalog import metric_total
 from toolkit import (
     BackendError,
     CircuitOpenError,
@@ -378,15 +379,6 @@ class _SyncOnly(InMemoryCache[Any]):
         raise AssertionError("an in-process stack awaits no layer beneath it")
 
 
-def _total(registry: CollectorRegistry, name: str, **labels: str) -> float:
-    return sum(
-        sample.value
-        for family in registry.collect()
-        for sample in family.samples
-        if sample.name == name and labels.items() <= sample.labels.items()
-    )
-
-
 async def test_an_in_process_stack_runs_its_async_calls_as_its_sync_ones() -> None:
     registry = CollectorRegistry()
     cache = observe(_SyncOnly(), registry=registry)
@@ -396,9 +388,9 @@ async def test_an_in_process_stack_runs_its_async_calls_as_its_sync_ones() -> No
     await cache.aclear([NS])
     assert await cache.aget([KEY]) == {}
     # Recorded exactly as the layers' own async calls record them.
-    assert _total(registry, "cache_gets_total", result="hit") == 1
-    assert _total(registry, "cache_gets_total", result="miss") == 2
-    assert _total(registry, "cache_puts_total") == 1
+    assert metric_total(registry, "cache_gets_total", result="hit") == 1
+    assert metric_total(registry, "cache_gets_total", result="miss") == 2
+    assert metric_total(registry, "cache_puts_total") == 1
 
 
 class _AsyncAware(CacheMiddleware[Any]):
