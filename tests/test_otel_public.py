@@ -7,10 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import toolkit
 
 SCRIPT = """
-import time
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -18,7 +19,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client import CollectorRegistry
 from toolkit import InMemoryCache, observe
 from prometheus_client.openmetrics.exposition import generate_latest
-from toolkit.middleware.otel import REFRESH_SECONDS, global_tracing_live, refresh_global_tracing
+from toolkit.middleware.otel import global_tracing_live, refresh_global_tracing
 
 registry = CollectorRegistry()
 cache = observe(InMemoryCache(), registry=registry)
@@ -32,7 +33,6 @@ refresh_global_tracing()
 assert global_tracing_live()
 cache.get([(("ns",), "k")])
 print(sorted(span.name for span in exporter.get_finished_spans()))
-time.sleep(REFRESH_SECONDS * 1.2)  # the metrics layer looks again within REFRESH_SECONDS
 with trace.get_tracer("test").start_as_current_span("caller") as caller:
     cache.get([(("ns",), "k")])
 trace_id = format(caller.get_span_context().trace_id, "032x")
@@ -46,6 +46,42 @@ def test_an_sdk_installed_after_the_cache_is_followed_by_spans_and_exemplars() -
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["['cache.get']", "True"]
+
+
+FOLLOWED_WITHOUT_REFRESH = """
+import os, sys, time
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client import CollectorRegistry
+from toolkit import InMemoryCache, observe
+
+cache = observe(InMemoryCache(), registry=CollectorRegistry())
+cache.get([(("ns",), "k")])  # the watcher runs from here on
+if FORK and os.fork():
+    _, status = os.wait()
+    sys.exit(os.waitstatus_to_exitcode(status))
+exporter = InMemorySpanExporter()
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(exporter))
+trace.set_tracer_provider(provider)  # no refresh_global_tracing(): the watcher must notice
+give_up = time.monotonic() + 60  # a generous bound for a busy machine; normally 0.5 s
+while not exporter.get_finished_spans() and time.monotonic() < give_up:
+    cache.get([(("ns",), "k")])
+    time.sleep(0.01)
+print(sorted({span.name for span in exporter.get_finished_spans()}))
+"""
+
+
+@pytest.mark.parametrize("fork", [False, True], ids=["same-process", "forked-child"])
+def test_an_sdk_installed_later_is_noticed_without_being_told(fork: bool) -> None:
+    script = f"FORK = {fork}\n{FOLLOWED_WITHOUT_REFRESH}"
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["['cache.get']"]
 
 
 def test_no_module_reads_opentelemetry_private_state() -> None:

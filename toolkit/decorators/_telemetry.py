@@ -15,7 +15,7 @@ from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
 
 from toolkit._types import Namespace
 from toolkit.decorators.stats import CallStats
-from toolkit.middleware.otel import global_tracing_live
+from toolkit.middleware.otel import tracing_switch
 
 SPAN_NAME = "cache.call"
 _log = logging.getLogger("toolkit.decorators")
@@ -24,7 +24,7 @@ _log = logging.getLogger("toolkit.decorators")
 class Telemetry:
     """Spans and cache hooks for one decorated function."""
 
-    __slots__ = ("func_name", "ns", "ns_label", "stats", "tracer", "uses_global_provider")
+    __slots__ = ("func_name", "ns", "ns_label", "stats", "tracer", "tracing")
 
     def __init__(
         self, ns: Namespace, func_name: str, tracer_provider: trace.TracerProvider | None
@@ -36,16 +36,13 @@ class Telemetry:
         self.ns_label = ".".join(ns)  # the middleware's short form for plain namespaces
         self.func_name = func_name
         self.tracer = trace.get_tracer(__name__, __version__, tracer_provider=tracer_provider)
-        # Following the global provider: whether it is an SDK is checked cheaply per call.
-        self.uses_global_provider = tracer_provider is None and isinstance(
-            trace.get_tracer_provider(), trace.ProxyTracerProvider
-        )
+        self.tracing = tracing_switch(tracer_provider)  # read on every call
 
     def span(self) -> trace.Span | None:
         """A recording ``cache.call`` span, or ``None`` when nothing would record it."""
-        # With no explicit provider and no global SDK provider a span could only be a
-        # non-recording no-op: skip even the ProxyTracer round trip.
-        if self.uses_global_provider and not global_tracing_live():
+        # With no SDK provider a span could only be a non-recording no-op: skip even the
+        # ProxyTracer round trip.
+        if not self.tracing.live:
             return None
         if otel_context.get_value(_SUPPRESS_INSTRUMENTATION_KEY):
             return None

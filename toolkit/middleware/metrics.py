@@ -26,7 +26,7 @@ from toolkit._types import (
 from toolkit.base import check_key, check_namespace, is_refusal, key_sequence
 from toolkit.middleware.base import OPERATIONS, CacheMiddleware, backend_name, innermost, logger
 from toolkit.middleware.labels import ALL_CACHES, INVALID, CacheLabeler, default_cache_label
-from toolkit.middleware.otel import REFRESH_SECONDS, global_tracing_live
+from toolkit.middleware.otel import ALWAYS, NEVER, global_tracing
 from toolkit.middleware.recorders import (
     CounterFamily,
     HistogramFamily,
@@ -298,8 +298,7 @@ class Recorder:
         "by_label",
         "by_ns",
         "durations",
-        "exemplar_now",
-        "exemplar_until",
+        "exemplars",
         "families",
         "get_duration",
         "labeler",
@@ -319,28 +318,16 @@ class Recorder:
         # The namespace seen last and its hit and miss counters: a caller (``@cached``)
         # passes the same tuple every call, and an identity test costs less than hashing it.
         self.last: tuple[Namespace | None, Iterator[Any], Iterator[Any]] = (None, _NO, _NO)
-        # Whether a get's latency carries an exemplar, decided until ``exemplar_until`` (this
-        # layer's clock): following the global provider, the decision is renewed from the
-        # clock readings a get already took, cheaper than asking otel per call.
-        self.exemplar_now = bool(exemplars)
-        self.exemplar_until = 0.0 if exemplars is None else float("inf")
+        # Whether latencies carry the current trace: as configured, or while a global SDK is.
+        self.exemplars = global_tracing() if exemplars is None else (ALWAYS if exemplars else NEVER)
         self.loads: dict[tuple[str, bool], Any] = {}
         self.durations = {op: families.duration.labels(backend, op) for op in OPERATIONS}
         self.get_duration = self.durations["get"]
         self.refresh_entries: Callable[[], None] | None = None
 
-    def wants_exemplar(self, now: float) -> bool:
-        """Whether an observation made at ``now`` (``perf_counter``) carries the current trace:
-        as configured, or, following the global provider, while an SDK is installed (looked
-        up at most every ``REFRESH_SECONDS``; without an SDK nothing records)."""
-        if now >= self.exemplar_until:
-            self.exemplar_now = global_tracing_live()
-            self.exemplar_until = now + REFRESH_SECONDS
-        return self.exemplar_now
-
     def exemplar(self) -> _Exemplar | None:
         """The exemplar of an observation now, if exemplars are wanted and a span records."""
-        return current_exemplar() if self.wants_exemplar(perf_counter()) else None
+        return current_exemplar() if self.exemplars.live else None
 
     def children(self, ns: Namespace) -> _Children:
         """The counters of ``ns``'s label, bound once."""
@@ -379,10 +366,7 @@ class Recorder:
                         children.miss.inc(misses)
         except Exception:  # malformed keys a foreign cache accepted: instrumentation never raises
             logger.debug("cache metrics skipped malformed keys", exc_info=True)
-        if end >= self.exemplar_until:  # wants_exemplar(end) inlined: every hit runs this
-            self.exemplar_now = global_tracing_live()
-            self.exemplar_until = end + REFRESH_SECONDS
-        if self.exemplar_now:
+        if self.exemplars.live:
             self.get_duration.observe(end - start, current_exemplar())
         else:
             self.get_duration.observe(end - start)
@@ -399,7 +383,7 @@ class Recorder:
     def time(self, operation: str, elapsed: float) -> None:
         """Observe a call's latency (with the current trace as exemplar, when wanted)."""
         cell = self.durations[operation]
-        if self.wants_exemplar(perf_counter()):
+        if self.exemplars.live:
             cell.observe(elapsed, current_exemplar())
         else:
             cell.observe(elapsed)

@@ -1,50 +1,118 @@
-"""Whether a span could record right now, from OpenTelemetry's public API, cheap on a hot path.
+"""Whether a span could record right now, from OpenTelemetry's public API, as one attribute read.
 
 ``trace.get_tracer_provider()`` costs about 2 µs (it probes the environment while no SDK
-is installed), more than a whole cache hit. So the answer is cached and refreshed at most
-every ``REFRESH_SECONDS``: an SDK installed after the caches were built is seen within that
-time. Once an SDK is seen the answer stays yes without looking again: OpenTelemetry lets
-the global provider be set only once. A provider passed in explicitly never goes through here.
+is installed), more than a whole cache hit, and every cache call asks up to three times
+(``@cached``, the tracing layer, the metrics layer's exemplars). So the answer lives in a
+:class:`TracingSwitch`: a hot path reads ``switch.live``. The switch that follows the global
+provider is kept current by a daemon thread that looks every ``REFRESH_SECONDS`` until it
+sees an SDK; then the answer stays yes and the thread ends, as OpenTelemetry lets the
+global provider be set only once. A provider passed in explicitly never goes through here.
 """
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 
 from opentelemetry import trace
-from opentelemetry.trace import NoOpTracerProvider, ProxyTracerProvider
+from opentelemetry.trace import NoOpTracerProvider, ProxyTracerProvider, TracerProvider
 
-__all__ = ["REFRESH_SECONDS", "global_tracing_live", "refresh_global_tracing"]
+from toolkit.middleware.base import logger
+
+__all__ = [
+    "ALWAYS",
+    "NEVER",
+    "REFRESH_SECONDS",
+    "TracingSwitch",
+    "global_tracing",
+    "global_tracing_live",
+    "refresh_global_tracing",
+    "tracing_switch",
+]
 
 REFRESH_SECONDS = 0.5
-"""How long the answer of :func:`global_tracing_live` is reused."""
+"""How often the global provider is looked at while it is not an SDK."""
 
 _NO_SDK = (ProxyTracerProvider, NoOpTracerProvider)
-_clock = time.monotonic
-# Module globals, not a dict or an object: each read is the cheapest lookup Python has,
-# and this runs two or three times per cache call.
-_live = False
-_until = 0.0
+
+
+class TracingSwitch:
+    """Whether spans (and exemplars) may record: ``live``, read on every cache call."""
+
+    __slots__ = ("live",)
+
+    def __init__(self, live: bool) -> None:
+        self.live = live
+
+    def __repr__(self) -> str:
+        return f"TracingSwitch(live={self.live})"
+
+
+ALWAYS = TracingSwitch(True)
+"""An explicit provider that may record: a span is started on every call."""
+NEVER = TracingSwitch(False)
+"""An explicit ``NoOpTracerProvider``: nothing can ever record."""
+
+_GLOBAL = TracingSwitch(False)
+_watch_lock = threading.Lock()
+_watcher: threading.Thread | None = None
+
+
+def global_tracing() -> TracingSwitch:
+    """The switch that follows the global provider; its watcher starts on first use."""
+    if _watcher is None and not _GLOBAL.live:
+        _start_watching()
+    return _GLOBAL
+
+
+def tracing_switch(provider: TracerProvider | None) -> TracingSwitch:
+    """The switch of a component built with ``provider`` (``None``: the global one)."""
+    if provider is None:
+        return global_tracing()
+    return NEVER if isinstance(provider, NoOpTracerProvider) else ALWAYS
 
 
 def global_tracing_live() -> bool:
     """Whether the global tracer provider is a real SDK (its spans may record)."""
-    if _live or _clock() < _until:
-        return _live
-    return _look()
-
-
-def _look() -> bool:
-    global _live, _until
-    _live = not isinstance(trace.get_tracer_provider(), _NO_SDK)
-    _until = _clock() + REFRESH_SECONDS
-    return _live
+    return global_tracing().live
 
 
 def refresh_global_tracing() -> None:
-    """Look at the global provider again now (call it right after installing an SDK).
+    """Look at the global provider now (call it right after installing an SDK, to be
+    followed at once rather than within ``REFRESH_SECONDS``)."""
+    _look()
 
-    Spans follow at once; the metrics layer's exemplars within ``REFRESH_SECONDS`` (it
-    reuses its own clock readings to ask again)."""
-    global _until
-    _until = 0.0
+
+def _look() -> bool:
+    if not _GLOBAL.live:
+        try:
+            _GLOBAL.live = not isinstance(trace.get_tracer_provider(), _NO_SDK)
+        except Exception:  # a broken provider named in the environment: no SDK yet
+            logger.debug("looking up the global tracer provider failed", exc_info=True)
+    return _GLOBAL.live
+
+
+def _watch() -> None:
+    while not _look():
+        time.sleep(REFRESH_SECONDS)
+
+
+def _start_watching() -> None:
+    global _watcher
+    with _watch_lock:
+        if _watcher is None and not _look():
+            _watcher = threading.Thread(target=_watch, name="toolkit-otel-watch", daemon=True)
+            _watcher.start()
+
+
+def _after_fork_in_child() -> None:
+    # Only the forking thread survives a fork: the child needs a watcher of its own.
+    global _watch_lock, _watcher
+    _watch_lock = threading.Lock()
+    if _watcher is not None:
+        _watcher = None
+        _start_watching()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

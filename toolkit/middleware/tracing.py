@@ -11,8 +11,6 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
 from opentelemetry.trace import (
-    NoOpTracerProvider,
-    ProxyTracerProvider,
     Span,
     SpanKind,
     Status,
@@ -23,7 +21,7 @@ from opentelemetry.trace import (
 from toolkit._types import FullKey, Namespace, ValueT
 from toolkit.middleware.base import OPERATIONS, CacheMiddleware, backend_name, logger
 from toolkit.middleware.labels import ALL_CACHES, default_cache_label
-from toolkit.middleware.otel import global_tracing_live
+from toolkit.middleware.otel import NEVER, tracing_switch
 
 __all__ = ["MAX_HASHED_KEYS", "RequestHook", "ResponseHook", "Tracing"]
 
@@ -146,10 +144,7 @@ class Tracing(CacheMiddleware[ValueT]):
         from toolkit import __version__
 
         self._tracer = trace.get_tracer(_SCOPE, __version__, tracer_provider=tracer_provider)
-        self.follows_global = tracer_provider is None and isinstance(
-            trace.get_tracer_provider(), ProxyTracerProvider
-        )
-        self._never_records = isinstance(tracer_provider, NoOpTracerProvider)
+        self._switch = tracing_switch(tracer_provider)
         self._record_keys = record_keys
         self._namespace_label = namespace_label
         self._request_hook = request_hook
@@ -161,12 +156,10 @@ class Tracing(CacheMiddleware[ValueT]):
 
     def idle(self) -> bool:
         """Whether no span can record now (no SDK, a no-op provider): then none is started."""
-        if not self.follows_global:
-            return self._never_records
-        return not global_tracing_live()
+        return not self._switch.live
 
     def _observe(self, operation: str, arg: Any) -> _Span:
-        if (self.follows_global and not global_tracing_live()) or self.idle():
+        if not self._switch.live:
             return _NOT_RECORDING  # no SDK installed: nothing can record, skip even the no-op span
         if otel_context.get_value(_SUPPRESS_INSTRUMENTATION_KEY):
             return _NOT_RECORDING
@@ -182,12 +175,12 @@ class Tracing(CacheMiddleware[ValueT]):
 
     def wrap_sync(self, operation: str, call: Callable[..., Any]) -> Callable[..., Any]:
         """A span around one sync operation, started only when it can record."""
-        if not self.follows_global and self._never_records:
+        if self._switch is NEVER:
             return call  # a no-op provider given explicitly: nothing can ever record
-        follows_global, observe, is_get = self.follows_global, self._observe, operation == "get"
+        switch, observe, is_get = self._switch, self._observe, operation == "get"
 
         def traced(arg: Any = None) -> Any:
-            if follows_global and not global_tracing_live():
+            if not switch.live:
                 return call(arg)  # no SDK installed: skip even the no-op span
             with observe(operation, arg) as span:
                 result = call(arg)
@@ -199,9 +192,9 @@ class Tracing(CacheMiddleware[ValueT]):
         self, operation: str, call: Callable[..., Awaitable[Any]]
     ) -> Callable[..., Awaitable[Any]]:
         """The async twin of :meth:`wrap_sync`."""
-        if not self.follows_global and self._never_records:
+        if self._switch is NEVER:
             return call
-        follows_global, observe, is_get = self.follows_global, self._observe, operation == "get"
+        switch, observe, is_get = self._switch, self._observe, operation == "get"
 
         async def traced_call(arg: Any) -> Any:
             with observe(operation, arg) as span:
@@ -209,7 +202,7 @@ class Tracing(CacheMiddleware[ValueT]):
                 return span.hits(result) if is_get else result
 
         def traced(arg: Any = None) -> Awaitable[Any]:
-            if follows_global and not global_tracing_live():
+            if not switch.live:
                 # No SDK installed: hand back the inner call's awaitable itself, without a
                 # coroutine of our own around it (creating and awaiting one costs ~0.2 µs).
                 return call(arg)
