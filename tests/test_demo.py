@@ -6,7 +6,9 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -304,3 +306,75 @@ def test_forever_runs_do_not_suggest_forever() -> None:
     args = (registry, CallStats(), BreakerWatch(), 1.0, "http://127.0.0.1:1/metrics")
     assert "ARGS=--forever" in summary(*args, forever=False)
     assert "--forever" not in summary(*args, forever=True)
+
+
+# -- stopping: no peer process outlives the demo ------------------------------------
+
+
+def _children(pid: int) -> set[int]:
+    """The live processes whose parent is ``pid`` (Linux /proc)."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # it exited meanwhile
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.add(int(stat.parent.name))
+    return found
+
+
+def _alive(pids: set[int]) -> set[int]:
+    alive = set()
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            alive.add(pid)
+    return alive
+
+
+def _wait(condition: Any, what: str, timeout: float = 60.0) -> None:
+    give_up = time.monotonic() + timeout  # generous: only a broken demo takes this long
+    while not condition():
+        if time.monotonic() > give_up:
+            pytest.fail(f"still waiting after {timeout:.0f} s for {what}")
+        time.sleep(0.1)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+@pytest.mark.parametrize("how", ["terminate", "kill"])
+def test_no_peer_process_outlives_the_demo(tmp_path: Path, how: str) -> None:
+    demo_run = subprocess.Popen(
+        [sys.executable, "-m", "toolkit", "demo", "--forever", "--plain"]
+        + ["--port", str(free_port()), "--sqlite-path", str(tmp_path / "demo.sqlite")],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        peers: set[int] = set()
+
+        def two_peers_started() -> bool:
+            peers.update(_children(demo_run.pid))
+            return len(peers) >= 3 or demo_run.poll() is not None  # two peers, their tracker
+
+        _wait(two_peers_started, "the demo's peer processes")
+        assert demo_run.poll() is None, demo_run.communicate()[0]
+        if how == "terminate":  # SIGTERM: a clean stop, with the summary
+            demo_run.terminate()
+            out = demo_run.communicate(timeout=60)[0]
+            assert demo_run.returncode == 0, out
+            assert "Summary after" in out
+        else:  # SIGKILL: nothing runs in the demo, the peers notice on their own
+            demo_run.kill()
+            demo_run.communicate(timeout=60)
+        _wait(lambda: not _alive(peers), f"peers {sorted(_alive(peers))} to exit")
+    finally:
+        if demo_run.poll() is None:
+            demo_run.kill()
+            demo_run.communicate()

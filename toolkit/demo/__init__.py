@@ -10,9 +10,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -176,6 +178,7 @@ def run(options: argparse.Namespace, out: TextIO = sys.stdout) -> int:
             file=out,
             flush=True,
         )
+        scratch.enter_context(_terminate_as_interrupt())
         fleet.start()
         scratch.callback(fleet.stop)
         workload.start()
@@ -210,6 +213,24 @@ def run(options: argparse.Namespace, out: TextIO = sys.stdout) -> int:
                 flush=True,
             )
     return 0
+
+
+@contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """Within this block, SIGTERM (``kill``, a service manager) stops the demo as Ctrl-C
+    does: peers stopped, caches closed, summary printed, instead of dying on the spot."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set signal handlers
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class _LogCounter(logging.Handler):

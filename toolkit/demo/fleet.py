@@ -77,9 +77,13 @@ def peer_main(spec: PeerSpec, stop: Event) -> None:
         time.sleep(rng.uniform(0.04, 0.12))
         return model_answer(question)
 
+    # A demo killed outright (SIGKILL) never sets ``stop``: a peer also ends with it.
+    parent = multiprocessing.parent_process()
     try:
         # A little jitter, so that which process takes the lease varies from tick to tick.
         while not stop.wait(until_next_tick() + rng.uniform(0.0, 0.02)):
+            if parent is not None and not parent.is_alive():
+                break
             answer(breaking_question())
     finally:
         close = getattr(backend, "close", None)
