@@ -347,9 +347,9 @@ def _wait(condition: Any, what: str, timeout: float = 60.0) -> None:
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
 @pytest.mark.parametrize("how", ["terminate", "kill"])
 def test_no_peer_process_outlives_the_demo(tmp_path: Path, how: str) -> None:
+    where = ["--port", str(free_port()), "--sqlite-path", str(tmp_path / "demo.sqlite")]
     demo_run = subprocess.Popen(
-        [sys.executable, "-m", "toolkit", "demo", "--forever", "--plain"]
-        + ["--port", str(free_port()), "--sqlite-path", str(tmp_path / "demo.sqlite")],
+        [sys.executable, "-m", "toolkit", "demo", "--forever", "--plain", *where],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         stdout=subprocess.PIPE,
