@@ -123,20 +123,24 @@ def check_keys(keys: Iterable[FullKey]) -> Sequence[FullKey]:
     if type(keys) is not list and type(keys) is not tuple:  # the call costs a third of a key
         keys = key_sequence(keys)
     known = _KNOWN_NAMESPACES
+    # The namespace of the key before, proven valid: a batch's keys usually share one
+    # tuple, and an identity test spares hashing it again (tuples do not cache hashes).
+    last_ns: object = None
     for full_key in keys:
         # Fast path for the common case; anything unusual takes the full check.
         try:
             if (
                 type(full_key) is tuple
                 and len(full_key) == 2
-                and full_key[0] in known
+                and (full_key[0] is last_ns or full_key[0] in known)
                 and type(full_key[1]) is str
                 and full_key[1].isascii()
             ):
+                last_ns = full_key[0]
                 continue
         except TypeError:
             pass
-        check_key(full_key)
+        last_ns = check_key(full_key)[0]
     return keys
 
 
@@ -183,12 +187,13 @@ def check_pairs(
         raise TypeError(f"set() takes a mapping of key -> (value, ttl), got {type(raw).__name__}")
     rows: list[tuple[FullKey, Any, float | None]] = []
     known = _KNOWN_NAMESPACES
+    last_ns: object = None  # as in check_keys
     for full_key, entry in pairs.items():
         try:
             fast = (
                 type(full_key) is tuple
                 and len(full_key) == 2
-                and full_key[0] in known
+                and (full_key[0] is last_ns or full_key[0] in known)
                 and type(full_key[1]) is str
                 and full_key[1].isascii()
             )
@@ -196,6 +201,7 @@ def check_pairs(
             fast = False
         if not fast:
             check_key(full_key)
+        last_ns = full_key[0]
         if type(entry) is tuple and len(entry) == 2:
             value, ttl = entry
             if ttl is None or (type(ttl) is int and 0 < ttl <= _MAX_INT_TTL):

@@ -79,7 +79,12 @@ class InMemoryCache(EvictionNotifier, BaseCache[ValueT]):
     def _encode(self, value: Any) -> tuple[str | None, Any]:
         """The stored form of ``value``: itself if an immutable scalar (or a tuple of them),
         else serialized."""
-        if _scalar(value) or (type(value) is tuple and all(map(_scalar, value))):
+        kind = type(value)  # one look at the type: a big set() runs this per entry
+        if (
+            kind in _AS_ITSELF
+            or (kind is str and value.isascii())
+            or (kind is tuple and all(map(_scalar, value)))
+        ):
             return None, value
         return self._dumps(value)
 
@@ -140,8 +145,7 @@ class InMemoryCache(EvictionNotifier, BaseCache[ValueT]):
         lock.acquire()  # not ``with``: its protocol costs ~50 ns more than the two calls
         try:
             for full_key, typed, ttl in encoded:
-                if full_key in data:  # a new key lands last anyway; an old one moves there
-                    data.move_to_end(full_key)
+                size = len(data)
                 if ttl is None:
                     data[full_key] = typed
                 else:
@@ -149,6 +153,8 @@ class InMemoryCache(EvictionNotifier, BaseCache[ValueT]):
                         now = self._timer()
                         self._expiring = True
                     data[full_key] = (typed[0], typed[1], now + ttl)
+                if len(data) == size:  # the key was there: it moves last, as a new one lands
+                    data.move_to_end(full_key)
             # Until some entry has had a ttl there is nothing to sweep, and no clock to read.
             if self._expiring:
                 if now is None:

@@ -33,7 +33,8 @@ SAFE_TAG = "toolkit-msgpack-v3"
 END = b"\xc1"
 _END = 0xC1
 _FRAME = 5
-_read_trailer = struct.Struct(">IB").unpack_from  # (body length, END) in one C call
+_TRAILER = struct.Struct(">IB")  # (body length, END), packed and read in one C call each
+_pack_trailer, _read_trailer = _TRAILER.pack, _TRAILER.unpack_from
 _MAX_BODY = 2**32 - 1
 
 MAX_NESTING = 10
@@ -48,7 +49,7 @@ def frame(body: bytes) -> bytes:
     size = len(body)
     if size > _MAX_BODY:
         raise NotCacheableError(f"cannot serialize a value of {size} bytes (limit 4 GiB)")
-    return body + size.to_bytes(4, "big") + END
+    return body + _pack_trailer(size, _END)
 
 
 # msgpack extension codes; the payload of each is itself msgpack. They start at 32 so
@@ -258,7 +259,10 @@ class SafeSerializer:
                 raise NotCacheableError(
                     f"cannot serialize a {type(obj).__qualname__}: {exc}"
                 ) from exc
-        return SAFE_TAG, frame(body)
+        size = len(body)
+        if size <= _MAX_BODY:  # frame() inlined: a big set() runs this per value
+            return SAFE_TAG, body + _pack_trailer(size, _END)
+        return SAFE_TAG, frame(body)  # which refuses it, naming the limit
 
     def loads_typed(self, data: tuple[str, bytes]) -> Any:
         """Decode a pair made by ``dumps_typed``; anything else raises ``SerializationError``."""
