@@ -121,20 +121,24 @@ SOAK_WARM_SECONDS = 150.0
 
 
 def soak(seconds: float, where: str) -> dict[str, Any]:
-    """Observed SQLite under 4 threads for ``seconds``: resident memory at start and end."""
+    """Observed SQLite under 4 threads for ``seconds``: resident memory at start and end, and
+    the calls, ``cache_errors_total`` and breaker openings of the measured stretch."""
     spec = Spec("sqlite", "observe", where)
     # Warm until resident memory settles: SQLite's page caches and the allocator's per-thread
     # arenas fill over about 100 s of this load (sampled every 25 s: +33 %, then flat).
     # Latencies are not kept: a list of every call's latency would be the growth measured.
     run_threads(spec, 4, SOAK_WARM_SECONDS, keep=False)
     before = _rss()
-    run_threads(spec, 4, seconds, keep=False)
+    measured = run_threads(spec, 4, seconds, keep=False)
     after = _rss()
     return {
         "seconds": seconds,
         "rss_before": before,
         "rss_after": after,
         "growth": after / before - 1,
+        "calls": measured.calls,
+        "errors": measured.errors + measured.failures,
+        "openings": measured.openings,
     }
 
 
