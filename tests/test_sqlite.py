@@ -701,3 +701,28 @@ def test_a_slow_first_open_is_not_a_timeout(db: str, monkeypatch: pytest.MonkeyP
             assert await cache.aget([k("b")]) == {k("b"): 2}
 
         asyncio.run(both())
+
+
+@pytest.mark.parametrize("via", ["sync", "async"])
+def test_the_write_ahead_log_is_copied_back_in_small_steps(tmp_path: Path, via: str) -> None:
+    # Each automatic checkpoint runs inside a writer's commit, stalling the writers queued
+    # behind it for as long as it takes: the log must not grow to SQLite's default 4 MB.
+    db = str(tmp_path / f"{via}.db")
+    value = os.urandom(16_000)  # incompressible: four pages a write
+
+    async def awrite_all(cache: SqliteCache[Any]) -> int:
+        for i in range(400):  # 6.4 MB through the log, one commit each
+            await cache.aset({k(f"k{i}"): (value, None)})
+        try:
+            return Path(f"{db}-wal").stat().st_size
+        finally:
+            await cache.aclose()
+
+    with open_cache(db) as cache:
+        if via == "sync":
+            for i in range(400):
+                cache.set({k(f"k{i}"): (value, None)})
+            wal = Path(f"{db}-wal").stat().st_size
+        else:
+            wal = asyncio.run(awrite_all(cache))
+    assert wal < 1_500_000, f"the log reached {wal} bytes"

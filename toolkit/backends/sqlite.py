@@ -58,6 +58,11 @@ __all__ = ["SqliteCache"]
 redact_aiosqlite_calls()
 
 DEFAULT_BUSY_TIMEOUT = 0.2
+# SQLite copies the write-ahead log into the database inside the commit that grows it past
+# this many pages, while that writer holds the write connection: 1,000 (SQLite's default,
+# 4 MB) made the copy and its fsyncs stall the writers queued behind it for up to 0.2 s on
+# a slow disk (busy_timeout). A quarter of it: smaller stalls, a smaller log to search.
+_AUTOCHECKPOINT_PAGES = 250
 _PURGE_INTERVAL = 1.0
 _PURGE_BATCH = 256
 
@@ -101,6 +106,8 @@ class SqliteCache(EvictionNotifier, BaseCache[ValueT]):
         if memory:
             # Readers skip shared-cache table locks, so only writer/writer conflicts remain.
             pragmas.append("PRAGMA read_uncommitted = 1")
+        else:
+            pragmas.append(f"PRAGMA wal_autocheckpoint = {_AUTOCHECKPOINT_PAGES}")
         self._conns = Connections(
             database=database, uri=uri, busy_timeout=float(busy_timeout), pragmas=pragmas
         )
