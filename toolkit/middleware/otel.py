@@ -6,7 +6,7 @@ is installed), more than a whole cache hit, and every cache call asks up to thre
 :class:`TracingSwitch`: a hot path reads ``switch.live``. The switch that follows the global
 provider is kept current by a daemon thread that looks every ``REFRESH_SECONDS`` until it
 sees an SDK; then the answer stays yes and the thread ends, as OpenTelemetry lets the
-global provider be set only once. A provider passed in explicitly never goes through here.
+global provider be set only once. A provider passed in explicitly gets a constant switch.
 """
 
 from __future__ import annotations
