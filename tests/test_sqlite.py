@@ -20,7 +20,14 @@ from typing import Any
 
 import pytest
 
-from toolkit import BackendError, CacheClosedError, FullKey, Namespace, SqliteCache
+from toolkit import (
+    BackendError,
+    CacheClosedError,
+    CacheTimeoutError,
+    FullKey,
+    Namespace,
+    SqliteCache,
+)
 from toolkit._types import EvictionCause
 from toolkit.backends._sqlite_conn import AsyncMutex
 from toolkit.backends._sqlite_sql import decode_namespace, encode_namespace
@@ -726,3 +733,66 @@ def test_the_write_ahead_log_is_copied_back_in_small_steps(tmp_path: Path, via: 
         else:
             wal = asyncio.run(awrite_all(cache))
     assert wal < 1_500_000, f"the log reached {wal} bytes"
+
+
+# A write's turn on the connection and SQLite's own busy wait share one budget (twice
+# busy_timeout): a writer queued behind a slow commit waits past busy_timeout, never past
+# the budget. The commit is stood in for by holding the write connection's turn.
+BUDGET_TIMEOUT = 2.0  # long, so that a busy machine's scheduling cannot tip the outcome
+
+
+def test_a_write_queued_past_busy_timeout_still_lands(db: str) -> None:
+    with open_cache(db, busy_timeout=BUDGET_TIMEOUT) as cache:
+        turn = cache._conns._writer.lock
+        started = threading.Event()
+
+        def slow_commit() -> None:
+            with turn:
+                started.set()
+                time.sleep(BUDGET_TIMEOUT + 0.25)  # past busy_timeout, well within twice it
+
+        holder = threading.Thread(target=slow_commit)
+        holder.start()
+        started.wait()
+        cache.set({k("queued"): (1, None)})
+        holder.join()
+        assert cache.get([k("queued")]) == {k("queued"): 1}
+
+
+def test_a_write_queued_past_the_whole_budget_times_out(db: str) -> None:
+    with open_cache(db, busy_timeout=0.2) as cache:
+        turn = cache._conns._writer.lock
+        turn.acquire()
+        try:  # released only after the write gave up: its bound, not the holder, ended it
+            with pytest.raises(CacheTimeoutError, match=r"waited 0\.4s \(twice busy_timeout\)"):
+                cache.set({k("queued"): (1, None)})
+        finally:
+            turn.release()
+
+
+def test_an_async_write_queued_past_busy_timeout_still_lands(db: str) -> None:
+    async def main() -> None:
+        with open_cache(db, busy_timeout=BUDGET_TIMEOUT) as cache:
+            await cache.aset({k("first"): (0, None)})  # opens the async write connection
+            release = await cache._conns._writes.acquire()
+            asyncio.get_running_loop().call_later(BUDGET_TIMEOUT + 0.25, release)
+            await cache.aset({k("queued"): (1, None)})
+            assert await cache.aget([k("queued")]) == {k("queued"): 1}
+            await cache.aclose()
+
+    asyncio.run(main())
+
+
+def test_an_async_write_queued_past_the_whole_budget_times_out(db: str) -> None:
+    async def main() -> None:
+        with open_cache(db, busy_timeout=0.2) as cache:
+            await cache.aset({k("first"): (0, None)})
+            release = await cache._conns._writes.acquire()
+            try:
+                with pytest.raises(CacheTimeoutError, match=r"twice busy_timeout"):
+                    await cache.aset({k("queued"): (1, None)})
+            finally:
+                release()
+            await cache.aclose()
+
+    asyncio.run(main())

@@ -368,20 +368,42 @@ class Connections:
     ) -> list[list[Row]] | sqlite3.Error:
         """One try on the write connection, waiting for its turn: the rows, or the error."""
         path = self._writer
-        # The connection's turn is part of the call's bounded wait (see max_call_seconds).
-        if not path.lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
-            raise CacheTimeoutError(
-                f"SQLite {self.database!r}: waited busy_timeout ({self.busy_timeout:g}s) "
-                "for the connection"
-            )
+        turn_deadline = deadline + self.busy_timeout  # see _turn_wait
+        if not path.lock.acquire(timeout=max(0.0, turn_deadline - time.monotonic())):
+            raise self._no_turn()
         try:
             if self.closed:
                 raise CacheClosedError("SqliteCache is closed")
-            return _execute(self._sync_connection(path), framed, in_transaction)
+            conn = self._sync_connection(path)
+            wait = self._turn_wait(turn_deadline)
+            if wait is None:
+                return _execute(conn, framed, in_transaction)
+            conn.execute(wait).fetchall()
+            try:
+                return _execute(conn, framed, in_transaction)
+            finally:
+                conn.execute(self._waiting()).fetchall()
         except sqlite3.Error as exc:
             return exc
         finally:
             path.lock.release()
+
+    def _turn_wait(self, turn_deadline: float) -> str | None:
+        """The busy_timeout pragma for a write whose turn came late, or ``None`` if on time.
+
+        A write's turn on the connection and SQLite's own busy wait share one budget, twice
+        ``busy_timeout`` (see :attr:`max_call_seconds`): a writer queued behind a slow commit
+        (a checkpoint's fsync) may wait for its turn past ``busy_timeout``, and SQLite then
+        waits only for what is left, so the call still ends within the budget.
+        """
+        left = turn_deadline - time.monotonic()
+        return None if left >= self.busy_timeout else self._waiting(max(0.0, left))
+
+    def _no_turn(self) -> CacheTimeoutError:
+        return CacheTimeoutError(
+            f"SQLite {self.database!r}: waited {2 * self.busy_timeout:g}s (twice busy_timeout) "
+            "for the write connection"
+        )
 
     def run(
         self, statements: Sequence[Statement], *, atomic: bool = False, write: bool = False
@@ -436,11 +458,13 @@ class Connections:
     @property
     def max_call_seconds(self) -> float:
         """The longest one call can take once its connections are open: the wait for the
-        connection, SQLite's own busy wait, and a margin for the statements themselves."""
+        connection and SQLite's own busy wait (at most twice ``busy_timeout`` together, see
+        ``_turn_wait``), and a margin for the statements themselves."""
         return 2 * self.busy_timeout + _STATEMENT_MARGIN
 
-    def _waiting(self) -> str:
-        return f"PRAGMA busy_timeout = {round(self.busy_timeout * 1000)}"
+    def _waiting(self, seconds: float | None = None) -> str:
+        wait = self.busy_timeout if seconds is None else seconds
+        return f"PRAGMA busy_timeout = {round(wait * 1000)}"
 
     # -- async I/O --
 
@@ -491,22 +515,31 @@ class Connections:
         # Opening is not waiting (see run): it happens before the bounded wait starts.
         conn = await self._aconnection(path)
         deadline = time.monotonic() + self.busy_timeout
+        turn_deadline = deadline + self.busy_timeout if write else deadline  # see _turn_wait
         while True:
             try:
                 # Waiting for the write turn is bounded like the sync path's; the
                 # statements themselves run to the end (a big batch takes long).
                 try:
-                    async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                    async with asyncio.timeout(max(0.0, turn_deadline - time.monotonic())):
                         conn = await self._aconnection(path)
                         release = await self._writes.acquire() if write else None
                 except TimeoutError:
+                    if write:
+                        raise self._no_turn() from None
                     raise CacheTimeoutError(
                         f"SQLite {self.database!r}: waited busy_timeout "
                         f"({self.busy_timeout:g}s) for the connection"
                     ) from None
                 if release is None:
                     return await _aexecute(conn, framed, in_transaction)
-                return await self._until_done(_aexecute(conn, framed, in_transaction), release)
+                wait = self._turn_wait(turn_deadline)
+                work = (
+                    _aexecute(conn, framed, in_transaction)
+                    if wait is None
+                    else _aexecute_waiting(conn, framed, in_transaction, wait, self._waiting())
+                )
+                return await self._until_done(work, release)
             except (sqlite3.Error, ValueError) as exc:
                 error = exc
             delay = _retry_delay(error, attempt, deadline)
@@ -633,6 +666,21 @@ async def _aexecute(
     # execute_fetchall returns lists of plain tuples (no row factory is set)
     rows = cast("list[list[Row]]", results)
     return rows[1:-1] if in_transaction else rows
+
+
+async def _aexecute_waiting(
+    conn: aiosqlite.Connection,
+    framed: Sequence[Statement],
+    in_transaction: bool,
+    wait: str,
+    restore: str,
+) -> list[list[Row]]:
+    """:func:`_aexecute` with SQLite's busy wait set to ``wait`` for these statements only."""
+    await conn.execute_fetchall(wait)
+    try:
+        return await _aexecute(conn, framed, in_transaction)
+    finally:
+        await conn.execute_fetchall(restore)
 
 
 async def _then(work: Coroutine[Any, Any, _T], release: Callable[[], None]) -> _T:
