@@ -378,11 +378,7 @@ class Connections:
             wait = self._turn_wait(turn_deadline)
             if wait is None:
                 return _execute(conn, framed, in_transaction)
-            conn.execute(wait).fetchall()
-            try:
-                return _execute(conn, framed, in_transaction)
-            finally:
-                conn.execute(self._waiting()).fetchall()
+            return _execute_waiting(conn, framed, in_transaction, wait, self._waiting())
         except sqlite3.Error as exc:
             return exc
         finally:
@@ -443,15 +439,9 @@ class Connections:
                 return None
             conn = self._sync_connection(path)
             framed, in_transaction = _framed(statements, True)
-            conn.execute(_NO_WAIT).fetchall()
-            try:
-                return _execute(conn, framed, in_transaction)
-            except sqlite3.Error:
-                return None  # it stays stored; the next read or the purge deletes it
-            finally:
-                conn.execute(self._waiting()).fetchall()
+            return _execute_waiting(conn, framed, in_transaction, _NO_WAIT, self._waiting())
         except (sqlite3.Error, BackendError):
-            return None
+            return None  # it stays stored; the next read or the purge deletes it
         finally:
             path.lock.release()
 
@@ -566,11 +556,7 @@ class Connections:
             return None
         framed, in_transaction = _framed(statements, True)
         try:
-            await conn.execute_fetchall(_NO_WAIT)
-            try:
-                return await _aexecute(conn, framed, in_transaction)
-            finally:
-                await conn.execute_fetchall(self._waiting())
+            return await _aexecute_waiting(conn, framed, in_transaction, _NO_WAIT, self._waiting())
         except (sqlite3.Error, ValueError):
             return None  # it stays stored; the next read or the purge deletes it
 
@@ -648,6 +634,21 @@ def _execute(
                 conn.rollback()
         raise
     return results[1:-1] if in_transaction else results
+
+
+def _execute_waiting(
+    conn: sqlite3.Connection,
+    framed: Sequence[Statement],
+    in_transaction: bool,
+    wait: str,
+    restore: str,
+) -> list[list[Row]]:
+    """:func:`_execute` with SQLite's busy wait set to ``wait`` for these statements only."""
+    conn.execute(wait).fetchall()
+    try:
+        return _execute(conn, framed, in_transaction)
+    finally:
+        conn.execute(restore).fetchall()
 
 
 async def _aexecute(
