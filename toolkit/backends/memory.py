@@ -79,12 +79,7 @@ class InMemoryCache(EvictionNotifier, BaseCache[ValueT]):
     def _encode(self, value: Any) -> tuple[str | None, Any]:
         """The stored form of ``value``: itself if an immutable scalar (or a tuple of them),
         else serialized."""
-        kind = type(value)  # one look at the type: a big set() runs this per entry
-        if (
-            kind in _AS_ITSELF
-            or (kind is str and value.isascii())
-            or (kind is tuple and all(map(_scalar, value)))
-        ):
+        if _scalar(value) or (type(value) is tuple and all(map(_scalar, value))):
             return None, value
         return self._dumps(value)
 

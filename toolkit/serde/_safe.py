@@ -259,10 +259,7 @@ class SafeSerializer:
                 raise NotCacheableError(
                     f"cannot serialize a {type(obj).__qualname__}: {exc}"
                 ) from exc
-        size = len(body)
-        if size <= _MAX_BODY:  # frame() inlined: a big set() runs this per value
-            return SAFE_TAG, body + _pack_trailer(size, _END)
-        return SAFE_TAG, frame(body)  # which refuses it, naming the limit
+        return SAFE_TAG, frame(body)
 
     def loads_typed(self, data: tuple[str, bytes]) -> Any:
         """Decode a pair made by ``dumps_typed``; anything else raises ``SerializationError``."""
