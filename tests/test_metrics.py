@@ -11,7 +11,8 @@ from prometheus_client import CollectorRegistry, Counter, generate_latest
 
 from tests.faults import FlakyCache
 from tests.harness import FakeClock
-from toolkit import BackendError, FailOpen, InMemoryCache, Metrics, observe, wrap
+from toolkit import BackendError, FailOpen, InMemoryCache, Metrics, Tracing, observe, wrap
+from toolkit.middleware.base import CacheMiddleware
 from toolkit.middleware.labels import ALL_CACHES, OVERFLOW, default_cache_label
 
 # Each test runs against observe()'s fused layer and against the plain stack.
@@ -164,6 +165,42 @@ def test_hooks_reach_metrics_through_any_order(registry: CollectorRegistry) -> N
     cache = wrap(InMemoryCache(), FailOpen(), Metrics(registry=registry))
     cache.record_coalesced(NS)
     assert sample(registry, "cache_coalesced_total", cache="app.users") == 1
+
+
+def test_hooks_cross_every_recording_layer_and_only_those() -> None:
+    """Each layer that records a hook sees it once, through any layers that do not; a layer
+    that overrides one and calls super passes it on; below the last one it is dropped."""
+    seen: list[str] = []
+
+    class Noting(CacheMiddleware[Any]):
+        adds_read_failures = adds_io = False
+
+        def record_stale(self, namespace: tuple[str, ...]) -> None:
+            seen.append(f"noting {namespace}")
+            super().record_stale(namespace)
+
+    upper, lower = CollectorRegistry(), CollectorRegistry()
+    cache = wrap(
+        InMemoryCache(),
+        FailOpen(),
+        Metrics(registry=upper),
+        Noting(),
+        Tracing(),
+        Metrics(registry=lower),
+    )
+    cache.record_stale(NS)
+    cache.record_load(NS, 0.5, ok=True)
+    assert seen == [f"noting {NS}"]
+    for registry in (upper, lower):
+        assert sample(registry, "cache_stale_served_total", cache="app.users") == 1
+        assert (
+            sample(
+                registry, "cache_load_duration_seconds_count", cache="app.users", result="success"
+            )
+            == 1
+        )
+    bare_stack = wrap(InMemoryCache(), FailOpen(), Tracing())
+    bare_stack.record_load(NS, 0.5, ok=True)  # nothing below records it: a no-op, no error
 
 
 def test_circuit_state_starts_closed(registry: CollectorRegistry) -> None:

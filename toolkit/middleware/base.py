@@ -29,6 +29,18 @@ OPERATIONS = ("get", "set", "clear", "delete", "lease")
 """What a layer wraps; each also has its async twin (``aget``...). ``delete`` and ``lease``
 exist only where the wrapped cache has them."""
 
+HOOKS = (
+    "record_load",
+    "record_coalesced",
+    "record_lease",
+    "record_stale",
+    "record_refresh",
+    "record_tag_invalidations",
+    "record_error",
+    "record_circuit_state",
+)
+"""The events a stack carries down to the layers that record them (see ``CacheMiddleware``)."""
+
 logger = logging.getLogger("toolkit.middleware")
 """The one logger of the middleware layer (rate-limited failures, failing user hooks)."""
 
@@ -106,6 +118,7 @@ class CacheMiddleware(BaseCache[ValueT]):
     """
 
     inner: Any = _UNBOUND
+    _below: Any = _UNBOUND  # hook -> the inner cache's hook (or None), resolved when bound
 
     adds_read_failures = True
     """Whether this layer's get can fail on its own; layers that only record or check say no."""
@@ -148,6 +161,7 @@ class CacheMiddleware(BaseCache[ValueT]):
         if missing:
             raise TypeError(f"{type(inner).__name__} is not a cache: it lacks {', '.join(missing)}")
         self.inner = inner
+        self._link_hooks()
         self._on_bind()
         self._compose()
         return self
@@ -179,6 +193,18 @@ class CacheMiddleware(BaseCache[ValueT]):
                 if in_process
                 else self.wrap_async(operation, getattr(inner, f"a{operation}"))
             )
+
+    def _link_hooks(self) -> None:
+        """Resolve, once, where each ``record_*`` hook goes next: the inner cache's hook, or
+        nowhere. A hook this layer does not record becomes the inner one itself (or a no-op),
+        so an event crosses only the layers that record it, not one forwarding call per layer.
+        """
+        attrs = self.__dict__
+        below: dict[str, Callable[..., None] | None]
+        below = self._below = {hook: getattr(self.inner, hook, None) for hook in HOOKS}
+        for hook, forward in below.items():
+            if getattr(type(self), hook) is getattr(CacheMiddleware, hook):
+                attrs[hook] = _ignore if forward is None else forward
 
     def wrap_sync(self, operation: str, call: Callable[..., Any]) -> Callable[..., Any]:
         """This layer's job around one sync operation (``get``, ``set``, ``clear``, ``delete``)
@@ -238,7 +264,7 @@ class CacheMiddleware(BaseCache[ValueT]):
 
     def _forward(self, hook: str, *args: Any, **kwargs: Any) -> None:
         """Pass a ``record_*`` hook to the wrapped cache, if it takes it."""
-        forward = getattr(self.inner, hook, None)
+        forward = self._below.get(hook)
         if forward is not None:
             forward(*args, **kwargs)
 
@@ -277,6 +303,10 @@ class CacheMiddleware(BaseCache[ValueT]):
     def record_circuit_state(self, state: int) -> None:
         """Report the circuit breaker's state: 0 closed, 1 half-open, 2 open."""
         self._forward("record_circuit_state", state)
+
+
+def _ignore(*_: Any, **__: Any) -> None:
+    """A hook no layer below records."""
 
 
 def _awaitable(call: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
