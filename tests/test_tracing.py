@@ -6,15 +6,14 @@ import logging
 from typing import Any
 
 import pytest
-from opentelemetry import context as otel_context
-from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import NoOpTracerProvider, SpanKind, StatusCode
 from prometheus_client import CollectorRegistry
 
 from tests.faults import FlakyCache, HangingCache
-from toolkit import BackendError, InMemoryCache, Tracing, observe, wrap
+from toolkit import BackendError, InMemoryCache, Tracing, cached, observe, wrap
 from toolkit.middleware.tracing import hash_key
 
 # Each test runs against observe()'s fused layer and against the plain stack.
@@ -155,13 +154,18 @@ def test_nothing_recorded_when_suppressed(
     provider: TracerProvider, exporter: InMemorySpanExporter
 ) -> None:
     cache = traced(provider)
-    token = otel_context.attach(otel_context.set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
-    try:
+
+    @cached(NS, cache=cache, tracer_provider=provider)
+    def double(n: int) -> int:
+        return 2 * n
+
+    with suppress_instrumentation():
         cache.set({(NS, "a"): (1, None)})
         assert cache.get([(NS, "a")]) == {(NS, "a"): 1}
-    finally:
-        otel_context.detach(token)
+        assert double(2) == double(2) == 4
     assert exporter.get_finished_spans() == ()
+    assert double(3) == 6
+    assert {span.name for span in exporter.get_finished_spans()} >= {"cache.call", "cache.get"}
 
 
 def test_no_op_tracer_provider_records_nothing(exporter: InMemorySpanExporter) -> None:

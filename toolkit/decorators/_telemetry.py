@@ -11,11 +11,10 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
 
 from toolkit._types import Namespace
 from toolkit.decorators.stats import CallStats
-from toolkit.middleware.otel import tracing_switch
+from toolkit.middleware.otel import instrumentation_suppressed, tracing_switch
 
 SPAN_NAME = "cache.call"
 _log = logging.getLogger("toolkit.decorators")
@@ -44,7 +43,7 @@ class Telemetry:
         # ProxyTracer round trip.
         if not self.tracing.live:
             return None
-        if otel_context.get_value(_SUPPRESS_INSTRUMENTATION_KEY):
+        if instrumentation_suppressed():
             return None
         return self._start(SPAN_NAME)
 

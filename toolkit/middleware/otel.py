@@ -7,6 +7,11 @@ is installed), more than a whole cache hit, and every cache call asks up to thre
 provider is kept current by a daemon thread that looks every ``REFRESH_SECONDS`` until it
 sees an SDK; then the answer stays yes and the thread ends, as OpenTelemetry lets the
 global provider be set only once. A provider passed in explicitly gets a constant switch.
+
+Whether the caller suppressed instrumentation (as OpenTelemetry's exporters do around their
+own calls, and ``opentelemetry.instrumentation.utils.suppress_instrumentation()`` does) is
+asked of that package's public ``is_instrumentation_enabled()``; the API package keeps the
+context key to itself, so without the instrumentation package nothing counts as suppressed.
 """
 
 from __future__ import annotations
@@ -20,6 +25,15 @@ from opentelemetry.trace import NoOpTracerProvider, ProxyTracerProvider, TracerP
 
 from toolkit.middleware.base import logger
 
+try:
+    from opentelemetry.instrumentation.utils import is_instrumentation_enabled
+except ImportError:  # not installed, or older than 0.44b0: nothing can suppress instrumentation
+
+    def is_instrumentation_enabled() -> bool:
+        """Without opentelemetry-instrumentation, instrumentation is always enabled."""
+        return True
+
+
 __all__ = [
     "ALWAYS",
     "NEVER",
@@ -27,6 +41,7 @@ __all__ = [
     "TracingSwitch",
     "global_tracing",
     "global_tracing_live",
+    "instrumentation_suppressed",
     "refresh_global_tracing",
     "tracing_switch",
 ]
@@ -76,6 +91,11 @@ def tracing_switch(provider: TracerProvider | None) -> TracingSwitch:
 def global_tracing_live() -> bool:
     """Whether the global tracer provider is a real SDK (its spans may record)."""
     return global_tracing().live
+
+
+def instrumentation_suppressed() -> bool:
+    """Whether the current context asks for no spans (OpenTelemetry's suppression)."""
+    return not is_instrumentation_enabled()
 
 
 def refresh_global_tracing() -> None:

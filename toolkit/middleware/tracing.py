@@ -9,7 +9,6 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
 from opentelemetry.trace import (
     Span,
     SpanKind,
@@ -21,7 +20,7 @@ from opentelemetry.trace import (
 from toolkit._types import FullKey, Namespace, ValueT
 from toolkit.middleware.base import OPERATIONS, CacheMiddleware, backend_name, logger
 from toolkit.middleware.labels import ALL_CACHES, default_cache_label
-from toolkit.middleware.otel import NEVER, tracing_switch
+from toolkit.middleware.otel import NEVER, instrumentation_suppressed, tracing_switch
 
 __all__ = ["MAX_HASHED_KEYS", "RequestHook", "ResponseHook", "Tracing"]
 
@@ -161,7 +160,7 @@ class Tracing(CacheMiddleware[ValueT]):
     def _observe(self, operation: str, arg: Any) -> _Span:
         if not self._switch.live:
             return _NOT_RECORDING  # no SDK installed: nothing can record, skip even the no-op span
-        if otel_context.get_value(_SUPPRESS_INSTRUMENTATION_KEY):
+        if instrumentation_suppressed():
             return _NOT_RECORDING
         try:
             span = self._tracer.start_span(_SPAN_NAMES[operation], kind=SpanKind.CLIENT)
