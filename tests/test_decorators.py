@@ -408,6 +408,39 @@ async def test_sync_function_async_twins(cache: HookedCache) -> None:
     assert counter(1) == 4
 
 
+def test_an_invalidation_during_a_computation_is_not_undone(cache: HookedCache) -> None:
+    """A computation that began before ``invalidate`` neither stores its result after it nor
+    hands it to a caller that arrives after it: that caller computes afresh."""
+    started, release = threading.Event(), threading.Event()
+    source = {"value": "old"}
+
+    @cached("controls.race", cache=cache, key_id="controls.race")
+    def read(x: int) -> str:
+        value = source["value"]
+        if value == "old":
+            started.set()
+            assert release.wait(WAIT)
+        return value
+
+    before: list[str] = []
+    leader = threading.Thread(target=lambda: before.append(read(1)))
+    leader.start()
+    assert started.wait(WAIT)
+    source["value"] = "new"
+    read.invalidate(1)  # while the first computation runs
+    after: list[str] = []
+    follower = threading.Thread(target=lambda: after.append(read(1)))
+    follower.start()
+    with cache.waiters_arrived:  # the follower either joins the old flight or returns
+        cache.waiters_arrived.wait_for(lambda: cache.coalesced or after, timeout=WAIT)
+    release.set()
+    follower.join(WAIT)
+    leader.join(WAIT)
+    assert before == ["old"]
+    assert after == ["new"]  # not the computation that began before the invalidation
+    assert read(1) == "new"  # nor its late write
+
+
 def test_bound_method_controls(default_cache: HookedCache) -> None:
     acme = Service("acme")
     acme.method(1)

@@ -21,7 +21,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
@@ -600,6 +600,53 @@ async def test_a_failing_refresh_is_counted_and_logged_never_raised(
     exc_info = failed[0].exc_info
     assert exc_info is not None and isinstance(exc_info[1], RuntimeError)
     assert total(registry, "cache_refreshes_total", "result", "success") == 0
+
+
+async def test_an_invalidation_during_a_background_refresh_is_not_undone(
+    mode: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stale hit starts a refresh; the key is invalidated while the refresh computes: the
+    refresh stores nothing, and the next call computes after the invalidation."""
+    clock = StoppedClock()
+    monkeypatch.setattr(freshness, "_now", clock)
+    store: SqliteCache[Any] = SqliteCache(path=str(tmp_path / "race.db"), timer=clock)
+    source = {"value": "v1"}
+    started, release = threading.Event(), threading.Event()
+
+    def work() -> str:
+        value = source["value"]
+        if value == "v2":
+            started.set()
+            assert release.wait(HANG)
+        return value
+
+    @cached("fleet.race", cache=store, ttl=60, stale_ttl=600, key_id="fleet.race")
+    def func() -> str:
+        return work()
+
+    @cached("fleet.race", cache=store, ttl=60, stale_ttl=600, key_id="fleet.race")
+    async def afunc() -> str:
+        return await asyncio.to_thread(work)
+
+    called = func if mode == "sync" else afunc
+    try:
+        assert (func() if mode == "sync" else await afunc()) == "v1"
+        clock.now += 61  # past the logical expiry, inside the stale window
+        source["value"] = "v2"
+        assert (func() if mode == "sync" else await afunc()) == "v1"  # stale; refresh starts
+        await settle(started.is_set)
+        source["value"] = "v3"
+        if mode == "sync":
+            func.invalidate()
+        else:
+            await afunc.ainvalidate()
+        release.set()
+        refreshing = cast(Any, called)._self_state.refresher._running
+        await settle(lambda: not refreshing)
+        assert (func() if mode == "sync" else await afunc()) == "v3"
+    finally:
+        release.set()
+        await store.aclose()
 
 
 # -- 7. early refresh (XFetch) -------------------------------------------------------------

@@ -20,7 +20,7 @@ from opentelemetry import trace
 
 from toolkit._types import FullKey
 from toolkit.base import BaseCache
-from toolkit.decorators._entry import MISSING, StorePolicy, is_hit
+from toolkit.decorators._entry import MISSING, StorePolicy, is_hit, tombstone
 from toolkit.decorators._refresh import Refresher
 from toolkit.decorators._requests import (
     Ask,
@@ -283,15 +283,23 @@ class Steps:
         return versions
 
     def load(self, call: Call) -> Step[Any]:
-        """Compute the result and store it if the policy says so."""
-        versions = (yield from self.tag_versions(call)) if call.target.tags else None
-        start = time.perf_counter()
-        with self.telemetry.load_timer(call.cache):
-            value = yield Compute(call.wrapped, call.args, call.kwargs)
-        if self.store.should_store(value):
-            delta = time.perf_counter() - start
-            yield Write(self.store.pairs(call.target.key, value, delta, versions))
-        return value
+        """Compute the result and store it if the policy says so, and unless the key was
+        invalidated in this process meanwhile (the result may predate what it forgot)."""
+        key = call.target.key
+        load = self.flights.begin_load(key)
+        try:
+            versions = (yield from self.tag_versions(call)) if call.target.tags else None
+            start = time.perf_counter()
+            with self.telemetry.load_timer(call.cache):
+                value = yield Compute(call.wrapped, call.args, call.kwargs)
+            if self.store.should_store(value) and not load.voided():
+                delta = time.perf_counter() - start
+                yield Write(self.store.pairs(key, value, delta, versions))
+                if load.voided():  # the invalidation's delete may have landed before the write
+                    yield Write(tombstone(key))
+            return value
+        finally:
+            self.flights.end_load(load)
 
     def refresh_now(
         self, call: Call, seen: Any, trigger: str, parent: trace.Span | None

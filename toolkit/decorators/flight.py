@@ -4,6 +4,10 @@ A flight is the one in-progress computation of a key; its leader publishes the o
 (value or exception) and the waiters take it. A leader that leaves without an outcome
 (cancelled, interrupted) marks the flight abandoned, so a waiter takes over. Errors are
 handed to the waiters of that flight only, never stored.
+
+An invalidation in this process voids what began before it: the loads in progress of its
+keys store nothing (``Load``), and a caller that arrives after it starts a flight of its
+own instead of joining one that may carry the forgotten result.
 """
 
 from __future__ import annotations
@@ -50,15 +54,35 @@ class Flight:
         return self.value
 
 
-class Flights:
-    """The flights in progress for one decorated function: threads, and each event loop."""
+class Load:
+    """One computation of a key that will store its result, unless an invalidation voids it."""
 
-    __slots__ = ("aflights", "flights", "lock")
+    __slots__ = ("_voided", "key")
+
+    def __init__(self, key: FullKey) -> None:
+        self.key = key
+        self._voided = False
+
+    def void(self) -> None:
+        """The key was invalidated after the computation began: its result is not stored."""
+        self._voided = True
+
+    def voided(self) -> bool:
+        """Whether the key was invalidated since the computation began."""
+        return self._voided
+
+
+class Flights:
+    """The flights in progress for one decorated function: threads, and each event loop;
+    and its loads in progress (flights, background refreshes, forced refreshes)."""
+
+    __slots__ = ("aflights", "flights", "loads", "lock")
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.flights: dict[FullKey, Flight] = {}
         self.aflights: dict[tuple[FullKey, asyncio.AbstractEventLoop], Flight] = {}
+        self.loads: dict[FullKey, list[Load]] = {}
 
     def join(self, key: FullKey) -> tuple[Flight, bool]:
         """The flight of ``key`` for a thread, and whether the caller leads it."""
@@ -72,11 +96,12 @@ class Flights:
     def ajoin(self, key: FullKey) -> tuple[Flight, bool]:
         """The flight of ``key`` on the running loop, and whether the caller leads it."""
         slot = (key, asyncio.get_running_loop())
-        flight = self.aflights.get(slot)
-        if flight is not None:
-            return flight, False
-        flight = self.aflights[slot] = Flight(asyncio.Event(), self.aflights, slot)
-        return flight, True
+        with self.lock:  # another thread's invalidation may be detaching flights
+            flight = self.aflights.get(slot)
+            if flight is not None:
+                return flight, False
+            flight = self.aflights[slot] = Flight(asyncio.Event(), self.aflights, slot)
+            return flight, True
 
     def land(self, flight: Flight, value: Any, error: BaseException | None) -> None:
         """End a flight (a thread's or a loop's) with the leader's outcome."""
@@ -84,3 +109,34 @@ class Flights:
             if flight.table.get(flight.slot) is flight:
                 del flight.table[flight.slot]
         flight.finish(value, error)
+
+    def begin_load(self, key: FullKey) -> Load:
+        """Register a computation of ``key`` that will store its result."""
+        load = Load(key)
+        with self.lock:
+            self.loads.setdefault(key, []).append(load)
+        return load
+
+    def end_load(self, load: Load) -> None:
+        """The computation of ``load`` stored its result, or gave up."""
+        with self.lock:
+            loads = self.loads.get(load.key)
+            if loads is not None:
+                loads.remove(load)
+                if not loads:
+                    del self.loads[load.key]
+
+    def invalidate(self, key: FullKey | None) -> None:
+        """``key`` (``None``: every key) is being invalidated: void its loads in progress and
+        detach its flights, so no result computed before reaches the cache or a later caller."""
+        with self.lock:
+            for keyed in self.loads.values() if key is None else [self.loads.get(key, [])]:
+                for load in keyed:
+                    load.void()
+            if key is None:
+                self.flights.clear()
+                self.aflights.clear()
+                return
+            self.flights.pop(key, None)
+            for slot in [slot for slot in self.aflights if slot[0] == key]:
+                del self.aflights[slot]

@@ -39,14 +39,18 @@ class _Controls:
         return state.full_key(instance, args, kwargs)
 
     def invalidate(self, *args: Any, **kwargs: Any) -> None:
-        """Forget the cached result of this call."""
+        """Forget the cached result of this call (and void its computations in progress)."""
         state, instance, _ = self._bind()
-        _invalidate.invalidate(state.backend(), state.full_key(instance, args, kwargs))
+        full_key = state.full_key(instance, args, kwargs)
+        state.flights.invalidate(full_key)
+        _invalidate.invalidate(state.backend(), full_key)
 
     async def ainvalidate(self, *args: Any, **kwargs: Any) -> None:
         """Forget the cached result of this call (async I/O)."""
         state, instance, _ = self._bind()
-        await _invalidate.ainvalidate(state.backend(), state.full_key(instance, args, kwargs))
+        full_key = state.full_key(instance, args, kwargs)
+        state.flights.invalidate(full_key)
+        await _invalidate.ainvalidate(state.backend(), full_key)
 
     def refresh(self, *args: Any, **kwargs: Any) -> Any:
         """Recompute this call, store the result and return it."""
@@ -65,12 +69,14 @@ class _Controls:
     def cache_clear(self) -> None:
         """Forget every cached result of this function (its whole namespace); zero its counts."""
         state = self._bind()[0]
+        state.flights.invalidate(None)
         state.backend().clear([state.ns])
         state.stats.reset()
 
     async def acache_clear(self) -> None:
         """Forget every cached result of this function (async I/O); zero its counts."""
         state = self._bind()[0]
+        state.flights.invalidate(None)
         await state.backend().aclear([state.ns])
         state.stats.reset()
 
