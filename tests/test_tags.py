@@ -172,6 +172,39 @@ def test_a_lost_tag_version_is_a_miss_never_a_stale_hit(tmp_path: Path) -> None:
     assert f() == 2
 
 
+@pytest.mark.parametrize("stale_ttl", [None, 60])
+def test_dropping_tags_never_serves_a_tagged_entry(tmp_path: Path, stale_ttl: int | None) -> None:
+    """A function redeployed without ``tags=`` (same namespace and arguments) never takes
+    a tagged entry for its result, nor fails on one: the two stored forms have keys of
+    their own, as freshness envelopes do. And back: tags added again recompute."""
+    store: SqliteCache[Any] = SqliteCache(path=str(tmp_path / "forms.db"))
+    calls: list[bool] = []
+
+    def deploy(tagged: bool) -> Any:
+        @cached(
+            "tags.forms",
+            cache=store,
+            key_id="tags.forms",
+            tags="user:1" if tagged else None,
+            ttl=60,
+            stale_ttl=stale_ttl,
+        )
+        def profile(user: int) -> dict[str, str]:
+            calls.append(tagged)
+            return {"name": "ada"}
+
+        return profile
+
+    try:
+        assert deploy(True)(1) == {"name": "ada"}
+        assert deploy(False)(1) == {"name": "ada"}
+        assert deploy(True)(1) == {"name": "ada"}
+        assert deploy(False)(1) == {"name": "ada"}
+        assert calls == [True, False]
+    finally:
+        store.close()
+
+
 def test_tags_and_freshness_and_lock_compose(cache: Any) -> None:
     calls = 0
 

@@ -29,7 +29,7 @@ from toolkit.decorators.fleet import LeasePolicy
 from toolkit.decorators.flight import Flights
 from toolkit.decorators.freshness import ENVELOPE_KEY_SUFFIX, FRESH, Freshness
 from toolkit.decorators.stats import CacheParameters
-from toolkit.decorators.tags import Tagging, TagsOption
+from toolkit.decorators.tags import TAGGED_KEY_SUFFIX, Tagging, TagsOption
 
 Args = tuple[Any, ...]
 Kwargs = dict[str, Any]
@@ -67,7 +67,8 @@ class Cached(Steps):
             ignore=ignore,
             strict_containers=strict_containers,
             key_id=key_id,
-            suffix="" if fresh is None else ENVELOPE_KEY_SUFFIX,
+            suffix=("" if tags is None else TAGGED_KEY_SUFFIX)
+            + ("" if fresh is None else ENVELOPE_KEY_SUFFIX),
         )
         self.full_key = self.keys.full_key
         self.func_name = self.keys.func_name

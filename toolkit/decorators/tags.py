@@ -28,6 +28,10 @@ TAG_NAMESPACE: Namespace = ("toolkit", "tags")
 TAGGED = "\x00toolkit:tagged:v1\x00"
 """The first item of a tagged entry; no function's own result starts with it."""
 
+TAGGED_KEY_SUFFIX = "~tagged1"
+"""Ends the keys of functions with tags: a tagged entry and a bare result (stored while the
+function had no tags, or read after they were dropped) never share a key."""
+
 MAX_TAG_LENGTH = 256
 
 TagsOption = str | Iterable[str] | Callable[..., Any]
