@@ -808,6 +808,21 @@ def test_bound_methods_key_on_their_instance(cache: HookedCache) -> None:
     assert two.calls == 2
 
 
+def test_a_bound_method_with_a_key_function_is_controlled_by_the_key_it_is_called_by(
+    cache: HookedCache,
+) -> None:
+    """``key=`` takes ``self`` first for a bound method, in calls and in the controls alike:
+    ``invalidate`` and ``refresh`` reach the entry the calls read."""
+    two = Scaler(2)
+    double = cached("s.key", cache=cache, key=lambda self, x: x)(two.scale)
+    assert double(5) == 10 and two.calls == 1
+    double.invalidate(5)
+    assert double(5) == 10 and two.calls == 2
+    two.factor = 4  # the stored result is stale now: refresh recomputes the entry calls read
+    assert double.refresh(5) == 20
+    assert double(5) == 20 and two.calls == 3
+
+
 def test_builtins_are_called_without_a_receiver(cache: HookedCache) -> None:
     # A builtin has a __self__ (its module); like wrapt, the call passes no instance.
     absolute: Any = cached("abs", cache=cache)(abs)  # abs is generic: typed loosely here

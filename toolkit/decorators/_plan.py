@@ -79,11 +79,10 @@ class CallKeys:
                 # its encoding.
                 found = memo.get(args)
                 return found if found is not None else self._memoized(memo, args)
-        if instance is None and self.key_func is None:
-            receiver = self.plan.receiver  # cached(obj.method)
-            if receiver is None:
+        if instance is None:
+            instance = self.plan.receiver  # cached(obj.method): its controls pass none
+            if instance is None and self.key_func is None:
                 return (self.ns, self.digest(args, kwargs))
-            instance = receiver
         if instance is not None:
             args = (instance, *args)
         if self.key_func is not None:
