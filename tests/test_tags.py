@@ -114,6 +114,30 @@ def test_method_tags_receive_self_first(cache: Any) -> None:
     assert profiles.load(7) != one
 
 
+def test_a_bound_methods_tags_receive_its_instance_in_refresh_too(cache: Any) -> None:
+    """``cached(obj.method, tags=...)``: ``refresh`` gives the tags function the instance
+    first, as calls do, so the refreshed entry is the one calls read, under their tags."""
+
+    class Profiles:
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def __cache_key__(self) -> str:
+            return "acme"
+
+        def load(self, uid: int) -> str:
+            self.calls += 1
+            return f"profile {uid} #{self.calls}"
+
+    profiles = Profiles()
+    load = cached("profiles.bound", cache=cache, tags=lambda me, uid: f"user:{uid}")(profiles.load)
+    assert load(7) == load(7) == "profile 7 #1"
+    assert load.refresh(7) == "profile 7 #2"
+    assert load(7) == "profile 7 #2"
+    invalidate_tags("user:7", cache=cache)
+    assert load(7) == "profile 7 #3"
+
+
 async def test_async_functions_and_async_invalidation(cache: Any) -> None:
     calls = 0
 

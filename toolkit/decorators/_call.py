@@ -119,6 +119,8 @@ class Cached(Steps):
         """The keys a call reads: its entry's and, with ``tags``, its tags' versions."""
         if self.tagging is None:
             return Target(full_key)
+        if instance is None:
+            instance = self.keys.plan.receiver  # cached(obj.method): its controls pass none
         tag_args = args if instance is None else (instance, *args)
         return Target(full_key, self.tagging.keys(tag_args, kwargs))
 
