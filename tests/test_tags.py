@@ -14,6 +14,7 @@ from langgraph.cache.memory import InMemoryCache as LangGraphMemory
 from prometheus_client import CollectorRegistry
 
 import toolkit
+from tests.fleet_workers import wait_for
 from toolkit import (
     BackendError,
     FullKey,
@@ -178,6 +179,45 @@ def test_an_invalidation_during_a_computation_is_not_lost(cache: Any) -> None:
     worker.join(10)
     assert result == [1]
     assert stock() == 2  # the overlapping result was stored under the old version
+    assert stock() == 2
+
+
+def test_a_caller_after_an_invalidation_never_joins_a_computation_from_before(
+    cache: Any,
+) -> None:
+    """A computation began before ``invalidate_tags``; a caller that arrives after it does
+    not wait for that computation's (invalidated) result: it computes afresh."""
+    started, release = threading.Event(), threading.Event()
+    source = {"stock": 1}
+
+    @cached("tags.flight", cache=cache, tags="inventory", key_id="tags.flight")
+    def stock() -> int:
+        value = source["stock"]
+        if value == 1:
+            started.set()
+            assert release.wait(10)
+        return value
+
+    before: list[int] = []
+    after: list[int] = []
+    leader = threading.Thread(target=lambda: before.append(stock()))
+    follower = threading.Thread(target=lambda: after.append(stock()))
+    leader.start()
+    try:
+        assert started.wait(10)
+        source["stock"] = 2
+        invalidate_tags("inventory", cache=cache)  # while the first computation runs
+        follower.start()
+        # It either returns or waits for the old computation (bounded only against a hang).
+        assert wait_for(lambda: bool(after) or stock.cache_info().coalesced > 0)
+        assert stock.cache_info().coalesced == 0
+    finally:
+        release.set()
+        leader.join(10)
+        if follower.is_alive():
+            follower.join(10)
+    assert after == [2]
+    assert before == [1]
     assert stock() == 2
 
 

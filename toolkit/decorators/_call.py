@@ -29,7 +29,7 @@ from toolkit.decorators.fleet import LeasePolicy
 from toolkit.decorators.flight import Flights
 from toolkit.decorators.freshness import ENVELOPE_KEY_SUFFIX, FRESH, Freshness
 from toolkit.decorators.stats import CacheParameters
-from toolkit.decorators.tags import TAGGED_KEY_SUFFIX, Tagging, TagsOption
+from toolkit.decorators.tags import TAGGED_KEY_SUFFIX, Tagging, TagsOption, watch
 
 Args = tuple[Any, ...]
 Kwargs = dict[str, Any]
@@ -100,6 +100,8 @@ class Cached(Steps):
             leases=leases,
         )
         self.blocking = Blocking(self.flights, refresher)
+        if self.tagging is not None:
+            watch(self.flights)
         self.awaiting = Awaiting(self.blocking, self.is_async)
 
     def backend(self) -> BaseCache[Any]:

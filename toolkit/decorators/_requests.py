@@ -72,9 +72,11 @@ class Sleep:
 
 @dataclass(slots=True)
 class Join:
-    """Join the flight of ``key`` in this thread or on this loop: ``(flight, leads)``."""
+    """Join the flight of ``key`` in this thread or on this loop: ``(flight, leads)``; a
+    flight begun here carries the version keys of the call's ``tags``."""
 
     key: FullKey
+    tags: tuple[FullKey, ...] = ()
 
 
 @dataclass(slots=True)

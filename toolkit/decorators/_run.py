@@ -102,7 +102,7 @@ class Blocking:
         return cache.get(request.keys)
 
     def _join(self, cache: BaseCache[Any], request: Join) -> tuple[Flight, bool]:
-        return self.flights.join(request.key)
+        return self.flights.join(request.key, request.tags)
 
     @staticmethod
     def _compute(cache: BaseCache[Any], request: Compute) -> Any:
@@ -185,7 +185,7 @@ class Awaiting:
         return await cache.aget(request.keys)
 
     async def _join(self, cache: BaseCache[Any], request: Join) -> tuple[Flight, bool]:
-        return self.flights.ajoin(request.key)
+        return self.flights.ajoin(request.key, request.tags)
 
     async def _compute(self, cache: BaseCache[Any], request: Compute) -> Any:
         value = request.func(*request.args, **request.kwargs)

@@ -184,7 +184,7 @@ class Steps:
     def single_flight(self, call: Call, span: trace.Span | None) -> Step[Any]:
         """The value of a missing key, computed by one caller of this thread or loop."""
         while True:
-            flight, leader = yield Join(call.target.key)
+            flight, leader = yield Join(call.target.key, call.target.tags)
             if leader:
                 return (yield from self.lead(call, flight, span))
             self.telemetry.coalesced(call.cache, span)

@@ -7,7 +7,8 @@ handed to the waiters of that flight only, never stored.
 
 An invalidation in this process voids what began before it: the loads in progress of its
 keys store nothing (``Load``), and a caller that arrives after it starts a flight of its
-own instead of joining one that may carry the forgotten result.
+own instead of joining one that may carry the forgotten result; so does one that arrives
+after an invalidation of its tags (``tags.invalidate_tags``).
 """
 
 from __future__ import annotations
@@ -23,15 +24,21 @@ from toolkit.decorators._entry import MISSING
 class Flight:
     """One in-progress computation that concurrent callers of the same key wait on."""
 
-    __slots__ = ("abandoned", "done", "error", "slot", "table", "value")
+    __slots__ = ("abandoned", "done", "error", "slot", "table", "tags", "value")
 
     def __init__(
-        self, done: threading.Event | asyncio.Event, table: dict[Any, Flight], slot: object
+        self,
+        done: threading.Event | asyncio.Event,
+        table: dict[Any, Flight],
+        slot: object,
+        tags: tuple[FullKey, ...] = (),
     ) -> None:
         self.done = done
         self.table = table
         self.slot = slot
         """Where the flight is found while it runs: ``table[slot]``, a thread's or a loop's."""
+        self.tags = tags
+        """The version keys of the call's tags: invalidating one detaches the flight."""
         self.value: Any = MISSING
         self.error: BaseException | None = None
         self.abandoned = False
@@ -76,7 +83,7 @@ class Flights:
     """The flights in progress for one decorated function: threads, and each event loop;
     and its loads in progress (flights, background refreshes, forced refreshes)."""
 
-    __slots__ = ("aflights", "flights", "loads", "lock")
+    __slots__ = ("__weakref__", "aflights", "flights", "loads", "lock")
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -84,23 +91,23 @@ class Flights:
         self.aflights: dict[tuple[FullKey, asyncio.AbstractEventLoop], Flight] = {}
         self.loads: dict[FullKey, list[Load]] = {}
 
-    def join(self, key: FullKey) -> tuple[Flight, bool]:
+    def join(self, key: FullKey, tags: tuple[FullKey, ...] = ()) -> tuple[Flight, bool]:
         """The flight of ``key`` for a thread, and whether the caller leads it."""
         with self.lock:
             flight = self.flights.get(key)
             if flight is not None:
                 return flight, False
-            flight = self.flights[key] = Flight(threading.Event(), self.flights, key)
+            flight = self.flights[key] = Flight(threading.Event(), self.flights, key, tags)
             return flight, True
 
-    def ajoin(self, key: FullKey) -> tuple[Flight, bool]:
+    def ajoin(self, key: FullKey, tags: tuple[FullKey, ...] = ()) -> tuple[Flight, bool]:
         """The flight of ``key`` on the running loop, and whether the caller leads it."""
         slot = (key, asyncio.get_running_loop())
         with self.lock:  # another thread's invalidation may be detaching flights
             flight = self.aflights.get(slot)
             if flight is not None:
                 return flight, False
-            flight = self.aflights[slot] = Flight(asyncio.Event(), self.aflights, slot)
+            flight = self.aflights[slot] = Flight(asyncio.Event(), self.aflights, slot, tags)
             return flight, True
 
     def land(self, flight: Flight, value: Any, error: BaseException | None) -> None:
@@ -140,3 +147,12 @@ class Flights:
             self.flights.pop(key, None)
             for slot in [slot for slot in self.aflights if slot[0] == key]:
                 del self.aflights[slot]
+
+    def detach_tagged(self, tags: frozenset[FullKey]) -> None:
+        """Tags (their version keys) were invalidated: later callers of a key whose flight
+        carries one start a flight of their own (the entry it stores is not served either)."""
+        with self.lock:
+            tables: tuple[dict[Any, Flight], ...] = (self.flights, self.aflights)
+            for table in tables:
+                for flight in [flight for flight in table.values() if tags & set(flight.tags)]:
+                    del table[flight.slot]

@@ -12,8 +12,10 @@ that disappears (evicted, expired, cleared) fails the match too: never a stale s
 from __future__ import annotations
 
 import secrets
+import threading
+import weakref
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Protocol
 
 from toolkit._types import FullKey, Namespace
 from toolkit.base import BaseCache
@@ -121,6 +123,33 @@ class Tagging:
         return (TAGGED, content, tuple(versions))
 
 
+class InFlight(Protocol):
+    """The flights in progress of one tagged function (``flight.Flights``)."""
+
+    def detach_tagged(self, tags: frozenset[FullKey]) -> None:
+        """Leave the flights of calls with any of ``tags`` (version keys) to their waiters."""
+
+
+_WATCHED: weakref.WeakSet[Any] = weakref.WeakSet()
+_WATCHED_LOCK = threading.Lock()
+
+
+def watch(flights: InFlight) -> None:
+    """Have every ``invalidate_tags`` of this process detach the flights of ``flights`` that
+    carry its tags, so a caller after an invalidation never waits for a computation from
+    before it."""
+    with _WATCHED_LOCK:
+        _WATCHED.add(flights)
+
+
+def _detach(pairs: dict[FullKey, tuple[Any, None]]) -> None:
+    tags = frozenset(pairs)
+    with _WATCHED_LOCK:
+        watched = list(_WATCHED)
+    for flights in watched:
+        flights.detach_tagged(tags)
+
+
 def _invalidation(tags: tuple[str, ...]) -> dict[FullKey, tuple[Any, None]]:
     return {tag_key(tag): (new_version(), None) for tag in _checked_tags(tags, "tags")}
 
@@ -145,6 +174,7 @@ def invalidate_tags(*tags: str, cache: BaseCache[Any] | None = None) -> None:
     target = default_cache() if cache is None else cache
     pairs = _invalidation(tags)
     target.set(pairs)
+    _detach(pairs)
     _confirm(target, pairs, target.get(list(pairs)))
 
 
@@ -153,4 +183,5 @@ async def ainvalidate_tags(*tags: str, cache: BaseCache[Any] | None = None) -> N
     target = default_cache() if cache is None else cache
     pairs = _invalidation(tags)
     await target.aset(pairs)
+    _detach(pairs)
     _confirm(target, pairs, await target.aget(list(pairs)))
