@@ -589,6 +589,43 @@ async def test_cancelled_waiter_leaves_the_leader_alone(cache: HookedCache) -> N
         await waiter
 
 
+def test_a_forked_child_never_waits_for_its_parents_computation() -> None:
+    """A thread of the parent computes a key when the process forks: that thread does not
+    exist in the child, so a caller there computes the key itself rather than waiting for
+    a flight that can never land."""
+    import multiprocessing
+    import os
+
+    started, release = threading.Event(), threading.Event()
+    parent = os.getpid()
+
+    @cached("fork.flight", cache=InMemoryCache(), key_id="fork.flight")
+    def whose() -> int:
+        if os.getpid() == parent:
+            started.set()
+            assert release.wait(2 * WAIT)
+        return os.getpid()
+
+    leader = threading.Thread(target=whose)
+    leader.start()
+    try:
+        assert started.wait(WAIT)
+        context = multiprocessing.get_context("fork")
+        results = context.Queue()
+        child = context.Process(target=lambda: results.put(whose() == os.getpid()))
+        child.start()
+        try:
+            assert results.get(timeout=WAIT) is True  # bounded only against the hang
+        finally:
+            child.join(WAIT)
+            if child.is_alive():
+                child.kill()
+                child.join()
+    finally:
+        release.set()
+        leader.join(WAIT)
+
+
 # -- spans ------------------------------------------------------------------------------
 
 

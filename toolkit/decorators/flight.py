@@ -14,7 +14,9 @@ after an invalidation of its tags (``tags.invalidate_tags``).
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
+import weakref
 from typing import Any
 
 from toolkit._types import FullKey
@@ -86,6 +88,10 @@ class Flights:
     __slots__ = ("__weakref__", "aflights", "flights", "loads", "lock")
 
     def __init__(self) -> None:
+        self._reset()
+        _ALL.add(self)
+
+    def _reset(self) -> None:
         self.lock = threading.Lock()
         self.flights: dict[FullKey, Flight] = {}
         self.aflights: dict[tuple[FullKey, asyncio.AbstractEventLoop], Flight] = {}
@@ -128,7 +134,7 @@ class Flights:
         """The computation of ``load`` stored its result, or gave up."""
         with self.lock:
             loads = self.loads.get(load.key)
-            if loads is not None:
+            if loads is not None and load in loads:  # not if begun before a fork
                 loads.remove(load)
                 if not loads:
                     del self.loads[load.key]
@@ -156,3 +162,16 @@ class Flights:
             for table in tables:
                 for flight in [flight for flight in table.values() if tags & set(flight.tags)]:
                     del table[flight.slot]
+
+
+_ALL: weakref.WeakSet[Flights] = weakref.WeakSet()
+
+
+def _forget_in_child() -> None:
+    """A forked child has none of its parent's threads or loops: their flights would never
+    land (and a lock one of them held would never be released)."""
+    for flights in list(_ALL):
+        flights._reset()
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
