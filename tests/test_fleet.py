@@ -649,6 +649,52 @@ async def test_an_invalidation_during_a_background_refresh_is_not_undone(
         await store.aclose()
 
 
+def test_a_forked_child_refreshes_a_key_its_parent_was_refreshing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The parent forks while its background refresh of a stale key runs: that refresh does
+    not exist in the child, which still refreshes the key itself on its next stale hit.
+    (LangGraph's cache: no lease, so only the claims of this process's refreshes count.)"""
+    from langgraph.cache.memory import InMemoryCache as LangGraphMemory
+
+    clock = StoppedClock()
+    monkeypatch.setattr(freshness, "_now", clock)  # the store keeps entries 660 s, real time
+    store: Any = LangGraphMemory()
+    started, release = threading.Event(), threading.Event()
+    parent = os.getpid()
+
+    @cached("fleet.fork", cache=store, ttl=60, stale_ttl=600, key_id="fleet.fork")
+    def whose() -> int:
+        if os.getpid() == parent and clock.now > 1_700_000_000:
+            started.set()
+            assert release.wait(2 * HANG)
+        return os.getpid()
+
+    assert whose() == parent
+    clock.now += 61  # stale: the next hit starts a refresh, which holds on in the parent
+    assert whose() == parent
+    try:
+        assert started.wait(HANG)
+        context = multiprocessing.get_context("fork")
+        results = context.Queue()
+
+        def child() -> None:
+            refreshed = wait_for(lambda: whose() == os.getpid())  # stale hits until refreshed
+            results.put(refreshed)
+
+        process = context.Process(target=child)
+        process.start()
+        try:
+            assert results.get(timeout=2 * HANG) is True
+        finally:
+            process.join(HANG)
+            if process.is_alive():
+                process.kill()
+                process.join()
+    finally:
+        release.set()
+
+
 # -- 7. early refresh (XFetch) -------------------------------------------------------------
 
 

@@ -10,6 +10,7 @@ import asyncio
 import os
 import queue
 import threading
+import weakref
 from collections.abc import Callable, Coroutine
 from functools import partial
 from typing import Any
@@ -76,9 +77,13 @@ _POOL = _DaemonPool(_POOL_WORKERS)
 class Refresher:
     """The background refreshes of one decorated function."""
 
-    __slots__ = ("_lock", "_running", "_tasks")
+    __slots__ = ("__weakref__", "_lock", "_running", "_tasks")
 
     def __init__(self) -> None:
+        self._reset()
+        _REFRESHERS.add(self)
+
+    def _reset(self) -> None:
         self._lock = threading.Lock()
         self._running: set[FullKey] = set()
         self._tasks: set[asyncio.Task[None]] = set()  # strong references while they run
@@ -122,3 +127,16 @@ class Refresher:
             await job
         finally:
             self.release(full_key)
+
+
+_REFRESHERS: weakref.WeakSet[Refresher] = weakref.WeakSet()
+
+
+def _forget_in_child() -> None:
+    """A forked child has none of its parent's refreshes: a key one of them held claimed
+    would never be refreshed there again."""
+    for refresher in list(_REFRESHERS):
+        refresher._reset()
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
