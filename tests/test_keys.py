@@ -284,7 +284,24 @@ def test_framework_parameters_never_enter_a_key() -> None:
     assert derive_key(typed, ({"q": 1}, object(), object())) == derive_key(typed, ({"q": 1}, 1, 2))
 
 
+BaseStore = Any
 StreamWriter = Any  # the annotation name alone marks the parameter (string annotations)
+
+
+def test_a_framework_name_annotated_as_a_scalar_is_the_callers_data() -> None:
+    """LangGraph never injects a str or an int: ``price(store: str, item)`` must not serve
+    one store's price for another's."""
+
+    def price(store: str, item: str) -> None: ...
+
+    def priced(item: str, config: int | None = None, writer: bytes = b"") -> None: ...
+
+    def node(state: dict[str, Any], store: BaseStore | None = None) -> None: ...
+
+    assert derive_key(price, ("north", "tea")) != derive_key(price, ("south", "tea"))
+    assert KeyPlan(priced).skipped == frozenset()
+    assert derive_key(priced, ("tea", 1)) != derive_key(priced, ("tea", 2))
+    assert KeyPlan(node).skipped == {"store"}
 
 
 def test_ignore_must_name_real_parameters() -> None:

@@ -41,6 +41,8 @@ import inspect
 import math
 import re
 import sys
+import types
+import typing
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -64,7 +66,8 @@ __all__ = [
 ]
 
 FRAMEWORK_PARAMETERS = frozenset({"config", "runtime", "store", "writer"})
-"""LangGraph injects these by name; they never enter a key."""
+"""LangGraph injects these by name; they never enter a key, unless annotated as plain scalars
+(``store: str``), which LangGraph never injects."""
 
 _FRAMEWORK_ANNOTATION = re.compile(r"\b(RunnableConfig|Runtime|BaseStore|StreamWriter)\b")
 _PERSON = b"toolkit.key.v2"  # BLAKE2 personalization: retires every key if the encoding changes
@@ -512,13 +515,31 @@ def _unwrap(func: Any) -> Callable[..., Any]:
 
 
 def _is_framework(param: inspect.Parameter) -> bool:
-    if param.name in FRAMEWORK_PARAMETERS:
-        return True
     annotation = param.annotation
+    if param.name in FRAMEWORK_PARAMETERS:
+        # LangGraph injects by name, never a scalar: ``price(store: str, item)`` is data.
+        return not _scalar_annotation(annotation)
     if annotation is inspect.Parameter.empty:
         return False
     text = annotation if isinstance(annotation, str) else repr(annotation)
     return _FRAMEWORK_ANNOTATION.search(text) is not None
+
+
+_SCALAR_NAMES = frozenset({"str", "int", "float", "bool", "bytes"})
+_SCALAR_TYPES = frozenset({str, int, float, bool, bytes})
+
+
+def _scalar_annotation(annotation: Any) -> bool:
+    """Whether an annotation admits only plain scalars (``str``, ``int | None``, ``"bytes"``)."""
+    if isinstance(annotation, str):
+        names = [name.strip().strip("\"'") for name in annotation.split("|")]
+        scalars = [name for name in names if name != "None"]
+        return bool(scalars) and all(name in _SCALAR_NAMES for name in scalars)
+    if annotation in _SCALAR_TYPES:
+        return True
+    members = [a for a in typing.get_args(annotation) if a is not type(None)]
+    is_union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    return is_union and bool(members) and all(a in _SCALAR_TYPES for a in members)
 
 
 def namespace_of(func: Any) -> Namespace:
