@@ -9,6 +9,7 @@ import datetime as dt
 import decimal
 import enum
 import importlib
+import io
 import math
 import pickle
 import sys
@@ -16,6 +17,7 @@ import uuid
 import zoneinfo
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
 import ormsgpack
@@ -861,3 +863,21 @@ def test_every_refusal_is_not_cacheable() -> None:
 def test_a_lone_surrogate_is_refused_for_what_it_is() -> None:
     with pytest.raises(NotCacheableError, match="str: string contains surrogates"):
         SafeSerializer().dumps_typed("lone \ud800")
+
+
+def test_a_zone_without_a_key_is_refused_not_stored_naive() -> None:
+    """A ``ZoneInfo`` read from a file has no key to revive it by: it used to come back as
+    ``None``, so an aware datetime read back naive."""
+    paris = zoneinfo.ZoneInfo.from_file(io.BytesIO(_zone_file("Europe/Paris")))
+    with pytest.raises(NotCacheableError, match="ZoneInfo without a key"):
+        SAFE.dumps_typed(dt.datetime(2024, 7, 1, 12, tzinfo=paris))
+    with pytest.raises(NotCacheableError, match="ZoneInfo without a key"):
+        SAFE.dumps_typed([dt.time(12, tzinfo=paris)])
+
+
+def _zone_file(key: str) -> bytes:
+    for root in zoneinfo.TZPATH:
+        path = Path(root) / key
+        if path.is_file():
+            return path.read_bytes()
+    pytest.skip(f"no tz database file for {key}")

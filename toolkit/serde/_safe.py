@@ -101,6 +101,11 @@ def _tz_state(tz: dt.tzinfo | None) -> Any:
         offset = tz.utcoffset(None)
         return [offset.days, offset.seconds, offset.microseconds]
     if type(tz) is zoneinfo.ZoneInfo:
+        if tz.key is None:  # read from a file: no name to revive it by (None means naive)
+            raise TypeError(
+                "cannot serialize a ZoneInfo without a key (made by ZoneInfo.from_file): "
+                "use zoneinfo.ZoneInfo(key)"
+            )
         return tz.key
     raise TypeError(
         f"cannot serialize tzinfo of type {type(tz).__qualname__}: "
