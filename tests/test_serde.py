@@ -881,3 +881,14 @@ def _zone_file(key: str) -> bytes:
         if path.is_file():
             return path.read_bytes()
     pytest.skip(f"no tz database file for {key}")
+
+
+def test_a_named_fixed_offset_zone_keeps_its_name() -> None:
+    """``timezone(offset, "CET")`` used to come back unnamed: ``tzname()`` said "UTC+01:00"."""
+    cet = dt.timezone(dt.timedelta(hours=1), "CET")
+    got = round_trip(dt.datetime(2024, 1, 1, tzinfo=cet))
+    assert got.tzname() == "CET"
+    assert round_trip(dt.time(8, tzinfo=cet)).tzname() == "CET"
+    plain = round_trip(dt.datetime(2024, 1, 1, tzinfo=dt.timezone(dt.timedelta(hours=1))))
+    assert plain.tzname() == "UTC+01:00"
+    assert round_trip(dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)).tzinfo is dt.timezone.utc

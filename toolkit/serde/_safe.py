@@ -99,7 +99,11 @@ def _tz_state(tz: dt.tzinfo | None) -> Any:
         return None
     if type(tz) is dt.timezone:
         offset = tz.utcoffset(None)
-        return [offset.days, offset.seconds, offset.microseconds]
+        state: list[Any] = [offset.days, offset.seconds, offset.microseconds]
+        name = tz.tzname(None)
+        if name != dt.timezone(offset).tzname(None):  # timezone(offset, name): keep the name
+            state.append(name)
+        return state
     if type(tz) is zoneinfo.ZoneInfo:
         if tz.key is None:  # read from a file: no name to revive it by (None means naive)
             raise TypeError(
@@ -118,6 +122,9 @@ def _tz_from(state: Any) -> dt.tzinfo | None:
         return None
     if type(state) is str:
         return zoneinfo.ZoneInfo(state)
+    if type(state) is list and len(state) == 4:  # a named timezone(offset, name)
+        days, seconds, microseconds = _ints(state[:3], 3)
+        return dt.timezone(dt.timedelta(days, seconds, microseconds), _of_type(state[3], str))
     days, seconds, microseconds = _ints(state, 3)
     return dt.timezone(dt.timedelta(days, seconds, microseconds))
 
