@@ -14,6 +14,7 @@ import struct
 import subprocess
 import sys
 import uuid
+import zoneinfo
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, NamedTuple, cast
@@ -98,6 +99,22 @@ def test_distinct_values_have_distinct_keys() -> None:
     ]
     assert clashes == []
     assert len(set(keys)) == len(DISTINCT)
+
+
+def test_one_instant_in_two_zones_is_two_keys() -> None:
+    """Same instant, same offset, other zone: a function may format it differently."""
+    paris = dt.datetime(2024, 1, 1, 12, tzinfo=zoneinfo.ZoneInfo("Europe/Paris"))
+    zones = [
+        paris,
+        paris.replace(tzinfo=dt.timezone(dt.timedelta(hours=1))),
+        paris.replace(tzinfo=dt.timezone(dt.timedelta(hours=1), "CET")),
+        paris.replace(tzinfo=zoneinfo.ZoneInfo("Africa/Lagos")),  # +01:00 all year
+    ]
+    assert len({key(when) for when in zones}) == len(zones)
+    assert len({key(when.timetz()) for when in zones[1:3]}) == 2
+    assert len({encode_bytes([when]) for when in zones}) == len(zones)
+    assert key(paris) == key(dt.datetime(2024, 1, 1, 12, tzinfo=zoneinfo.ZoneInfo("Europe/Paris")))
+    assert key(paris.replace(tzinfo=None)) == key(dt.datetime(2024, 1, 1, 12))
 
 
 def test_keys_are_128_bit_hex() -> None:

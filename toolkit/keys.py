@@ -138,7 +138,7 @@ def _enc_bytes(obj: Any) -> str:
 
 
 def _enc_datetime(obj: Any) -> str:
-    return _text("D", obj.isoformat())
+    return _text("D", obj.isoformat()) + _zone(obj.tzinfo, obj)
 
 
 def _enc_date(obj: Any) -> str:
@@ -146,7 +146,16 @@ def _enc_date(obj: Any) -> str:
 
 
 def _enc_time(obj: Any) -> str:
-    return _text("M", obj.isoformat())
+    return _text("M", obj.isoformat()) + _zone(obj.tzinfo, None)
+
+
+def _zone(tz: Any, when: Any) -> str:
+    """Which zone an aware value is in, not only its offset: 12:00 in Europe/Paris and 12:00
+    at a fixed +01:00 (or in a zone named "CET") are one instant but answer differently."""
+    if tz is None:
+        return ""  # naive: the encoding of every earlier release
+    name = getattr(tz, "key", None) or getattr(tz, "zone", None) or tz.tzname(when)
+    return _text("Z", f"{_type_name(type(tz))}:{name}")
 
 
 def _enc_timedelta(obj: Any) -> str:
