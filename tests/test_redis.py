@@ -27,6 +27,7 @@ from prometheus_client import CollectorRegistry
 from tests.redis_support import make_cache, unique_prefix
 from toolkit import (
     BackendError,
+    CacheClosedError,
     CacheTimeoutError,
     EventLoopMismatchError,
     FullKey,
@@ -341,6 +342,29 @@ def test_refused_connection_is_backend_error() -> None:
         cache.close()
     with pytest.raises(BackendError, match="cluster discovery"):
         RedisCache.from_url(f"redis://127.0.0.1:{port}/0", cluster=True)
+
+
+async def test_use_after_close_raises_as_with_every_backend(redis_url: str) -> None:
+    """A closed RedisCache used to reconnect silently; SQLite and Postgres refuse."""
+    made: RedisCache[Any] = RedisCache.from_url(redis_url, prefix=unique_prefix())
+    client = redis.Redis.from_url(redis_url)
+    given_client: RedisCache[Any] = RedisCache(client, prefix=unique_prefix())
+    try:
+        for cache in (made, given_client):
+            cache.set({(("n",), "k"): (1, None)})
+            await cache.aclose()
+            cache.close()  # idempotent
+            with pytest.raises(CacheClosedError):
+                cache.get([(("n",), "k")])
+            with pytest.raises(CacheClosedError):
+                cache.set({(("n",), "k"): (2, None)})
+            with pytest.raises(CacheClosedError):
+                await cache.aget([(("n",), "k")])
+            with pytest.raises(CacheClosedError):
+                await cache.aclear()
+        assert client.ping()  # a client passed in is still never closed
+    finally:
+        client.close()
 
 
 # -- constructing with the wrong kind of client --

@@ -44,7 +44,7 @@ from toolkit.base import (
     check_namespaces,
     check_pairs,
 )
-from toolkit.errors import BackendError, CacheError, CacheTimeoutError
+from toolkit.errors import BackendError, CacheClosedError, CacheError, CacheTimeoutError
 from toolkit.introspect import CacheStats, KeyInfo
 from toolkit.lease import LeaseRequest, check_lease
 
@@ -286,6 +286,7 @@ class RedisCache(EvictionNotifier, BaseCache[ValueT]):
         self._cluster = isinstance(client, RedisCluster)
         self._acluster = isinstance(aclient, AsyncRedisCluster)
         self._owns_clients = False
+        self._closed = False
         self.max_call_seconds: float | None = None
         """A bound on a whole call, known only for clients ``from_url`` made."""
         self._round_trip = 0.0  # worst case of one sync round trip: a connect and a reply
@@ -826,6 +827,8 @@ class RedisCache(EvictionNotifier, BaseCache[ValueT]):
     # -- clients --
 
     def _sync_client(self) -> Any:
+        if self._closed:
+            raise CacheClosedError("this RedisCache is closed")
         if self.client is None:
             raise TypeError(_missing_client("an async", "aget/aset/aclear", "client=redis.Redis"))
         return self.client
@@ -855,6 +858,8 @@ class RedisCache(EvictionNotifier, BaseCache[ValueT]):
                 raise _error(exc, operation) from exc
 
     async def _async_client(self) -> Any:
+        if self._closed:
+            raise CacheClosedError("this RedisCache is closed")
         if not self._aclients.available:
             raise TypeError(
                 _missing_client("a sync", "get/set/clear", "aclient=redis.asyncio.Redis")
@@ -862,7 +867,9 @@ class RedisCache(EvictionNotifier, BaseCache[ValueT]):
         return await self._aclients.current()
 
     def close(self) -> None:
-        """Close the sync client if this cache made it (``from_url``); one passed in stays open."""
+        """Close the sync client if this cache made it (``from_url``); one passed in stays open.
+        Later calls raise ``CacheClosedError``, as with the other backends."""
+        self._closed = True
         if self._owns_clients and self.client is not None:
             if self._cluster:
                 # RedisCluster.close() can leave a node's pooled socket open (redis-py 8):
