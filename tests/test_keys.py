@@ -116,6 +116,18 @@ def test_one_instant_in_two_zones_is_two_keys() -> None:
     assert key(paris) == key(dt.datetime(2024, 1, 1, 12, tzinfo=zoneinfo.ZoneInfo("Europe/Paris")))
     assert key(paris.replace(tzinfo=None)) == key(dt.datetime(2024, 1, 1, 12))
 
+    class Nameless(dt.tzinfo):
+        def utcoffset(self, when: dt.datetime | None) -> dt.timedelta:
+            return dt.timedelta(hours=1)
+
+        def tzname(self, when: dt.datetime | None) -> str:
+            raise NotImplementedError
+
+        def dst(self, when: dt.datetime | None) -> dt.timedelta:
+            return dt.timedelta(0)
+
+    assert key(dt.time(12, tzinfo=Nameless())) == key(dt.time(12, tzinfo=Nameless()))
+
 
 def test_keys_are_128_bit_hex() -> None:
     digest = key("anything")

@@ -154,8 +154,13 @@ def _zone(tz: Any, when: Any) -> str:
     at a fixed +01:00 (or in a zone named "CET") are one instant but answer differently."""
     if tz is None:
         return ""  # naive: the encoding of every earlier release
-    name = getattr(tz, "key", None) or getattr(tz, "zone", None) or tz.tzname(when)
-    return _text("Z", f"{_type_name(type(tz))}:{name}")
+    name = getattr(tz, "key", None) or getattr(tz, "zone", None)
+    if not isinstance(name, str):
+        try:
+            name = tz.tzname(when)
+        except Exception:  # a tzinfo that names nothing without a datetime: its offset decides
+            name = None
+    return _text("Z", f"{_type_name(type(tz))}:{name if isinstance(name, str) else ''}")
 
 
 def _enc_timedelta(obj: Any) -> str:
