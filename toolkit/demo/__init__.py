@@ -179,11 +179,13 @@ def run(options: argparse.Namespace, out: TextIO = sys.stdout) -> int:
             flush=True,
         )
         scratch.enter_context(_terminate_as_interrupt())
-        fleet.start()
-        scratch.callback(fleet.stop)
-        workload.start()
+        scratch.callback(fleet.stop)  # first: it stops whatever part of the fleet started
         started = time.monotonic()
         try:
+            # Inside the try: a stop that lands while peers and workers start is clean too.
+            fleet.start()
+            workload.start()
+            started = time.monotonic()
             _watch(
                 registry,
                 stats,
