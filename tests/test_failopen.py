@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from typing import Any
@@ -19,6 +20,7 @@ from toolkit import (
     FailOpen,
     InMemoryCache,
     Metrics,
+    NotCacheableError,
     cached,
     observe,
     wrap,
@@ -197,6 +199,38 @@ def test_half_open_admits_a_single_probe() -> None:
     assert breaker.allow() is False
     breaker.succeeded()
     assert changes == [CIRCUIT_OPEN, CIRCUIT_HALF_OPEN, CIRCUIT_CLOSED]
+
+
+@pytest.mark.parametrize("ending", ["refused", "caller bug"])
+@pytest.mark.parametrize("strict", [False, True])
+async def test_a_probe_that_ends_without_a_verdict_frees_the_probe(
+    ending: str, strict: bool
+) -> None:
+    """A half-open probe refused by the serializer, or failing on a caller bug, says nothing
+    about the backend: the next call probes again and closes the circuit. It used to keep the
+    probe slot for ever, so no call reached the healthy backend again."""
+    clock = FakeClock()
+    flaky = FlakyCache()
+    cache = wrap(
+        flaky,
+        FailOpen(failure_threshold=1, reset_timeout=5, clock=clock, deadline=None, strict=strict),
+    )
+    with contextlib.suppress(BackendError):
+        cache.get([KEY])
+    assert cache.circuit_state == CIRCUIT_OPEN
+    clock.advance(10)
+    flaky.error = NotCacheableError("refused") if ending == "refused" else ValueError("bad input")
+    if strict or ending == "caller bug":
+        with pytest.raises((NotCacheableError, ValueError)):
+            cache.set({KEY: ("value", None)})
+    else:
+        cache.set({KEY: ("value", None)})  # dropped like any unstorable write
+    assert cache.circuit_state == CIRCUIT_HALF_OPEN  # no verdict: neither closed nor reopened
+    flaky.failing = False
+    calls = flaky.calls
+    cache.set({KEY: ("value", None)})
+    assert await cache.aget([KEY]) == {KEY: "value"}
+    assert (flaky.calls - calls, cache.circuit_state) == (2, CIRCUIT_CLOSED)
 
 
 def test_open_circuit_still_rejects_caller_bugs() -> None:

@@ -288,18 +288,20 @@ class _Guard:
         tb: TracebackType | None,
     ) -> bool:
         breaker = self.failopen._breaker
-        if exc is not None and is_refusal(self.operation, exc, self.arg):
-            if self.failopen.strict:
-                return False
-            warn_uncacheable(NotCacheableError(str(exc)))
-            return True  # dropped like any unstorable write; the backend answered
-        if exc is None or _is_caller_bug(exc):
+        if exc is None:
             if self.admitted and (breaker.state != CIRCUIT_CLOSED or breaker.failures):
                 breaker.succeeded()
             return False
-        if not isinstance(exc, Exception):  # cancelled or interrupted: no verdict on the backend
+        refused = is_refusal(self.operation, exc, self.arg)
+        if refused or _is_caller_bug(exc) or not isinstance(exc, Exception):
+            # A value refused, a caller bug, a cancellation: no verdict on the backend. A
+            # half-open probe ending so must free its slot, or no call would reach the
+            # backend again and the circuit would stay open for good.
             if self.admitted:
                 breaker.abandoned()
+            if refused and not self.failopen.strict:
+                warn_uncacheable(NotCacheableError(str(exc)))
+                return True  # dropped like any unstorable write
             return False
         breaker.failed()
         self.failopen._failed(
