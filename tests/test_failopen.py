@@ -233,6 +233,23 @@ async def test_a_probe_that_ends_without_a_verdict_frees_the_probe(
     assert (flaky.calls - calls, cache.circuit_state) == (2, CIRCUIT_CLOSED)
 
 
+async def test_a_backends_own_timeout_is_not_reported_as_our_deadline() -> None:
+    """A backend that raises TimeoutError at once did not make anyone wait the deadline: it
+    is counted once, as TimeoutError, never relabelled DeadlineExceededError (which is one
+    class with the thread pool's and asyncio's timeouts) and counted again."""
+    registry = CollectorRegistry()
+    cache = observe(FlakyCache(TimeoutError("the driver's own timeout")), registry=registry)
+    assert cache.get([KEY]) == {}
+    assert await cache.aget([KEY]) == {}
+    errors = {
+        sample.labels["error_type"]: sample.value
+        for family in registry.collect()
+        for sample in family.samples
+        if sample.name == "cache_errors_total"
+    }
+    assert errors == {"TimeoutError": 2}
+
+
 def test_open_circuit_still_rejects_caller_bugs() -> None:
     clock = FakeClock()
     cache = observe(FlakyCache(), registry=CollectorRegistry(), failure_threshold=1, clock=clock)

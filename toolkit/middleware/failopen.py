@@ -173,7 +173,9 @@ class _Workers:
             self._jobs.put((lambda: call(fn, arg), future))
         try:
             return future.result(timeout=max(0.0, deadline - (time.monotonic() - start)))
-        except FutureTimeout:
+        except FutureTimeout as exc:
+            if future.done() and future.exception() is exc:
+                raise  # the backend's own TimeoutError (one class with FutureTimeout), not ours
             raise DeadlineExceededError(f"no answer within {deadline:g}s") from None
 
     def _work(self) -> None:
@@ -495,10 +497,13 @@ class FailOpen(CacheMiddleware[ValueT]):
 
 
 async def _within(deadline: float, call: Awaitable[Any]) -> Any:
+    scope = asyncio.timeout(deadline)
     try:
-        async with asyncio.timeout(deadline):
+        async with scope:
             return await call
     except TimeoutError:
+        if not scope.expired():
+            raise  # the backend's own TimeoutError: the deadline did not fire
         # One loop turn lets the cancelled call's cleanup (closing its socket) run before
         # the caller moves on, as wait_for's separate task used to allow.
         await asyncio.sleep(0)
