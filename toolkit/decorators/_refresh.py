@@ -10,11 +10,11 @@ import asyncio
 import os
 import queue
 import threading
-import weakref
 from collections.abc import Callable, Coroutine
 from functools import partial
 from typing import Any
 
+from toolkit._fork import start_afresh_in_children
 from toolkit._types import FullKey
 
 __all__ = ["Refresher"]
@@ -81,7 +81,9 @@ class Refresher:
 
     def __init__(self) -> None:
         self._reset()
-        _REFRESHERS.add(self)
+        # A forked child has none of its parent's refreshes: a key one of them held claimed
+        # would never be refreshed there again.
+        start_afresh_in_children(self, Refresher._reset)
 
     def _reset(self) -> None:
         self._lock = threading.Lock()
@@ -127,16 +129,3 @@ class Refresher:
             await job
         finally:
             self.release(full_key)
-
-
-_REFRESHERS: weakref.WeakSet[Refresher] = weakref.WeakSet()
-
-
-def _forget_in_child() -> None:
-    """A forked child has none of its parent's refreshes: a key one of them held claimed
-    would never be refreshed there again."""
-    for refresher in list(_REFRESHERS):
-        refresher._reset()
-
-
-os.register_at_fork(after_in_child=_forget_in_child)

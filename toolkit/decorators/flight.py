@@ -14,11 +14,10 @@ after an invalidation of its tags (``tags.invalidate_tags``).
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
-import weakref
 from typing import Any
 
+from toolkit._fork import start_afresh_in_children
 from toolkit._types import FullKey
 from toolkit.decorators._entry import MISSING
 
@@ -89,7 +88,9 @@ class Flights:
 
     def __init__(self) -> None:
         self._reset()
-        _ALL.add(self)
+        # A forked child has none of its parent's threads or loops: their flights would
+        # never land (and a lock one of them held would never be released).
+        start_afresh_in_children(self, Flights._reset)
 
     def _reset(self) -> None:
         self.lock = threading.Lock()
@@ -162,16 +163,3 @@ class Flights:
             for table in tables:
                 for flight in [flight for flight in table.values() if tags & set(flight.tags)]:
                     del table[flight.slot]
-
-
-_ALL: weakref.WeakSet[Flights] = weakref.WeakSet()
-
-
-def _forget_in_child() -> None:
-    """A forked child has none of its parent's threads or loops: their flights would never
-    land (and a lock one of them held would never be released)."""
-    for flights in list(_ALL):
-        flights._reset()
-
-
-os.register_at_fork(after_in_child=_forget_in_child)

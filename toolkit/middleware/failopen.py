@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import os
 import queue
 import threading
 import time
-import weakref
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from types import TracebackType
 from typing import Any, TypeVar
 
+from toolkit._fork import start_afresh_in_children
 from toolkit._types import Namespace, ValueT
 from toolkit.base import (
     check_keys,
@@ -149,7 +148,7 @@ class _Workers:
         self._size = size
         self._idle_exit = idle_exit
         self._reset()
-        _ALL_WORKERS.add(self)
+        start_afresh_in_children(self, _Workers._reset)  # no worker thread exists there
 
     def _reset(self) -> None:
         self._free = threading.BoundedSemaphore(self._size)
@@ -200,18 +199,6 @@ class _Workers:
                     if jobs is self._jobs:
                         self._idle += 1
                 free.release()  # after idling, so the next caller reuses this thread
-
-
-_ALL_WORKERS: weakref.WeakSet[_Workers] = weakref.WeakSet()
-
-
-def _reset_after_fork() -> None:
-    """In a forked child no worker thread exists: start every pool afresh."""
-    for workers in list(_ALL_WORKERS):
-        workers._reset()
-
-
-os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 class _RateLimitedLog:

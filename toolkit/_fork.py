@@ -1,0 +1,32 @@
+"""Starting over in a forked child: state that belongs to the parent's other threads.
+
+A fork copies only the forking thread. A lock another thread held stays held, a queue it
+served is never served, a computation it ran never ends: objects keeping such state register
+how to start afresh, and each child runs that for every one still alive, before anything else.
+"""
+
+from __future__ import annotations
+
+import os
+import weakref
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+__all__ = ["start_afresh_in_children"]
+
+T = TypeVar("T")
+
+_LIVE: weakref.WeakKeyDictionary[Any, Callable[[Any], None]] = weakref.WeakKeyDictionary()
+
+
+def start_afresh_in_children(owner: T, reset: Callable[[T], None]) -> None:
+    """Run ``reset(owner)`` in every forked child while ``owner`` lives (held weakly)."""
+    _LIVE[owner] = reset
+
+
+def _in_child() -> None:
+    for owner, reset in list(_LIVE.items()):
+        reset(owner)
+
+
+os.register_at_fork(after_in_child=_in_child)
