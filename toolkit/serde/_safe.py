@@ -122,11 +122,10 @@ def _tz_from(state: Any) -> dt.tzinfo | None:
         return None
     if type(state) is str:
         return zoneinfo.ZoneInfo(state)
-    if type(state) is list and len(state) == 4:  # a named timezone(offset, name)
-        days, seconds, microseconds = _ints(state[:3], 3)
-        return dt.timezone(dt.timedelta(days, seconds, microseconds), _of_type(state[3], str))
-    days, seconds, microseconds = _ints(state, 3)
-    return dt.timezone(dt.timedelta(days, seconds, microseconds))
+    named = type(state) is list and len(state) == 4  # a timezone(offset, name)
+    days, seconds, microseconds = _ints(state[:3] if named else state, 3)
+    offset = dt.timedelta(days, seconds, microseconds)
+    return dt.timezone(offset, _of_type(state[3], str)) if named else dt.timezone(offset)
 
 
 def _ints(state: Any, count: int) -> list[int]:
