@@ -373,6 +373,23 @@ async def test_an_uncacheable_value_is_left_out_and_the_batch_stored(
     assert key("opaque") not in got
 
 
+async def test_a_refused_value_leaves_no_older_value_readable(ops: Ops, subject: Subject) -> None:
+    """A set replaces: a value the serializer refuses must not leave the key's old value
+    to be served as if the set had never happened (a refresh would be silently undone)."""
+
+    class Opaque:
+        pass
+
+    if not subject.validates_input or not subject.atomic_batches:
+        pytest.skip("a foreign cache offers no per-key delete to drop the old value with")
+    await ops.set({key("old"): ("before", None), key("kept"): ("other", None)})
+    await ops.set({key("old"): (Opaque(), None), key("fresh"): (2, None)})
+    got = await ops.get([key("old"), key("kept"), key("fresh")])
+    assert got == {key("kept"): "other", key("fresh"): 2}
+    await ops.set({key("old"): ("after", None)})  # the key is usable again at once
+    assert await ops.get_one(key("old")) == "after"
+
+
 async def test_large_batch(ops: Ops, subject: Subject) -> None:
     n = min(100_000, subject.max_batch or 100_000)
     pairs: dict[FullKey, tuple[Any, float | None]] = {(NS, f"k{i}"): (i, None) for i in range(n)}

@@ -180,7 +180,9 @@ def check_pairs(
 
     Returns ``(key, value, ttl)`` rows, with ``value`` replaced by ``encode(value)`` if given;
     the first bad key, entry or ttl raises before the caller writes. A value the serializer
-    refuses is left out and handed to ``refused`` (re-raised when it is ``None``).
+    refuses is handed to ``refused`` (re-raised when it is ``None``) and its row kept with
+    the value ``None``: the caller deletes that key in the same write, as a set replaces and
+    the old value must not be served as if the refused one had never been set.
     """
     raw: object = pairs
     if type(raw) is not dict and not isinstance(raw, Mapping):
@@ -222,6 +224,7 @@ def check_pairs(
             if refused is None:
                 raise
             refused(full_key, exc)
+            rows.append((full_key, None, checked_ttl))
     return rows
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 from toolkit._types import EvictionCause, FullKey, Namespace
 from toolkit.backends._integrity import RESIDUE, TRAILER
@@ -33,8 +34,10 @@ Statement = tuple[str, Sequence[object]]
 Doomed = tuple[str, Sequence[object]]
 """A WHERE clause (without ``WHERE``) and its parameters, naming rows to delete."""
 Row = Sequence[Any]
-StoredRow = tuple[FullKey, tuple[str, bytes], float | None]
-"""An entry ready to store: its key, its tag and sealed payload, its expiry (``None``: never)."""
+StoredRow = tuple[FullKey, tuple[str, bytes] | None, float | None]
+"""An entry ready to store: its key, its tag and sealed payload, its expiry (``None``: never).
+No payload (a value the serializer refused) deletes the key."""
+_Insert = tuple[FullKey, tuple[str, bytes], float | None]
 
 DEFAULT_TABLE = "toolkit_cache"
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
@@ -249,11 +252,21 @@ class TableSql:
     # -- writes --
 
     def upsert(self, rows: Sequence[StoredRow]) -> list[Statement]:
-        """INSERT OR REPLACE statements for encoded ``(key, (tag, payload), expiry)`` rows.
+        """INSERT OR REPLACE statements for encoded ``(key, (tag, payload), expiry)`` rows, and
+        DELETEs for rows without a payload, in the order of ``rows``.
 
         As few statements as the variable limit allows: each is one round trip for an async
         caller, and a row repeated later in ``rows`` replaces the earlier one.
         """
+        statements: list[Statement] = []
+        for stored, run in itertools.groupby(rows, key=lambda row: row[1] is not None):
+            if stored:
+                statements += self._inserts(cast("list[_Insert]", list(run)))
+            else:
+                statements += self.delete([full_key for full_key, _, _ in run])
+        return statements
+
+    def _inserts(self, rows: Sequence[_Insert]) -> list[Statement]:
         per_statement = min(_MAX_ROWS_PER_INSERT, self.variable_limit // 5)
         encode = encode_namespace
         statements: list[Statement] = []

@@ -141,6 +141,9 @@ class InMemoryCache(EvictionNotifier, BaseCache[ValueT]):
         try:
             for full_key, typed, ttl in encoded:
                 size = len(data)
+                if typed is None:  # refused: the old value must not outlive this set
+                    data.pop(full_key, None)
+                    continue
                 if ttl is None:
                     data[full_key] = typed
                 else:

@@ -325,27 +325,22 @@ class PostgresCache(EvictionNotifier, BaseCache[ValueT]):
             self._report_purge(calls, results)
 
     def _write_calls(self, pairs: Mapping[FullKey, tuple[ValueT, int | None]]) -> list[Call]:
-        """Validate and serialize the whole batch, then one upsert (and a purge when due)."""
+        """Validate and serialize the whole batch: a delete of the refused values' keys, one
+        upsert, and a purge when due."""
         rows = check_pairs(pairs, self._dumps_sealed, self._refuse)
         if not rows:
             return []
+        # A refused value deletes the key: a set replaces, the old value must not stay.
+        refused = self._delete_keys_call([key for key, sealed, _ in rows if sealed is None])
+        calls: list[Call] = [] if refused is None else [refused]
         encoded = sorted(
             # One order for every writer: concurrent batches lock rows alike, never deadlock.
-            (encode_namespace(ns), key.encode(), ttl, tag, blob)
-            for (ns, key), (tag, blob), ttl in rows
+            (encode_namespace(ns), key.encode(), ttl, sealed[0], sealed[1])
+            for (ns, key), sealed, ttl in rows
+            if sealed is not None
         )
-        calls: list[Call] = [
-            (
-                self._sql.upsert,
-                (
-                    array(BYTEA_ARRAY, [row[0] for row in encoded]),
-                    array(BYTEA_ARRAY, [row[1] for row in encoded]),
-                    array(FLOAT8_ARRAY, [_ttl(row[2]) for row in encoded]),
-                    array(TEXT_ARRAY, [row[3] for row in encoded]),
-                    array(BYTEA_ARRAY, [row[4] for row in encoded]),
-                ),
-            )
-        ]
+        if encoded:
+            calls.append(self._upsert_call(encoded))
         now = time.monotonic()
         if now >= self._next_purge:
             # Two threads may both find it due: two purges skip each other's rows (SKIP LOCKED).
@@ -353,12 +348,24 @@ class PostgresCache(EvictionNotifier, BaseCache[ValueT]):
             calls.append((self._sql.purge, (int8(PURGE_BATCH),)))
         return calls
 
+    def _upsert_call(self, encoded: list[tuple[bytes, bytes, float | None, bytes, bytes]]) -> Call:
+        return (
+            self._sql.upsert,
+            (
+                array(BYTEA_ARRAY, [row[0] for row in encoded]),
+                array(BYTEA_ARRAY, [row[1] for row in encoded]),
+                array(FLOAT8_ARRAY, [_ttl(row[2]) for row in encoded]),
+                array(TEXT_ARRAY, [row[3] for row in encoded]),
+                array(BYTEA_ARRAY, [row[4] for row in encoded]),
+            ),
+        )
+
     def _dumps_sealed(self, value: Any) -> tuple[bytes, bytes]:
         tag, payload = self.serde.dumps_typed(value)
         return tag.encode(), seal(payload)
 
     def _report_purge(self, calls: list[Call], results: list[Rows]) -> None:
-        if len(calls) < 2:
+        if calls[-1][0] is not self._sql.purge:
             return
         purged = results[-1]
         if len(purged) >= PURGE_BATCH:

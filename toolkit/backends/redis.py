@@ -583,7 +583,12 @@ class RedisCache(EvictionNotifier, BaseCache[ValueT]):
         """Validate and serialize a whole batch before anything is written."""
         rows = check_pairs(pairs, self._entry_bytes, self._refuse)
         encode = self._codec.encode
-        return [(encode(ns, key), entry, _px(ttl)) for (ns, key), entry, ttl in rows]
+        return [
+            (encode(ns, key), entry, _px(ttl))
+            if entry is not None
+            else (encode(ns, key), b"", b"0")  # refused: deleted (a set replaces)
+            for (ns, key), entry, ttl in rows
+        ]
 
     def _entry_bytes(self, value: Any) -> bytes:
         return entry_bytes(*self.serde.dumps_typed(value))
