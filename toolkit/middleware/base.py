@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, NoReturn, TypeGuard
+from typing import Any, NoReturn, Protocol, TypeGuard
 
 from toolkit._types import FullKey, Namespace, SupportsDelete, ValueT
 from toolkit.base import BaseCache
@@ -15,6 +15,7 @@ __all__ = [
     "CIRCUIT_OPEN",
     "OPERATIONS",
     "CacheMiddleware",
+    "Recomposer",
     "backend_name",
     "innermost",
     "reads_never_fail",
@@ -43,6 +44,13 @@ HOOKS = (
 
 logger = logging.getLogger("toolkit.middleware")
 """The one logger of the middleware layer (rate-limited failures, failing user hooks)."""
+
+
+class Recomposer(Protocol):
+    """Something that may change how a layer composes its calls after it is bound."""
+
+    def when_live(self, callback: Callable[[], object]) -> None:
+        """Call ``callback`` (held weakly) once the change happens, or now if it has."""
 
 
 class _Unbound:
@@ -127,6 +135,10 @@ class CacheMiddleware(BaseCache[ValueT]):
     """Whether this layer may wait on I/O of its own, or do more in an async call than in its
     sync twin; layers that only record or check say no."""
 
+    recomposes_when: tuple[Recomposer, ...] = ()
+    """What may still change the calls of this layer or of one below it, once bound: each
+    recomposes the layer through ``when_live`` (a tracing SDK installed after the stack)."""
+
     def __init__(self, inner: Any = None) -> None:
         """Create the middleware, bound to ``inner`` when given."""
         if inner is not None:
@@ -164,7 +176,17 @@ class CacheMiddleware(BaseCache[ValueT]):
         self._link_hooks()
         self._on_bind()
         self._compose()
+        below = inner.recomposes_when if isinstance(inner, CacheMiddleware) else ()
+        triggers = tuple(dict.fromkeys((*below, *self._recomposers())))
+        if triggers:
+            self.recomposes_when = triggers
+            for trigger in triggers:  # after the layers below: they recompose first
+                trigger.when_live(self._compose)
         return self
+
+    def _recomposers(self) -> tuple[Recomposer, ...]:
+        """What may change this layer's own calls after it is bound; none by default."""
+        return ()
 
     def _on_bind(self) -> None:
         """Set-up that needs ``self.inner``; runs once, when bound."""

@@ -7,6 +7,8 @@ is installed), more than a whole cache hit, and every cache call asks up to thre
 provider is kept current by a daemon thread that looks every ``REFRESH_SECONDS`` until it
 sees an SDK; then the answer stays yes and the thread ends, as OpenTelemetry lets the
 global provider be set only once. A provider passed in explicitly gets a constant switch.
+The tracing layer leaves spans out of its calls altogether while its switch is off, and
+recomposes them (``TracingSwitch.when_live``) when it turns on.
 
 Whether the caller suppressed instrumentation (as OpenTelemetry's exporters do around their
 own calls, and ``opentelemetry.instrumentation.utils.suppress_instrumentation()`` does) is
@@ -19,6 +21,8 @@ from __future__ import annotations
 import os
 import threading
 import time
+import weakref
+from collections.abc import Callable
 
 from opentelemetry import trace
 from opentelemetry.trace import NoOpTracerProvider, ProxyTracerProvider, TracerProvider
@@ -53,15 +57,57 @@ _NO_SDK = (ProxyTracerProvider, NoOpTracerProvider)
 
 
 class TracingSwitch:
-    """Whether spans (and exemplars) may record: ``live``, read on every cache call."""
+    """Whether spans (and exemplars) may record: ``live``, read on every cache call. It
+    only ever turns live (OpenTelemetry sets the global provider once), never back."""
 
-    __slots__ = ("live",)
+    __slots__ = ("_lock", "_pruned", "_waiting", "live")
 
     def __init__(self, live: bool) -> None:
         self.live = live
+        self._lock = threading.Lock()
+        self._waiting: list[weakref.WeakMethod[Callable[[], object]]] = []
+        self._pruned = 0  # how many waited after the last pruning of dead ones
 
     def __repr__(self) -> str:
         return f"TracingSwitch(live={self.live})"
+
+    def when_live(self, callback: Callable[[], object]) -> None:
+        """Call the bound method ``callback`` once this switch turns live (now, if it is).
+
+        Held weakly: a middleware layer built while nothing could record leaves spans out
+        of its calls altogether, and recomposes them through this when an SDK arrives.
+        """
+        with self._lock:
+            if not self.live:
+                if len(self._waiting) >= 2 * self._pruned + 64:
+                    self._waiting = [ref for ref in self._waiting if ref() is not None]
+                    self._pruned = len(self._waiting)
+                self._waiting.append(weakref.WeakMethod(callback))
+                return
+            _call_quietly(callback)
+
+    def turn_live(self) -> None:
+        """Turn live and run the waiting callbacks, oldest first.
+
+        Under the lock: a callback that subscribes meanwhile runs after them, so a layer
+        recomposes only over layers below it that already did.
+        """
+        with self._lock:
+            if self.live:
+                return
+            self.live = True
+            waiting, self._waiting = self._waiting, []
+            for ref in waiting:
+                callback = ref()
+                if callback is not None:
+                    _call_quietly(callback)
+
+
+def _call_quietly(callback: Callable[[], object]) -> None:
+    try:
+        callback()
+    except Exception:  # a layer failing to recompose keeps its calls as they were
+        logger.debug("recomposing after a tracing SDK appeared failed", exc_info=True)
 
 
 ALWAYS = TracingSwitch(True)
@@ -107,7 +153,8 @@ def refresh_global_tracing() -> None:
 def _look() -> bool:
     if not _GLOBAL.live:
         try:
-            _GLOBAL.live = not isinstance(trace.get_tracer_provider(), _NO_SDK)
+            if not isinstance(trace.get_tracer_provider(), _NO_SDK):
+                _GLOBAL.turn_live()
         except Exception:  # a broken provider named in the environment: no SDK yet
             logger.debug("looking up the global tracer provider failed", exc_info=True)
     return _GLOBAL.live
@@ -130,6 +177,7 @@ def _after_fork_in_child() -> None:
     # Only the forking thread survives a fork: the child needs a watcher of its own.
     global _watch_lock, _watcher
     _watch_lock = threading.Lock()
+    _GLOBAL._lock = threading.Lock()  # the watcher may have held it while recomposing
     if _watcher is not None:
         _watcher = None
         _start_watching()

@@ -20,7 +20,12 @@ from opentelemetry.trace import (
 from toolkit._types import FullKey, Namespace, ValueT
 from toolkit.middleware.base import OPERATIONS, CacheMiddleware, backend_name, logger
 from toolkit.middleware.labels import ALL_CACHES, default_cache_label
-from toolkit.middleware.otel import NEVER, instrumentation_suppressed, tracing_switch
+from toolkit.middleware.otel import (
+    NEVER,
+    TracingSwitch,
+    instrumentation_suppressed,
+    tracing_switch,
+)
 
 __all__ = ["MAX_HASHED_KEYS", "RequestHook", "ResponseHook", "Tracing"]
 
@@ -153,13 +158,11 @@ class Tracing(CacheMiddleware[ValueT]):
     def _on_bind(self) -> None:
         self.backend = backend_name(self.inner)
 
-    def idle(self) -> bool:
-        """Whether no span can record now (no SDK, a no-op provider): then none is started."""
-        return not self._switch.live
+    def _recomposers(self) -> tuple[TracingSwitch, ...]:
+        # Off now (no SDK yet): the calls below are handed out untouched until it turns on.
+        return () if self._switch.live or self._switch is NEVER else (self._switch,)
 
     def _observe(self, operation: str, arg: Any) -> _Span:
-        if not self._switch.live:
-            return _NOT_RECORDING  # no SDK installed: nothing can record, skip even the no-op span
         if instrumentation_suppressed():
             return _NOT_RECORDING
         try:
@@ -174,13 +177,11 @@ class Tracing(CacheMiddleware[ValueT]):
 
     def wrap_sync(self, operation: str, call: Callable[..., Any]) -> Callable[..., Any]:
         """A span around one sync operation, started only when it can record."""
-        if self._switch is NEVER:
-            return call  # a no-op provider given explicitly: nothing can ever record
-        switch, observe, is_get = self._switch, self._observe, operation == "get"
+        if not self._switch.live:
+            return call  # nothing can record (no SDK yet, or a no-op provider): no frame at all
+        observe, is_get = self._observe, operation == "get"
 
         def traced(arg: Any = None) -> Any:
-            if not switch.live:
-                return call(arg)  # no SDK installed: skip even the no-op span
             with observe(operation, arg) as span:
                 result = call(arg)
                 return span.hits(result) if is_get else result
@@ -191,21 +192,14 @@ class Tracing(CacheMiddleware[ValueT]):
         self, operation: str, call: Callable[..., Awaitable[Any]]
     ) -> Callable[..., Awaitable[Any]]:
         """The async twin of :meth:`wrap_sync`."""
-        if self._switch is NEVER:
+        if not self._switch.live:
             return call
-        switch, observe, is_get = self._switch, self._observe, operation == "get"
+        observe, is_get = self._observe, operation == "get"
 
-        async def traced_call(arg: Any) -> Any:
+        async def traced(arg: Any = None) -> Any:
             with observe(operation, arg) as span:
                 result = await call(arg)
                 return span.hits(result) if is_get else result
-
-        def traced(arg: Any = None) -> Awaitable[Any]:
-            if not switch.live:
-                # No SDK installed: hand back the inner call's awaitable itself, without a
-                # coroutine of our own around it (creating and awaiting one costs ~0.2 µs).
-                return call(arg)
-            return traced_call(arg)
 
         return traced
 
