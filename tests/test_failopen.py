@@ -334,7 +334,7 @@ def test_self_bounded_backends_skip_the_thread_hop(bound: float, hops: bool) -> 
     assert (threading.get_ident() not in flaky.threads) is hops
 
 
-async def test_delete_and_invalidate_fail_open_like_every_operation() -> None:
+async def test_a_plain_delete_fails_open_like_every_operation() -> None:
     registry = CollectorRegistry()
     flaky = FlakyCache()
     cache = observe(flaky, registry=registry)
@@ -342,13 +342,44 @@ async def test_delete_and_invalidate_fail_open_like_every_operation() -> None:
     await cache.adelete([KEY])
     assert errors(registry, "flaky", "delete", "BackendError") == 2
 
+
+@pytest.mark.parametrize("how", ["invalidate", "ainvalidate", "cache_clear", "acache_clear"])
+async def test_a_lost_invalidation_is_never_silent(how: str) -> None:
+    """Through a fail-open stack, a failed delete would be dropped, and the result the
+    caller asked to forget served again once the backend answers: it raises instead."""
+    registry = CollectorRegistry()
+    flaky = FlakyCache()
+    flaky.failing = False
+    cache = observe(flaky, registry=registry)
+    computed: list[int] = []
+
     @cached("app.users", cache=cache)
     def load(user: int) -> int:
-        return user
+        computed.append(user)
+        return len(computed)
 
-    load.invalidate(1)
-    await load.ainvalidate(1)
-    assert flaky.calls == 4
+    assert load(1) == 1
+    flaky.failing = True
+
+    async def forget() -> None:
+        if how == "invalidate":
+            load.invalidate(1)
+        elif how == "ainvalidate":
+            await load.ainvalidate(1)
+        elif how == "cache_clear":
+            load.cache_clear()
+        else:
+            await load.acache_clear()
+
+    with pytest.raises(BackendError, match="backend down"):
+        await forget()
+    assert errors(registry, "flaky", "delete" if "invalidate" in how else "clear", "BackendError")
+    flaky.failing = False
+    await forget()  # and once the backend answers, it forgets
+    assert load(1) == 2
+    flaky.failing = True
+    cache.get([KEY])  # everything else still fails open
+    load(3)
 
 
 def test_fail_open_warnings_name_error_message_and_endpoint_never_keys(

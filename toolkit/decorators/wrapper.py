@@ -39,7 +39,8 @@ class _Controls:
         return state.full_key(instance, args, kwargs)
 
     def invalidate(self, *args: Any, **kwargs: Any) -> None:
-        """Forget the cached result of this call (and void its computations in progress)."""
+        """Forget the cached result of this call (and void its computations in progress);
+        raises the cache's error if it could not, even through a fail-open stack."""
         state, instance, _ = self._bind()
         full_key = state.full_key(instance, args, kwargs)
         state.flights.invalidate(full_key)
@@ -67,17 +68,18 @@ class _Controls:
         return await state.arefresh(target, instance, args, kwargs)
 
     def cache_clear(self) -> None:
-        """Forget every cached result of this function (its whole namespace); zero its counts."""
+        """Forget every cached result of this function (its whole namespace; raises the cache's
+        error if it could not) and zero its counts."""
         state = self._bind()[0]
         state.flights.invalidate(None)
-        state.backend().clear([state.ns])
+        _invalidate.forget_namespace(state.backend(), state.ns)
         state.stats.reset()
 
     async def acache_clear(self) -> None:
         """Forget every cached result of this function (async I/O); zero its counts."""
         state = self._bind()[0]
         state.flights.invalidate(None)
-        await state.backend().aclear([state.ns])
+        await _invalidate.aforget_namespace(state.backend(), state.ns)
         state.stats.reset()
 
     def cache_info(self) -> CacheInfo:

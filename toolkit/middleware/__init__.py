@@ -28,6 +28,7 @@ from toolkit.middleware.failopen import (
     CircuitOpenError,
     DeadlineExceededError,
     FailOpen,
+    failures_raise,
 )
 from toolkit.middleware.labels import default_cache_label
 from toolkit.middleware.metrics import Metrics
@@ -47,6 +48,7 @@ __all__ = [
     "Validate",
     "backend_name",
     "default_cache_label",
+    "failures_raise",
     "innermost",
     "observe",
     "wrap",

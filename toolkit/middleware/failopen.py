@@ -7,9 +7,10 @@ import contextvars
 import queue
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
+from contextlib import contextmanager
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -43,7 +44,13 @@ from toolkit.middleware.base import (
     runs_in_process,
 )
 
-__all__ = ["CircuitBreaker", "CircuitOpenError", "DeadlineExceededError", "FailOpen"]
+__all__ = [
+    "CircuitBreaker",
+    "CircuitOpenError",
+    "DeadlineExceededError",
+    "FailOpen",
+    "failures_raise",
+]
 
 R = TypeVar("R")
 
@@ -59,6 +66,25 @@ class DeadlineExceededError(CacheTimeoutError):
 def _is_caller_bug(exc: BaseException) -> bool:
     """Bad input (``TypeError``/``ValueError`` that is no ``CacheError``) is never swallowed."""
     return isinstance(exc, (TypeError, ValueError)) and not isinstance(exc, CacheError)
+
+
+_RAISING: contextvars.ContextVar[bool] = contextvars.ContextVar("toolkit_failures_raise")
+
+
+@contextmanager
+def failures_raise() -> Iterator[None]:
+    """Within the block, every ``FailOpen`` layer re-raises a failure as ``strict=True`` does.
+
+    For a call whose loss must not pass unnoticed: ``@cached``'s ``invalidate`` and
+    ``cache_clear`` use it, as a dropped delete would leave the forgotten result to be
+    served once the backend answers again. A context variable: it holds for the current
+    thread or task and what it starts.
+    """
+    token = _RAISING.set(True)
+    try:
+        yield
+    finally:
+        _RAISING.reset(token)
 
 
 class CircuitBreaker:
@@ -325,7 +351,8 @@ class FailOpen(CacheMiddleware[ValueT]):
     daemon threads (skipped for in-process backends, which cannot hang on I/O, and for
     backends whose declared ``max_call_seconds`` fits within the deadline). After
     ``failure_threshold`` consecutive failures the circuit opens and calls are not made
-    for ``reset_timeout`` seconds. ``strict=True`` re-raises instead. Caller bugs
+    for ``reset_timeout`` seconds. ``strict=True`` (or a ``failures_raise()`` block)
+    re-raises instead. Caller bugs
     (``TypeError``/``ValueError``) always propagate. Gets from a stack whose reads cannot
     fail (``reads_never_fail``: an in-process backend under recording layers) pass straight
     through: there is no failure to turn into a miss.
@@ -404,7 +431,7 @@ class FailOpen(CacheMiddleware[ValueT]):
         error_type = type(exc).__name__
         if own:
             self.record_error(operation, _namespaces(operation, arg), error_type)
-        if self.strict:
+        if self.strict or _RAISING.get(False):
             raise exc
         self._log.warn(self.backend, operation, exc, self.endpoint)
 
