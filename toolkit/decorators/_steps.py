@@ -119,11 +119,10 @@ class Steps:
 
     def served(self, stored: Any) -> tuple[str, Any]:
         """The verdict on a value read back (fresh, early, stale, miss) and what to serve."""
-        if not is_hit(stored):
-            return MISS, MISSING
-        if self.fresh is None:
-            return FRESH, stored
-        verdict, value = self.fresh.judge(stored)
+        fresh = self.fresh
+        if fresh is None:
+            return (FRESH, stored) if is_hit(stored) else (MISS, MISSING)
+        verdict, value = fresh.judge(stored)  # absent or a tombstone: no envelope, a miss
         return verdict, (MISSING if verdict == MISS else value)
 
     def judged(
