@@ -408,6 +408,35 @@ async def test_sync_function_async_twins(cache: HookedCache) -> None:
     assert counter(1) == 4
 
 
+def test_a_computation_begun_before_a_forced_refresh_is_not_stored_after_it(
+    cache: HookedCache,
+) -> None:
+    """A miss computes the old value; meanwhile ``refresh`` computes and stores the new one:
+    the old computation, landing last, neither overwrites the new value nor reaches a caller
+    that arrives after the refresh."""
+    started, release = threading.Event(), threading.Event()
+    source = {"value": "old"}
+
+    @cached("controls.forced", cache=cache, key_id="controls.forced")
+    def read(x: int) -> str:
+        value = source["value"]
+        if value == "old":
+            started.set()
+            assert release.wait(WAIT)
+        return value
+
+    before: list[str] = []
+    leader = threading.Thread(target=lambda: before.append(read(1)))
+    leader.start()
+    assert started.wait(WAIT)
+    source["value"] = "new"
+    assert read.refresh(1) == "new"  # while the first computation runs
+    release.set()
+    leader.join(WAIT)
+    assert before == ["old"]  # it began before the refresh: its caller gets its result
+    assert read(1) == "new"  # but the cache keeps the refresh's
+
+
 def test_an_invalidation_during_a_computation_is_not_undone(cache: HookedCache) -> None:
     """A computation that began before ``invalidate`` neither stores its result after it nor
     hands it to a caller that arrives after it: that caller computes afresh."""

@@ -649,6 +649,61 @@ async def test_an_invalidation_during_a_background_refresh_is_not_undone(
         await store.aclose()
 
 
+@pytest.mark.parametrize("trigger", ["stale", "early"])
+async def test_a_background_refresh_never_overwrites_a_later_forced_refresh(
+    mode: str, trigger: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stale or early hit starts a background refresh; while it computes, the caller
+    forces a refresh (``f.refresh``), which stores a newer value: the background refresh,
+    landing after it, stores nothing, and the next call serves the forced refresh's value."""
+    clock = StoppedClock()
+    monkeypatch.setattr(freshness, "_now", clock)
+    store: SqliteCache[Any] = SqliteCache(path=str(tmp_path / "forced.db"), timer=clock)
+    source = {"value": "v1"}
+    started, release = threading.Event(), threading.Event()
+
+    def work() -> str:
+        value = source["value"]
+        if value == "v1":
+            time.sleep(0.001)  # delta >= 1 ms: what XFetch scales the early window with
+        if value == "v2":
+            started.set()
+            assert release.wait(HANG)
+        return value
+
+    beta = 1_000.0 if trigger == "early" else None
+    stale_ttl = 600 if trigger == "stale" else None
+
+    @cached("fleet.forced", cache=store, ttl=60, stale_ttl=stale_ttl, beta=beta, key_id="forced")
+    def func() -> str:
+        return work()
+
+    @cached("fleet.forced", cache=store, ttl=60, stale_ttl=stale_ttl, beta=beta, key_id="forced")
+    async def afunc() -> str:
+        return await asyncio.to_thread(work)
+
+    called = func if mode == "sync" else afunc
+    try:
+        assert (func() if mode == "sync" else await afunc()) == "v1"
+        if trigger == "stale":
+            clock.now += 61  # past the logical expiry, inside the stale window
+        else:  # 1 s before the expiry, the first draw chooses an early refresh, none after
+            clock.now += 59  # (delta * beta * -ln(1e-9) >= 1 ms * 1000 * 20.7 s > 1 s)
+            monkeypatch.setattr(freshness, "_random", Draws(1.0 - 1e-9, 0.0).random)
+        source["value"] = "v2"
+        assert (func() if mode == "sync" else await afunc()) == "v1"  # a refresh starts
+        await settle(started.is_set)
+        source["value"] = "v3"
+        assert (func.refresh() if mode == "sync" else await afunc.arefresh()) == "v3"
+        release.set()
+        refreshing = cast(Any, called)._self_state.refresher._running
+        await settle(lambda: not refreshing)
+        assert (func() if mode == "sync" else await afunc()) == "v3"
+    finally:
+        release.set()
+        await store.aclose()
+
+
 def test_a_forked_child_refreshes_a_key_its_parent_was_refreshing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

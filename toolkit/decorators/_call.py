@@ -187,7 +187,7 @@ class Cached(Steps):
         """Recompute a call, store the result and return it."""
         target = self.target(self.full_key(instance, args, kwargs), instance, args, kwargs)
         cache = self.backend()
-        return self.blocking.run(cache, self.load(Call(cache, wrapped, args, kwargs, target)))
+        return self.blocking.run(cache, self.reload(Call(cache, wrapped, args, kwargs, target)))
 
     # -- the async path: the same, awaiting the I/O --
 
@@ -236,5 +236,5 @@ class Cached(Steps):
         """Recompute a call, store the result (async I/O) and return it."""
         target = self.target(self.full_key(instance, args, kwargs), instance, args, kwargs)
         cache = self.backend()
-        steps = self.load(Call(cache, wrapped, args, kwargs, target))
+        steps = self.reload(Call(cache, wrapped, args, kwargs, target))
         return await self.awaiting.run(cache, steps)

@@ -300,6 +300,15 @@ class Steps:
         finally:
             self.flights.end_load(load)
 
+    def reload(self, call: Call) -> Step[Any]:
+        """A forced refresh (``f.refresh``): compute and store the result, superseding every
+        computation of the key that began before it in this process. Those are voided as an
+        invalidation voids them (a background refresh or a miss landing after the forced
+        refresh would otherwise overwrite its newer value with an older one), and a caller
+        that arrives after it never joins one of their flights."""
+        self.flights.invalidate(call.target.key)
+        return (yield from self.load(call))
+
     def refresh_now(
         self, call: Call, seen: Any, trigger: str, parent: trace.Span | None
     ) -> Step[None]:

@@ -8,7 +8,9 @@ handed to the waiters of that flight only, never stored.
 An invalidation in this process voids what began before it: the loads in progress of its
 keys store nothing (``Load``), and a caller that arrives after it starts a flight of its
 own instead of joining one that may carry the forgotten result; so does one that arrives
-after an invalidation of its tags (``tags.invalidate_tags``).
+after an invalidation of its tags (``tags.invalidate_tags``). A forced refresh
+(``f.refresh``) supersedes what began before it the same way: an older computation landing
+after it must not overwrite its newer value.
 """
 
 from __future__ import annotations
@@ -141,8 +143,9 @@ class Flights:
                     del self.loads[load.key]
 
     def invalidate(self, key: FullKey | None) -> None:
-        """``key`` (``None``: every key) is being invalidated: void its loads in progress and
-        detach its flights, so no result computed before reaches the cache or a later caller."""
+        """``key`` (``None``: every key) is being invalidated, or force-refreshed: void its
+        loads in progress and detach its flights, so no result computed before reaches the
+        cache or a later caller."""
         with self.lock:
             for keyed in self.loads.values() if key is None else [self.loads.get(key, [])]:
                 for load in keyed:
