@@ -18,7 +18,7 @@ import random
 import signal
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, cast
@@ -50,7 +50,7 @@ from toolkit.backends.postgres import PostgresCache
 from toolkit.backends.redis import RedisCache
 from toolkit.decorators import _refresh, freshness
 from toolkit.lease import MAX_LEASE_SECONDS, LeaseRequest, new_token
-from toolkit.middleware.base import supports_lease
+from toolkit.middleware.base import CacheMiddleware, supports_lease
 
 SPAWN = multiprocessing.get_context("spawn")
 
@@ -335,6 +335,99 @@ async def test_a_holder_cancelled_mid_computation_gives_its_lease_back(backend: 
         await task
     assert backend.lease(probe) is True
     backend.lease(LeaseRequest("release", probe.key, probe.token))
+
+
+class ReplyLost(CacheMiddleware[Any]):
+    """A lease acquire reaches the backend (which grants it), but its answer never comes
+    back, as when the caller is cancelled while the reply is on its way: the caller waits
+    until it is cancelled."""
+
+    def __init__(self, inner: Any) -> None:
+        self.asked = threading.Event()
+        super().__init__(inner)
+
+    def wrap_async(
+        self, operation: str, call: Callable[..., Awaitable[Any]]
+    ) -> Callable[..., Awaitable[Any]]:
+        if operation != "lease":
+            return call
+
+        async def alease(request: LeaseRequest) -> Any:
+            held = await call(request)
+            if request.action == "acquire":
+                self.asked.set()
+                await asyncio.Event().wait()  # no answer, until cancelled
+            return held
+
+        return alease
+
+    def wrap_sync(self, operation: str, call: Callable[..., Any]) -> Callable[..., Any]:
+        if operation != "lease":
+            return call
+
+        def lease(request: LeaseRequest) -> Any:
+            held = call(request)
+            if request.action == "acquire":
+                self.asked.set()
+                raise KeyboardInterrupt  # the sync twin of a cancellation
+            return held
+
+        return lease
+
+
+def test_a_caller_interrupted_while_asking_for_a_lease_gives_it_back(backend: Any) -> None:
+    """The sync twin: a ``lock=True`` miss interrupted while its granted acquire's answer is
+    on its way releases the lease on the way out."""
+    cache = ReplyLost(backend)
+
+    @cached("fleet.asking", cache=cache, ttl=60, lock=True, lease_ttl=60)
+    def value() -> str:
+        return "value"
+
+    with pytest.raises(KeyboardInterrupt):
+        value()
+    assert cache.asked.is_set()
+    probe = LeaseRequest("acquire", value.cache_key(), new_token(), 5.0)
+    assert backend.lease(probe) is True  # given back on the way out
+    backend.lease(LeaseRequest("release", probe.key, probe.token))
+
+
+@pytest.mark.parametrize("path", ["miss", "refresh"])
+async def test_a_caller_cancelled_while_asking_for_a_lease_gives_it_back(
+    backend: Any, path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A coroutine is cancelled while its lease acquire is on its way (a ``lock=True`` miss,
+    or a background refresh of a stale hit): the backend may have granted it, so it is
+    released on the way out, not left held for its 10-60 s while every other process of the
+    fleet waits for (or skips) a computation nobody runs."""
+    clock = StoppedClock()
+    monkeypatch.setattr(freshness, "_now", clock)
+    cache = ReplyLost(backend)
+    # A refresh's lease lives 10 s (lease_ttl is for lock=True, which a miss would lease).
+    options: dict[str, Any] = {"lock": True, "lease_ttl": 60} if path == "miss" else {}
+
+    @cached("fleet.asking", cache=cache, ttl=60, stale_ttl=600, **options)
+    async def value() -> str:
+        return "value"
+
+    if path == "miss":
+        task = asyncio.create_task(value())
+    else:
+        cache.asked.set()  # no lease on a miss without lock=True: the entry is stored
+        assert await value() == "value"
+        cache.asked.clear()
+        clock.now += 61  # stale: the next hit starts a background refresh, which asks
+        assert await value() == "value"
+        (task,) = cast(Any, value)._self_state.refresher._tasks
+    await settle(cache.asked.is_set)
+    probe = LeaseRequest("acquire", value.cache_key(), new_token(), 5.0)
+    assert backend.lease(probe) is False  # granted, though the answer is still on its way
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.wait_for(task, HANG)
+    assert backend.lease(probe) is True  # given back on the way out
+    backend.lease(LeaseRequest("release", probe.key, probe.token))
+    assert not cast(Any, value)._self_state.refresher._running
 
 
 # -- 4. a backend that fails behind observe degrades to computing without a lease -----------

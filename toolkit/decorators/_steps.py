@@ -225,7 +225,7 @@ class Steps:
         wait_span: trace.Span | None = None
         try:
             while True:
-                step = contention.answered((yield Ask(contention.request)))
+                step = contention.answered((yield from self.acquire(contention.request, policy)))
                 if step == LEAD:
                     break
                 if step == WAIT:
@@ -247,6 +247,22 @@ class Steps:
             if wait_span is not None:
                 wait_span.end()
         return (yield from self.load_holding(call, contention, span))
+
+    @staticmethod
+    def acquire(request: LeaseRequest, policy: LeasePolicy) -> Step[bool | None]:
+        """Ask for the lease of ``request``: held, refused, or ``None`` (no answer). A caller
+        interrupted (cancelled) while the request is on its way may have been granted it, its
+        answer lost: it gives the lease back on the way out (by its token, a no-op if not
+        granted) instead of leaving it held for ``lease_ttl`` while the rest of the fleet waits
+        for, or skips, a computation nobody runs."""
+        try:
+            held: bool | None = yield Ask(request)
+        except GeneratorExit:  # closed, never to run again: no more I/O
+            raise
+        except BaseException:
+            yield Release(policy.release(request))
+            raise
+        return held
 
     def load_holding(
         self, call: Call, contention: Contention, span: trace.Span | None
@@ -325,7 +341,7 @@ class Steps:
         """Recompute ``seen``'s entry unless another holder refreshes it: how it ended."""
         policy = self.refresh_leases
         request = policy.acquire(call.target.key)
-        held = (yield Ask(request)) if supports_lease(call.cache) else None
+        held = (yield from self.acquire(request, policy)) if supports_lease(call.cache) else None
         if held is False:
             return "skipped"  # another process of the fleet refreshes it
         try:
