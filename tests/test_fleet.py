@@ -797,6 +797,60 @@ async def test_a_background_refresh_never_overwrites_a_later_forced_refresh(
         await store.aclose()
 
 
+def test_a_refresh_left_in_a_closed_loop_does_not_stop_the_keys_refreshes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A stale hit in a loop that is closed while its background refresh still runs (a sync
+    server running each request in a loop of its own): that refresh never ends, yet the next
+    stale hit, in another loop, refreshes the key. It used to find the key still claimed by
+    the dead refresh, so the key was never refreshed again in the process: served stale for
+    its whole stale window, every time."""
+    from langgraph.cache.memory import InMemoryCache as LangGraphMemory
+
+    clock = StoppedClock()
+    monkeypatch.setattr(freshness, "_now", clock)
+    # No leases: the dead refresh's lease would hold off the next refresh for its 10 s (a
+    # dead holder's lease lapses by design); only this process's claim is tested here.
+    store: Any = LangGraphMemory()
+    computed: list[int] = []
+    parked = threading.Event()
+
+    @cached("fleet.closed", cache=store, ttl=60, stale_ttl=600, key_id="fleet.closed")
+    async def value() -> int:
+        computed.append(1)
+        if len(computed) == 2:  # the refresh in the loop about to be closed: never ends
+            parked.set()
+            await asyncio.Event().wait()
+        return len(computed)
+
+    async def until(predicate: Callable[[], bool]) -> None:
+        while not predicate():
+            await asyncio.sleep(0)
+
+    async def stale_hit_in_a_request() -> int:
+        served = await value()
+        await asyncio.wait_for(until(parked.is_set), HANG)  # the refresh computes...
+        return served
+
+    assert asyncio.run(value()) == 1
+    clock.now += 61  # stale
+    loop = asyncio.new_event_loop()
+    try:
+        assert loop.run_until_complete(stale_hit_in_a_request()) == 1
+    finally:
+        loop.close()  # ...and is left behind, unfinished
+
+    async def stale_hit_and_its_refresh() -> int:
+        assert await value() == 1  # still stale: a refresh starts in this loop
+        tasks = cast(Any, value)._self_state.refresher._tasks
+        ours = [task for task in tasks if task.get_loop() is asyncio.get_running_loop()]
+        assert ours, "no refresh started: the key is still claimed by the dead one"
+        await asyncio.wait_for(asyncio.gather(*ours), HANG)
+        return await value()
+
+    assert asyncio.run(stale_hit_and_its_refresh()) == 3
+
+
 def test_a_forked_child_refreshes_a_key_its_parent_was_refreshing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -74,6 +74,20 @@ class _DaemonPool:
 _POOL = _DaemonPool(_POOL_WORKERS)
 
 
+_CLAIMED = object()
+"""The holder of a key claimed for a refresh not running as a task (not yet, or a thread's)."""
+
+
+class _InLoop:
+    """The holder of a key whose refresh runs as a task of ``loop``."""
+
+    __slots__ = ("loop", "task")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.task: asyncio.Task[None] | None = None
+
+
 class Refresher:
     """The background refreshes of one decorated function."""
 
@@ -87,21 +101,30 @@ class Refresher:
 
     def _reset(self) -> None:
         self._lock = threading.Lock()
-        self._running: set[FullKey] = set()
+        self._running: dict[FullKey, object] = {}  # key -> _CLAIMED, or its task's _InLoop
         self._tasks: set[asyncio.Task[None]] = set()  # strong references while they run
 
     def claim(self, full_key: FullKey) -> bool:
-        """Whether the caller may start a refresh of ``full_key`` (none runs here yet)."""
+        """Whether the caller may start a refresh of ``full_key`` (none runs here yet).
+
+        A refresh left behind in a closed event loop (one loop per request, closed while
+        the refresh ran) never ends nor releases its claim: it is no refresh running, and
+        the key is claimed anew (or it would never be refreshed in this process again)."""
         with self._lock:
-            if full_key in self._running:
-                return False
-            self._running.add(full_key)
+            holder = self._running.get(full_key)
+            if holder is not None:
+                if not isinstance(holder, _InLoop) or not holder.loop.is_closed():
+                    return False
+                if holder.task is not None:  # it never runs again: let it be collected
+                    self._tasks.discard(holder.task)
+            self._running[full_key] = _CLAIMED
             return True
 
-    def release(self, full_key: FullKey) -> None:
-        """The refresh of ``full_key`` ended."""
+    def release(self, full_key: FullKey, holder: object = _CLAIMED) -> None:
+        """The refresh of ``full_key`` (held by ``holder``) ended."""
         with self._lock:
-            self._running.discard(full_key)
+            if self._running.get(full_key) is holder:
+                del self._running[full_key]
 
     @staticmethod
     def warm() -> None:
@@ -114,7 +137,12 @@ class Refresher:
 
     def run_as_task(self, full_key: FullKey, job: Coroutine[Any, Any, None]) -> None:
         """Run a claimed async refresh as a task of the running loop."""
-        task = asyncio.get_running_loop().create_task(self._athen_release(full_key, job))
+        loop = asyncio.get_running_loop()
+        holder = _InLoop(loop)
+        task = holder.task = loop.create_task(self._athen_release(full_key, job, holder))
+        with self._lock:
+            if self._running.get(full_key) is _CLAIMED:
+                self._running[full_key] = holder
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -124,8 +152,10 @@ class Refresher:
         finally:
             self.release(full_key)
 
-    async def _athen_release(self, full_key: FullKey, job: Coroutine[Any, Any, None]) -> None:
+    async def _athen_release(
+        self, full_key: FullKey, job: Coroutine[Any, Any, None], holder: _InLoop
+    ) -> None:
         try:
             await job
         finally:
-            self.release(full_key)
+            self.release(full_key, holder)

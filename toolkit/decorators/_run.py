@@ -9,6 +9,7 @@ code would (a cancelled caller still releases its lease).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -177,6 +178,12 @@ class Awaiting:
             result = error = None
             try:
                 result = await doers[type(request)](cache, request)
+            except GeneratorExit:
+                # Closed unfinished (a refresh left behind in a closed loop, collected): no
+                # more I/O can run, so the steps are closed, not driven to their end.
+                with contextlib.suppress(Exception):
+                    steps.close()
+                raise
             except BaseException as exc:
                 error = exc
 
@@ -209,12 +216,16 @@ class Awaiting:
         await asyncio.shield(Awaiting._ask(cache, request))
 
     @staticmethod
-    async def _renew(cache: BaseCache[Any], request: Renew) -> Callable[[], object]:
+    async def _renew(cache: BaseCache[Any], request: Renew) -> Callable[[], None]:
         renew = partial(Awaiting._ask, cache, request)
-        renewer = asyncio.get_running_loop().create_task(
-            renew_until_cancelled(renew, request.every)
-        )
-        return renewer.cancel
+        loop = asyncio.get_running_loop()
+        renewer = loop.create_task(renew_until_cancelled(renew, request.every))
+
+        def stop() -> None:
+            if not loop.is_closed():  # else it never runs again (and cannot be cancelled)
+                renewer.cancel()
+
+        return stop
 
     @staticmethod
     async def _sleep(cache: BaseCache[Any], request: Sleep) -> None:

@@ -33,6 +33,7 @@ from toolkit.decorators._requests import (
     Renew,
     Sleep,
     Step,
+    T,
     Write,
 )
 from toolkit.decorators._telemetry import Telemetry
@@ -268,18 +269,33 @@ class Steps:
         self, call: Call, contention: Contention, span: trace.Span | None
     ) -> Step[Any]:
         """Compute while holding the lease (renewed meanwhile), then give it back."""
-        request, policy = contention.request, contention.policy
+        held = self._load_held(call, contention, span)
+        return (yield from self.holding(contention.request, contention.policy, held))
+
+    def _load_held(self, call: Call, contention: Contention, span: trace.Span | None) -> Step[Any]:
+        # The holder before us may have stored the value just before releasing.
+        value = yield from self.read(call)
+        if value is not MISSING:
+            contention.found()
+            self.telemetry.lease(call.cache, "waited", contention.waited(), span)
+            return value
+        self.telemetry.lease(call.cache, contention.outcome, contention.waited(), span)
+        return (yield from self.load_renewing(call, contention.request, contention.policy))
+
+    @staticmethod
+    def holding(request: LeaseRequest, policy: LeasePolicy, steps: Step[T]) -> Step[T]:
+        """Run ``steps`` holding the lease of ``request``, then give it back, whatever they
+        raise (a cancelled caller too). Not when closed unfinished (a coroutine collected
+        after its loop was closed): no I/O can run then, and the lease lapses by itself."""
         try:
-            # The holder before us may have stored the value just before releasing.
-            value = yield from self.read(call)
-            if value is not MISSING:
-                contention.found()
-                self.telemetry.lease(call.cache, "waited", contention.waited(), span)
-                return value
-            self.telemetry.lease(call.cache, contention.outcome, contention.waited(), span)
-            return (yield from self.load_renewing(call, request, policy))
-        finally:
+            result = yield from steps
+        except GeneratorExit:
+            raise
+        except BaseException:
             yield Release(policy.release(request))
+            raise
+        yield Release(policy.release(request))
+        return result
 
     def load_renewing(self, call: Call, request: LeaseRequest, policy: LeasePolicy) -> Step[Any]:
         """Compute and store the result while the lease of ``request`` is renewed."""
@@ -344,13 +360,16 @@ class Steps:
         held = (yield from self.acquire(request, policy)) if supports_lease(call.cache) else None
         if held is False:
             return "skipped"  # another process of the fleet refreshes it
-        try:
-            if held and self._replaced((yield from self.get(call)), seen):
-                return "skipped"  # refreshed by the holder before us
-            yield from self.load_renewing(call, request, policy)
-        finally:
-            if held:
-                yield Release(policy.release(request))
+        if held:
+            refreshing = self._refresh_held(call, seen, request)
+            return (yield from self.holding(request, policy, refreshing))
+        yield from self.load_renewing(call, request, policy)
+        return "success"
+
+    def _refresh_held(self, call: Call, seen: Any, request: LeaseRequest) -> Step[str]:
+        if self._replaced((yield from self.get(call)), seen):
+            return "skipped"  # refreshed by the holder before us
+        yield from self.load_renewing(call, request, self.refresh_leases)
         return "success"
 
     def _replaced(self, stored: Any, seen: Any) -> bool:
