@@ -8,7 +8,7 @@ import inspect
 import threading
 from collections.abc import Iterator
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
@@ -653,6 +653,55 @@ def test_a_forked_child_never_waits_for_its_parents_computation() -> None:
     finally:
         release.set()
         leader.join(WAIT)
+
+
+def test_a_forked_child_never_waits_for_a_lock_its_parents_threads_held() -> None:
+    """Other threads of the parent are inside ``@cached``'s bookkeeping when the process forks
+    (counting a computation's time, or an ``invalidate_tags``): they hold its locks, and do
+    not exist in the child. The child must not inherit those locks held, or its first miss,
+    ``cache_info()`` or ``invalidate_tags`` waits for ever."""
+    import multiprocessing
+    import os
+
+    from toolkit import invalidate_tags
+    from toolkit.decorators import tags as tags_module
+
+    store: InMemoryCache[Any] = InMemoryCache()
+
+    @cached("fork.locks", cache=store, tags="fork", key_id="fork.locks")
+    def whose(x: int) -> int:
+        return os.getpid()
+
+    state = cast(Any, whose)._self_state
+    held, release = threading.Event(), threading.Event()
+
+    def busy() -> None:  # fault injection: a thread caught inside both critical sections
+        with state.stats._lock, tags_module._WATCHED_LOCK:
+            held.set()
+            release.wait(2 * WAIT)
+
+    def child() -> None:
+        invalidate_tags("fork", cache=store)
+        results.put((whose(1) == os.getpid(), whose.cache_info().misses))
+
+    holder = threading.Thread(target=busy)
+    holder.start()
+    try:
+        assert held.wait(WAIT)
+        context = multiprocessing.get_context("fork")
+        results = context.Queue()
+        process = context.Process(target=child)
+        process.start()
+        try:
+            assert results.get(timeout=WAIT) == (True, 1)  # bounded only against the hang
+        finally:
+            process.join(WAIT)
+            if process.is_alive():
+                process.kill()
+                process.join()
+    finally:
+        release.set()
+        holder.join(WAIT)
 
 
 # -- spans ------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import itertools
 import threading
 from typing import NamedTuple
 
+from toolkit._fork import start_afresh_in_children
 from toolkit.middleware.recorders import count_of
 
 __all__ = ["CacheInfo", "CacheParameters", "CallStats"]
@@ -51,11 +52,26 @@ class CallStats:
     swaps in fresh counts; only the load time, a float sum, is added under a lock.
     """
 
-    __slots__ = ("_load_seconds", "_lock", "coalesces", "errors", "hits", "loads", "misses")
+    __slots__ = (
+        "__weakref__",
+        "_load_seconds",
+        "_lock",
+        "coalesces",
+        "errors",
+        "hits",
+        "loads",
+        "misses",
+    )
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.reset()
+        # Another thread of a forking parent may hold the lock: the child must not inherit
+        # it held (its first computation, or cache_info(), would wait for ever).
+        start_afresh_in_children(self, CallStats._new_lock)
+
+    def _new_lock(self) -> None:
+        self._lock = threading.Lock()
 
     def reset(self) -> None:
         """Start counting from zero (``cache_clear`` does, like ``lru_cache``)."""
