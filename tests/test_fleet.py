@@ -797,6 +797,54 @@ async def test_a_background_refresh_never_overwrites_a_later_forced_refresh(
         await store.aclose()
 
 
+async def test_a_forced_refresh_that_raises_leaves_a_background_refresh_to_store(
+    mode: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stale hit starts a background refresh; while it computes, a forced refresh raises:
+    it supersedes nothing (it has no value), so the background refresh still stores its
+    newer value, and the next call serves it instead of the stale one."""
+    clock = StoppedClock()
+    monkeypatch.setattr(freshness, "_now", clock)
+    store: SqliteCache[Any] = SqliteCache(path=str(tmp_path / "failed.db"), timer=clock)
+    source = {"value": "v1"}
+    started, release = threading.Event(), threading.Event()
+
+    def work() -> str:
+        value = source["value"]
+        if value == "v2":
+            started.set()
+            assert release.wait(HANG)
+        if value == "down":
+            raise RuntimeError("the model is down")
+        return value
+
+    @cached("fleet.failed", cache=store, ttl=60, stale_ttl=600, key_id="fleet.failed")
+    def func() -> str:
+        return work()
+
+    @cached("fleet.failed", cache=store, ttl=60, stale_ttl=600, key_id="fleet.failed")
+    async def afunc() -> str:
+        return await asyncio.to_thread(work)
+
+    called = func if mode == "sync" else afunc
+    try:
+        assert (func() if mode == "sync" else await afunc()) == "v1"
+        clock.now += 61  # past the logical expiry, inside the stale window
+        source["value"] = "v2"
+        assert (func() if mode == "sync" else await afunc()) == "v1"  # stale; refresh starts
+        await settle(started.is_set)
+        source["value"] = "down"
+        with pytest.raises(RuntimeError, match="down"):
+            func.refresh() if mode == "sync" else await afunc.arefresh()
+        release.set()
+        refreshing = cast(Any, called)._self_state.refresher._running
+        await settle(lambda: not refreshing)
+        assert (func() if mode == "sync" else await afunc()) == "v2"
+    finally:
+        release.set()
+        await store.aclose()
+
+
 def test_a_refresh_left_in_a_closed_loop_does_not_stop_the_keys_refreshes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -313,9 +313,11 @@ class Steps:
             yield Write(created)
         return versions
 
-    def load(self, call: Call) -> Step[Any]:
+    def load(self, call: Call, *, supersede: bool = False) -> Step[Any]:
         """Compute the result and store it if the policy says so, and unless the key was
-        invalidated in this process meanwhile (the result may predate what it forgot)."""
+        invalidated in this process meanwhile (the result may predate what it forgot), or
+        force-refreshed by a computation that began later. ``supersede`` (a forced refresh):
+        once computed, void the computations of the key that began before this one."""
         key = call.target.key
         load = self.flights.begin_load(key)
         try:
@@ -323,23 +325,25 @@ class Steps:
             start = time.perf_counter()
             with self.telemetry.load_timer(call.cache):
                 value = yield Compute(call.wrapped, call.args, call.kwargs)
+            if supersede:
+                self.flights.supersede(load)
             if self.store.should_store(value) and not load.voided():
                 delta = time.perf_counter() - start
                 yield Write(self.store.pairs(key, value, delta, versions))
-                if load.voided():  # the invalidation's delete may have landed before the write
+                # The invalidation's delete (or the forced refresh's write) may have landed
+                # before this write.
+                if load.voided():
                     yield Write(tombstone(key))
             return value
         finally:
             self.flights.end_load(load)
 
     def reload(self, call: Call) -> Step[Any]:
-        """A forced refresh (``f.refresh``): compute and store the result, superseding every
-        computation of the key that began before it in this process. Those are voided as an
-        invalidation voids them (a background refresh or a miss landing after the forced
-        refresh would otherwise overwrite its newer value with an older one), and a caller
-        that arrives after it never joins one of their flights."""
-        self.flights.invalidate(call.target.key)
-        return (yield from self.load(call))
+        """A forced refresh (``f.refresh``): compute and store the result, superseding the
+        computations of the key that began before it in this process (``Flights.supersede``):
+        a background refresh or a miss landing after it would otherwise overwrite its newer
+        value with an older one."""
+        return (yield from self.load(call, supersede=True))
 
     def refresh_now(
         self, call: Call, seen: Any, trigger: str, parent: trace.Span | None

@@ -9,8 +9,8 @@ An invalidation in this process voids what began before it: the loads in progres
 keys store nothing (``Load``), and a caller that arrives after it starts a flight of its
 own instead of joining one that may carry the forgotten result; so does one that arrives
 after an invalidation of its tags (``tags.invalidate_tags``). A forced refresh
-(``f.refresh``) supersedes what began before it the same way: an older computation landing
-after it must not overwrite its newer value.
+(``f.refresh``) that computed its value supersedes what began before it the same way: an
+older computation landing after it must not overwrite its newer value.
 """
 
 from __future__ import annotations
@@ -67,10 +67,12 @@ class Flight:
 class Load:
     """One computation of a key that will store its result, unless an invalidation voids it."""
 
-    __slots__ = ("_voided", "key")
+    __slots__ = ("_voided", "key", "order")
 
-    def __init__(self, key: FullKey) -> None:
+    def __init__(self, key: FullKey, order: int = 0) -> None:
         self.key = key
+        self.order = order
+        """When it began, among the function's loads: a smaller order began earlier."""
         self._voided = False
 
     def void(self) -> None:
@@ -86,7 +88,7 @@ class Flights:
     """The flights in progress for one decorated function: threads, and each event loop;
     and its loads in progress (flights, background refreshes, forced refreshes)."""
 
-    __slots__ = ("__weakref__", "aflights", "flights", "loads", "lock")
+    __slots__ = ("__weakref__", "aflights", "begun", "flights", "loads", "lock")
 
     def __init__(self) -> None:
         self._reset()
@@ -99,6 +101,7 @@ class Flights:
         self.flights: dict[FullKey, Flight] = {}
         self.aflights: dict[tuple[FullKey, asyncio.AbstractEventLoop], Flight] = {}
         self.loads: dict[FullKey, list[Load]] = {}
+        self.begun = 0  # loads begun so far: the order of the next one
 
     def join(self, key: FullKey, tags: tuple[FullKey, ...] = ()) -> tuple[Flight, bool]:
         """The flight of ``key`` for a thread, and whether the caller leads it."""
@@ -128,8 +131,9 @@ class Flights:
 
     def begin_load(self, key: FullKey) -> Load:
         """Register a computation of ``key`` that will store its result."""
-        load = Load(key)
         with self.lock:
+            load = Load(key, self.begun)
+            self.begun += 1
             self.loads.setdefault(key, []).append(load)
         return load
 
@@ -143,9 +147,8 @@ class Flights:
                     del self.loads[load.key]
 
     def invalidate(self, key: FullKey | None) -> None:
-        """``key`` (``None``: every key) is being invalidated, or force-refreshed: void its
-        loads in progress and detach its flights, so no result computed before reaches the
-        cache or a later caller."""
+        """``key`` (``None``: every key) is being invalidated: void its loads in progress and
+        detach its flights, so no result computed before reaches the cache or a later caller."""
         with self.lock:
             for keyed in self.loads.values() if key is None else [self.loads.get(key, [])]:
                 for load in keyed:
@@ -156,6 +159,19 @@ class Flights:
                 return
             self.flights.pop(key, None)
             for slot in [slot for slot in self.aflights if slot[0] == key]:
+                del self.aflights[slot]
+
+    def supersede(self, load: Load) -> None:
+        """A forced refresh (``load``) computed its value: void the loads of its key that
+        began before it and detach the key's flights, so no older result overwrites its
+        value or reaches a later caller. (Only once it succeeded: a refresh that raises
+        leaves the computations in progress to store what they find.)"""
+        with self.lock:
+            for other in self.loads.get(load.key, []):
+                if other.order < load.order:
+                    other.void()
+            self.flights.pop(load.key, None)
+            for slot in [slot for slot in self.aflights if slot[0] == load.key]:
                 del self.aflights[slot]
 
     def detach_tagged(self, tags: frozenset[FullKey]) -> None:
