@@ -845,6 +845,43 @@ async def test_a_forced_refresh_that_raises_leaves_a_background_refresh_to_store
         await store.aclose()
 
 
+def test_refreshes_that_raise_a_base_exception_never_stop_the_later_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Background refreshes of a sync function raise a ``BaseException`` (a ``SystemExit``
+    in the function, say), more of them than the pool has threads: each is logged, and a
+    later stale hit is still refreshed. Each used to end its pool thread, which was never
+    replaced: once all had ended, queued refreshes never ran and their keys stayed claimed
+    (served stale for their whole stale window, cycle after cycle)."""
+    monkeypatch.setattr(_refresh, "_POOL", _refresh._DaemonPool(_refresh._POOL_WORKERS))
+    clock = StoppedClock()
+    monkeypatch.setattr(freshness, "_now", clock)
+    failing = _refresh._POOL_WORKERS + 1
+    computed: dict[int, int] = {}
+    lock = threading.Lock()
+
+    @cached("fleet.exit", cache=InMemoryCache(), ttl=60, stale_ttl=600, key_id="fleet.exit")
+    def value(n: int) -> int:
+        with lock:
+            computed[n] = computed.get(n, 0) + 1
+            count = computed[n]
+        if count > 1 and n < failing:
+            raise SystemExit(1)
+        return count
+
+    for n in range(failing + 1):
+        assert value(n) == 1
+    clock.now += 61  # stale
+    for n in range(failing):
+        assert value(n) == 1  # each starts a refresh, which raises
+    assert wait_for(lambda: all(computed[n] == 2 for n in range(failing)))
+    refreshing = cast(Any, value)._self_state.refresher._running
+    assert wait_for(lambda: not refreshing)
+    assert value(failing) == 1  # stale: a refresh starts, and still runs
+    assert wait_for(lambda: computed[failing] == 2 and not refreshing), "never refreshed"
+    assert value(failing) == 2
+
+
 def test_a_refresh_left_in_a_closed_loop_does_not_stop_the_keys_refreshes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -7,6 +7,7 @@ sync ones on a small shared thread pool, async ones as tasks of the caller's loo
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import queue
 import threading
@@ -20,6 +21,7 @@ from toolkit._types import FullKey
 __all__ = ["Refresher"]
 
 _POOL_WORKERS = 4
+_log = logging.getLogger("toolkit.decorators")
 
 
 class _DaemonPool:
@@ -69,6 +71,10 @@ class _DaemonPool:
                 job()
             except Exception:  # a job reports its own failures; the worker carries on
                 continue
+            except BaseException:  # e.g. a function's SystemExit
+                # It must not end the worker: one that ends is never replaced, and once all
+                # have, queued refreshes never run and their keys stay claimed for ever.
+                _log.warning("a background refresh raised", exc_info=True)
 
 
 _POOL = _DaemonPool(_POOL_WORKERS)
