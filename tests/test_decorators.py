@@ -437,6 +437,32 @@ def test_a_computation_begun_before_a_forced_refresh_is_not_stored_after_it(
     assert read(1) == "new"  # but the cache keeps the refresh's
 
 
+async def test_a_refresh_whose_value_is_not_stored_forgets_the_older_one(
+    cache: HookedCache, mode: str
+) -> None:
+    """``refresh`` returns a value that ``condition`` keeps out of the cache: the entry from
+    before the refresh is forgotten, not served for the rest of its ttl as if the refresh
+    had never happened; the next call computes."""
+    source = {"value": "old"}
+
+    def refuse(value: str) -> bool:
+        return value != "bad"
+
+    @cached("controls.refused", cache=cache, ttl=300, condition=refuse, key_id="refused")
+    def read(x: int) -> str:
+        return source["value"]
+
+    @cached("controls.refused", cache=cache, ttl=300, condition=refuse, key_id="refused")
+    async def aread(x: int) -> str:
+        return source["value"]
+
+    assert read(1) == "old"
+    source["value"] = "bad"
+    assert (read.refresh(1) if mode == "sync" else await aread.arefresh(1)) == "bad"
+    source["value"] = "new"
+    assert read(1) == "new"
+
+
 def test_an_invalidation_during_a_computation_is_not_undone(cache: HookedCache) -> None:
     """A computation that began before ``invalidate`` neither stores its result after it nor
     hands it to a caller that arrives after it: that caller computes afresh."""

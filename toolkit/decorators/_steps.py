@@ -327,7 +327,12 @@ class Steps:
                 value = yield Compute(call.wrapped, call.args, call.kwargs)
             if supersede:
                 self.flights.supersede(load)
-            if self.store.should_store(value) and not load.voided():
+            if not self.store.should_store(value):
+                if supersede and not load.voided():
+                    # A forced refresh whose value is not stored still replaces the entry:
+                    # the older value must not be served after it, as if never refreshed.
+                    yield Write(tombstone(key))
+            elif not load.voided():
                 delta = time.perf_counter() - start
                 yield Write(self.store.pairs(key, value, delta, versions))
                 # The invalidation's delete (or the forced refresh's write) may have landed
