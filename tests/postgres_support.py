@@ -25,7 +25,7 @@ from tests.postgres_servers import (
 )
 from toolkit import FullKey
 from toolkit.backends._integrity import seal
-from toolkit.backends._postgres_sql import encode_namespace
+from toolkit.backends._postgres_sql import encode_namespace, helper_name
 from toolkit.backends.postgres import PostgresCache
 
 __all__ = [
@@ -89,7 +89,8 @@ def lock_waiters(locker: psycopg.Connection[Any], cache: PostgresCache[Any]) -> 
 def drop_table(url: str, schema: str, table: str) -> None:
     """Drop a test's table (and its schema if the test made one)."""
     with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
-        conn.execute(f'DROP TABLE IF EXISTS "{schema}"."{table}", "{schema}"."{table[:57]}_lease"')
+        lease = helper_name(table, "_lease")
+        conn.execute(f'DROP TABLE IF EXISTS "{schema}"."{table}", "{schema}"."{lease}"')
         if schema != "public":
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 

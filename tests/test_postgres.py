@@ -21,6 +21,7 @@ from tests.postgres_support import drop_table, lock_waiters, make_pg_cache, uniq
 from toolkit import FailOpen, FullKey, cache_from_url, observe
 from toolkit.backends.postgres import PostgresCache
 from toolkit.errors import BackendError, CacheClosedError, CacheTimeoutError
+from toolkit.lease import LeaseRequest
 
 pytestmark = pytest.mark.postgres
 
@@ -112,6 +113,34 @@ def test_one_cache_serves_several_event_loops(pg_url: str, pg_closer: Closer) ->
     thread.start()
     thread.join()
     assert results == [7]
+
+
+def test_long_table_names_never_share_a_lease_table_or_an_index(
+    pg_url: str, pg_closer: Closer
+) -> None:
+    """Two 63-character table names that differ only in their last character: the server
+    truncates identifiers to 63 bytes, so ``<table>_lease`` and ``<table>_expires_at`` cut
+    at the limit were one lease table for both caches (a lease on a key in one cache held
+    off the same key in the other) and one index name (the second table got none)."""
+    stem = unique_table()
+    first = make_pg_cache(pg_closer, pg_url, table=stem + "x" * (62 - len(stem)) + "a")
+    second = make_pg_cache(pg_closer, pg_url, table=stem + "x" * (62 - len(stem)) + "b")
+    assert len(first.table) == len(second.table) == 63
+    first.set({K: (1, 60)})
+    second.set({K: (2, 60)})
+    held = LeaseRequest("acquire", K, "token-1", 30.0)
+    assert first.lease(held)
+    assert second.lease(LeaseRequest("acquire", K, "token-2", 30.0))  # its own lease table
+    with psycopg.connect(pg_url) as conn:
+        for cache in (first, second):
+            indexed = conn.execute(
+                "SELECT count(*) FROM pg_indexes WHERE schemaname = %s AND tablename = %s "
+                "AND indexdef LIKE %s",
+                (cache.schema, cache.table, "%(expires_at)%"),
+            ).fetchone()
+            assert indexed == (1,), cache.table
+    assert first.get([K]) == {K: 1}
+    assert second.get([K]) == {K: 2}
 
 
 async def test_schema_and_unlogged_table_are_made_on_first_use(

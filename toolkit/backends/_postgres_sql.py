@@ -41,6 +41,7 @@ __all__ = [
     "decode_namespace",
     "encode_namespace",
     "float8",
+    "helper_name",
     "int8",
     "read_float",
     "read_int",
@@ -52,6 +53,9 @@ MAX_TTL = 2.0**46 / 1000
 """About 2,200 years; longer ttls are stored without expiry (timestamps end at 294276 AD)."""
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+_MAX_IDENTIFIER = 63
+"""PostgreSQL's identifier length (NAMEDATALEN - 1): longer names are silently truncated."""
+_DIGEST_CHARS = 12
 
 TEXT, BYTEA, FLOAT8, INT8 = 25, 17, 701, 20
 TEXT_ARRAY, BYTEA_ARRAY, FLOAT8_ARRAY = 1009, 1001, 1022
@@ -141,6 +145,23 @@ def _identifier(value: object, what: str) -> str:
     return value
 
 
+def helper_name(table: str, suffix: str) -> str:
+    """The name of a relation that belongs to ``table`` (its lease table, its index).
+
+    ``table + suffix`` when that fits in an identifier (every name this cache ever made
+    stays as it was). A longer one would be truncated by the server, so tables sharing their
+    first 63 - len(suffix) characters would share it (one lease table serving two caches,
+    one table left without its index): it keeps a prefix of ``table`` and adds a digest of
+    the whole name instead, so distinct tables never share a helper.
+    """
+    name = table + suffix
+    if len(name) <= _MAX_IDENTIFIER:
+        return name
+    digest = hashlib.sha1(table.encode()).hexdigest()[:_DIGEST_CHARS]
+    keep = _MAX_IDENTIFIER - len(suffix) - _DIGEST_CHARS - 1
+    return f"{table[:keep]}_{digest}{suffix}"
+
+
 class TableSql:
     """Every statement PostgresCache runs against one table."""
 
@@ -158,14 +179,16 @@ class TableSql:
         lock_key = int.from_bytes(hashlib.sha1(qualified.encode()).digest()[:8], "big", signed=True)
         kind = "UNLOGGED TABLE" if unlogged else "TABLE"
         # Leases on the table's keys (toolkit.lease), on the server's clock.
-        lease = f'"{self.schema}"."{self.table[:57]}_lease"'
+        self.lease_table = helper_name(self.table, "_lease")
+        self.expiry_index = helper_name(self.table, "_expires_at")
+        lease = f'"{self.schema}"."{self.lease_table}"'
         self.create = (
             f"BEGIN; SELECT pg_advisory_xact_lock({lock_key}); "
             f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"; '
             f"CREATE {kind} IF NOT EXISTS {qualified} ("
             "ns bytea NOT NULL, key bytea NOT NULL, expires_at timestamptz, "
             "tag text NOT NULL, val bytea NOT NULL, PRIMARY KEY (ns, key)); "
-            f'CREATE INDEX IF NOT EXISTS "{self.table}_expires_at" ON {qualified} (expires_at) '
+            f'CREATE INDEX IF NOT EXISTS "{self.expiry_index}" ON {qualified} (expires_at) '
             "WHERE expires_at IS NOT NULL; "
             f"CREATE {kind} IF NOT EXISTS {lease} ("
             "ns bytea NOT NULL, key bytea NOT NULL, token text NOT NULL, "
