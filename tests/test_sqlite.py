@@ -470,6 +470,20 @@ def test_tables_in_one_file_are_separate_caches(db: str) -> None:
         assert two.get([k("a")]) == {k("a"): 2}
 
 
+def test_table_names_differing_only_in_case_are_refused(db: str) -> None:
+    """SQLite ignores case in table names: table="Cache" opened the table "cache" of another
+    cache, which then read the other's entries and cleared them with its own."""
+    first: SqliteCache[Any] = SqliteCache(path=db, table="cache")
+    first.set({(("n",), "k"): ("mine", None)})
+    with pytest.raises(ValueError, match="ignore case"):
+        SqliteCache(path=db, table="Cache")
+    assert first.get([(("n",), "k")]) == {(("n",), "k"): "mine"}
+    again: SqliteCache[Any] = SqliteCache(path=db, table="cache")  # the same name reopens
+    assert again.get([(("n",), "k")]) == {(("n",), "k"): "mine"}
+    again.close()
+    first.close()
+
+
 def test_use_after_close_raises(db: str) -> None:
     cache: SqliteCache[Any] = SqliteCache(path=db)
     asyncio.run(cache.aset({k("a"): (1, None)}))

@@ -139,6 +139,13 @@ class TableSql:
             "AND expiry > ?",
             "release": f"DELETE FROM {lease} WHERE ns = ? AND key = ? AND token = ? AND expiry > ?",
         }
+        # SQLite compares names without regard to ASCII case: table="Cache" opens the table
+        # "cache" made by another cache, whose entries it would read and clear as its own.
+        self.namesakes: Statement = (
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = ? COLLATE NOCASE "
+            "AND name <> ?",
+            (table, table),
+        )
         self.clear_all: Statement = (f"DELETE FROM {quoted}", ())
         self.count: Statement = (f"SELECT count(*) FROM {quoted}", ())
         # No DELETE ... RETURNING (SQLite >= 3.35): every counted delete is a SELECT of the

@@ -115,6 +115,13 @@ class SqliteCache(EvictionNotifier, BaseCache[ValueT]):
         # Opened now, and kept open: it also keeps a ":memory:" database alive.
         self._conns.open_sync(setup)
         self._sql.set_variable_limit(self._conns.variable_limit)
+        [namesakes] = self._conns.run([self._sql.namesakes])
+        if namesakes:
+            self._conns.close()
+            raise ValueError(
+                f"table {table!r} is the table {namesakes[0][0]!r} of this database (SQLite "
+                "table names ignore case): a cache with its own entries needs another name"
+            )
         self._reads: ReadCoalescer[ValueT] = ReadCoalescer(MISSING)
         self._write_turns = WriteCoalescer()
         self._finalizer = weakref.finalize(self, self._conns.close)
