@@ -24,7 +24,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.types import CachePolicy
 from prometheus_client import CollectorRegistry
 
-from tests.redis_support import make_cache, unique_prefix
+from tests.redis_support import TEST_TIMEOUT, make_cache, unique_prefix
 from toolkit import (
     BackendError,
     CacheClosedError,
@@ -177,6 +177,37 @@ async def test_batches_span_many_namespaces(cache: RedisCache[Any]) -> None:
     assert cache.get(list(pairs)) == {fk: v for fk, (v, _) in pairs.items()}
     cache.set(pairs)
     assert await cache.aget(list(pairs)) == {fk: v for fk, (v, _) in pairs.items()}
+
+
+async def test_a_batch_of_several_chunks_is_written_whole(
+    redis_url: str, redis_closer: list[RedisCache[Any]]
+) -> None:
+    """A batch over WRITE_CHUNK entries was one script call per chunk, and a sync call starts
+    a further round trip only while a whole one fits its bound: with a bound of one round
+    trip, set() wrote the first chunk and raised CacheTimeoutError (an async call stopped by
+    its timer between chunks did the same), leaving part of the batch stored. The chunks now
+    go in one MULTI/EXEC round trip: all of the batch is written, or none of it."""
+    reader = make_cache(redis_closer, redis_url)
+    one_round_trip = 2 * TEST_TIMEOUT
+    tight: RedisCache[Any] = RedisCache.from_url(
+        redis_url,
+        prefix=reader.prefix,
+        socket_timeout=TEST_TIMEOUT,
+        socket_connect_timeout=TEST_TIMEOUT,
+        max_call_seconds=one_round_trip,
+    )
+    entries: dict[FullKey, tuple[Any, int | None]] = {
+        (("batch",), f"k{i}"): (i, None) for i in range(2 * redis_backend.WRITE_CHUNK + 500)
+    }
+    expected = {key: value for key, (value, _) in entries.items()}
+    try:
+        tight.set(entries)
+        assert reader.get(list(entries)) == expected
+        reader.clear()
+        await tight.aset(entries)
+        assert await reader.aget(list(entries)) == expected
+    finally:
+        await tight.aclose()
 
 
 async def test_ttl_is_milliseconds_and_none_never_expires(cache: RedisCache[Any]) -> None:

@@ -12,8 +12,10 @@ How it talks to Redis (see ``_redis_keys`` for the key encoding):
 - reads: ``GET`` for one key, ``MGET`` in chunks for a batch; concurrent ``aget`` calls in
   one event-loop turn share a single MGET round trip;
 - writes: ``SET`` for one entry; a batch is one short Lua script call per slot and chunk
-  of 1,000 (no MULTI; one command and one reply instead of a pipeline of SETs), so the
-  Redis user needs ``EVALSHA``/``EVAL`` permission;
+  of 1,000 (one command and one reply instead of a pipeline of SETs), so the Redis user
+  needs ``EVALSHA``/``EVAL`` permission; a batch of several chunks goes in one MULTI/EXEC
+  round trip, so it is written whole or not at all (in Cluster mode each slot's part is
+  written on its own: a failed batch may have written some slots);
 - clears: ``SCAN MATCH`` with the namespace's escaped key prefix, ``UNLINK`` in batches of
   at most 500 keys; never ``KEYS``.
 
@@ -203,6 +205,22 @@ def _write_plan(writes: Sequence[_Write], cluster: bool) -> list[tuple[Any, ...]
             argv = [part for _, blob, px in chunk for part in (blob, px)]
             plan.append(("EVALSHA", _SET_MANY_SHA, len(chunk), *(w[0] for w in chunk), *argv))
     return plan
+
+
+def _all_or_nothing(pipe: Any, plan: Sequence[tuple[Any, ...]]) -> Any:
+    """Queue a batch's script calls in ``pipe`` (a MULTI/EXEC pipeline) and return it.
+
+    A batch of several chunks made one round trip per chunk, so a call stopped by its bound
+    (or a lost connection) between two of them had written part of the batch and raised.
+    In one MULTI/EXEC the server runs every chunk or none, in one round trip. The script
+    goes as text (EVAL): an unknown EVALSHA inside EXEC fails alone while the others run.
+    """
+    for args in plan:
+        if args[0] == "EVALSHA":
+            pipe.execute_command("EVAL", _SET_MANY, *args[2:])
+        else:
+            pipe.execute_command(*args)
+    return pipe
 
 
 def _check_client(client: object, kinds: tuple[type, ...], what: str) -> None:
@@ -540,9 +558,16 @@ class RedisCache(EvictionNotifier, BaseCache[ValueT]):
         if not writes:
             return
         client = self._sync_client()
+        plan = _write_plan(writes, self._cluster)
+        if len(plan) > 1 and not self._cluster:
+            try:  # one round trip, all or nothing (see _all_or_nothing)
+                _all_or_nothing(client.pipeline(transaction=True), plan).execute()
+            except _IO_ERRORS as exc:
+                raise _error(exc, "set") from exc
+            return
         budget = self._budget("set")
         try:
-            for index, args in enumerate(_write_plan(writes, self._cluster)):
+            for index, args in enumerate(plan):
                 if index:
                     budget.next_round_trip()
                 try:
@@ -573,7 +598,11 @@ class RedisCache(EvictionNotifier, BaseCache[ValueT]):
         """Run merged writes (and deletes) in order, under the call bound."""
         async with asyncio.timeout(self.max_call_seconds):
             aclient = await self._async_client()
-            for args in _write_plan(writes, self._acluster):
+            plan = _write_plan(writes, self._acluster)
+            if len(plan) > 1 and not self._acluster:
+                await _all_or_nothing(aclient.pipeline(transaction=True), plan).execute()
+                return
+            for args in plan:
                 try:
                     await aclient.execute_command(*args)
                 except redis.exceptions.NoScriptError:
