@@ -23,6 +23,7 @@ import pytest
 from toolkit import (
     BackendError,
     CacheClosedError,
+    CacheError,
     CacheTimeoutError,
     FullKey,
     Namespace,
@@ -634,6 +635,32 @@ def test_memory_database_takes_sync_and_async_writers_at_once() -> None:
         assert cache.entry_count() == 2 * 20 * 450
     finally:
         cache.close()
+
+
+@pytest.mark.parametrize(
+    "change", ["DELETE FROM toolkit_cache", "UPDATE toolkit_cache SET tag = 'x'"]
+)
+def test_memory_database_reads_never_see_an_uncommitted_write(change: str) -> None:
+    """A ":memory:" cache is a shared-cache database, whose readers ran with read_uncommitted:
+    they saw the rows of a write transaction still open (a batch of several INSERTs half
+    done, or one that then failed and rolled back, so a get returned what no set stored).
+    The write connection is held mid-transaction here, as a batch of several statements
+    holds it between two of them: a read waits for the commit (and gives up, a miss behind
+    observe(), past busy_timeout), but never returns the uncommitted state."""
+    cache = open_cache(":memory:", busy_timeout=0.05)
+    cache.set({k("a"): ("committed", None)})
+    writer = cache._conns.open_sync()
+    writer.execute("BEGIN IMMEDIATE")
+    writer.execute(change)
+    try:
+        with contextlib.suppress(CacheError):
+            assert cache.get([k("a")]) == {k("a"): "committed"}
+        with contextlib.suppress(CacheError):
+            assert asyncio.run(cache.aget([k("a")])) == {k("a"): "committed"}
+    finally:
+        writer.execute("ROLLBACK")
+    assert cache.get([k("a")]) == {k("a"): "committed"}
+    cache.close()
 
 
 def _stress(path: str, seed: int) -> None:

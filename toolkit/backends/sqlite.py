@@ -103,11 +103,11 @@ class SqliteCache(EvictionNotifier, BaseCache[ValueT]):
         self._timer = timer
         self._next_purge = 0.0
         pragmas = ["PRAGMA synchronous = NORMAL"]
-        if memory:
-            # Readers skip shared-cache table locks, so only writer/writer conflicts remain.
-            pragmas.append("PRAGMA read_uncommitted = 1")
-        else:
+        if not memory:
             pragmas.append(f"PRAGMA wal_autocheckpoint = {_AUTOCHECKPOINT_PAGES}")
+        # No read_uncommitted for ":memory:" (a shared-cache database): it let readers skip
+        # the table locks, and so see the rows of a write still open, or about to roll back.
+        # A read meeting a write's table lock retries (SQLITE_LOCKED) until it commits.
         self._conns = Connections(
             database=database, uri=uri, busy_timeout=float(busy_timeout), pragmas=pragmas
         )
