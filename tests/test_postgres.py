@@ -45,6 +45,9 @@ def test_cache_from_url_builds_a_postgres_cache(pg_url: str) -> None:
         ({}, TypeError),
         ({"url": 5}, TypeError),
         ({"url": "postgresql://x", "table": "bad name"}, ValueError),
+        # the lease table and the index of the cache on "toolkit_cache"
+        ({"url": "postgresql://x", "table": "toolkit_cache_lease"}, ValueError),
+        ({"url": "postgresql://x", "table": "toolkit_cache_expires_at"}, ValueError),
         ({"url": "postgresql://x", "schema": 'x"; drop'}, ValueError),
         ({"url": "postgresql://x", "timeout": 0}, ValueError),
         ({"url": "postgresql://x", "timeout": "1"}, TypeError),
@@ -141,6 +144,21 @@ def test_long_table_names_never_share_a_lease_table_or_an_index(
             assert indexed == (1,), cache.table
     assert first.get([K]) == {K: 1}
     assert second.get([K]) == {K: 2}
+
+
+def test_a_table_named_like_another_caches_helper_is_refused(
+    pg_url: str, pg_closer: Closer
+) -> None:
+    """The cache on "t" keeps its leases in "t_lease" and its expiry index is "t_expires_at":
+    a cache on one of those names found the relation made and failed on every call
+    ('"t_expires_at" is an index', 'column "tag" does not exist')."""
+    cache = make_pg_cache(pg_closer, pg_url)
+    cache.set({K: (1, 60)})
+    for helper in (cache._sql.lease_table, cache._sql.expiry_index):
+        with pytest.raises(ValueError, match="kept for the lease table and index"):
+            PostgresCache.from_url(pg_url, table=helper)
+    assert cache.lease(LeaseRequest("acquire", K, "token", 5.0))
+    assert cache.get([K]) == {K: 1}
 
 
 async def test_schema_and_unlogged_table_are_made_on_first_use(

@@ -32,6 +32,7 @@ from toolkit import (
 from toolkit._types import EvictionCause
 from toolkit.backends._sqlite_conn import AsyncMutex
 from toolkit.backends._sqlite_sql import decode_namespace, encode_namespace
+from toolkit.lease import LeaseRequest
 
 NS = ("sqlite", "tests")
 ROOT = Path(__file__).resolve().parents[1]
@@ -483,6 +484,19 @@ def test_table_names_differing_only_in_case_are_refused(db: str) -> None:
     assert again.get([(("n",), "k")]) == {(("n",), "k"): "mine"}
     again.close()
     first.close()
+
+
+@pytest.mark.parametrize("helper", ["one_lease", "one_expiry", "ONE_LEASE"])
+def test_a_table_named_like_another_caches_helper_is_refused(db: str, helper: str) -> None:
+    """The cache on "one" keeps its leases in "one_lease" and its expiry index in
+    "one_expiry": a cache on one of those names found it made and failed on first use
+    ("no column named tag", "already an index"), or broke the leases of the cache on "one"."""
+    with pytest.raises(ValueError, match="kept for the lease table and index"):
+        open_cache(db, table=helper)
+    with open_cache(db, table="one") as one:
+        one.set({k("a"): (1, None)})
+        assert one.lease(LeaseRequest("acquire", k("a"), "token", 5.0))
+        assert one.get([k("a")]) == {k("a"): 1}
 
 
 def test_use_after_close_raises(db: str) -> None:

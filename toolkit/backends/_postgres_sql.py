@@ -139,10 +139,26 @@ def read_float(cell: bytes | None) -> float | None:
     return None if cell is None else float(_DOUBLE.unpack(cell)[0])
 
 
+HELPER_SUFFIXES = ("_lease", "_expires_at")
+"""What the names of a table's lease table and expiry index end with."""
+
+
 def _identifier(value: object, what: str) -> str:
     if not isinstance(value, str) or not _IDENTIFIER.fullmatch(value):
         raise ValueError(f"{what} must be a plain SQL identifier, got {value!r}")
     return value
+
+
+def _table_name(value: object) -> str:
+    table = _identifier(value, "table")
+    if table.endswith(HELPER_SUFFIXES):
+        # "x_lease" is the lease table of the cache on "x", "x_expires_at" its index: a cache
+        # on either would find that relation made (CREATE ... IF NOT EXISTS) and fail on it.
+        raise ValueError(
+            f"table names ending in {' or '.join(HELPER_SUFFIXES)} are kept for the lease "
+            f"table and index of the cache on the table without it, got {table!r}"
+        )
+    return table
 
 
 def helper_name(table: str, suffix: str) -> str:
@@ -169,7 +185,7 @@ class TableSql:
         self, table: str = DEFAULT_TABLE, schema: str = DEFAULT_SCHEMA, *, unlogged: bool = False
     ) -> None:
         """Statements for ``schema.table`` (plain SQL identifiers)."""
-        self.table = _identifier(table, "table")
+        self.table = _table_name(table)
         self.schema = _identifier(schema, "schema")
         qualified = f'"{self.schema}"."{self.table}"'
         self.qualified = qualified

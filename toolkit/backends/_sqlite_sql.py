@@ -40,6 +40,8 @@ No payload (a value the serializer refused) deletes the key."""
 _Insert = tuple[FullKey, tuple[str, bytes], float | None]
 
 DEFAULT_TABLE = "toolkit_cache"
+HELPER_SUFFIXES = ("_lease", "_expiry")
+"""What the names of a table's lease table and expiry index end with."""
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
 # Safe everywhere: SQLite before 3.32 allowed only 999 variables per statement.
@@ -115,6 +117,13 @@ class TableSql:
             raise ValueError(f"table must be a plain SQL identifier, got {table!r}")
         if table.lower().startswith("sqlite_"):
             raise ValueError(f"table names starting with 'sqlite_' are reserved, got {table!r}")
+        if table.lower().endswith(HELPER_SUFFIXES):
+            # "x_lease" is the lease table of the cache on "x", "x_expiry" its index: a cache
+            # on either would find that table or index made (IF NOT EXISTS) and fail on it.
+            raise ValueError(
+                f"table names ending in {' or '.join(HELPER_SUFFIXES)} are kept for the lease "
+                f"table and index of the cache on the table without it, got {table!r}"
+            )
         self.table = table
         self.variable_limit = _FALLBACK_VARIABLE_LIMIT
         quoted = f'"{table}"'
