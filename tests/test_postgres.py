@@ -19,6 +19,7 @@ from psycopg.rows import dict_row
 
 from tests.postgres_support import drop_table, lock_waiters, make_pg_cache, unique_table
 from toolkit import FailOpen, FullKey, cache_from_url, observe
+from toolkit.backends._postgres_sql import INT8, Statement
 from toolkit.backends.postgres import PostgresCache
 from toolkit.errors import BackendError, CacheClosedError, CacheTimeoutError
 from toolkit.lease import LeaseRequest
@@ -159,6 +160,22 @@ def test_a_table_named_like_another_caches_helper_is_refused(
             PostgresCache.from_url(pg_url, table=helper)
     assert cache.lease(LeaseRequest("acquire", K, "token", 5.0))
     assert cache.get([K]) == {K: 1}
+
+
+async def test_a_purge_that_fails_does_not_fail_the_write_before_it(
+    pg_url: str, pg_closer: Closer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write's purge of expired rows ran as the last statement of the set's call: when
+    it failed (here a statement that divides by zero; in life a statement timeout on a
+    loaded server), set()/aset() raised although the upsert before it had committed, so the
+    caller took stored values for lost. The purge now runs after the write, on its own."""
+    cache = make_pg_cache(pg_closer, pg_url)
+    failing = Statement.of("SELECT 1 / ($1::int8 - $1::int8)", INT8)
+    monkeypatch.setattr(cache._sql, "purge", failing)
+    cache.set({K: (1, None)})  # the first write of a cache is due a purge
+    assert cache.get([K]) == {K: 1}
+    await cache.aset({K: (2, None)})  # the failed purge is retried by the next write
+    assert await cache.aget([K]) == {K: 2}
 
 
 async def test_schema_and_unlogged_table_are_made_on_first_use(

@@ -110,6 +110,43 @@ def test_expired_rows_are_purged_on_read_and_on_writes(db: str) -> None:
         assert sum(n for _, cause, n in evicted if cause == "expired") == 601
 
 
+@pytest.mark.parametrize("io", ["sync", "async"])
+def test_a_purge_that_fails_does_not_fail_the_write_before_it(
+    db: str, io: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write's purge of expired rows is a second transaction, after the write committed:
+    when another connection took the lock in between, the purge waited busy_timeout and
+    its error was raised by set()/aset(), so the caller took values that were stored for
+    lost (and observe() counted a failed set). The purge now waits for a later write."""
+    clock = WallClock()
+    cache = open_cache(db, busy_timeout=0.05, timer=clock)
+    cache.set({k("old"): (1, 10)})  # the first write purges; the next purge is due in 1 s
+    clock.now += 20  # "old" has expired: the next write's purge has a row to delete
+    blocker = sqlite3.connect(db, isolation_level=None)
+    due = cache._due_purge
+
+    def due_while_another_writes(now: float) -> Any:
+        purge = due(now)
+        if purge is not None:
+            blocker.execute("BEGIN IMMEDIATE")  # another process's write, between the two
+        return purge
+
+    monkeypatch.setattr(cache, "_due_purge", due_while_another_writes)
+    try:
+        if io == "sync":
+            cache.set({k("new"): (2, None)})
+        else:
+            asyncio.run(cache.aset({k("new"): (2, None)}))
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    monkeypatch.undo()
+    assert cache.get([k("new")]) == {k("new"): 2}
+    cache.set({k("later"): (3, None)})  # the purge was left to the next write: it ran
+    assert cache.entry_count() == 2
+    cache.close()
+
+
 def test_undecodable_entry_is_deleted_and_reported(cache: SqliteCache[Any], db: str) -> None:
     evicted: list[tuple[Namespace, EvictionCause, int]] = []
     cache.add_eviction_listener(lambda ns, cause, n: evicted.append((ns, cause, n)))

@@ -31,6 +31,8 @@ __all__ = [
     "DEFAULT_SCHEMA",
     "DEFAULT_TABLE",
     "FLOAT8_ARRAY",
+    "HELPER_SUFFIXES",
+    "INT8",
     "MAX_TTL",
     "TEXT_ARRAY",
     "Param",

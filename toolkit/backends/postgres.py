@@ -314,19 +314,23 @@ class PostgresCache(EvictionNotifier, BaseCache[ValueT]):
         """Set the cached values for the given keys and TTLs."""
         calls = self._write_calls(pairs)
         if calls:
-            results = self._run(calls, "set")
-            self._report_purge(calls, results)
+            self._run(calls, "set")
+            purge = self._due_purge()
+            if purge is not None:
+                self._report_purge(self._try_run([purge]))
 
     async def aset(self, pairs: Mapping[FullKey, tuple[ValueT, int | None]]) -> None:
         """Asynchronously set the cached values for the given keys and TTLs."""
         calls = self._write_calls(pairs)
         if calls:
-            results = await self._arun(calls, "set")
-            self._report_purge(calls, results)
+            await self._arun(calls, "set")
+            purge = self._due_purge()
+            if purge is not None:
+                self._report_purge(await self._atry_run([purge]))
 
     def _write_calls(self, pairs: Mapping[FullKey, tuple[ValueT, int | None]]) -> list[Call]:
-        """Validate and serialize the whole batch: a delete of the refused values' keys, one
-        upsert, and a purge when due."""
+        """Validate and serialize the whole batch: a delete of the refused values' keys and
+        one upsert."""
         rows = check_pairs(pairs, self._dumps_sealed, self._refuse)
         if not rows:
             return []
@@ -341,12 +345,17 @@ class PostgresCache(EvictionNotifier, BaseCache[ValueT]):
         )
         if encoded:
             calls.append(self._upsert_call(encoded))
-        now = time.monotonic()
-        if now >= self._next_purge:
-            # Two threads may both find it due: two purges skip each other's rows (SKIP LOCKED).
-            self._next_purge = now + PURGE_INTERVAL
-            calls.append((self._sql.purge, (int8(PURGE_BATCH),)))
         return calls
+
+    def _due_purge(self) -> Call | None:
+        """A purge of expired rows, at most once per ``PURGE_INTERVAL``, run after a write
+        on its own: its failure is not the write's (the entries are stored)."""
+        now = time.monotonic()
+        if now < self._next_purge:
+            return None
+        # Two threads may both find it due: two purges skip each other's rows (SKIP LOCKED).
+        self._next_purge = now + PURGE_INTERVAL
+        return self._sql.purge, (int8(PURGE_BATCH),)
 
     def _upsert_call(self, encoded: list[tuple[bytes, bytes, float | None, bytes, bytes]]) -> Call:
         return (
@@ -364,10 +373,11 @@ class PostgresCache(EvictionNotifier, BaseCache[ValueT]):
         tag, payload = self.serde.dumps_typed(value)
         return tag.encode(), seal(payload)
 
-    def _report_purge(self, calls: list[Call], results: list[Rows]) -> None:
-        if calls[-1][0] is not self._sql.purge:
+    def _report_purge(self, results: list[Rows] | None) -> None:
+        if results is None:
+            self._next_purge = 0.0  # it failed: the next write tries again
             return
-        purged = results[-1]
+        purged = results[0]
         if len(purged) >= PURGE_BATCH:
             self._next_purge = 0.0  # more are waiting: the next write takes another batch
         self._report_expired(purged)

@@ -50,6 +50,7 @@ from toolkit.base import (
     check_namespaces,
     check_pairs,
 )
+from toolkit.errors import CacheError
 from toolkit.introspect import CacheStats, KeyInfo
 from toolkit.lease import LeaseRequest, check_lease
 
@@ -172,7 +173,11 @@ class SqliteCache(EvictionNotifier, BaseCache[ValueT]):
         self._conns.run(self._sql.upsert(rows), atomic=True, write=True)
         purge = self._due_purge(now)
         if purge is not None:
-            self._report_purge(now, self._conns.run(purge, atomic=True, write=True))
+            try:
+                results = self._conns.run(purge, atomic=True, write=True)
+            except CacheError:
+                results = None  # the set is done; the purge is a later write's
+            self._report_purge(now, results)
 
     async def aset(self, pairs: Mapping[FullKey, tuple[ValueT, int | None]]) -> None:
         """Asynchronously set the cached values for the given keys and TTLs."""
@@ -183,7 +188,11 @@ class SqliteCache(EvictionNotifier, BaseCache[ValueT]):
         await self._write_turns.write(rows, self._awrite)
         purge = self._due_purge(now)
         if purge is not None:
-            self._report_purge(now, await self._conns.arun(purge, atomic=True, write=True))
+            try:
+                results = await self._conns.arun(purge, atomic=True, write=True)
+            except CacheError:
+                results = None  # as in set
+            self._report_purge(now, results)
 
     def clear(self, namespaces: Sequence[Namespace] | None = None) -> None:
         """Delete the cached values for the given namespaces.
@@ -327,7 +336,13 @@ class SqliteCache(EvictionNotifier, BaseCache[ValueT]):
         self._next_purge = now + _PURGE_INTERVAL
         return self._sql.purge(now, _PURGE_BATCH)
 
-    def _report_purge(self, now: float, results: list[list[Row]]) -> None:
+    def _report_purge(self, now: float, results: list[list[Row]] | None) -> None:
+        """Count a purge's rows; ``None``: it failed after the set's own write had committed,
+        which a set must not report as its failure (the caller would take its stored values
+        for lost), so the next write tries again."""
+        if results is None:
+            self._next_purge = now
+            return
         rows = results[0]
         if len(rows) >= _PURGE_BATCH:
             self._next_purge = now  # more are waiting: take the next batch on the next write
