@@ -464,3 +464,20 @@ def test_one_key_gets_alternating_namespaces_count_under_each(
     assert (gets(registry, "hit"), gets(registry, "miss")) == (3, 0)
     assert gets(registry, "hit", cache="app.orders") == 3
     assert gets(registry, "miss", cache="app.orders") == 3
+
+
+async def test_a_refused_clear_of_a_generator_is_counted_under_its_namespace(
+    registry: CollectorRegistry, mode: str
+) -> None:
+    """Namespaces passed as a generator are read once by the stack: the open circuit's check
+    used to consume them, and the refused clear then counted under no label at all."""
+    cache: Any = wrap(  # Any: a generator where the seed API types a Sequence, as callers do
+        FlakyCache(), FailOpen(deadline=None, failure_threshold=1), Metrics(registry=registry)
+    )
+    assert cache.get([(NS, "a")]) == {}  # opens the circuit
+    if mode == "sync":
+        cache.clear(ns for ns in [NS])
+    else:
+        await cache.aclear(ns for ns in [NS])
+    labels = {"cache": "app.users", "backend": "flaky", "operation": "clear"}
+    assert sample(registry, "cache_errors_total", error_type="CircuitOpenError", **labels) == 1

@@ -13,7 +13,7 @@ from opentelemetry.trace import NoOpTracerProvider, SpanKind, StatusCode
 from prometheus_client import CollectorRegistry
 
 from tests.faults import FlakyCache, HangingCache
-from toolkit import BackendError, InMemoryCache, Tracing, cached, observe, wrap
+from toolkit import BackendError, InMemoryCache, SqliteCache, Tracing, cached, observe, wrap
 from toolkit.middleware.tracing import hash_key
 
 # Each test runs against observe()'s fused layer and against the plain stack.
@@ -256,3 +256,38 @@ async def test_a_broken_sdk_never_fails_the_call(mode: str, where: str) -> None:
         keys = [(("app",), "a")]
         got = cache.get(keys) if mode == "sync" else await cache.aget(keys)
         assert got == {(("app",), "a"): 1}
+
+
+@pytest.mark.parametrize("backend", ["memory", "sqlite"])
+async def test_one_shot_iterables_reach_the_cache_whole(
+    provider: TracerProvider, exporter: InMemorySpanExporter, mode: str, backend: str, tmp_path: Any
+) -> None:
+    """A span reads the keys and namespaces of a call: a generator or iterator among them must
+    still reach the cache whole (a traced clear of a generator deleted nothing, a traced get
+    of an iterator raised TypeError after the cache answered)."""
+    other = (("other",), "b")
+
+    def bottom() -> Any:
+        return InMemoryCache() if backend == "memory" else SqliteCache(path=str(tmp_path / "c.db"))
+
+    stacks = [
+        traced(provider, bottom()),
+        observe(bottom(), registry=CollectorRegistry(), tracer_provider=provider),
+    ]
+    for cache in stacks:
+        cache.set({(NS, "a"): (1, None), other: (2, None)})
+        if mode == "sync":
+            got = cache.get(iter([(NS, "a")]))
+            cache.clear(ns for ns in [NS])
+            left = cache.get([(NS, "a"), other])
+        else:
+            got = await cache.aget(iter([(NS, "a")]))
+            await cache.aclear(ns for ns in [NS])
+            left = await cache.aget([(NS, "a"), other])
+        assert got == {(NS, "a"): 1}
+        assert left == {other: 2}
+        cache.clear()
+    clears = [s for s in exporter.get_finished_spans() if s.name == "cache.clear"]
+    assert clears and all(
+        s.attributes and s.attributes["cache.namespace"] in ("app.users", "__all__") for s in clears
+    )

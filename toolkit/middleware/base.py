@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, NoReturn, Protocol, TypeGuard
 
 from toolkit._types import FullKey, Namespace, SupportsDelete, ValueT
@@ -14,10 +14,12 @@ __all__ = [
     "CIRCUIT_HALF_OPEN",
     "CIRCUIT_OPEN",
     "OPERATIONS",
+    "READ_ONCE",
     "CacheMiddleware",
     "Recomposer",
     "backend_name",
     "innermost",
+    "read_once",
     "reads_never_fail",
     "runs_in_process",
     "supports_delete",
@@ -29,6 +31,10 @@ CIRCUIT_CLOSED, CIRCUIT_HALF_OPEN, CIRCUIT_OPEN = 0, 1, 2
 OPERATIONS = ("get", "set", "clear", "delete", "lease")
 """What a layer wraps; each also has its async twin (``aget``...). ``delete`` and ``lease``
 exist only where the wrapped cache has them."""
+
+READ_ONCE = frozenset({"get", "delete", "clear"})
+"""The operations whose argument (keys, namespaces) may be a one-shot iterable: see
+``read_once``."""
 
 HOOKS = (
     "record_load",
@@ -76,6 +82,16 @@ def innermost(cache: object) -> object:
     while isinstance(cache, CacheMiddleware):
         cache = cache.inner
     return cache
+
+
+def read_once(arg: Any) -> Any:
+    """The keys or namespaces of a call as a list when they are a one-shot iterable (a
+    generator, an iterator), so that a layer looking at them leaves them for the cache;
+    anything else as it is (``None``, a collection, a str or a non-iterable: the cache's
+    own checks judge those)."""
+    if arg is None or isinstance(arg, Collection) or not isinstance(arg, Iterable):
+        return arg
+    return list(arg)
 
 
 def supports_delete(cache: object) -> TypeGuard[SupportsDelete]:

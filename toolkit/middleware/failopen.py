@@ -36,10 +36,12 @@ from toolkit.middleware.base import (
     CIRCUIT_CLOSED,
     CIRCUIT_HALF_OPEN,
     CIRCUIT_OPEN,
+    READ_ONCE,
     CacheMiddleware,
     backend_name,
     innermost,
     logger,
+    read_once,
     reads_never_fail,
     runs_in_process,
 )
@@ -455,12 +457,13 @@ class FailOpen(CacheMiddleware[ValueT]):
             return call
         breaker, workers, deadline = self._breaker, self._workers, self.deadline
         fallback = _FALLBACKS[operation]
-        read_once = operation in _KEYED
+        # Keys and namespaces are read once: a one-shot iterable must reach the cache whole.
+        reader = _reader(operation)
         admitted, verdict = self._admitted, self.verdict
 
         def fail_open(arg: Any = None) -> Any:
-            if read_once and type(arg) is not list:
-                arg = key_sequence(arg)
+            if reader is not None and type(arg) is not list:
+                arg = reader(arg)
             if breaker.state and not admitted(operation, arg):
                 return fallback()
             try:
@@ -486,12 +489,13 @@ class FailOpen(CacheMiddleware[ValueT]):
             return call
         breaker, deadline = self._breaker, self.async_deadline
         fallback = _FALLBACKS[operation]
-        read_once = operation in _KEYED
+        # Keys and namespaces are read once: a one-shot iterable must reach the cache whole.
+        reader = _reader(operation)
         admitted, verdict = self._admitted, self.verdict
 
         async def fail_open(arg: Any = None) -> Any:
-            if read_once and type(arg) is not list:
-                arg = key_sequence(arg)
+            if reader is not None and type(arg) is not list:
+                arg = reader(arg)
             if breaker.state and not admitted(operation, arg):
                 return fallback()
             try:
@@ -533,6 +537,14 @@ _FALLBACKS: dict[str, Callable[[], Any]] = {
 }
 _SERVED_AS = {"get": "a miss", "lease": "no lease (the caller computes itself)"}
 _KEYED = frozenset({"get", "delete"})
+
+
+def _reader(operation: str) -> Callable[[Any], Any] | None:
+    """How ``operation`` reads its argument once: keys strictly (a str is a caller bug),
+    namespaces leniently (the cache's own check judges them), anything else not at all."""
+    if operation in _KEYED:
+        return key_sequence
+    return read_once if operation in READ_ONCE else None
 
 
 def _needs_thread(cache: object, deadline: float) -> bool:

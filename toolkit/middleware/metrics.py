@@ -24,7 +24,15 @@ from toolkit._types import (
     ValueT,
 )
 from toolkit.base import check_key, check_namespace, is_refusal, key_sequence
-from toolkit.middleware.base import OPERATIONS, CacheMiddleware, backend_name, innermost, logger
+from toolkit.middleware.base import (
+    OPERATIONS,
+    READ_ONCE,
+    CacheMiddleware,
+    backend_name,
+    innermost,
+    logger,
+    read_once,
+)
 from toolkit.middleware.labels import ALL_CACHES, INVALID, CacheLabeler, default_cache_label
 from toolkit.middleware.otel import ALWAYS, NEVER, global_tracing
 from toolkit.middleware.recorders import (
@@ -512,9 +520,13 @@ class Metrics(CacheMiddleware[ValueT]):
 
             return measured_get
 
+        reads = operation in READ_ONCE  # a failure's namespaces are read after the call
+
         def measured(arg: Any = None) -> Any:
             start = clock()
             try:
+                if reads and type(arg) is not list:
+                    arg = read_once(arg)
                 result = call(arg)
             except BaseException as exc:
                 ended(operation, arg, clock() - start, exc)
@@ -546,9 +558,13 @@ class Metrics(CacheMiddleware[ValueT]):
 
             return measured_get
 
+        reads = operation in READ_ONCE  # a failure's namespaces are read after the call
+
         async def measured(arg: Any = None) -> Any:
             start = clock()
             try:
+                if reads and type(arg) is not list:
+                    arg = read_once(arg)
                 result = await call(arg)
             except BaseException as exc:
                 ended(operation, arg, clock() - start, exc)

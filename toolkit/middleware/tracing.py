@@ -18,7 +18,14 @@ from opentelemetry.trace import (
 )
 
 from toolkit._types import FullKey, Namespace, ValueT
-from toolkit.middleware.base import OPERATIONS, CacheMiddleware, backend_name, logger
+from toolkit.middleware.base import (
+    OPERATIONS,
+    READ_ONCE,
+    CacheMiddleware,
+    backend_name,
+    logger,
+    read_once,
+)
 from toolkit.middleware.labels import ALL_CACHES, default_cache_label
 from toolkit.middleware.otel import (
     NEVER,
@@ -180,8 +187,11 @@ class Tracing(CacheMiddleware[ValueT]):
         if not self._switch.live:
             return call  # nothing can record (no SDK yet, or a no-op provider): no frame at all
         observe, is_get = self._observe, operation == "get"
+        reads = operation in READ_ONCE
 
         def traced(arg: Any = None) -> Any:
+            if reads and type(arg) is not list:  # a span reads it too: the cache must see it all
+                arg = read_once(arg)
             with observe(operation, arg) as span:
                 result = call(arg)
                 return span.hits(result) if is_get else result
@@ -195,8 +205,11 @@ class Tracing(CacheMiddleware[ValueT]):
         if not self._switch.live:
             return call
         observe, is_get = self._observe, operation == "get"
+        reads = operation in READ_ONCE
 
         async def traced(arg: Any = None) -> Any:
+            if reads and type(arg) is not list:  # a span reads it too: the cache must see it all
+                arg = read_once(arg)
             with observe(operation, arg) as span:
                 result = await call(arg)
                 return span.hits(result) if is_get else result
