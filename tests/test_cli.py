@@ -202,6 +202,21 @@ def test_every_command_on_the_real_redis(
     assert cache.stats().entries == 0
 
 
+def test_clear_deletes_a_namespace_redis_stores_hashed(
+    redis_closer: list[RedisCache[Any]], redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A long namespace is stored hashed in Redis, so the namespace counts leave it out:
+    clear used to answer "nothing to delete" and leave its entries in place."""
+    cache = make_cache(redis_closer, redis_url)
+    long_ns, child = ("x" * 200,), ("x" * 200, "child")
+    cache.set({(long_ns, "a"): (1, None), (long_ns, "b"): (2, None), (child, "c"): (3, None)})
+    assert long_ns not in cache.namespaces()  # the premise: hashed, not listed
+    target = [redis_url, "--prefix", cache.prefix]
+    assert main(["clear", *target, "--ns", json.dumps(list(long_ns)), "--yes"]) == 0
+    assert "(2 entries)" in capsys.readouterr().out
+    assert cache.get([(long_ns, "a"), (long_ns, "b"), (child, "c")]) == {(child, "c"): 3}
+
+
 def test_an_unreachable_redis_is_reported(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["stats", "redis://127.0.0.1:1/0"]) == 1
     assert "the cache failed" in capsys.readouterr().err
