@@ -88,6 +88,25 @@ async def test_empty_inputs_are_noops(ops: Ops) -> None:
     assert await ops.get([key("a")]) == {}
 
 
+async def test_arguments_are_accepted_by_their_seed_api_names(ops: Ops) -> None:
+    """``get(keys=...)``, ``set(pairs=...)``, ``clear(namespaces=...)``: the seed API names the
+    arguments, so a caller may pass them by name through any stack (a stack's layers took
+    them only by position: TypeError naming an internal function)."""
+    cache: Any = ops.cache
+    key = (NS, "by-name")
+    if ops.mode == "sync":
+        cache.set(pairs={key: (1, None)})
+        got = cache.get(keys=[key])
+        cache.clear(namespaces=[NS])
+        left = cache.get(keys=[key])
+    else:
+        await cache.aset(pairs={key: (1, None)})
+        got = await cache.aget(keys=[key])
+        await cache.aclear(namespaces=[NS])
+        left = await cache.aget(keys=[key])
+    assert (got, left) == ({key: 1}, {})
+
+
 async def test_miss_returns_no_entry(ops: Ops) -> None:
     assert await ops.get([key("absent")]) == {}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import types
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, NoReturn, Protocol, TypeGuard
 
@@ -31,6 +32,15 @@ CIRCUIT_CLOSED, CIRCUIT_HALF_OPEN, CIRCUIT_OPEN = 0, 1, 2
 OPERATIONS = ("get", "set", "clear", "delete", "lease")
 """What a layer wraps; each also has its async twin (``aget``...). ``delete`` and ``lease``
 exist only where the wrapped cache has them."""
+
+PARAMETERS = {
+    "get": "keys",
+    "set": "pairs",
+    "clear": "namespaces",
+    "delete": "keys",
+    "lease": "request",
+}
+"""The name each operation's one argument has in the seed API (``clear(namespaces=...)``)."""
 
 READ_ONCE = frozenset({"get", "delete", "clear"})
 """The operations whose argument (keys, namespaces) may be a one-shot iterable: see
@@ -225,11 +235,13 @@ class CacheMiddleware(BaseCache[ValueT]):
             and callable(getattr(inner, f"a{operation}", None))
         ]
         for operation in operations:
-            attrs[operation] = call = self.wrap_sync(operation, getattr(inner, operation))
-            attrs[f"a{operation}"] = (
+            call = self.wrap_sync(operation, getattr(inner, operation))
+            attrs[operation] = _seed_named(call, operation)
+            attrs[f"a{operation}"] = _seed_named(
                 _awaitable(call)
                 if in_process
-                else self.wrap_async(operation, getattr(inner, f"a{operation}"))
+                else self.wrap_async(operation, getattr(inner, f"a{operation}")),
+                operation,
             )
 
     def _link_hooks(self) -> None:
@@ -345,6 +357,33 @@ class CacheMiddleware(BaseCache[ValueT]):
 
 def _ignore(*_: Any, **__: Any) -> None:
     """A hook no layer below records."""
+
+
+def _seed_named(call: Callable[..., Any], operation: str) -> Callable[..., Any]:
+    """``call`` taking its argument under the seed API's name too (``clear(namespaces=...)``).
+
+    A layer's closures name their one argument ``arg`` (one closure serves every operation);
+    the same closure with that parameter renamed accepts the keyword a caller of the seed API
+    may use, at no cost per call. Anything else (a bound method, a closure whose argument a
+    nested function captures, one already named so) is returned as it is.
+    """
+    name = PARAMETERS[operation]
+    if not isinstance(call, types.FunctionType):
+        return call
+    code = call.__code__
+    first = code.co_varnames[0] if code.co_argcount else None
+    if first is None or first == name or first in code.co_cellvars or name in code.co_varnames:
+        return call
+    renamed = types.FunctionType(
+        code.replace(co_varnames=(name, *code.co_varnames[1:])),
+        call.__globals__,
+        call.__name__,
+        call.__defaults__,
+        call.__closure__,
+    )
+    renamed.__qualname__ = call.__qualname__
+    renamed.__kwdefaults__ = call.__kwdefaults__
+    return renamed
 
 
 def _awaitable(call: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
