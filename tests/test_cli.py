@@ -12,10 +12,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.postgres_support import drop_table, make_pg_cache, unique_table
 from tests.redis_support import make_cache
 from toolkit import SqliteCache, __version__
 from toolkit.backends.redis import RedisCache
@@ -217,6 +219,33 @@ def test_clear_deletes_a_namespace_redis_stores_hashed(
     assert cache.get([(long_ns, "a"), (long_ns, "b"), (child, "c")]) == {(child, "c"): 3}
 
 
+@pytest.mark.postgres
+@pytest.mark.parametrize("where", ["table", "schema"])
+def test_a_missing_postgres_table_is_refused_not_created(
+    pg_url: str, where: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The cache creates its tables on first use: a mistyped --table or --schema used to
+    create them in the user's database, and the command reported an empty cache."""
+    name = unique_table()
+    option = ["--table", name] if where == "table" else ["--schema", name]
+    try:
+        for command in (["stats"], ["ls"], ["purge"], ["clear", "--yes"]):
+            assert main([command[0], pg_url, *option, *command[1:]]) == 2
+            err = capsys.readouterr().err
+            assert "has no cache table" in err and f"--{where}" in err
+        with psycopg.connect(pg_url, connect_timeout=5) as conn:
+            if where == "schema":
+                created = conn.execute("SELECT to_regnamespace(%s)", (name,)).fetchall()
+            else:
+                created = conn.execute(
+                    "SELECT to_regclass(%s), to_regclass(%s)",
+                    (f'"public"."{name}"', f'"public"."{name}_lease"'),
+                ).fetchall()
+        assert created in ([(None,)], [(None, None)])
+    finally:  # what a failing run created
+        drop_table(pg_url, *(("public", name) if where == "table" else (name, "toolkit_cache")))
+
+
 def test_an_unreachable_redis_is_reported(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["stats", "redis://127.0.0.1:1/0"]) == 1
     assert "the cache failed" in capsys.readouterr().err
@@ -272,7 +301,12 @@ def test_admin_commands_are_not_cut_short_by_the_hot_path_bound(
     """Clearing or purging a large cache may take minutes: the command's cache allows them,
     where the library's default (0.5 s, sized for observe's deadline) would cut it short."""
     url = request.getfixturevalue("redis_url" if kind == "redis" else "pg_url")
+    where: list[str] = []
+    if kind == "postgres":  # a table the command can open: it refuses to create one
+        cache = make_pg_cache(request.getfixturevalue("pg_closer"), url)
+        cache.set({(("a",), "k"): (1, None)})
+        where = ["--table", cache.table]
     parser = argparse.ArgumentParser()
     add_target_arguments(parser)
-    with open_target(parser.parse_args([url])) as (target, _):
+    with open_target(parser.parse_args([url, *where])) as (target, _):
         assert getattr(target, "max_call_seconds", 0) >= ADMIN_CALL_SECONDS

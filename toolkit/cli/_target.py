@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sqlite3
 import sys
@@ -111,6 +112,11 @@ def open_target(options: argparse.Namespace) -> Iterator[tuple[Target, str]]:
         except (TypeError, ValueError) as exc:
             raise CliError(str(exc)) from exc
         where = f"PostgreSQL {_redacted(url)} (table {options.schema}.{options.table})"
+        try:
+            _postgres_table(url, cache.schema, cache.table)
+        except BaseException:
+            cache.close()
+            raise
     else:
         try:
             cache_from_url(url)
@@ -145,6 +151,29 @@ def _sqlite_file(url: str, table: str) -> str:
     if found is None:
         raise CliError(f"{path} has no cache table {table!r} (is --table right?)")
     return path
+
+
+def _postgres_table(url: str, schema: str, table: str) -> None:
+    """Check the cache table exists, without creating it: the cache creates its schema and
+    tables on first use, so a mistyped --table or --schema would otherwise create them in
+    the user's database and report an empty cache."""
+    import psycopg
+
+    from toolkit.errors import BackendError
+
+    try:
+        with psycopg.connect(url, connect_timeout=math.ceil(ADMIN_ROUND_TRIP_SECONDS)) as conn:
+            found = conn.execute(
+                "SELECT 1 FROM pg_catalog.pg_tables WHERE schemaname = %s AND tablename = %s",
+                (schema, table),
+            ).fetchone()
+    except psycopg.Error as exc:
+        raise BackendError(f"postgres connect failed: {type(exc).__name__}: {exc}") from exc
+    if found is None:
+        raise CliError(
+            f"PostgreSQL {_redacted(url)} has no cache table {schema}.{table} "
+            "(are --table and --schema right?)"
+        )
 
 
 @contextmanager
