@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
@@ -244,6 +245,28 @@ def test_a_missing_postgres_table_is_refused_not_created(
         assert created in ([(None,)], [(None, None)])
     finally:  # what a failing run created
         drop_table(pg_url, *(("public", name) if where == "table" else (name, "toolkit_cache")))
+
+
+@pytest.mark.parametrize("bad", ["database", "port"])
+def test_a_malformed_redis_url_is_refused(
+    redis_closer: list[RedisCache[Any]],
+    redis_url: str,
+    bad: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """redis-py reads a database that is no number as database 0, so clear on a mistyped
+    redis://host/x deleted database 0's cache; a port that is no number was a traceback."""
+    parts = urlsplit(redis_url)
+    cache = make_cache(redis_closer, urlunsplit(parts._replace(path="/0")))
+    cache.set({(("llm",), "k"): (1, None)})
+    if bad == "database":
+        url = urlunsplit(parts._replace(path="/x"))
+    else:
+        url = urlunsplit(parts._replace(netloc=f"{parts.hostname}:abc"))
+    assert main(["clear", url, "--prefix", cache.prefix, "--yes"]) == 2
+    err = capsys.readouterr().err
+    assert "bad Redis URL" in err and "Traceback" not in err
+    assert cache.get([(("llm",), "k")]) == {(("llm",), "k"): 1}
 
 
 def test_an_unreachable_redis_is_reported(capsys: pytest.CaptureFixture[str]) -> None:

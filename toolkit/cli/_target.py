@@ -10,7 +10,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from toolkit._types import Namespace
 from toolkit.config import cache_from_url, sqlite_url_path
@@ -89,12 +89,16 @@ def open_target(options: argparse.Namespace) -> Iterator[tuple[Target, str]]:
         except ImportError as exc:
             raise CliError(str(exc)) from exc
         prefix = options.prefix or DEFAULT_PREFIX
-        cache = RedisCache.from_url(
-            url,
-            prefix=prefix,
-            socket_timeout=ADMIN_ROUND_TRIP_SECONDS,
-            max_call_seconds=ADMIN_CALL_SECONDS,
-        )
+        try:
+            _check_redis_url(url, scheme)
+            cache = RedisCache.from_url(
+                url,
+                prefix=prefix,
+                socket_timeout=ADMIN_ROUND_TRIP_SECONDS,
+                max_call_seconds=ADMIN_CALL_SECONDS,
+            )
+        except (TypeError, ValueError) as exc:  # a malformed URL: port, database, options
+            raise CliError(f"bad Redis URL {_redacted(url)!r}: {exc}") from exc
         where = f"Redis {_redacted(url)} (keys under {prefix})"
     elif scheme in ("postgresql", "postgres"):
         try:
@@ -151,6 +155,18 @@ def _sqlite_file(url: str, table: str) -> str:
     if found is None:
         raise CliError(f"{path} has no cache table {table!r} (is --table right?)")
     return path
+
+
+def _check_redis_url(url: str, scheme: str) -> None:
+    """Refuse a database that is not a number: redis-py silently falls back to database 0,
+    where a mistyped ``redis://host/1x`` would list, or clear, another database's cache."""
+    parts = urlsplit(url)
+    _port = parts.port  # raises ValueError for a port that is no number (or out of range)
+    database = unquote(parts.path).replace("/", "")
+    if scheme != "unix" and database and not database.isdigit():
+        raise ValueError(
+            f"the database must be a number, like redis://host:6379/0, not {parts.path!r}"
+        )
 
 
 def _postgres_table(url: str, schema: str, table: str) -> None:
