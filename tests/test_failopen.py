@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import multiprocessing
 import threading
+import warnings
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -508,3 +511,72 @@ async def test_a_layer_that_declares_nothing_keeps_its_async_calls(tmp_path: Any
     flaky = FlakyCache()
     flaky.in_process = "yes"  # type: ignore[assignment]
     assert runs_in_process(flaky) is False
+
+
+def _in_forked_child(work: Callable[[], object]) -> object:
+    """What ``work()`` returns in a forked child (a hang fails after a generous bound)."""
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    child = context.Process(target=lambda: results.put(work()))
+    with warnings.catch_warnings():  # Python >= 3.12 warns about forking with threads
+        warnings.simplefilter("ignore", DeprecationWarning)
+        child.start()
+    try:
+        return results.get(timeout=60)
+    finally:
+        child.kill()
+        child.join(timeout=60)
+
+
+def test_a_forked_child_is_not_stuck_behind_its_parents_probe() -> None:
+    """A half-open probe another thread has in flight at fork never ends in the child: the
+    child's breaker let no call through again, so its cache stayed switched off for good."""
+    clock = FakeClock()
+    breaker = CircuitBreaker(failure_threshold=1, reset_timeout=1, clock=clock)
+    breaker.failed()
+    clock.advance(2)
+    probing, answered = threading.Event(), threading.Event()
+
+    def probe() -> None:
+        assert breaker.allow()  # the probe: its backend call is in flight during the fork
+        probing.set()
+        answered.wait(timeout=60)
+        breaker.succeeded()
+
+    thread = threading.Thread(target=probe)
+    thread.start()
+    try:
+        assert probing.wait(timeout=60)
+        assert breaker.allow() is False  # here, the probe holds the slot
+        assert _in_forked_child(breaker.allow) is True  # there, no probe exists
+    finally:
+        answered.set()
+        thread.join(timeout=60)
+    assert breaker.state == CIRCUIT_CLOSED
+
+
+def test_a_forked_child_can_use_a_breaker_locked_during_the_fork() -> None:
+    """A fork while another thread holds the breaker's lock (it runs the clock and the
+    state-change callbacks under it) left the lock held in the child: its next failure hung."""
+    seen: list[object] = []
+
+    class ForkingClock(FakeClock):
+        fork = False
+
+        def __call__(self) -> float:
+            if self.fork:  # called with the breaker's lock held
+                self.fork = False
+                seen.append(_in_forked_child(fail_once))
+            return self.now
+
+    def fail_once() -> int:
+        breaker.failed()
+        return breaker.state
+
+    clock = ForkingClock()
+    breaker = CircuitBreaker(failure_threshold=1, reset_timeout=1, clock=clock)
+    breaker.failed()
+    clock.advance(2)
+    clock.fork = True
+    assert breaker.allow()
+    assert seen == [CIRCUIT_OPEN]

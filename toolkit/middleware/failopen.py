@@ -119,6 +119,14 @@ class CircuitBreaker:
         self.failures = 0
         self._opened_at = 0.0
         self._probing = False
+        start_afresh_in_children(self, CircuitBreaker._after_fork)
+
+    def _after_fork(self) -> None:
+        """In a forked child only the forking thread lives: a half-open probe another thread
+        had in flight never ends there (no call would be let through again), and a lock it
+        held is never released."""
+        self._lock = threading.Lock()
+        self._probing = False
 
     def allow(self) -> bool:
         """Whether a call may go to the backend now."""
