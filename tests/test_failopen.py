@@ -8,6 +8,7 @@ import multiprocessing
 import threading
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,12 +19,14 @@ from tests.harness import FakeClock
 from tests.metric_catalog import metric_total
 from toolkit import (
     BackendError,
+    CacheClosedError,
     CircuitOpenError,
     DeadlineExceededError,
     FailOpen,
     InMemoryCache,
     Metrics,
     NotCacheableError,
+    SqliteCache,
     cached,
     observe,
     wrap,
@@ -306,6 +309,27 @@ def test_a_middleware_wraps_one_cache() -> None:
         FailOpen().get([KEY])
     with pytest.raises(TypeError, match="not a cache"):
         wrap(object(), FailOpen())
+
+
+async def test_a_stack_is_a_context_manager_when_its_cache_is(tmp_path: Path, mode: str) -> None:
+    """``with observe(SqliteCache(...)) as cache`` enters and closes the backend (a stack
+    raised TypeError: 'FailOpen' object does not support the context manager protocol)."""
+    backend: SqliteCache[Any] = SqliteCache(path=str(tmp_path / "c.db"))
+    stack = observe(backend, registry=CollectorRegistry())
+    if mode == "sync":
+        with stack as cache:
+            cache.set({KEY: (1, None)})
+            assert cache.get([KEY]) == {KEY: 1}
+    else:
+        async with stack as cache:
+            await cache.aset({KEY: (1, None)})
+            assert await cache.aget([KEY]) == {KEY: 1}
+    assert cache is stack
+    with pytest.raises(CacheClosedError):
+        backend.get([KEY])
+    in_memory = observe(InMemoryCache(), registry=CollectorRegistry())
+    with pytest.raises(TypeError, match="InMemoryCache does not support the context manager"):
+        in_memory.__enter__()  # as with does: InMemoryCache itself is no context manager
 
 
 def test_sync_deadline_runs_off_thread_and_reuses_one_worker() -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import types
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
-from typing import Any, NoReturn, Protocol, TypeGuard
+from types import TracebackType
+from typing import Any, NoReturn, Protocol, Self, TypeGuard
 
 from toolkit._types import FullKey, Namespace, SupportsDelete, ValueT
 from toolkit.base import BaseCache
@@ -275,6 +276,49 @@ class CacheMiddleware(BaseCache[ValueT]):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.inner!r})"
+
+    # -- ``with``/``async with``: a stack is a context manager exactly when its cache is one --
+
+    def _context(self, method: str) -> Any:
+        """The wrapped cache's ``method`` (``__enter__``...), looked up as ``with`` does."""
+        if not callable(getattr(type(self.inner), method, None)):
+            raise TypeError(
+                f"{type(innermost(self)).__name__} does not support the "
+                f"{'asynchronous ' if method.startswith('__a') else ''}context manager "
+                "protocol: call its close() (if it has one) instead"
+            )
+        return getattr(self.inner, method)
+
+    def __enter__(self) -> Self:
+        """Enter the wrapped cache (``with observe(SqliteCache(...)) as cache``); the stack
+        is what ``as`` binds."""
+        self._context("__enter__")()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        """Exit the wrapped cache (which closes it)."""
+        result: bool | None = self._context("__exit__")(exc_type, exc, tb)
+        return result
+
+    async def __aenter__(self) -> Self:
+        """The async twin of :meth:`__enter__`."""
+        await self._context("__aenter__")()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        """The async twin of :meth:`__exit__`."""
+        result: bool | None = await self._context("__aexit__")(exc_type, exc, tb)
+        return result
 
     def get(self, keys: Sequence[FullKey]) -> dict[FullKey, ValueT]:
         """Get the cached values for the given keys."""
