@@ -269,6 +269,17 @@ def test_a_malformed_redis_url_is_refused(
     assert cache.get([(("llm",), "k")]) == {(("llm",), "k"): 1}
 
 
+def test_an_empty_redis_prefix_is_refused_not_read_as_the_default(
+    redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--prefix "" (an unset shell variable) named the default prefix: the commands,
+    clear included, acted on the default cache, another cache's entries."""
+    for command in ("stats", "ls"):
+        assert main([command, redis_url, "--prefix", ""]) == 2
+        err = capsys.readouterr().err
+        assert "prefix must not be empty" in err and "--prefix ''" in err
+
+
 def test_an_unreachable_redis_is_reported(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["stats", "redis://127.0.0.1:1/0"]) == 1
     assert "the cache failed" in capsys.readouterr().err

@@ -88,17 +88,22 @@ def open_target(options: argparse.Namespace) -> Iterator[tuple[Target, str]]:
             from toolkit.backends.redis import DEFAULT_PREFIX, RedisCache
         except ImportError as exc:
             raise CliError(str(exc)) from exc
-        prefix = options.prefix or DEFAULT_PREFIX
+        # An empty --prefix (an unset shell variable) is refused by the cache, not read as
+        # the default prefix: that would be another cache's entries.
+        prefix = DEFAULT_PREFIX if options.prefix is None else options.prefix
         try:
             _check_redis_url(url, scheme)
+        except ValueError as exc:
+            raise CliError(f"bad Redis URL {_redacted(url)!r}: {exc}") from exc
+        try:
             cache = RedisCache.from_url(
                 url,
                 prefix=prefix,
                 socket_timeout=ADMIN_ROUND_TRIP_SECONDS,
                 max_call_seconds=ADMIN_CALL_SECONDS,
             )
-        except (TypeError, ValueError) as exc:  # a malformed URL: port, database, options
-            raise CliError(f"bad Redis URL {_redacted(url)!r}: {exc}") from exc
+        except (TypeError, ValueError) as exc:  # the prefix, or URL options redis-py refuses
+            raise CliError(f"{exc} (Redis {_redacted(url)}, --prefix {prefix!r})") from exc
         where = f"Redis {_redacted(url)} (keys under {prefix})"
     elif scheme in ("postgresql", "postgres"):
         try:
