@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any, TypedDict
 
+import pytest
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.runnables import RunnableConfig
@@ -111,6 +113,27 @@ async def test_cache_policy_helper_async() -> None:
     await graph.ainvoke({"messages": [HumanMessage("a")]})
     await graph.ainvoke({"messages": [HumanMessage("a")]})
     assert calls == ["a"]
+
+
+@pytest.mark.parametrize(
+    ("ttl", "seconds"),
+    [(None, None), (0, 0), (60, 60), (1.5, 1.5), ("1h", 3600), (timedelta(minutes=2), 120)],
+)
+def test_cache_policy_takes_the_ttl_forms_of_the_stack(ttl: Any, seconds: float | None) -> None:
+    """The forms observe(default_ttl=...) takes; a string used to reach the cache as is and
+    fail in a run, after the node had computed."""
+    policy = cache_policy(ttl)
+    assert policy.ttl == seconds and type(policy.ttl) is type(seconds)
+
+
+@pytest.mark.parametrize(
+    ("ttl", "error"), [(-5, ValueError), ("soon", ValueError), (True, TypeError)]
+)
+def test_cache_policy_refuses_a_bad_ttl_where_the_graph_is_built(ttl: Any, error: type) -> None:
+    """A negative ttl was accepted here and raised from the cache write in every run, after
+    the node had computed (its result lost)."""
+    with pytest.raises(error, match="ttl"):
+        cache_policy(ttl)
 
 
 def test_key_func_is_canonical() -> None:

@@ -13,10 +13,13 @@ the text encoding for everything else), and is faster than the default::
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from toolkit._key_advice import advice
+from toolkit.base import check_ttl
 from toolkit.keys import UnsupportedKeyType, encode, encode_bytes
+from toolkit.ttl import parse_ttl
 
 __all__ = ["cache_policy", "key_func"]
 
@@ -42,8 +45,18 @@ def key_func(*args: Any, **kwargs: Any) -> bytes:
         ) from None
 
 
-def cache_policy(ttl: int | None = None) -> Any:
-    """A LangGraph ``CachePolicy`` using ``key_func``; ``ttl`` in seconds, ``None`` = forever."""
+def cache_policy(ttl: float | timedelta | str | None = None) -> Any:
+    """A LangGraph ``CachePolicy`` using ``key_func``.
+
+    ``ttl``: seconds (``0``: the node always runs), a ``timedelta`` or ``"90s"``/``"15m"``/
+    ``"1h"``/``"1d"``, as ``observe(default_ttl=...)`` takes it; ``None`` = forever. Checked
+    here, so a bad one fails where the graph is built, not in a run after the node computed.
+    """
     from langgraph.types import CachePolicy
 
-    return CachePolicy(key_func=key_func, ttl=ttl)
+    number = isinstance(ttl, (int, float)) and not isinstance(ttl, bool)
+    seconds = check_ttl(ttl if number else parse_ttl(ttl), "cache_policy(ttl=...)")
+    # LangGraph types ttls as int seconds: whole ones stay ints; a fraction works with every
+    # cache (theirs and ours), as it did before.
+    checked: Any = int(seconds) if seconds is not None and seconds.is_integer() else seconds
+    return CachePolicy(key_func=key_func, ttl=checked)
