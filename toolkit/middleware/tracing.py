@@ -190,7 +190,7 @@ class Tracing(CacheMiddleware[ValueT]):
         reads = operation in READ_ONCE
 
         def traced(arg: Any = None) -> Any:
-            if reads and type(arg) is not list:  # a span reads it too: the cache must see it all
+            if reads and type(arg) is not list and type(arg) is not tuple:  # the span reads it too
                 arg = read_once(arg)
             with observe(operation, arg) as span:
                 result = call(arg)
@@ -208,7 +208,7 @@ class Tracing(CacheMiddleware[ValueT]):
         reads = operation in READ_ONCE
 
         async def traced(arg: Any = None) -> Any:
-            if reads and type(arg) is not list:  # a span reads it too: the cache must see it all
+            if reads and type(arg) is not list and type(arg) is not tuple:  # the span reads it too
                 arg = read_once(arg)
             with observe(operation, arg) as span:
                 result = await call(arg)
