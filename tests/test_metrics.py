@@ -481,3 +481,29 @@ async def test_a_refused_clear_of_a_generator_is_counted_under_its_namespace(
         await cache.aclear(ns for ns in [NS])
     labels = {"cache": "app.users", "backend": "flaky", "operation": "clear"}
     assert sample(registry, "cache_errors_total", error_type="CircuitOpenError", **labels) == 1
+
+
+class _CountFails(InMemoryCache[Any]):
+    """An in-memory cache whose entry count fails, as a busy or slow store's can."""
+
+    def entry_count(self) -> int:
+        raise BackendError("count timed out")
+
+
+async def test_a_failing_entry_count_never_fails_the_write(
+    registry: CollectorRegistry, monkeypatch: pytest.MonkeyPatch, tmp_path: Any, mode: str
+) -> None:
+    """Multiprocess mode refreshes cache_entries after each write: a count that failed raised
+    out of the write that had succeeded; through FailOpen it was a failed set, counted, logged
+    and fed to the breaker, which could switch the cache off while every write succeeded."""
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    backend = _CountFails()
+    bare: Any = wrap(backend, Metrics(registry=registry))
+    stack = observe(backend, registry=CollectorRegistry(), failure_threshold=1, strict=True)
+    for cache in (bare, stack):
+        if mode == "sync":
+            cache.set({(NS, "a"): (1, None)})
+        else:
+            await cache.aset({(NS, "a"): (1, None)})
+    assert backend.get([(NS, "a")]) == {(NS, "a"): 1}
+    assert stack.circuit_state == 0

@@ -498,7 +498,13 @@ class Metrics(CacheMiddleware[ValueT]):
 
     @staticmethod
     def _entry_refresher(child: Any, bottom: SupportsEntryCount) -> Callable[[], None]:
-        return lambda: child.set(bottom.entry_count())
+        def refresh() -> None:
+            try:
+                child.set(bottom.entry_count())
+            except Exception:  # a count that fails must not fail the write it follows
+                logger.debug("cache_entries not refreshed: counting failed", exc_info=True)
+
+        return refresh
 
     def wrap_sync(self, operation: str, call: Callable[..., Any]) -> Callable[..., Any]:
         """Time one sync operation; count a get's hits and misses, a set's puts, an error."""
