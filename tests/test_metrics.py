@@ -124,6 +124,22 @@ def test_evictions_by_cause(registry: CollectorRegistry) -> None:
     )
 
 
+def test_evictions_of_a_backend_in_two_stacks_are_counted_once(
+    registry: CollectorRegistry,
+) -> None:
+    """An eviction happens once, however many stacks wrap the backend (graph.compile's and
+    @cached's, say): each Metrics layer subscribed, so one registry counted it per stack."""
+    backend: InMemoryCache[Any] = InMemoryCache(max_entries=1)
+    first, second = observe(backend, registry=registry), observe(backend, registry=registry)
+    other = CollectorRegistry()
+    observe(backend, registry=other)  # another registry counts it too, once
+    first.set({(NS, "a"): (1, None)})
+    second.set({(NS, "b"): (2, None)})
+    labels = {"cache": "app.users", "backend": "memory", "cause": "size"}
+    assert sample(registry, "cache_evictions_total", **labels) == 1
+    assert sample(other, "cache_evictions_total", **labels) == 1
+
+
 def test_entries_gauge_reads_the_backend_at_scrape_time(registry: CollectorRegistry) -> None:
     backend: InMemoryCache[Any] = InMemoryCache()
     cache = observe(backend, registry=registry)

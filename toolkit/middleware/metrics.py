@@ -17,6 +17,7 @@ from prometheus_client.registry import Collector
 
 from toolkit._types import (
     EvictionCause,
+    EvictionListener,
     FullKey,
     Namespace,
     SupportsEntryCount,
@@ -230,6 +231,8 @@ class _Families:
             registry=registry,
             namespace=prefix,
         )
+        self._evicting: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._evicting_lock = threading.Lock()
         self.entry_gauge: Gauge | None = None
         self.entry_counts: _EntryCounts | None = None
         if self.multiprocess:
@@ -244,6 +247,21 @@ class _Families:
         else:
             self.entry_counts = _EntryCounts(full("cache_entries"))
             registry.register(self.entry_counts)
+
+    def listen_for_evictions(
+        self, backend: SupportsEvictionListeners, listener: EvictionListener
+    ) -> None:
+        """Subscribe ``listener`` to ``backend``'s evictions, unless a layer recording into
+        these families already did: an eviction happens once, however many stacks wrap the
+        backend (as ``cache_entries`` counts each backend once)."""
+        try:
+            with self._evicting_lock:
+                if backend in self._evicting:
+                    return
+                self._evicting.add(backend)
+        except TypeError:  # a backend that cannot be held weakly or hashed: subscribe each time
+            pass
+        backend.add_eviction_listener(listener)
 
 
 _FAMILIES: weakref.WeakKeyDictionary[CollectorRegistry, dict[str, _Families]] = (
@@ -487,7 +505,7 @@ class Metrics(CacheMiddleware[ValueT]):
         self.recorder = recorder = Recorder(families, self._labeler, backend, self._exemplars)
         bottom = innermost(self.inner)
         if isinstance(bottom, SupportsEvictionListeners):
-            bottom.add_eviction_listener(recorder.count_eviction)
+            families.listen_for_evictions(bottom, recorder.count_eviction)
         if isinstance(bottom, SupportsEntryCount):
             if families.entry_counts is not None:
                 families.entry_counts.track(backend, bottom)
