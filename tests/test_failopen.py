@@ -311,6 +311,14 @@ def test_a_middleware_wraps_one_cache() -> None:
         wrap(object(), FailOpen())
 
 
+@pytest.mark.parametrize("cls", [InMemoryCache, SqliteCache])
+def test_a_cache_class_passed_for_a_cache_is_named(cls: type) -> None:
+    """observe(SqliteCache) (the class, a common slip) failed deep in binding with
+    'add_eviction_listener() missing 1 required positional argument'."""
+    with pytest.raises(TypeError, match=rf"{cls.__name__} is a class, not a cache: pass an "):
+        observe(cls, registry=CollectorRegistry())
+
+
 async def test_a_stack_is_a_context_manager_when_its_cache_is(tmp_path: Path, mode: str) -> None:
     """``with observe(SqliteCache(...)) as cache`` enters and closes the backend (a stack
     raised TypeError: 'FailOpen' object does not support the context manager protocol)."""

@@ -192,6 +192,11 @@ class CacheMiddleware(BaseCache[ValueT]):
             raise ValueError(
                 f"{type(self).__name__} already wraps {self.inner!r}; create one per stack"
             )
+        if isinstance(inner, type):  # observe(SqliteCache): its methods look callable too
+            raise TypeError(
+                f"{inner.__name__} is a class, not a cache: pass an instance, like "
+                f"{inner.__name__}(...)"
+            )
         missing = [
             m
             for m in ("get", "aget", "set", "aset", "clear", "aclear")
