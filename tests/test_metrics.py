@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from typing import Any, TypedDict
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
-from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, generate_latest
 
 from tests.faults import FlakyCache
 from tests.harness import FakeClock
@@ -239,6 +240,20 @@ def test_prefix(registry: CollectorRegistry) -> None:
         )
         is None
     )
+
+
+def test_metrics_takes_none_for_the_global_registry_and_names_a_wrong_one() -> None:
+    """observe(registry=None) means the global registry; Metrics(registry=None) raised
+    'cannot create weak reference to NoneType object', as did any non-registry."""
+    ns = ("registry-none", uuid.uuid4().hex)
+    cache = wrap(InMemoryCache(), Metrics(registry=None))
+    cache.get([(ns, "k")])
+    label = {"cache": ".".join(ns), "backend": "memory", "result": "miss"}
+    assert REGISTRY.get_sample_value("cache_gets_total", label) == 1
+    with pytest.raises(TypeError, match="registry must be a prometheus_client CollectorRegistry"):
+        Metrics(registry="metrics")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="prefix must be a str"):
+        Metrics(registry=CollectorRegistry(), prefix=None)  # type: ignore[arg-type]
 
 
 def test_two_stacks_share_one_registry(registry: CollectorRegistry) -> None:

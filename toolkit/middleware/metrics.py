@@ -483,17 +483,27 @@ class Metrics(CacheMiddleware[ValueT]):
         self,
         inner: Any = None,
         *,
-        registry: CollectorRegistry = REGISTRY,
+        registry: CollectorRegistry | None = REGISTRY,
         prefix: str = "",
         cache_label: Callable[[Namespace], str] = default_cache_label,
         max_cache_labels: int = 100,
         exemplars: bool | None = None,
     ) -> None:
-        """Record into ``registry``, metric names prefixed with ``prefix_`` when given.
+        """Record into ``registry`` (``None``: the global one, as with ``observe``), metric
+        names prefixed with ``prefix_`` when given.
 
         ``exemplars``: attach the recording span's trace id to latency observations; ``None``
         (default) does so only while a global OpenTelemetry SDK provider is installed.
         """
+        if registry is None:
+            registry = REGISTRY
+        elif not isinstance(registry, CollectorRegistry):
+            raise TypeError(
+                "registry must be a prometheus_client CollectorRegistry (None: the global "
+                f"one), got {type(registry).__name__}"
+            )
+        if not isinstance(prefix, str):
+            raise TypeError(f"prefix must be a str ('' for none), got {type(prefix).__name__}")
         self._exemplars = exemplars
         self._families = _families(registry, prefix)
         self._labeler = CacheLabeler(cache_label, max_cache_labels)
