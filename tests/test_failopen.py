@@ -298,6 +298,14 @@ def test_bad_options_are_rejected() -> None:
         FailOpen(failure_threshold=0)
     with pytest.raises(ValueError, match="reset_timeout"):
         FailOpen(reset_timeout=-1)
+    # A duration read from the environment is a str: named, not a failed comparison inside
+    # ('>' not supported between instances of 'str' and 'int'); a bool is no duration.
+    with pytest.raises(TypeError, match=r"deadline must be seconds \(an int or float\)"):
+        observe(InMemoryCache(), registry=CollectorRegistry(), deadline="0.5")  # type: ignore[call-overload]
+    with pytest.raises(TypeError, match="deadline must be seconds"):
+        FailOpen(deadline=True)
+    with pytest.raises(TypeError, match="reset_timeout must be seconds"):
+        FailOpen(reset_timeout="10")  # type: ignore[arg-type]
 
 
 def test_a_middleware_wraps_one_cache() -> None:

@@ -89,6 +89,14 @@ def failures_raise() -> Iterator[None]:
         _RAISING.reset(token)
 
 
+def _seconds(value: object, name: str) -> float:
+    """A duration option as a number of seconds; anything else (a str, a bool) is refused
+    by name rather than by a comparison failing inside."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be seconds (an int or float), got {value!r}")
+    return float(value)
+
+
 class CircuitBreaker:
     """Opens after ``failure_threshold`` consecutive failures; after ``reset_timeout`` seconds
     lets one probe through (half-open) and closes on its success."""
@@ -108,7 +116,7 @@ class CircuitBreaker:
             or failure_threshold < 1
         ):
             raise ValueError(f"failure_threshold must be a positive int, got {failure_threshold!r}")
-        if not reset_timeout > 0:
+        if not _seconds(reset_timeout, "reset_timeout") > 0:
             raise ValueError(f"reset_timeout must be > 0 seconds, got {reset_timeout!r}")
         self.failure_threshold = failure_threshold
         self.reset_timeout = reset_timeout
@@ -383,7 +391,7 @@ class FailOpen(CacheMiddleware[ValueT]):
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """Fail open around ``inner`` with the given deadline (seconds, ``None`` = no deadline)."""
-        if deadline is not None and not deadline > 0:
+        if deadline is not None and not _seconds(deadline, "deadline") > 0:
             raise ValueError(f"deadline must be > 0 seconds or None, got {deadline!r}")
         self.deadline = deadline
         self.strict = strict
