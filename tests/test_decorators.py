@@ -408,33 +408,53 @@ async def test_sync_function_async_twins(cache: HookedCache) -> None:
     assert counter(1) == 4
 
 
+class SlowOld:
+    """A function whose computation of "old" waits for ``release``: ``lead`` starts one in a
+    thread, then switches the source to "new"; ``finish`` lets it end."""
+
+    def __init__(self, cache: HookedCache, name: str) -> None:
+        self.started, self.release = threading.Event(), threading.Event()
+        self.value = "old"
+
+        @cached(name, cache=cache, key_id=name)
+        def read(x: int) -> str:
+            value = self.value
+            if value == "old":
+                self.started.set()
+                assert self.release.wait(WAIT)
+            return value
+
+        self.read = read
+        self._leader: threading.Thread | None = None
+
+    def lead(self) -> list[str]:
+        """Start the "old" computation of ``read(1)``; its result lands in the list returned."""
+        result: list[str] = []
+        self._leader = threading.Thread(target=lambda: result.append(self.read(1)))
+        self._leader.start()
+        assert self.started.wait(WAIT)
+        self.value = "new"
+        return result
+
+    def finish(self) -> None:
+        """Let the "old" computation end, and wait for its thread."""
+        self.release.set()
+        assert self._leader is not None
+        self._leader.join(WAIT)
+
+
 def test_a_computation_begun_before_a_forced_refresh_is_not_stored_after_it(
     cache: HookedCache,
 ) -> None:
     """A miss computes the old value; meanwhile ``refresh`` computes and stores the new one:
     the old computation, landing last, neither overwrites the new value nor reaches a caller
     that arrives after the refresh."""
-    started, release = threading.Event(), threading.Event()
-    source = {"value": "old"}
-
-    @cached("controls.forced", cache=cache, key_id="controls.forced")
-    def read(x: int) -> str:
-        value = source["value"]
-        if value == "old":
-            started.set()
-            assert release.wait(WAIT)
-        return value
-
-    before: list[str] = []
-    leader = threading.Thread(target=lambda: before.append(read(1)))
-    leader.start()
-    assert started.wait(WAIT)
-    source["value"] = "new"
-    assert read.refresh(1) == "new"  # while the first computation runs
-    release.set()
-    leader.join(WAIT)
+    slow = SlowOld(cache, "controls.forced")
+    before = slow.lead()
+    assert slow.read.refresh(1) == "new"  # while the first computation runs
+    slow.finish()
     assert before == ["old"]  # it began before the refresh: its caller gets its result
-    assert read(1) == "new"  # but the cache keeps the refresh's
+    assert slow.read(1) == "new"  # but the cache keeps the refresh's
 
 
 async def test_a_refresh_whose_value_is_not_stored_forgets_the_older_one(
@@ -466,31 +486,17 @@ async def test_a_refresh_whose_value_is_not_stored_forgets_the_older_one(
 def test_an_invalidation_during_a_computation_is_not_undone(cache: HookedCache) -> None:
     """A computation that began before ``invalidate`` neither stores its result after it nor
     hands it to a caller that arrives after it: that caller computes afresh."""
-    started, release = threading.Event(), threading.Event()
-    source = {"value": "old"}
-
-    @cached("controls.race", cache=cache, key_id="controls.race")
-    def read(x: int) -> str:
-        value = source["value"]
-        if value == "old":
-            started.set()
-            assert release.wait(WAIT)
-        return value
-
-    before: list[str] = []
-    leader = threading.Thread(target=lambda: before.append(read(1)))
-    leader.start()
-    assert started.wait(WAIT)
-    source["value"] = "new"
+    slow = SlowOld(cache, "controls.race")
+    read = slow.read
+    before = slow.lead()
     read.invalidate(1)  # while the first computation runs
     after: list[str] = []
     follower = threading.Thread(target=lambda: after.append(read(1)))
     follower.start()
     with cache.waiters_arrived:  # the follower either joins the old flight or returns
         cache.waiters_arrived.wait_for(lambda: cache.coalesced or after, timeout=WAIT)
-    release.set()
+    slow.finish()
     follower.join(WAIT)
-    leader.join(WAIT)
     assert before == ["old"]
     assert after == ["new"]  # not the computation that began before the invalidation
     assert read(1) == "new"  # nor its late write

@@ -695,51 +695,89 @@ async def test_a_failing_refresh_is_counted_and_logged_never_raised(
     assert total(registry, "cache_refreshes_total", "result", "success") == 0
 
 
+class RefreshRace:
+    """A function on a SQLite file and a stopped clock, called sync or async, whose
+    computation of "v2" (a background refresh) waits for ``release``: a race made on demand."""
+
+    def __init__(
+        self, mode: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, **options: Any
+    ) -> None:
+        self.clock = StoppedClock()
+        monkeypatch.setattr(freshness, "_now", self.clock)
+        self.store: SqliteCache[Any] = SqliteCache(
+            path=str(tmp_path / f"{name}.db"), timer=self.clock
+        )
+        self.value = "v1"
+        self.started, self.release = threading.Event(), threading.Event()
+
+        @cached(f"fleet.{name}", cache=self.store, ttl=60, key_id=name, **options)
+        def func() -> str:
+            return self.work()
+
+        @cached(f"fleet.{name}", cache=self.store, ttl=60, key_id=name, **options)
+        async def afunc() -> str:
+            return await asyncio.to_thread(self.work)
+
+        self.sync = mode == "sync"
+        self.func, self.afunc = func, afunc
+
+    def work(self) -> str:
+        value = self.value
+        if value == "v1":
+            time.sleep(0.001)  # delta >= 1 ms: what XFetch scales the early window with
+        if value == "v2":
+            self.started.set()
+            assert self.release.wait(HANG)
+        if value == "down":
+            raise RuntimeError("the model is down")
+        return value
+
+    async def call(self) -> str:
+        return self.func() if self.sync else await self.afunc()
+
+    async def refresh(self) -> str:
+        return self.func.refresh() if self.sync else await self.afunc.arefresh()
+
+    async def invalidate(self) -> None:
+        if self.sync:
+            self.func.invalidate()
+        else:
+            await self.afunc.ainvalidate()
+
+    async def start_refresh(self) -> None:
+        """A hit now starts a background refresh computing "v2", which waits."""
+        self.value = "v2"
+        assert await self.call() == "v1"
+        await settle(self.started.is_set)
+
+    async def finish_refresh(self) -> None:
+        """Let the background refresh end, and wait until it has."""
+        self.release.set()
+        called = self.func if self.sync else self.afunc
+        refreshing = cast(Any, called)._self_state.refresher._running
+        await settle(lambda: not refreshing)
+
+    async def close(self) -> None:
+        self.release.set()
+        await self.store.aclose()
+
+
 async def test_an_invalidation_during_a_background_refresh_is_not_undone(
     mode: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A stale hit starts a refresh; the key is invalidated while the refresh computes: the
     refresh stores nothing, and the next call computes after the invalidation."""
-    clock = StoppedClock()
-    monkeypatch.setattr(freshness, "_now", clock)
-    store: SqliteCache[Any] = SqliteCache(path=str(tmp_path / "race.db"), timer=clock)
-    source = {"value": "v1"}
-    started, release = threading.Event(), threading.Event()
-
-    def work() -> str:
-        value = source["value"]
-        if value == "v2":
-            started.set()
-            assert release.wait(HANG)
-        return value
-
-    @cached("fleet.race", cache=store, ttl=60, stale_ttl=600, key_id="fleet.race")
-    def func() -> str:
-        return work()
-
-    @cached("fleet.race", cache=store, ttl=60, stale_ttl=600, key_id="fleet.race")
-    async def afunc() -> str:
-        return await asyncio.to_thread(work)
-
-    called = func if mode == "sync" else afunc
+    race = RefreshRace(mode, tmp_path, monkeypatch, "race", stale_ttl=600)
     try:
-        assert (func() if mode == "sync" else await afunc()) == "v1"
-        clock.now += 61  # past the logical expiry, inside the stale window
-        source["value"] = "v2"
-        assert (func() if mode == "sync" else await afunc()) == "v1"  # stale; refresh starts
-        await settle(started.is_set)
-        source["value"] = "v3"
-        if mode == "sync":
-            func.invalidate()
-        else:
-            await afunc.ainvalidate()
-        release.set()
-        refreshing = cast(Any, called)._self_state.refresher._running
-        await settle(lambda: not refreshing)
-        assert (func() if mode == "sync" else await afunc()) == "v3"
+        assert await race.call() == "v1"
+        race.clock.now += 61  # past the logical expiry, inside the stale window
+        await race.start_refresh()
+        race.value = "v3"
+        await race.invalidate()
+        await race.finish_refresh()
+        assert await race.call() == "v3"
     finally:
-        release.set()
-        await store.aclose()
+        await race.close()
 
 
 @pytest.mark.parametrize("trigger", ["stale", "early"])
@@ -749,52 +787,22 @@ async def test_a_background_refresh_never_overwrites_a_later_forced_refresh(
     """A stale or early hit starts a background refresh; while it computes, the caller
     forces a refresh (``f.refresh``), which stores a newer value: the background refresh,
     landing after it, stores nothing, and the next call serves the forced refresh's value."""
-    clock = StoppedClock()
-    monkeypatch.setattr(freshness, "_now", clock)
-    store: SqliteCache[Any] = SqliteCache(path=str(tmp_path / "forced.db"), timer=clock)
-    source = {"value": "v1"}
-    started, release = threading.Event(), threading.Event()
-
-    def work() -> str:
-        value = source["value"]
-        if value == "v1":
-            time.sleep(0.001)  # delta >= 1 ms: what XFetch scales the early window with
-        if value == "v2":
-            started.set()
-            assert release.wait(HANG)
-        return value
-
-    beta = 1_000.0 if trigger == "early" else None
-    stale_ttl = 600 if trigger == "stale" else None
-
-    @cached("fleet.forced", cache=store, ttl=60, stale_ttl=stale_ttl, beta=beta, key_id="forced")
-    def func() -> str:
-        return work()
-
-    @cached("fleet.forced", cache=store, ttl=60, stale_ttl=stale_ttl, beta=beta, key_id="forced")
-    async def afunc() -> str:
-        return await asyncio.to_thread(work)
-
-    called = func if mode == "sync" else afunc
+    options = {"beta": 1_000.0} if trigger == "early" else {"stale_ttl": 600}
+    race = RefreshRace(mode, tmp_path, monkeypatch, "forced", **options)
     try:
-        assert (func() if mode == "sync" else await afunc()) == "v1"
+        assert await race.call() == "v1"
         if trigger == "stale":
-            clock.now += 61  # past the logical expiry, inside the stale window
+            race.clock.now += 61  # past the logical expiry, inside the stale window
         else:  # 1 s before the expiry, the first draw chooses an early refresh, none after
-            clock.now += 59  # (delta * beta * -ln(1e-9) >= 1 ms * 1000 * 20.7 s > 1 s)
+            race.clock.now += 59  # (delta * beta * -ln(1e-9) >= 1 ms * 1000 * 20.7 s > 1 s)
             monkeypatch.setattr(freshness, "_random", Draws(1.0 - 1e-9, 0.0).random)
-        source["value"] = "v2"
-        assert (func() if mode == "sync" else await afunc()) == "v1"  # a refresh starts
-        await settle(started.is_set)
-        source["value"] = "v3"
-        assert (func.refresh() if mode == "sync" else await afunc.arefresh()) == "v3"
-        release.set()
-        refreshing = cast(Any, called)._self_state.refresher._running
-        await settle(lambda: not refreshing)
-        assert (func() if mode == "sync" else await afunc()) == "v3"
+        await race.start_refresh()
+        race.value = "v3"
+        assert await race.refresh() == "v3"
+        await race.finish_refresh()
+        assert await race.call() == "v3"
     finally:
-        release.set()
-        await store.aclose()
+        await race.close()
 
 
 async def test_a_forced_refresh_that_raises_leaves_a_background_refresh_to_store(
@@ -803,46 +811,18 @@ async def test_a_forced_refresh_that_raises_leaves_a_background_refresh_to_store
     """A stale hit starts a background refresh; while it computes, a forced refresh raises:
     it supersedes nothing (it has no value), so the background refresh still stores its
     newer value, and the next call serves it instead of the stale one."""
-    clock = StoppedClock()
-    monkeypatch.setattr(freshness, "_now", clock)
-    store: SqliteCache[Any] = SqliteCache(path=str(tmp_path / "failed.db"), timer=clock)
-    source = {"value": "v1"}
-    started, release = threading.Event(), threading.Event()
-
-    def work() -> str:
-        value = source["value"]
-        if value == "v2":
-            started.set()
-            assert release.wait(HANG)
-        if value == "down":
-            raise RuntimeError("the model is down")
-        return value
-
-    @cached("fleet.failed", cache=store, ttl=60, stale_ttl=600, key_id="fleet.failed")
-    def func() -> str:
-        return work()
-
-    @cached("fleet.failed", cache=store, ttl=60, stale_ttl=600, key_id="fleet.failed")
-    async def afunc() -> str:
-        return await asyncio.to_thread(work)
-
-    called = func if mode == "sync" else afunc
+    race = RefreshRace(mode, tmp_path, monkeypatch, "failed", stale_ttl=600)
     try:
-        assert (func() if mode == "sync" else await afunc()) == "v1"
-        clock.now += 61  # past the logical expiry, inside the stale window
-        source["value"] = "v2"
-        assert (func() if mode == "sync" else await afunc()) == "v1"  # stale; refresh starts
-        await settle(started.is_set)
-        source["value"] = "down"
+        assert await race.call() == "v1"
+        race.clock.now += 61  # past the logical expiry, inside the stale window
+        await race.start_refresh()
+        race.value = "down"
         with pytest.raises(RuntimeError, match="down"):
-            func.refresh() if mode == "sync" else await afunc.arefresh()
-        release.set()
-        refreshing = cast(Any, called)._self_state.refresher._running
-        await settle(lambda: not refreshing)
-        assert (func() if mode == "sync" else await afunc()) == "v2"
+            await race.refresh()
+        await race.finish_refresh()
+        assert await race.call() == "v2"
     finally:
-        release.set()
-        await store.aclose()
+        await race.close()
 
 
 def test_refreshes_that_raise_a_base_exception_never_stop_the_later_ones(
