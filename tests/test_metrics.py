@@ -13,6 +13,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, generate_lat
 from tests.faults import FlakyCache
 from tests.harness import FakeClock
 from toolkit import BackendError, FailOpen, InMemoryCache, Metrics, Tracing, observe, wrap
+from toolkit.middleware import metrics as metrics_module
 from toolkit.middleware.base import CacheMiddleware
 from toolkit.middleware.labels import ALL_CACHES, OVERFLOW, default_cache_label
 
@@ -512,6 +513,43 @@ async def test_a_refused_clear_of_a_generator_is_counted_under_its_namespace(
         await cache.aclear(ns for ns in [NS])
     labels = {"cache": "app.users", "backend": "flaky", "operation": "clear"}
     assert sample(registry, "cache_errors_total", error_type="CircuitOpenError", **labels) == 1
+
+
+class _Counted(InMemoryCache[Any]):
+    """An in-memory cache that counts how often its entries are counted (a scan elsewhere)."""
+
+    counts = 0
+
+    def entry_count(self) -> int:
+        self.counts += 1
+        return super().entry_count()
+
+
+async def test_multiprocess_entry_counts_are_refreshed_at_most_once_a_second(
+    registry: CollectorRegistry, monkeypatch: pytest.MonkeyPatch, tmp_path: Any, mode: str
+) -> None:
+    """Multiprocess mode refreshes cache_entries after a write: a count is a scan of the
+    store (SQLite, PostgreSQL), so it ran on every write (and on the event loop of every
+    async one); now at most once per ENTRIES_REFRESH_SECONDS."""
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    clock = FakeClock()
+    monkeypatch.setattr(metrics_module, "monotonic", clock)
+    backend = _Counted()
+    cache: Any = wrap(backend, Metrics(registry=registry))
+
+    async def write(i: int) -> None:
+        if mode == "sync":
+            cache.set({(NS, str(i)): (i, None)})
+        else:
+            await cache.aset({(NS, str(i)): (i, None)})
+
+    for i in range(50):
+        await write(i)
+    assert backend.counts == 1  # the first write counted, the next 49 within the second not
+    clock.advance(metrics_module.ENTRIES_REFRESH_SECONDS)
+    await write(50)
+    assert backend.counts == 2
+    assert sample(registry, "cache_entries", cache=ALL_CACHES, backend="memory") == 51
 
 
 class _CountFails(InMemoryCache[Any]):

@@ -7,7 +7,7 @@ import os
 import threading
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
-from time import perf_counter
+from time import monotonic, perf_counter
 from typing import Any
 
 from opentelemetry.trace import get_current_span
@@ -83,6 +83,10 @@ def current_exemplar() -> _Exemplar | None:
         return None
     ctx = span.get_span_context()
     return {"trace_id": format(ctx.trace_id, "032x"), "span_id": format(ctx.span_id, "016x")}
+
+
+ENTRIES_REFRESH_SECONDS = 1.0
+"""Multiprocess mode: how often a write refreshes ``cache_entries`` at most."""
 
 
 class _EntryCounts(Collector):
@@ -526,7 +530,16 @@ class Metrics(CacheMiddleware[ValueT]):
 
     @staticmethod
     def _entry_refresher(child: Any, bottom: SupportsEntryCount) -> Callable[[], None]:
+        """The multiprocess ``cache_entries`` refresh run after a write: at most once per
+        ``ENTRIES_REFRESH_SECONDS``, as a count is a scan (SQLite, PostgreSQL ``count(*)``)
+        that must not ride on every write, nor on every async one's event loop."""
+        due = [0.0]
+
         def refresh() -> None:
+            now = monotonic()
+            if now < due[0]:
+                return
+            due[0] = now + ENTRIES_REFRESH_SECONDS  # racing writers: at worst two counts
             try:
                 child.set(bottom.entry_count())
             except Exception:  # a count that fails must not fail the write it follows
