@@ -226,6 +226,22 @@ def test_circuit_state_starts_closed(registry: CollectorRegistry) -> None:
     assert registry.get_sample_value("cache_circuit_breaker_state", {"backend": "flaky"}) == 0
 
 
+def test_a_healthy_stack_never_hides_another_stacks_open_circuit(
+    registry: CollectorRegistry,
+) -> None:
+    """Two stacks on one kind of backend share the cache_circuit_breaker_state series: it
+    shows the worst live breaker, not the last one to report (which hid an open circuit)."""
+    state = {"backend": "flaky"}
+    failing = observe(FlakyCache(), registry=registry, failure_threshold=1)
+    failing.get([(NS, "a")])  # opens its circuit
+    assert registry.get_sample_value("cache_circuit_breaker_state", state) == 2
+    healthy = FlakyCache()
+    healthy.failing = False
+    assert observe(healthy, registry=registry).circuit_state == 0  # reports it closed
+    assert registry.get_sample_value("cache_circuit_breaker_state", state) == 2
+    assert failing.circuit_state == 2
+
+
 def test_prefix(registry: CollectorRegistry) -> None:
     cache = observe(InMemoryCache(), registry=registry, prefix="myapp")
     cache.get([(NS, "a")])

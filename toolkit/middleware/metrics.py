@@ -237,6 +237,8 @@ class _Families:
         )
         self._evicting: weakref.WeakSet[Any] = weakref.WeakSet()
         self._evicting_lock = threading.Lock()
+        self._breakers: dict[str, weakref.WeakKeyDictionary[Any, int]] = {}
+        self._breakers_lock = threading.Lock()
         self.entry_gauge: Gauge | None = None
         self.entry_counts: _EntryCounts | None = None
         if self.multiprocess:
@@ -251,6 +253,15 @@ class _Families:
         else:
             self.entry_counts = _EntryCounts(full("cache_entries"))
             registry.register(self.entry_counts)
+
+    def worst_circuit(self, backend: str, layer: Any, state: int) -> int:
+        """Note ``layer``'s breaker ``state``; return the worst state of the live breakers
+        reporting under ``backend``: two stacks on one kind of backend share the gauge's
+        series, and the last one to report must not hide another's open circuit."""
+        with self._breakers_lock:
+            states = self._breakers.setdefault(backend, weakref.WeakKeyDictionary())
+            states[layer] = state
+            return max(states.values())
 
     def listen_for_evictions(
         self, backend: SupportsEvictionListeners, listener: EvictionListener
@@ -664,7 +675,7 @@ class Metrics(CacheMiddleware[ValueT]):
     def record_circuit_state(self, state: int) -> None:
         """Export the circuit breaker state as ``cache_circuit_breaker_state``, then forward."""
         families = self._families
-        families.circuit.labels(self.backend).set(state)
+        families.circuit.labels(self.backend).set(families.worst_circuit(self.backend, self, state))
         previous, self._circuit = self._circuit, state
         if previous is None:  # every series exists from the start, so increase() sees the first
             for name in _CIRCUIT_STATES:
