@@ -33,6 +33,7 @@ from toolkit import (
     FullKey,
     Namespace,
     RedisCache,
+    cache_from_url,
     observe,
 )
 from toolkit.backends import redis as redis_backend
@@ -107,6 +108,26 @@ def test_introspection_skips_lease_keys(
 def test_bad_prefix_rejected(prefix: Any) -> None:
     with pytest.raises((TypeError, ValueError), match="prefix"):
         KeyCodec(prefix)
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["redis://127.0.0.1:6379/x", "redis://127.0.0.1:6379/1/2", "redis://127.0.0.1:6379/1x"],
+)
+def test_a_database_that_is_no_number_is_refused(url: str) -> None:
+    """redis-py reads ``/x`` as database 0 and ``/1/2`` as database 12: a cache (or a
+    ``toolkit clear``) there would read and delete another database's entries."""
+    with pytest.raises(ValueError, match="database must be a number"):
+        RedisCache.from_url(url)
+    with pytest.raises(ValueError, match="database must be a number"):
+        cache_from_url(url)
+
+
+@pytest.mark.parametrize(
+    "url", ["redis://127.0.0.1:6379", "redis://127.0.0.1:6379/", "redis://h/15"]
+)
+def test_a_database_given_as_a_number_or_not_at_all_is_taken(url: str) -> None:
+    RedisCache.from_url(url).close()
 
 
 # -- caches on the session server (standalone and cluster) --

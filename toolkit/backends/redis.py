@@ -32,6 +32,7 @@ import hashlib
 import time
 from collections.abc import Awaitable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
+from urllib.parse import unquote, urlsplit
 
 from toolkit._types import FullKey, Namespace, SerializerProtocol, ValueT
 from toolkit.backends._coalesce import WriteCoalescer
@@ -69,6 +70,7 @@ __all__ = [
     "DEFAULT_PREFIX",
     "DEFAULT_TIMEOUT",
     "RedisCache",
+    "check_url",
 ]
 
 DEFAULT_PREFIX = "toolkit:cache:"
@@ -223,6 +225,23 @@ def _all_or_nothing(pipe: Any, plan: Sequence[tuple[Any, ...]]) -> Any:
     return pipe
 
 
+def check_url(url: object) -> None:
+    """Refuse what redis-py would read as another database, or fail on later: a database
+    path that is no number (``/x`` is database 0, ``/1/2`` database 12: a ``clear`` there
+    deletes another database's cache) and a port that is no number."""
+    if not isinstance(url, str):
+        raise TypeError(f"url must be a str, got {type(url).__name__}")
+    parts = urlsplit(url)
+    _ = parts.port  # ValueError for a port that is no number, or out of range
+    if parts.scheme == "unix":
+        return
+    database = unquote(parts.path)
+    if database not in ("", "/") and not (database[:1] == "/" and database[1:].isdigit()):
+        raise ValueError(
+            f"the database must be a number, like redis://host:6379/0, not {parts.path!r}"
+        )
+
+
 def _check_client(client: object, kinds: tuple[type, ...], what: str) -> None:
     if not isinstance(client, kinds):
         raise TypeError(
@@ -332,6 +351,7 @@ class RedisCache(EvictionNotifier, BaseCache[ValueT]):
         (``socket_connect_timeout + socket_timeout`` each). A sync call starts a further round
         trip only while a whole one still fits; an async call runs under ``asyncio.timeout``.
         """
+        check_url(url)
         round_trip = socket_connect_timeout + socket_timeout
         if max_call_seconds is None:
             max_call_seconds = max(DEFAULT_CALL_SECONDS, 2 * round_trip)

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from toolkit._types import Namespace
 from toolkit.config import cache_from_url, sqlite_url_path
@@ -85,14 +85,14 @@ def open_target(options: argparse.Namespace) -> Iterator[tuple[Target, str]]:
         where = f"SQLite file {os.path.abspath(path)} (table {options.table})"
     elif scheme in ("redis", "rediss", "unix"):
         try:
-            from toolkit.backends.redis import DEFAULT_PREFIX, RedisCache
+            from toolkit.backends.redis import DEFAULT_PREFIX, RedisCache, check_url
         except ImportError as exc:
             raise CliError(str(exc)) from exc
         # An empty --prefix (an unset shell variable) is refused by the cache, not read as
         # the default prefix: that would be another cache's entries.
         prefix = DEFAULT_PREFIX if options.prefix is None else options.prefix
         try:
-            _check_redis_url(url, scheme)
+            check_url(url)
         except ValueError as exc:
             raise CliError(f"bad Redis URL {_redacted(url)!r}: {exc}") from exc
         try:
@@ -160,18 +160,6 @@ def _sqlite_file(url: str, table: str) -> str:
     if found is None:
         raise CliError(f"{path} has no cache table {table!r} (is --table right?)")
     return path
-
-
-def _check_redis_url(url: str, scheme: str) -> None:
-    """Refuse a database that is not a number: redis-py silently falls back to database 0,
-    where a mistyped ``redis://host/1x`` would list, or clear, another database's cache."""
-    parts = urlsplit(url)
-    _port = parts.port  # raises ValueError for a port that is no number (or out of range)
-    database = unquote(parts.path).replace("/", "")
-    if scheme != "unix" and database and not database.isdigit():
-        raise ValueError(
-            f"the database must be a number, like redis://host:6379/0, not {parts.path!r}"
-        )
 
 
 def _postgres_table(url: str, schema: str, table: str) -> None:
