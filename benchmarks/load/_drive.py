@@ -165,6 +165,10 @@ def _process(spec: Spec, seed: int, ready: Any, seconds: float, results: Any) ->
 
 def run_processes(spec: Spec, count: int, seconds: float) -> Outcome:
     """``count`` processes, each with its own cache object on one shared store."""
+    # The store is made once here, as a deployed app's first worker would: four processes
+    # creating one SQLite file at once is a start-up race (LangGraph's SqliteCache switching
+    # it to WAL meets "database is locked" and fails its constructor), not the load measured.
+    _close(spec.build(CollectorRegistry()))
     context = multiprocessing.get_context("spawn")
     results = context.Queue()
     # Met once every child has imported, connected and decorated: none of that is the load.
