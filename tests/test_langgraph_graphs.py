@@ -1,0 +1,104 @@
+"""Real LangGraph graphs compiled with our caches: two graphs sharing one cache."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any, TypedDict
+
+import pytest
+from langgraph.graph import END, START, StateGraph
+from prometheus_client import CollectorRegistry
+
+from toolkit import InMemoryCache, SqliteCache, observe
+from toolkit.base import BaseCache
+from toolkit.integrations.langgraph import cache_policy, key_func, scoped_key_func
+
+
+class Sum(TypedDict, total=False):
+    x: int
+    out: int
+
+
+def times(state: Sum, k: int) -> Sum:
+    return {"out": state["x"] * k}
+
+
+class Times:
+    def __init__(self, k: int) -> None:
+        self.k = k
+
+    def __call__(self, state: Sum) -> Sum:
+        return {"out": state["x"] * self.k}
+
+
+def closure(k: int) -> Callable[[Sum], Sum]:
+    def node(state: Sum) -> Sum:
+        return {"out": state["x"] * k}
+
+    return node
+
+
+NODES: dict[str, Callable[[int], Callable[[Sum], Sum]]] = {
+    "partial": lambda k: partial(times, k=k),
+    "instance": Times,
+    "closure": closure,
+}
+
+
+def one_node_graph(node: Any, policy: Any, cache: Any) -> Any:
+    builder = StateGraph(Sum)
+    builder.add_node("double", node, cache_policy=policy)
+    builder.add_edge(START, "double")
+    builder.add_edge("double", END)
+    return builder.compile(cache=cache)
+
+
+@pytest.fixture(params=["memory", "sqlite", "observed"])
+def shared(request: pytest.FixtureRequest, tmp_path: Path) -> BaseCache[Any]:
+    if request.param == "memory":
+        return InMemoryCache()
+    sqlite: SqliteCache[Any] = SqliteCache(path=str(tmp_path / "c.db"))
+    if request.param == "sqlite":
+        return sqlite
+    return observe(sqlite, registry=CollectorRegistry())
+
+
+@pytest.mark.parametrize("kind", sorted(NODES))
+def test_scoped_graphs_sharing_a_cache_never_serve_each_others_results(
+    kind: str, shared: BaseCache[Any]
+) -> None:
+    """LangGraph files both nodes under one namespace (a partial or callable instance is
+    ``__dynamic__``, closures of one factory share a qualified name): the second graph got
+    the first one's result. With distinct scopes each graph gets its own."""
+    make = NODES[kind]
+    first = one_node_graph(make(2), cache_policy(scope="first"), shared)
+    second = one_node_graph(make(3), cache_policy(60, scope="second"), shared)
+    assert first.invoke({"x": 5}) == {"x": 5, "out": 10}
+    assert second.invoke({"x": 5}) == {"x": 5, "out": 15}
+    assert first.invoke({"x": 5}) == {"x": 5, "out": 10}
+    assert second.invoke({"x": 5}) == {"x": 5, "out": 15}
+
+
+def test_without_a_scope_langgraph_shares_the_namespace() -> None:
+    """The collision the scope exists for (LangGraph's namespace, not our caches)."""
+    cache: InMemoryCache[Any] = InMemoryCache()
+    one_node_graph(Times(2), cache_policy(), cache).invoke({"x": 5})
+    assert one_node_graph(Times(3), cache_policy(), cache).invoke({"x": 5})["out"] == 10
+
+
+def test_scoped_keys_never_meet_unscoped_or_other_scopes() -> None:
+    value = {"x": 5}
+    keys = {
+        key_func(value),
+        scoped_key_func("a")(value),
+        scoped_key_func("ab")(value),
+        scoped_key_func("a")({"x": 6}),
+        scoped_key_func("a")(1, b=2),
+    }
+    assert len(keys) == 5
+    assert scoped_key_func("a")(value) == scoped_key_func("a")(dict(value))
+    assert cache_policy().key_func is key_func
+    with pytest.raises(TypeError, match="scope"):
+        cache_policy(scope="")
