@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -102,3 +103,27 @@ def test_scoped_keys_never_meet_unscoped_or_other_scopes() -> None:
     assert cache_policy().key_func is key_func
     with pytest.raises(TypeError, match="scope"):
         cache_policy(scope="")
+
+
+def test_a_lost_graph_clear_cache_raises_inside_failures_raise() -> None:
+    """observe() drops a failed clear, graph.clear_cache()'s too (README): the node results
+    it should have removed are served once the backend answers. failures_raise() makes the
+    loss raise, for the sync and the async clear."""
+    from toolkit.backends.redis import RedisCache
+    from toolkit.errors import CacheError
+    from toolkit.middleware import failures_raise
+
+    refused: RedisCache[Any] = RedisCache.from_url("redis://127.0.0.1:1/0")  # nothing listens
+    cache = observe(refused, registry=CollectorRegistry())
+    graph = one_node_graph(Times(2), cache_policy(), cache)
+    assert graph.invoke({"x": 5}) == {"x": 5, "out": 10}  # the graph runs: fail-open
+    graph.clear_cache()  # dropped, logged
+    with pytest.raises(CacheError), failures_raise():
+        graph.clear_cache()
+
+    async def aclear() -> None:
+        with failures_raise():
+            await graph.aclear_cache()
+
+    with pytest.raises(CacheError):
+        asyncio.run(aclear())
