@@ -127,3 +127,34 @@ def test_a_lost_graph_clear_cache_raises_inside_failures_raise() -> None:
 
     with pytest.raises(CacheError):
         asyncio.run(aclear())
+
+
+def test_a_node_naming_messages_by_id_needs_a_key_with_the_ids() -> None:
+    """README: key_func leaves message ids out, so a trimming node's cached RemoveMessages
+    name another thread's ids; LangGraph's CachePolicy() (ids in the key) stays right."""
+    from langchain_core.messages import HumanMessage, RemoveMessage
+    from langgraph.checkpoint.memory import InMemorySaver
+    from langgraph.graph import MessagesState
+    from langgraph.types import CachePolicy
+
+    def trim(state: MessagesState) -> dict[str, Any]:
+        return {"messages": [RemoveMessage(id=str(m.id)) for m in state["messages"][:-1]]}
+
+    def graph(policy: Any) -> Any:
+        builder = StateGraph(MessagesState)
+        builder.add_node("trim", trim, cache_policy=policy)
+        builder.add_edge(START, "trim")
+        builder.add_edge("trim", END)
+        return builder.compile(cache=InMemoryCache(), checkpointer=InMemorySaver())
+
+    def run(compiled: Any, thread: str) -> list[Any]:
+        config = {"configurable": {"thread_id": thread}}
+        out = compiled.invoke({"messages": [HumanMessage("x"), HumanMessage("y")]}, config)
+        return [m.content for m in out["messages"]]
+
+    right = graph(CachePolicy())
+    assert run(right, "a") == run(right, "b") == ["y"]
+    wrong = graph(cache_policy())
+    assert run(wrong, "a") == ["y"]
+    with pytest.raises(ValueError, match="doesn't exist"):
+        run(wrong, "b")
