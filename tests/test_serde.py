@@ -892,3 +892,60 @@ def test_a_named_fixed_offset_zone_keeps_its_name() -> None:
     plain = round_trip(dt.datetime(2024, 1, 1, tzinfo=dt.timezone(dt.timedelta(hours=1))))
     assert plain.tzname() == "UTC+01:00"
     assert round_trip(dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)).tzinfo is dt.timezone.utc
+
+
+def _crafted_object(cls: type, state: dict[str, Any]) -> tuple[str, bytes]:
+    name = f"{cls.__module__}:{cls.__qualname__}"
+    content = ormsgpack.packb([name, state])
+    return TAG, _safe.frame(ormsgpack.packb(ormsgpack.Ext(_safe.OBJECT, content)))
+
+
+def test_stored_state_never_runs_a_property_setter() -> None:
+    # Revival wrote each stored attribute with setattr, so bytes naming a property with a
+    # setter ran that setter (user code, with a value from the store) while decoding.
+    ran: list[Any] = []
+
+    @dataclasses.dataclass
+    class Account:
+        name: str
+
+        @property
+        def email(self) -> str:
+            return "fixed"
+
+        @email.setter
+        def email(self, value: str) -> None:
+            ran.append(value)
+
+    serializer = SafeSerializer(allow=[Account])
+    revived = serializer.loads_typed(
+        _crafted_object(Account, {"name": "a", "email": "from the store"})
+    )
+    assert ran == []
+    assert type(revived) is Account and revived.name == "a" and revived.email == "fixed"
+
+
+def test_a_slot_shadowed_by_a_property_round_trips_through_the_slot() -> None:
+    ran: list[Any] = []
+
+    class Base:
+        __slots__ = ("level",)
+
+    class Shadowed(Base):
+        __slots__ = ()
+
+        @property
+        def level(self) -> int:
+            ran.append("get")
+            return -1
+
+        @level.setter
+        def level(self, value: int) -> None:
+            ran.append(("set", value))
+
+    serializer = SafeSerializer(allow=[Shadowed])
+    value = Shadowed()
+    Base.level.__set__(value, 3)  # type: ignore[attr-defined]
+    revived = serializer.loads_typed(serializer.dumps_typed(value))
+    assert ran == []
+    assert Base.level.__get__(revived, Shadowed) == 3  # type: ignore[attr-defined]

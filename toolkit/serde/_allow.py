@@ -15,6 +15,7 @@ import dataclasses
 import enum
 import importlib
 import threading
+import types
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -61,15 +62,18 @@ class ClassInfo:
     has_dict: bool
     fields: tuple[str, ...] | None = None
     """A named tuple's field names; its state is then the list of its items."""
+    members: dict[str, Any] = dataclasses.field(default_factory=dict, compare=False)
+    """Each slot's own member descriptor: read and written through it, never through a
+    property (or other descriptor) of the same name that a subclass defines."""
 
     def capture(self, obj: Any) -> Any:
         """Return the attributes that make up ``obj``'s state (a named tuple's items)."""
         if self.fields is not None:
             return list(obj)
         state: dict[str, Any] = dict(obj.__dict__) if self.has_dict else {}
-        for slot in self.slots:
+        for slot, member in self.members.items():
             try:
-                state[slot] = object.__getattribute__(obj, slot)
+                state[slot] = member.__get__(obj, self.cls)
             except AttributeError:
                 continue  # an unset slot stays unset
         return state
@@ -86,8 +90,16 @@ class ClassInfo:
             if not self._settable(attr):
                 raise ValueError(f"{self.name} has no attribute {attr!r} to restore")
         obj: Any = object.__new__(self.cls)
+        # Straight into the instance dict and the slots, as capture() read them: setattr
+        # would run a property's setter (user code) named by the stored bytes.
+        members = self.members
+        attrs = obj.__dict__ if self.has_dict else None
         for attr, value in state.items():
-            object.__setattr__(obj, attr, value)
+            member = members.get(attr)
+            if member is not None:
+                member.__set__(obj, value)
+            else:
+                attrs[attr] = value  # type: ignore[index]  # _settable: has_dict is true
         return obj
 
     def _settable(self, attr: object) -> bool:
@@ -118,7 +130,8 @@ def class_info(cls: type, name: str) -> ClassInfo:
             f"{builtin_bases[0].__name__}; only Enums, dataclasses, pydantic models "
             "and plain classes can be revived safely"
         )
-    return ClassInfo(name, cls, False, _slot_names(cls), _has_dict(cls))
+    members = _slot_members(cls)
+    return ClassInfo(name, cls, False, frozenset(members), _has_dict(cls), members=members)
 
 
 def is_named_tuple(cls: type) -> bool:
@@ -143,17 +156,20 @@ def is_data_class(cls: type) -> bool:
     )
 
 
-def _slot_names(cls: type) -> frozenset[str]:
-    names: set[str] = set()
-    for owner in cls.__mro__:
+def _slot_members(cls: type) -> dict[str, Any]:
+    """Each slot name (mangled if private) and the member descriptor its owner created."""
+    members: dict[str, Any] = {}
+    for owner in reversed(cls.__mro__):
         slots = owner.__dict__.get("__slots__", ())
         for slot in (slots,) if isinstance(slots, str) else slots:
             if slot in ("__dict__", "__weakref__"):
                 continue
             if slot.startswith("__") and not slot.endswith("__"):
                 slot = f"_{owner.__name__.lstrip('_')}{slot}"  # private slots are name-mangled
-            names.add(slot)
-    return frozenset(names)
+            member = owner.__dict__.get(slot)
+            if isinstance(member, types.MemberDescriptorType):
+                members[slot] = member
+    return members
 
 
 def _has_dict(cls: type) -> bool:
