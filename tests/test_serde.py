@@ -949,3 +949,21 @@ def test_a_slot_shadowed_by_a_property_round_trips_through_the_slot() -> None:
     revived = serializer.loads_typed(serializer.dumps_typed(value))
     assert ran == []
     assert Base.level.__get__(revived, Shadowed) == 3  # type: ignore[attr-defined]
+
+
+class _Labelled(collections.namedtuple("_Labelled", "x y")):
+    def total(self) -> Any:
+        return self.x + self.y
+
+
+def test_a_named_tuple_with_instance_attributes_is_refused_not_stripped() -> None:
+    # A namedtuple subclass without __slots__ = () has an instance dict; only the items
+    # were stored, so an attribute set on the value was silently missing after a hit.
+    plain = _Labelled(1, 2)
+    assert SAFE.loads_typed(SAFE.dumps_typed(plain)) == plain
+    labelled = _Labelled(1, 2)
+    labelled.label = "origin"  # type: ignore[attr-defined]
+    with pytest.raises(NotCacheableError, match="instance attributes"):
+        SAFE.dumps_typed(labelled)
+    with pytest.raises(NotCacheableError, match="instance attributes"):
+        SAFE.dumps_typed({(1,): [labelled]})  # the Python walk (non-str keys) as well

@@ -69,6 +69,13 @@ class ClassInfo:
     def capture(self, obj: Any) -> Any:
         """Return the attributes that make up ``obj``'s state (a named tuple's items)."""
         if self.fields is not None:
+            if self.has_dict and obj.__dict__:
+                # Only the items travel: attributes set on the instance would vanish.
+                raise TypeError(
+                    f"cannot serialize {self.name} with instance attributes "
+                    f"{sorted(obj.__dict__)}: a named tuple stores its items only "
+                    "(give the class __slots__ = () or make them fields)"
+                )
             return list(obj)
         state: dict[str, Any] = dict(obj.__dict__) if self.has_dict else {}
         for slot, member in self.members.items():
@@ -122,7 +129,8 @@ def class_info(cls: type, name: str) -> ClassInfo:
     if issubclass(cls, enum.Enum):
         return ClassInfo(name, cls, True, frozenset(), False)
     if is_named_tuple(cls):
-        return ClassInfo(name, cls, False, frozenset(), False, tuple(cls._fields))  # type: ignore[attr-defined]
+        fields = tuple(cls._fields)  # type: ignore[attr-defined]
+        return ClassInfo(name, cls, False, frozenset(), _has_dict(cls), fields)
     builtin_bases = [base for base in cls.__mro__[:-1] if base.__module__ == "builtins"]
     if builtin_bases:
         raise TypeError(
