@@ -100,13 +100,14 @@ class ClassInfo:
         # Straight into the instance dict and the slots, as capture() read them: setattr
         # would run a property's setter (user code) named by the stored bytes.
         members = self.members
-        attrs = obj.__dict__ if self.has_dict else None
+        # Without an instance dict, _settable let through slots only: never this empty one.
+        attrs: dict[str, Any] = obj.__dict__ if self.has_dict else {}
         for attr, value in state.items():
             member = members.get(attr)
             if member is not None:
                 member.__set__(obj, value)
             else:
-                attrs[attr] = value  # type: ignore[index]  # _settable: has_dict is true
+                attrs[attr] = value
         return obj
 
     def _settable(self, attr: object) -> bool:
