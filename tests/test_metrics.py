@@ -592,3 +592,49 @@ async def test_a_failing_entry_count_never_fails_the_write(
             await cache.aset({(NS, "a"): (1, None)})
     assert backend.get([(NS, "a")]) == {(NS, "a"): 1}
     assert stack.circuit_state == 0
+
+
+def test_a_forked_child_never_waits_for_a_metrics_lock_its_parents_threads_held(
+    registry: CollectorRegistry,
+) -> None:
+    """A thread of the parent inside the metrics' bookkeeping (making a label, the families
+    of a registry) when the process forks does not exist in the child: the child must not
+    inherit those locks held, or its first new label or new stack waits for ever."""
+    import multiprocessing
+    import threading
+
+    stack = observe(InMemoryCache(), registry=registry)
+    layer = stack
+    while not isinstance(layer, Metrics):
+        layer = layer.inner
+    labeler_lock = layer.recorder.labeler._lock
+    held, release = threading.Event(), threading.Event()
+
+    def busy() -> None:  # fault injection: a thread caught inside both critical sections
+        with metrics_module._FAMILIES_LOCK, labeler_lock:
+            held.set()
+            release.wait(60)
+
+    def child() -> None:
+        stack.get([(("child", "new"), "k")])  # a label never seen: the labeler's lock
+        other = observe(InMemoryCache(), registry=CollectorRegistry())  # the families' lock
+        results.put(other.get([(NS, "k")]) == {})
+
+    holder = threading.Thread(target=busy)
+    holder.start()
+    try:
+        assert held.wait(60)
+        context = multiprocessing.get_context("fork")
+        results = context.Queue()
+        process = context.Process(target=child)
+        process.start()
+        try:
+            assert results.get(timeout=60) is True  # bounded only against the hang
+        finally:
+            process.join(60)
+            if process.is_alive():
+                process.kill()
+                process.join()
+    finally:
+        release.set()
+        holder.join(60)

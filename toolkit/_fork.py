@@ -8,11 +8,13 @@ how to start afresh, and each child runs that for every one still alive, before 
 from __future__ import annotations
 
 import os
+import threading
 import weakref
 from collections.abc import Callable
+from types import TracebackType
 from typing import Any, TypeVar
 
-__all__ = ["start_afresh_in_children"]
+__all__ = ["ForkSafeLock", "start_afresh_in_children"]
 
 T = TypeVar("T")
 
@@ -22,6 +24,32 @@ _LIVE: weakref.WeakKeyDictionary[Any, Callable[[Any], None]] = weakref.WeakKeyDi
 def start_afresh_in_children(owner: T, reset: Callable[[T], None]) -> None:
     """Run ``reset(owner)`` in every forked child while ``owner`` lives (held weakly)."""
     _LIVE[owner] = reset
+
+
+class ForkSafeLock:
+    """A lock for short bookkeeping (a label or a cell made once) that a forked child finds
+    free: a thread of the parent caught holding it does not exist in the child, which would
+    otherwise wait for ever the first time it needs it."""
+
+    __slots__ = ("__weakref__", "_lock")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        start_afresh_in_children(self, ForkSafeLock._renew)
+
+    def _renew(self) -> None:
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> None:
+        self._lock.acquire()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._lock.release()
 
 
 def _in_child() -> None:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterable
 
+from toolkit._fork import ForkSafeLock
 from toolkit._types import Namespace
 from toolkit.base import check_namespace
 from toolkit.middleware.base import logger
@@ -51,7 +51,7 @@ class CacheLabeler:
         self._max_values = max_values
         self._seen: set[str] = set()
         self._memo: dict[Namespace, str] = {}
-        self._lock = threading.Lock()
+        self._lock = ForkSafeLock()
 
     def __call__(self, namespace: Namespace) -> str:
         """The label for ``namespace``; never raises (a failing function yields ``__invalid__``)."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import collections
 import os
-import threading
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from time import monotonic, perf_counter
@@ -15,6 +14,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Gauge
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from toolkit._fork import ForkSafeLock
 from toolkit._types import (
     EvictionCause,
     EvictionListener,
@@ -236,9 +236,9 @@ class _Families:
             namespace=prefix,
         )
         self._evicting: weakref.WeakSet[Any] = weakref.WeakSet()
-        self._evicting_lock = threading.Lock()
+        self._evicting_lock = ForkSafeLock()
         self._breakers: dict[str, weakref.WeakKeyDictionary[Any, int]] = {}
-        self._breakers_lock = threading.Lock()
+        self._breakers_lock = ForkSafeLock()
         self.entry_gauge: Gauge | None = None
         self.entry_counts: _EntryCounts | None = None
         if self.multiprocess:
@@ -282,7 +282,7 @@ class _Families:
 _FAMILIES: weakref.WeakKeyDictionary[CollectorRegistry, dict[str, _Families]] = (
     weakref.WeakKeyDictionary()
 )
-_FAMILIES_LOCK = threading.Lock()
+_FAMILIES_LOCK = ForkSafeLock()
 
 
 def _families(registry: CollectorRegistry, prefix: str) -> _Families:

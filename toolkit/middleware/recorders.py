@@ -16,7 +16,6 @@ mmap files, the families are prometheus-client's own classes behind the same int
 from __future__ import annotations
 
 import itertools
-import threading
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -27,6 +26,8 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Exemplar
 from prometheus_client.utils import floatToGoString
+
+from toolkit._fork import ForkSafeLock
 
 __all__ = [
     "CounterCell",
@@ -69,7 +70,7 @@ class CounterCell:
     def __init__(self) -> None:
         self.one: Iterator[Any] = itertools.count()
         self._more = 0.0
-        self._lock = threading.Lock()
+        self._lock = ForkSafeLock()
         self.created = time.time()
 
     def inc(self, amount: float = 1) -> None:
@@ -156,7 +157,7 @@ class _Family:
         self.documentation = documentation
         self.labelnames = tuple(labelnames)
         self._cells: dict[tuple[str, ...], Any] = {}
-        self._lock = threading.Lock()
+        self._lock = ForkSafeLock()
 
     def _new_cell(self) -> Any:
         raise NotImplementedError
@@ -264,7 +265,7 @@ class _PrometheusFamily:
         self._metric = metric
         self._wrap = wrap
         self._cells: dict[tuple[str, ...], Any] = {}
-        self._lock = threading.Lock()
+        self._lock = ForkSafeLock()
 
     def labels(self, *values: str) -> Any:
         cell = self._cells.get(values)
