@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import itertools
-import threading
 from typing import NamedTuple
 
-from toolkit._fork import start_afresh_in_children
+from toolkit._fork import ForkSafeLock
 from toolkit.middleware.recorders import count_of
 
 __all__ = ["CacheInfo", "CacheParameters", "CallStats"]
@@ -53,7 +52,6 @@ class CallStats:
     """
 
     __slots__ = (
-        "__weakref__",
         "_load_seconds",
         "_lock",
         "coalesces",
@@ -64,14 +62,10 @@ class CallStats:
     )
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        # Free in a forked child, whose first computation or cache_info() would otherwise
+        # wait for ever on a lock a thread of the parent held.
+        self._lock = ForkSafeLock()
         self.reset()
-        # Another thread of a forking parent may hold the lock: the child must not inherit
-        # it held (its first computation, or cache_info(), would wait for ever).
-        start_afresh_in_children(self, CallStats._new_lock)
-
-    def _new_lock(self) -> None:
-        self._lock = threading.Lock()
 
     def reset(self) -> None:
         """Start counting from zero (``cache_clear`` does, like ``lru_cache``)."""

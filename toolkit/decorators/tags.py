@@ -11,13 +11,12 @@ that disappears (evicted, expired, cleared) fails the match too: never a stale s
 
 from __future__ import annotations
 
-import os
 import secrets
-import threading
 import weakref
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
+from toolkit._fork import ForkSafeLock
 from toolkit._types import FullKey, Namespace
 from toolkit.base import BaseCache
 from toolkit.config import default_cache
@@ -132,17 +131,7 @@ class InFlight(Protocol):
 
 
 _WATCHED: weakref.WeakSet[Any] = weakref.WeakSet()
-_WATCHED_LOCK = threading.Lock()
-
-
-def _new_lock_in_child() -> None:
-    # Another thread of a forking parent may hold the lock: the child must not inherit it
-    # held (its next invalidate_tags, or tagged decoration, would wait for ever).
-    global _WATCHED_LOCK
-    _WATCHED_LOCK = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_new_lock_in_child)
+_WATCHED_LOCK = ForkSafeLock()  # free in a forked child: its invalidate_tags never waits
 
 
 def watch(flights: InFlight) -> None:
