@@ -175,6 +175,20 @@ def test_no_op_tracer_provider_records_nothing(exporter: InMemorySpanExporter) -
     assert exporter.get_finished_spans() == ()
 
 
+@pytest.mark.parametrize("where", ["Tracing", "observe", "cached"])
+def test_a_wrong_tracer_provider_is_refused_by_name(where: str) -> None:
+    """A wrong ``tracer_provider`` (a str from a config file, say) is a TypeError naming the
+    option when the stack or decorator is built, not an AttributeError from OpenTelemetry."""
+    wrong: Any = "otlp"
+    with pytest.raises(TypeError, match="tracer_provider must be an OpenTelemetry"):
+        if where == "Tracing":
+            Tracing(tracer_provider=wrong)
+        elif where == "observe":
+            observe(InMemoryCache(), registry=CollectorRegistry(), tracer_provider=wrong)
+        else:
+            cached("app.users", cache=InMemoryCache(), key_id="x", tracer_provider=wrong)(abs)
+
+
 def test_keys_only_hashed_and_only_on_opt_in(
     provider: TracerProvider, exporter: InMemorySpanExporter
 ) -> None:

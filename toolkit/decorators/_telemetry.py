@@ -34,8 +34,8 @@ class Telemetry:
         self.stats = CallStats()
         self.ns_label = ".".join(ns)  # the middleware's short form for plain namespaces
         self.func_name = func_name
+        self.tracing = tracing_switch(tracer_provider)  # read on every call; checks it first
         self.tracer = trace.get_tracer(__name__, __version__, tracer_provider=tracer_provider)
-        self.tracing = tracing_switch(tracer_provider)  # read on every call
 
     def span(self) -> trace.Span | None:
         """A recording ``cache.call`` span, or ``None`` when nothing would record it."""

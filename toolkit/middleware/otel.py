@@ -131,6 +131,11 @@ def tracing_switch(provider: TracerProvider | None) -> TracingSwitch:
     """The switch of a component built with ``provider`` (``None``: the global one)."""
     if provider is None:
         return global_tracing()
+    if not callable(getattr(provider, "get_tracer", None)):
+        raise TypeError(
+            "tracer_provider must be an OpenTelemetry TracerProvider (or None for the global "
+            f"one), got {type(provider).__name__}"
+        )
     return NEVER if isinstance(provider, NoOpTracerProvider) else ALWAYS
 
 

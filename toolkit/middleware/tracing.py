@@ -154,8 +154,8 @@ class Tracing(CacheMiddleware[ValueT]):
         """Trace with ``tracer_provider`` (default: the global one)."""
         from toolkit import __version__
 
+        self._switch = tracing_switch(tracer_provider)  # first: it refuses a wrong provider
         self._tracer = trace.get_tracer(_SCOPE, __version__, tracer_provider=tracer_provider)
-        self._switch = tracing_switch(tracer_provider)
         self._record_keys = record_keys
         self._namespace_label = namespace_label
         self._request_hook = request_hook
