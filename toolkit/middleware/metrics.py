@@ -544,13 +544,14 @@ class Metrics(CacheMiddleware[ValueT]):
         """The multiprocess ``cache_entries`` refresh run after a write: at most once per
         ``ENTRIES_REFRESH_SECONDS``, as a count is a scan (SQLite, PostgreSQL ``count(*)``)
         that must not ride on every write, nor on every async one's event loop."""
-        due = [0.0]
+        due = 0.0
 
         def refresh() -> None:
+            nonlocal due
             now = monotonic()
-            if now < due[0]:
+            if now < due:
                 return
-            due[0] = now + ENTRIES_REFRESH_SECONDS  # racing writers: at worst two counts
+            due = now + ENTRIES_REFRESH_SECONDS  # racing writers: at worst two counts
             try:
                 child.set(bottom.entry_count())
             except Exception:  # a count that fails must not fail the write it follows
