@@ -68,3 +68,28 @@ def test_tuples_of_scalars_are_kept_and_any_other_tuple_copied() -> None:
     assert got[(NS, "l")] is not holding_a_list and got[(NS, "n")] is not nested
     holding_a_list[1].append(3)
     assert cache.get([(NS, "l")]) == {(NS, "l"): ("answer", [1, 2])}
+
+
+def test_a_bound_evicts_the_least_recently_used_entry() -> None:
+    cache: InMemoryCache[Any] = InMemoryCache(max_entries=3)
+    evicted: list[tuple[Any, str, int]] = []
+    cache.add_eviction_listener(lambda ns, cause, count: evicted.append((ns, cause, count)))
+    cache.set({(NS, k): ([k], None) for k in "abc"})
+    cache.get([(NS, "a")])  # a read makes "a" the most recent
+    cache.set({(NS, "b"): (["b2"], None)})  # so does a rewrite of "b"
+    cache.set({(NS, "d"): (["d"], None)})
+    assert cache.get([(NS, k) for k in "abcd"]) == {
+        (NS, "a"): ["a"],
+        (NS, "b"): ["b2"],
+        (NS, "d"): ["d"],
+    }
+    assert evicted == [(NS, "size", 1)]
+
+
+def test_an_unbounded_cache_never_evicts_and_its_bound_is_fixed() -> None:
+    cache: InMemoryCache[Any] = InMemoryCache(max_entries=None)
+    cache.set({(NS, str(i)): ([i], None) for i in range(20_000)})
+    assert cache.entry_count() == 20_000
+    assert cache.get([(NS, "0")]) == {(NS, "0"): [0]}
+    with pytest.raises(AttributeError):
+        cache.max_entries = 10  # type: ignore[misc]
