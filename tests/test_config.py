@@ -49,6 +49,25 @@ def test_bad_urls_are_rejected(url: str) -> None:
         cache_from_url(url)
 
 
+@pytest.mark.parametrize("name", ["run#3.db", "what?.db", "cache.db?table=other", "cache.db?"])
+def test_sqlite_urls_with_a_query_or_fragment_are_refused(name: str, tmp_path: Path) -> None:
+    # urlsplit would end the path at ? or #: another file, or the default table, silently.
+    pytest.importorskip("toolkit.backends.sqlite")
+    with pytest.raises(ValueError, match="%23"):
+        _close(cache_from_url(f"sqlite:///{tmp_path}/{name}"))
+    assert list(tmp_path.iterdir()) == []  # no file was made under the cut-short name
+    with pytest.raises(ValueError, match="%23"):
+        _close(cache_from_url("sqlite://:memory:?mode=ro"))
+
+
+def test_a_sqlite_file_name_with_escaped_question_mark_and_hash(tmp_path: Path) -> None:
+    pytest.importorskip("toolkit.backends.sqlite")
+    cache = cache_from_url(f"sqlite:///{tmp_path}/run%233%3F.db")
+    cache.set({(("n",), "k"): (1, None)})
+    _close(cache)
+    assert [p.name for p in tmp_path.iterdir() if p.suffix == ".db"] == ["run#3?.db"]
+
+
 def test_url_must_be_text() -> None:
     with pytest.raises(TypeError):
         cache_from_url(b"memory://")  # type: ignore[arg-type]

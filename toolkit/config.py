@@ -71,6 +71,13 @@ def cache_from_url(url: str) -> BaseCache[Any]:
 
 
 def _sqlite_path(netloc: str, path: str, url: str) -> str:
+    # urlsplit ends the path at "?" or "#": "sqlite:///run#3.db" would open "run", and
+    # "?table=x" would be ignored for the default table; another file, or another cache.
+    if "?" in url or "#" in url:
+        raise ValueError(
+            "sqlite URLs take no ?query or #fragment (write ? as %3F and # as %23 in a "
+            f"file name), got {url!r}"
+        )
     if netloc == ":memory:" and path in ("", "/"):
         return ":memory:"
     if netloc:
