@@ -269,6 +269,18 @@ def test_a_malformed_redis_url_is_refused(
     assert cache.get([(("llm",), "k")]) == {(("llm",), "k"): 1}
 
 
+def test_a_redis_url_option_redis_py_does_not_take_is_refused_at_once(
+    redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``?prefix=`` (a natural guess for the key prefix) was passed on to every connection:
+    the command died with a TypeError traceback from inside redis-py."""
+    parts = urlsplit(redis_url)
+    url = urlunsplit(parts._replace(path="/0", query="prefix=other:"))
+    assert main(["stats", url]) == 2
+    err = capsys.readouterr().err
+    assert "bad Redis URL" in err and "'prefix'" in err and "Traceback" not in err
+
+
 def test_an_empty_redis_prefix_is_refused_not_read_as_the_default(
     redis_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

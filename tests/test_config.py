@@ -101,6 +101,17 @@ async def test_redis_url_builds_a_working_redis_cache(redis_url: str) -> None:
         await cache.aclose()
 
 
+@pytest.mark.parametrize(
+    "url", ["redis://127.0.0.1:6379/0?prefix=other:", "unix:///tmp/redis.sock?db=1&table=x"]
+)
+def test_a_redis_url_option_redis_py_does_not_take_is_refused(url: str) -> None:
+    """Accepted, it made every call (and every @cached call behind observe) raise a
+    TypeError from inside redis-py: the option is refused where the cache is built."""
+    pytest.importorskip("toolkit.backends.redis")
+    with pytest.raises(ValueError, match="not an option of a Redis URL"):
+        cache_from_url(url)
+
+
 def _close(cache: Any) -> None:
     close = getattr(cache, "close", None)
     if close is not None:

@@ -228,11 +228,21 @@ def _all_or_nothing(pipe: Any, plan: Sequence[tuple[Any, ...]]) -> Any:
 def check_url(url: object) -> None:
     """Refuse what redis-py would read as another database, or fail on later: a database
     path that is no number (``/x`` is database 0, ``/1/2`` database 12: a ``clear`` there
-    deletes another database's cache) and a port that is no number."""
+    deletes another database's cache), a port that is no number, and a query option no
+    connection takes (``?prefix=``: every call would raise ``TypeError``)."""
     if not isinstance(url, str):
         raise TypeError(f"url must be a str, got {type(url).__name__}")
     parts = urlsplit(url)
     _ = parts.port  # ValueError for a port that is no number, or out of range
+    if parts.query:
+        pool = redis.ConnectionPool.from_url(url)
+        try:  # a connection object opens no socket until it is used
+            pool.connection_class(**pool.connection_kwargs)
+        except TypeError as exc:
+            raise ValueError(
+                f"not an option of a Redis URL: {exc} (the key prefix is RedisCache's "
+                "prefix=, or --prefix on the command line)"
+            ) from None
     if parts.scheme == "unix":
         return
     database = unquote(parts.path)
