@@ -127,11 +127,23 @@ def test_demo_refuses_a_busy_port() -> None:
     assert f"cannot serve /metrics on 127.0.0.1:{port}" in result.stderr
 
 
-@pytest.mark.parametrize("bad", [["--duration", "0"], ["--duration", "-1"], ["--backend", "disk"]])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ["--duration", "0"],
+        ["--duration", "-1"],
+        ["--backend", "disk"],
+        # These ran anyway: a traceback for the port, no workers or peers for a negative count.
+        ["--port", "70000"],
+        ["--port", "-1"],
+        ["--workers", "-1"],
+        ["--peers", "-1"],
+    ],
+)
 def test_demo_rejects_bad_options(bad: list[str]) -> None:
-    result = demo(*bad)
+    result = demo("--backend", "memory", "--duration", "1", "--port", "0", *bad)
     assert result.returncode == 2
-    assert "usage:" in result.stderr
+    assert "usage:" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_flaky_cache_fails_throughout_each_outage_only() -> None:

@@ -58,7 +58,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--backend", choices=BACKENDS, default="sqlite", help="main cache backend (default sqlite)"
     )
-    parser.add_argument("--port", type=int, default=9464, help="port of /metrics (default 9464)")
+    parser.add_argument(
+        "--port", type=_port, default=9464, help="port of /metrics (default 9464; 0: any free)"
+    )
     parser.add_argument(
         "--addr", default="127.0.0.1", help="address /metrics binds (default 127.0.0.1)"
     )
@@ -68,10 +70,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--redis-url", help="Redis URL for --backend redis (default $REDIS_URL or local)"
     )
-    parser.add_argument("--workers", type=int, default=3, help="worker threads (default 3)")
+    parser.add_argument("--workers", type=_count, default=3, help="worker threads (default 3)")
     parser.add_argument(
         "--peers",
-        type=int,
+        type=_count,
         default=2,
         help="peer processes sharing the main cache (default 2; none on --backend memory)",
     )
@@ -79,6 +81,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--plain", action="store_true", help="no live redraw: a status line every 5 s"
     )
+
+
+def _port(text: str) -> int:
+    port = int(text)
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0 to 65535, got {text}")
+    return port
+
+
+def _count(text: str) -> int:
+    count = int(text)
+    if count < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return count
 
 
 def _duration(text: str) -> float:
