@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import reprlib
 from datetime import timedelta
 
 __all__ = ["parse_ttl"]
@@ -26,13 +27,16 @@ def parse_ttl(value: float | timedelta | str | None) -> float | None:
     if isinstance(value, timedelta):
         seconds = value.total_seconds()
     elif isinstance(value, (int, float)):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # an int past any float: as infinite as it gets
+            seconds = math.inf
     elif isinstance(value, str):
         seconds = _parse_text(value)
     else:
         raise TypeError(f"ttl must be {_FORMS}; got {type(value).__name__}")
     if not math.isfinite(seconds) or seconds <= 0:
-        raise ValueError(f"ttl must be a positive, finite duration, got {value!r}")
+        raise ValueError(f"ttl must be a positive, finite duration, got {reprlib.repr(value)}")
     return seconds
 
 
