@@ -320,6 +320,22 @@ def test_forever_runs_do_not_suggest_forever() -> None:
     assert "--forever" not in summary(*args, forever=True)
 
 
+def test_the_monitoring_advice_names_the_port_prometheus_yml_does_not_scrape() -> None:
+    """After --port 9465 (what the demo suggests when 9464 is taken) the summary said the
+    shipped prometheus.yml scrapes the demo: it scrapes 127.0.0.1:9464, so Prometheus and
+    Grafana would show nothing."""
+    registry = CollectorRegistry()
+    args = (registry, CallStats(), BreakerWatch(), 1.0)
+    default = summary(*args, "http://127.0.0.1:9464/metrics", forever=False)
+    assert "examples/monitoring/prometheus.yml does" in default
+    moved = summary(*args, "http://127.0.0.1:9465/metrics", forever=False)
+    assert "prometheus.yml does" not in moved
+    assert "127.0.0.1:9465" in moved.split("Prometheus:", 1)[1].split("Grafana:")[0].replace(
+        "scrape http://127.0.0.1:9465/metrics", ""
+    )
+    assert all(len(line) <= WIDTH for line in moved.splitlines())
+
+
 # -- stopping: no peer process outlives the demo ------------------------------------
 
 

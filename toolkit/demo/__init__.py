@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, TextIO
+from urllib.parse import urlsplit
 
 from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
@@ -342,6 +343,24 @@ def _banner(caches: DemoCaches, where: str, url: str, with_graph: bool, peers: i
     return "\n".join(lines)
 
 
+SCRAPED_BY_EXAMPLE = "127.0.0.1:9464"
+"""The target of examples/monitoring/prometheus.yml (and so of its compose file)."""
+
+
+def _scrape_config_advice(url: str) -> list[str]:
+    """Whether the shipped prometheus.yml reaches the demo at ``url``, or what to change."""
+    parts = urlsplit(url)
+    if parts.port == 9464 and parts.hostname in ("127.0.0.1", "0.0.0.0"):
+        return ["              examples/monitoring/prometheus.yml does, and loads the rules:"]
+    return textwrap.wrap(
+        f"examples/monitoring/prometheus.yml scrapes {SCRAPED_BY_EXAMPLE}: set its target "
+        f"to {parts.netloc} first; it loads the rules:",
+        WIDTH,
+        initial_indent=" " * 14,
+        subsequent_indent=" " * 14,
+    )
+
+
 def summary(
     registry: CollectorRegistry,
     stats: CallStats,
@@ -385,7 +404,7 @@ def summary(
         "",
         "Next:",
         f"  Prometheus: scrape {url}",
-        "              examples/monitoring/prometheus.yml does, and loads the rules:",
+        *_scrape_config_advice(url),
         "              prometheus --config.file=examples/monitoring/prometheus.yml",
         "  Grafana:    toolkit dashboards --out DIR writes cache.json to import; or",
         "              docker compose -f examples/monitoring/compose.yaml up",
