@@ -184,6 +184,28 @@ def test_a_file_that_is_no_cache_is_left_alone(
         assert conn.execute("SELECT count(*) FROM sqlite_master").fetchone() == (0,)
 
 
+@pytest.mark.parametrize("table", ["toolkit_cache_lease", "users"])
+def test_a_table_that_is_no_cache_table_is_refused_in_one_line(
+    db: str, table: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--table naming the lease table was a ValueError traceback; another application's
+    table was "the cache failed" (exit 1) after trying to index it."""
+    path = db.removeprefix("sqlite:///")
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
+    before = _schema(path)
+    for command in (["stats"], ["ls"], ["purge"], ["clear", "--yes"]):
+        assert main([command[0], db, "--table", table, *command[1:]]) == 2
+        err = capsys.readouterr().err
+        assert f"{table!r} is not a cache table" in err and "Traceback" not in err
+    assert _schema(path) == before
+
+
+def _schema(path: str) -> list[Any]:
+    with sqlite3.connect(path) as conn:
+        return conn.execute("SELECT type, name, sql FROM sqlite_master ORDER BY name").fetchall()
+
+
 def test_every_command_on_the_real_redis(
     redis_closer: list[RedisCache[Any]], redis_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

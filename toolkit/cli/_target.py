@@ -81,7 +81,10 @@ def open_target(options: argparse.Namespace) -> Iterator[tuple[Target, str]]:
         path = _sqlite_file(url, options.table)
         from toolkit.backends.sqlite import SqliteCache
 
-        cache = SqliteCache(path=path, table=options.table)
+        try:
+            cache = SqliteCache(path=path, table=options.table)
+        except (TypeError, ValueError) as exc:
+            raise CliError(str(exc)) from exc
         where = f"SQLite file {os.path.abspath(path)} (table {options.table})"
     elif scheme in ("redis", "rediss", "unix"):
         try:
@@ -155,11 +158,21 @@ def _sqlite_file(url: str, table: str) -> str:
             found = conn.execute(
                 "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
             ).fetchone()
+            columns = {
+                row[0] for row in conn.execute("SELECT name FROM pragma_table_info(?)", (table,))
+            }
     except sqlite3.DatabaseError as exc:
         raise CliError(f"{path} is not a SQLite cache: {exc}") from exc
     if found is None:
         raise CliError(f"{path} has no cache table {table!r} (is --table right?)")
+    # Another application's table, or the cache's lease table: opening it as a cache would
+    # change its schema (an index), and clear would empty it.
+    if not columns >= _CACHE_COLUMNS:
+        raise CliError(f"{path}: {table!r} is not a cache table (is --table right?)")
     return path
+
+
+_CACHE_COLUMNS = frozenset({"ns", "key", "expiry", "tag", "val"})
 
 
 def _postgres_table(url: str, schema: str, table: str) -> None:
