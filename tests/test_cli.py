@@ -243,6 +243,23 @@ def test_clear_deletes_a_namespace_redis_stores_hashed(
 
 
 @pytest.mark.postgres
+def test_a_password_in_the_url_query_is_never_printed(
+    pg_url: str, pg_closer: list[tuple[str, Any]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """libpq and redis-py take ?password= as well as user:password@: only the latter was
+    hidden, so every command printed the former (into terminals and CI logs)."""
+    cache = make_pg_cache(pg_closer, pg_url)
+    cache.set({(("llm",), "k"): (1, None)})
+    parts = urlsplit(pg_url)
+    query = "&".join(filter(None, [parts.query, "password=hunter2", "application_name=x"]))
+    url = urlunsplit(parts._replace(query=query))
+    for command in ("stats", "ls"):
+        assert main([command, url, "--table", cache.table]) == 0
+        out = capsys.readouterr().out
+        assert "hunter2" not in out and "password=***" in out and "application_name=x" in out
+
+
+@pytest.mark.postgres
 @pytest.mark.parametrize("where", ["table", "schema"])
 def test_a_missing_postgres_table_is_refused_not_created(
     pg_url: str, where: str, capsys: pytest.CaptureFixture[str]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import sqlite3
 import sys
 from collections.abc import Iterator
@@ -198,6 +199,10 @@ def _postgres_table(url: str, schema: str, table: str) -> None:
         )
 
 
+# libpq and redis-py read a password from the query string too (libpq: sslpassword).
+_PASSWORD_OPTION = re.compile(r"((?:^|&)(?:ssl)?password=)[^&]*", re.IGNORECASE)
+
+
 @contextmanager
 def _read_only(path: str) -> Iterator[sqlite3.Connection]:
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
@@ -208,13 +213,15 @@ def _read_only(path: str) -> Iterator[sqlite3.Connection]:
 
 
 def _redacted(url: str) -> str:
-    """``url`` without its password, for printing."""
+    """``url`` without its password (``user:password@`` or ``?password=``), for printing."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rsplit("@", 1)[1]
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    return urlunsplit(parts._replace(netloc=user + host))
+    if parts.password is not None:
+        host = parts.netloc.rsplit("@", 1)[1]
+        user = f"{parts.username}:***@" if parts.username else ":***@"
+        parts = parts._replace(netloc=user + host)
+    if parts.query:
+        parts = parts._replace(query=_PASSWORD_OPTION.sub(r"\1***", parts.query))
+    return urlunsplit(parts)
 
 
 def confirm(question: str, *, yes: bool) -> None:
