@@ -146,6 +146,16 @@ def test_demo_rejects_bad_options(bad: list[str]) -> None:
     assert "usage:" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_the_redis_password_is_never_printed() -> None:
+    """The banner printed --redis-url (or $REDIS_URL) as given, password and all."""
+    result = demo(
+        "--backend", "redis", "--redis-url", "redis://:hunter2@127.0.0.1:1/0?password=hunter2",
+        "--duration", "1", "--port", "0", "--peers", "0", "--plain",
+    )  # fmt: skip
+    assert "hunter2" not in result.stdout + result.stderr
+    assert "redis://:***@127.0.0.1:1/0?password=***" in result.stdout
+
+
 def test_flaky_cache_fails_throughout_each_outage_only() -> None:
     clock = FakeClock(0.0)
     cache = FlakyCache(

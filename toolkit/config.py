@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 import threading
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
 
 from toolkit.base import BaseCache
 from toolkit.switches import set_enabled
@@ -17,6 +18,7 @@ __all__ = [
     "default_cache",
     "is_cache_like",
     "observed_from_url",
+    "redacted_url",
     "sqlite_url_path",
 ]
 
@@ -171,3 +173,19 @@ def is_cache_like(obj: object) -> bool:
         callable(getattr(obj, name, None))
         for name in ("get", "aget", "set", "aset", "clear", "aclear")
     )
+
+
+# libpq and redis-py read a password from the query string too (libpq: sslpassword).
+_PASSWORD_OPTION = re.compile(r"((?:^|&)(?:ssl)?password=)[^&]*", re.IGNORECASE)
+
+
+def redacted_url(url: str) -> str:
+    """``url`` without its password (``user:password@`` or ``?password=``), for printing."""
+    parts = urlsplit(url)
+    if parts.password is not None:
+        host = parts.netloc.rsplit("@", 1)[1]
+        user = f"{parts.username}:***@" if parts.username else ":***@"
+        parts = parts._replace(netloc=user + host)
+    if parts.query:
+        parts = parts._replace(query=_PASSWORD_OPTION.sub(r"\1***", parts.query))
+    return urlunsplit(parts)

@@ -5,16 +5,15 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import re
 import sqlite3
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from toolkit._types import Namespace
-from toolkit.config import cache_from_url, sqlite_url_path
+from toolkit.config import cache_from_url, redacted_url, sqlite_url_path
 from toolkit.introspect import SupportsIntrospection
 
 __all__ = [
@@ -98,7 +97,7 @@ def open_target(options: argparse.Namespace) -> Iterator[tuple[Target, str]]:
         try:
             check_url(url)
         except ValueError as exc:
-            raise CliError(f"bad Redis URL {_redacted(url)!r}: {exc}") from exc
+            raise CliError(f"bad Redis URL {redacted_url(url)!r}: {exc}") from exc
         try:
             cache = RedisCache.from_url(
                 url,
@@ -107,8 +106,8 @@ def open_target(options: argparse.Namespace) -> Iterator[tuple[Target, str]]:
                 max_call_seconds=ADMIN_CALL_SECONDS,
             )
         except (TypeError, ValueError) as exc:  # the prefix, or URL options redis-py refuses
-            raise CliError(f"{exc} (Redis {_redacted(url)}, --prefix {prefix!r})") from exc
-        where = f"Redis {_redacted(url)} (keys under {prefix})"
+            raise CliError(f"{exc} (Redis {redacted_url(url)}, --prefix {prefix!r})") from exc
+        where = f"Redis {redacted_url(url)} (keys under {prefix})"
     elif scheme in ("postgresql", "postgres"):
         try:
             from toolkit.backends.postgres import PostgresCache
@@ -124,7 +123,7 @@ def open_target(options: argparse.Namespace) -> Iterator[tuple[Target, str]]:
             )
         except (TypeError, ValueError) as exc:
             raise CliError(str(exc)) from exc
-        where = f"PostgreSQL {_redacted(url)} (table {options.schema}.{options.table})"
+        where = f"PostgreSQL {redacted_url(url)} (table {options.schema}.{options.table})"
         try:
             _postgres_table(url, cache.schema, cache.table)
         except BaseException:
@@ -194,13 +193,9 @@ def _postgres_table(url: str, schema: str, table: str) -> None:
         raise BackendError(f"postgres connect failed: {type(exc).__name__}: {exc}") from exc
     if found is None:
         raise CliError(
-            f"PostgreSQL {_redacted(url)} has no cache table {schema}.{table} "
+            f"PostgreSQL {redacted_url(url)} has no cache table {schema}.{table} "
             "(are --table and --schema right?)"
         )
-
-
-# libpq and redis-py read a password from the query string too (libpq: sslpassword).
-_PASSWORD_OPTION = re.compile(r"((?:^|&)(?:ssl)?password=)[^&]*", re.IGNORECASE)
 
 
 @contextmanager
@@ -210,18 +205,6 @@ def _read_only(path: str) -> Iterator[sqlite3.Connection]:
         yield conn
     finally:
         conn.close()
-
-
-def _redacted(url: str) -> str:
-    """``url`` without its password (``user:password@`` or ``?password=``), for printing."""
-    parts = urlsplit(url)
-    if parts.password is not None:
-        host = parts.netloc.rsplit("@", 1)[1]
-        user = f"{parts.username}:***@" if parts.username else ":***@"
-        parts = parts._replace(netloc=user + host)
-    if parts.query:
-        parts = parts._replace(query=_PASSWORD_OPTION.sub(r"\1***", parts.query))
-    return urlunsplit(parts)
 
 
 def confirm(question: str, *, yes: bool) -> None:

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
+from toolkit.config import redacted_url
 from toolkit.demo.fleet import PERIOD, Fleet, PeerSpec
 from toolkit.demo.view import (
     LATENCY_NOTE,
@@ -132,7 +133,7 @@ def _main_backend(
         # A prefix of its own, cleared at the end: the demo leaves a shared Redis as it found it.
         return (
             RedisCache.from_url(url, prefix=REDIS_PREFIX),
-            f"{url}, keys under {REDIS_PREFIX}*",
+            f"{redacted_url(url)}, keys under {REDIS_PREFIX}*",
             PeerSpec(redis_url=url, redis_prefix=REDIS_PREFIX),
         )
     from toolkit.backends.sqlite import SqliteCache
