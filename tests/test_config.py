@@ -39,6 +39,9 @@ def test_memory_urls() -> None:
         "memory://?max_entries=0",
         "memory://?max_entries=ten",
         "memory://?size=1",
+        "memory://?max_entries=",  # an unset shell variable: was the default bound
+        "memory://?size",
+        "memory://?max_entries=5#x",
         "sqlite://host/file.db",
         "sqlite://",
         "",

@@ -46,9 +46,10 @@ def cache_from_url(url: str) -> BaseCache[Any]:
     if scheme == "memory":
         from toolkit.backends.memory import InMemoryCache
 
-        query = parse_qs(parts.query)
+        # Blank values kept: "?max_entries=" (an unset variable) is an error, not the default.
+        query = parse_qs(parts.query, keep_blank_values=True)
         unknown = set(query) - {"max_entries"}
-        if unknown or parts.netloc or parts.path:
+        if unknown or parts.netloc or parts.path or parts.fragment:
             raise ValueError(f"memory:// takes only ?max_entries=N, got {url!r}")
         if "max_entries" in query:
             return InMemoryCache(max_entries=_positive_int(query["max_entries"][-1], url))
