@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
-from toolkit import parse_ttl
+from toolkit import InMemoryCache, cached, parse_ttl
+from toolkit.base import MAX_TTL
 
 
 @pytest.mark.parametrize(
@@ -62,3 +64,26 @@ def test_bad_values_say_what_is_accepted(value: object, message: str) -> None:
 def test_other_types_are_type_errors(value: object) -> None:
     with pytest.raises(TypeError, match="ttl must be"):
         parse_ttl(value)  # type: ignore[arg-type]
+
+
+def test_a_stale_window_past_the_longest_ttl_is_refused_at_decoration() -> None:
+    """The backend keeps an entry ttl + stale_ttl: past MAX_TTL, @cached was accepted and
+    every call raised ValueError from the cache after computing its result."""
+    with pytest.raises(ValueError, match="stale_ttl"):
+
+        @cached("ttl-test", ttl="36000d", stale_ttl="1000d", cache=InMemoryCache())
+        def f(x: int) -> int:
+            return x
+
+
+def test_the_longest_stale_window_still_caches() -> None:
+    cache: InMemoryCache[Any] = InMemoryCache()
+    runs: list[int] = []
+
+    @cached("ttl-test", ttl=MAX_TTL / 2, stale_ttl=MAX_TTL / 2, cache=cache)
+    def f(x: int) -> int:
+        runs.append(x)
+        return x
+
+    assert f(1) == f(1) == 1
+    assert runs == [1]

@@ -11,7 +11,7 @@ from typing import Any, ParamSpec, TypeVar, cast, overload
 from opentelemetry import trace
 
 from toolkit._types import Namespace
-from toolkit.base import BaseCache, check_ttl
+from toolkit.base import MAX_TTL, BaseCache, check_ttl
 from toolkit.config import is_cache_like, observed_from_url
 from toolkit.decorators._call import Cached
 from toolkit.decorators._plan import namespace
@@ -90,6 +90,11 @@ def _freshness(
     if ttl is None:
         raise ValueError(
             "stale_ttl and early refresh need a ttl: a result that never expires is never stale"
+        )
+    if stale is not None and not ttl + stale <= MAX_TTL:  # what the backend is asked to keep
+        raise ValueError(
+            f"ttl + stale_ttl must be at most {MAX_TTL:.0f} seconds (100 years), "
+            f"got {ttl:.0f} + {stale:.0f}"
         )
     return Freshness(ttl, stale, factor)
 
