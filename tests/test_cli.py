@@ -206,6 +206,24 @@ def _schema(path: str) -> list[Any]:
         return conn.execute("SELECT type, name, sql FROM sqlite_master ORDER BY name").fetchall()
 
 
+def test_an_option_of_another_backend_is_refused_not_ignored(
+    db: str, redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--table means nothing to Redis and --prefix nothing to SQLite: ignored, they let a
+    command act on the default cache (clear: delete its entries) instead of the one meant."""
+    for args in (
+        [db, "--prefix", "app:"],
+        [db, "--schema", "app"],
+        [redis_url, "--table", "app_cache"],
+        [redis_url, "--schema", "app"],
+    ):
+        assert main(["clear", *args, "--yes"] if args[0] == db else ["stats", *args]) == 2
+        err = capsys.readouterr().err
+        assert f"{args[1]} does not apply" in err and "Traceback" not in err
+    assert main(["stats", db, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["entries"] == 5  # nothing was cleared
+
+
 def test_every_command_on_the_real_redis(
     redis_closer: list[RedisCache[Any]], redis_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

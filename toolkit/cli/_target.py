@@ -36,6 +36,9 @@ URL_HELP = (
 # which the backends' call bounds (0.5 s, sized for observe's deadline) would cut short.
 ADMIN_CALL_SECONDS = 600.0
 ADMIN_ROUND_TRIP_SECONDS = 5.0
+# The backends' defaults (not imported: that would load every backend's driver).
+DEFAULT_TABLE = "toolkit_cache"
+DEFAULT_SCHEMA = "public"
 
 
 class CliError(Exception):
@@ -56,14 +59,34 @@ def add_target_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--prefix", help="Redis key prefix of the cache (default: RedisCache's, toolkit:cache:)"
     )
+    # No argparse defaults: an option given for another backend is refused, not ignored.
     parser.add_argument(
-        "--table",
-        default="toolkit_cache",
-        help="SQLite or PostgreSQL table of the cache (default %(default)s)",
+        "--table", help=f"SQLite or PostgreSQL table of the cache (default {DEFAULT_TABLE})"
     )
     parser.add_argument(
-        "--schema", default="public", help="PostgreSQL schema of the table (default %(default)s)"
+        "--schema", help=f"PostgreSQL schema of the table (default {DEFAULT_SCHEMA})"
     )
+
+
+_OPTIONS = {
+    "sqlite": ("table",),
+    "redis": ("prefix",),
+    "rediss": ("prefix",),
+    "unix": ("prefix",),
+    "postgresql": ("table", "schema"),
+    "postgres": ("table", "schema"),
+}
+
+
+def _refuse_foreign_options(options: argparse.Namespace, scheme: str) -> None:
+    """An option for another backend would be ignored, so the command would act on this
+    backend's default cache (``clear``: delete its entries) rather than the one meant."""
+    takes = _OPTIONS.get(scheme)
+    if takes is None:
+        return  # not a URL the command opens: that is the error to report
+    for name in ("prefix", "table", "schema"):
+        if getattr(options, name, None) is not None and name not in takes:
+            raise CliError(f"--{name} does not apply to {scheme}:// caches")
 
 
 @contextmanager
@@ -77,15 +100,18 @@ def open_target(options: argparse.Namespace) -> Iterator[tuple[Target, str]]:
             "memory:// caches live inside one process, out of the command line's sight: "
             "call cache.stats() or cache.iter_keys(ns) in that process instead"
         )
+    _refuse_foreign_options(options, scheme)
+    table = DEFAULT_TABLE if options.table is None else options.table
+    schema = DEFAULT_SCHEMA if options.schema is None else options.schema
     if scheme == "sqlite":
-        path = _sqlite_file(url, options.table)
+        path = _sqlite_file(url, table)
         from toolkit.backends.sqlite import SqliteCache
 
         try:
-            cache = SqliteCache(path=path, table=options.table)
+            cache = SqliteCache(path=path, table=table)
         except (TypeError, ValueError) as exc:
             raise CliError(str(exc)) from exc
-        where = f"SQLite file {os.path.abspath(path)} (table {options.table})"
+        where = f"SQLite file {os.path.abspath(path)} (table {table})"
     elif scheme in ("redis", "rediss", "unix"):
         try:
             from toolkit.backends.redis import DEFAULT_PREFIX, RedisCache, check_url
@@ -116,14 +142,14 @@ def open_target(options: argparse.Namespace) -> Iterator[tuple[Target, str]]:
         try:
             cache = PostgresCache.from_url(
                 url,
-                table=options.table,
-                schema=options.schema,
+                table=table,
+                schema=schema,
                 connect_timeout=ADMIN_ROUND_TRIP_SECONDS,
                 timeout=ADMIN_CALL_SECONDS,
             )
         except (TypeError, ValueError) as exc:
             raise CliError(str(exc)) from exc
-        where = f"PostgreSQL {redacted_url(url)} (table {options.schema}.{options.table})"
+        where = f"PostgreSQL {redacted_url(url)} (table {schema}.{table})"
         try:
             _postgres_table(url, cache.schema, cache.table)
         except BaseException:
