@@ -146,6 +146,14 @@ def test_demo_rejects_bad_options(bad: list[str]) -> None:
     assert "usage:" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("url", ["redis://127.0.0.1:6379/x", "redis://127.0.0.1:6379/0?prefix=a:"])
+def test_a_bad_redis_url_is_one_line_of_bad_input(url: str) -> None:
+    """It was a ValueError traceback (exit 1), as if the cache had failed."""
+    result = demo("--backend", "redis", "--redis-url", url, "--duration", "1", "--port", "0")
+    assert result.returncode == 2
+    assert "bad Redis URL" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_the_redis_password_is_never_printed() -> None:
     """The banner printed --redis-url (or $REDIS_URL) as given, password and all."""
     result = demo(

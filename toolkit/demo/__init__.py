@@ -131,8 +131,14 @@ def _main_backend(
 
         url = options.redis_url or os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
         # A prefix of its own, cleared at the end: the demo leaves a shared Redis as it found it.
+        try:
+            backend = RedisCache.from_url(url, prefix=REDIS_PREFIX)
+        except (TypeError, ValueError) as exc:
+            from toolkit.cli._target import CliError
+
+            raise CliError(f"bad Redis URL {redacted_url(url)!r}: {exc}") from exc
         return (
-            RedisCache.from_url(url, prefix=REDIS_PREFIX),
+            backend,
             f"{redacted_url(url)}, keys under {REDIS_PREFIX}*",
             PeerSpec(redis_url=url, redis_prefix=REDIS_PREFIX),
         )
