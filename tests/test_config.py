@@ -146,6 +146,19 @@ def test_configure_rejects_non_caches() -> None:
         configure(cache=42)  # type: ignore[arg-type]
 
 
+def test_a_cache_class_is_refused_where_it_is_given() -> None:
+    """A class has the six methods too (unbound): configure(cache=InMemoryCache) and
+    @cached(cache=InMemoryCache) were accepted, then every call raised "get() missing 1
+    required positional argument"."""
+    with pytest.raises(
+        TypeError, match=r"InMemoryCache is a class, not a cache.*InMemoryCache\(\.\.\.\)"
+    ):
+        configure(cache=InMemoryCache)  # type: ignore[arg-type]
+    slip: Any = InMemoryCache
+    with pytest.raises(TypeError, match="InMemoryCache is a class, not a cache"):
+        cached("class-slip", cache=slip)
+
+
 def test_default_is_observed_memory() -> None:
     middleware = pytest.importorskip("toolkit.middleware")
     assert hasattr(middleware, "observe")

@@ -17,6 +17,7 @@ __all__ = [
     "configure",
     "default_cache",
     "is_cache_like",
+    "not_a_cache",
     "observed_from_url",
     "redacted_url",
     "sqlite_url_path",
@@ -130,10 +131,7 @@ def configure(
     if isinstance(cache, str):
         cache = _observed(cache_from_url(cache))
     elif cache is not None and not is_cache_like(cache):
-        raise TypeError(
-            f"cache must be a cache (get/aget/set/aset/clear/aclear), a URL or None, "
-            f"got {type(cache).__name__}"
-        )
+        raise not_a_cache(cache, "a cache (get/aget/set/aset/clear/aclear), a URL or None")
     with _lock:
         _state.cache = cache
     return cache
@@ -170,10 +168,20 @@ def _observed(cache: BaseCache[Any]) -> BaseCache[Any]:
 
 def is_cache_like(obj: object) -> bool:
     """Whether ``obj`` has the six methods of the cache API (any ``BaseCache``, ours or not)."""
-    return all(
+    # A class has them too, unbound: every call would fail on a missing argument.
+    return not isinstance(obj, type) and all(
         callable(getattr(obj, name, None))
         for name in ("get", "aget", "set", "aset", "clear", "aclear")
     )
+
+
+def not_a_cache(obj: object, expected: str) -> TypeError:
+    """The error for ``obj`` given where ``expected`` belongs; a cache class is told apart."""
+    if isinstance(obj, type):
+        return TypeError(
+            f"{obj.__name__} is a class, not a cache: pass an instance, like {obj.__name__}(...)"
+        )
+    return TypeError(f"cache must be {expected}, got {type(obj).__name__}")
 
 
 # libpq and redis-py read a password from the query string too (libpq: sslpassword).

@@ -12,7 +12,7 @@ from opentelemetry import trace
 
 from toolkit._types import Namespace
 from toolkit.base import MAX_TTL, BaseCache, check_ttl
-from toolkit.config import is_cache_like, observed_from_url
+from toolkit.config import is_cache_like, not_a_cache, observed_from_url
 from toolkit.decorators._call import Cached
 from toolkit.decorators._plan import namespace
 from toolkit.decorators.fleet import DEFAULT_LEASE_TTL, DEFAULT_LOCK_TIMEOUT, LeasePolicy
@@ -209,9 +209,7 @@ def cached(
     if isinstance(cache, str):
         cache = observed_from_url(cache)  # as configure(cache=url) does
     if cache is not None and not is_cache_like(cache):
-        raise TypeError(
-            f"cache must be a BaseCache-like object or a cache URL, got {type(cache).__name__}"
-        )
+        raise not_a_cache(cache, "a BaseCache-like object or a cache URL")
     if isinstance(ignore, str):
         ignore = (ignore,)
     ignore = tuple(ignore)
