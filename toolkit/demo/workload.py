@@ -54,13 +54,9 @@ class DemoCaches:
     flaky: Any
     main_label: str
     bare: list[Any] = field(default_factory=list)
-    clear_main: bool = False
-    """Delete the main backend's entries before closing it (a shared Redis)."""
 
     def close(self) -> None:
-        """Close every backend that can be closed (clearing the main one first if asked)."""
-        if self.clear_main:
-            self.bare[0].clear()
+        """Close every backend that can be closed."""
         for backend in self.bare:
             close = getattr(backend, "close", None)
             if callable(close):
@@ -72,7 +68,6 @@ def build_caches(
     *,
     registry: CollectorRegistry,
     tracer_provider: TracerProvider | None,
-    clear_main: bool = False,
 ) -> DemoCaches:
     """Wrap the main backend, a 24-entry memory cache and a flaky cache in the default stack."""
     small: InMemoryCache[Any] = InMemoryCache(max_entries=24)
@@ -88,7 +83,6 @@ def build_caches(
         flaky=observed(flaky, failure_threshold=3, reset_timeout=1.0),
         main_label=str(getattr(main_backend, "backend_name", type(main_backend).__name__)),
         bare=[main_backend, small, flaky],
-        clear_main=clear_main,
     )
 
 
