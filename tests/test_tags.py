@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -375,6 +376,67 @@ def test_the_default_cache_is_used_without_cache() -> None:
         assert tag_key("d")[0] == TAG_NAMESPACE
     finally:
         toolkit.configure(cache=None)
+
+
+def test_without_cache_every_tagged_functions_own_cache_is_reached(tmp_path: Path) -> None:
+    """A function with a cache of its own keeps its entries there: ``invalidate_tags`` with
+    no ``cache=`` must forget them too, not only the configured cache's."""
+    own = observe(SqliteCache(path=str(tmp_path / "own.db")), registry=CollectorRegistry())
+    toolkit.configure(cache=InMemoryCache())
+    try:
+        calls = {"own": 0, "default": 0}
+
+        @cached("tags.own", cache=own, tags="reach")
+        def in_own() -> int:
+            calls["own"] += 1
+            return calls["own"]
+
+        @cached("tags.default2", tags="reach")
+        def in_default() -> int:
+            calls["default"] += 1
+            return calls["default"]
+
+        assert (in_own(), in_own(), in_default(), in_default()) == (1, 1, 1, 1)
+        invalidate_tags("reach")
+        assert (in_own(), in_default()) == (2, 2)
+
+        async def in_a_loop() -> None:
+            await ainvalidate_tags("reach")
+
+        asyncio.run(in_a_loop())
+        assert (in_own(), in_default()) == (3, 3)
+    finally:
+        toolkit.configure(cache=None)
+
+
+def test_a_cache_that_loses_the_invalidation_raises_after_the_others_took_it() -> None:
+    toolkit.configure(cache=InMemoryCache())
+    try:
+        calls = 0
+
+        @cached("tags.lossy", cache=DroppingCache(), tags="lossy")
+        def in_lossy() -> int:
+            return 0
+
+        @cached("tags.kept", tags="lossy")
+        def in_default() -> int:
+            nonlocal calls
+            calls += 1
+            return calls
+
+        assert in_default() == 1 and in_lossy() == 0
+        with pytest.raises(BackendError, match=r"failed in 1 of [0-9]+ caches"):
+            invalidate_tags("lossy")
+        assert in_default() == 2  # the configured cache forgot its entry all the same
+        del in_lossy  # its cache must not fail the invalidations of later tests
+        gc.collect()
+    finally:
+        toolkit.configure(cache=None)
+
+
+def test_a_url_is_refused_as_the_cache_to_invalidate_in() -> None:
+    with pytest.raises(TypeError, match="a URL would open another one"):
+        invalidate_tags("t", cache="sqlite:///tags.db")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

@@ -101,7 +101,7 @@ class Cached(Steps):
         )
         self.blocking = Blocking(self.flights, refresher)
         if self.tagging is not None:
-            watch(self.flights)
+            watch(self.flights, self.cache)
         self.awaiting = Awaiting(self.blocking, self.is_async)
 
     def backend(self) -> BaseCache[Any]:

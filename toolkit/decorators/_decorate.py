@@ -185,7 +185,7 @@ def cached(
       background refresh runs (one in the fleet where the cache has leases).
     - ``tags``: a tag, tags, or ``tags(*args, **kwargs)`` returning them (``self`` first
       for methods); ``toolkit.invalidate_tags("user:42")`` forgets every entry stored with
-      that tag, whatever function stored it, in O(1) per tag.
+      that tag, whatever function stored it (in this process's caches), in O(1) per tag.
     - ``early`` (or ``beta``, default 1.0, which implies it): refresh a hit in the
       background before it expires, more likely the nearer its expiry and the longer the
       function takes (XFetch; a larger ``beta`` refreshes earlier).

@@ -19,8 +19,9 @@ from typing import Any, Protocol
 from toolkit._fork import ForkSafeLock
 from toolkit._types import FullKey, Namespace
 from toolkit.base import BaseCache
-from toolkit.config import default_cache
-from toolkit.errors import BackendError
+from toolkit.config import default_cache, is_cache_like, not_a_cache
+from toolkit.errors import BackendError, CacheClosedError
+from toolkit.middleware.failopen import failures_raise
 
 __all__ = ["TAG_NAMESPACE", "Tagging", "ainvalidate_tags", "invalidate_tags", "tag_key"]
 
@@ -131,15 +132,18 @@ class InFlight(Protocol):
 
 
 _WATCHED: weakref.WeakSet[Any] = weakref.WeakSet()
+_CACHES: weakref.WeakSet[Any] = weakref.WeakSet()  # given to tagged functions (not the default)
 _WATCHED_LOCK = ForkSafeLock()  # free in a forked child: its invalidate_tags never waits
 
 
-def watch(flights: InFlight) -> None:
+def watch(flights: InFlight, cache: BaseCache[Any] | None = None) -> None:
     """Have every ``invalidate_tags`` of this process detach the flights of ``flights`` that
     carry its tags, so a caller after an invalidation never waits for a computation from
-    before it."""
+    before it; and, without a ``cache=``, reach ``cache`` (a tagged function's own)."""
     with _WATCHED_LOCK:
         _WATCHED.add(flights)
+        if cache is not None:
+            _CACHES.add(cache)
 
 
 def _detach(pairs: dict[FullKey, tuple[Any, None]]) -> None:
@@ -152,6 +156,23 @@ def _detach(pairs: dict[FullKey, tuple[Any, None]]) -> None:
 
 def _invalidation(tags: tuple[str, ...]) -> dict[FullKey, tuple[Any, None]]:
     return {tag_key(tag): (new_version(), None) for tag in _checked_tags(tags, "tags")}
+
+
+def _targets(cache: BaseCache[Any] | None) -> list[tuple[BaseCache[Any], bool]]:
+    """The given cache; else the configured one and every cache given to a tagged function
+    of this process, each once: an entry is forgotten wherever its function stores it.
+    Each with whether it was found rather than named (a closed one is then passed over)."""
+    if cache is not None:
+        if not is_cache_like(cache):
+            raise not_a_cache(cache, "a cache object (a URL would open another one), or None")
+        return [(cache, False)]
+    with _WATCHED_LOCK:
+        given = list(_CACHES)
+    targets = [(default_cache(), False)]
+    for other in given:
+        if all(other is not known for known, _ in targets):
+            targets.append((other, True))
+    return targets
 
 
 def _confirm(cache: Any, pairs: dict[FullKey, tuple[Any, None]], found: dict[FullKey, Any]) -> None:
@@ -167,21 +188,66 @@ def _confirm(cache: Any, pairs: dict[FullKey, tuple[Any, None]], found: dict[Ful
         hook(len(pairs))
 
 
+def _raise_first(failures: list[Exception], reached: int) -> None:
+    """After every cache was tried: raise the first failure, saying how many others failed."""
+    if not failures:
+        return
+    if len(failures) == 1 and reached == 1:
+        raise failures[0]
+    raise BackendError(
+        f"invalidating tags failed in {len(failures)} of {reached} caches (first: "
+        f"{type(failures[0]).__name__}: {failures[0]}); the others forgot their entries"
+    ) from failures[0]
+
+
 def invalidate_tags(*tags: str, cache: BaseCache[Any] | None = None) -> None:
-    """Forget every entry cached with any of ``tags`` (in ``cache``, default the configured
-    one), whatever function stored it; O(1) per tag. Raises ``BackendError`` if the cache
-    did not take the new versions (then retry)."""
-    target = default_cache() if cache is None else cache
+    """Forget every entry cached with any of ``tags``, whatever function stored it, in O(1)
+    per tag: in ``cache``, or by default in the configured cache and in every open cache
+    given to a tagged function of this process. Raises ``BackendError`` if a cache did not
+    take the new versions (then retry), after trying every cache."""
     pairs = _invalidation(tags)
-    target.set(pairs)
-    _detach(pairs)
-    _confirm(target, pairs, target.get(list(pairs)))
+    targets = _targets(cache)
+    failures: list[Exception] = []
+    written = []
+    with failures_raise():  # a fail-open stack would drop a failed write, and closing too
+        for target, found in targets:
+            try:
+                target.set(pairs)
+                written.append(target)
+            except CacheClosedError as exc:
+                if not found:
+                    failures.append(exc)
+            except Exception as exc:
+                failures.append(exc)
+        _detach(pairs)
+        for target in written:
+            try:
+                _confirm(target, pairs, target.get(list(pairs)))
+            except Exception as exc:
+                failures.append(exc)
+    _raise_first(failures, len(targets))
 
 
 async def ainvalidate_tags(*tags: str, cache: BaseCache[Any] | None = None) -> None:
     """Async twin of :func:`invalidate_tags`."""
-    target = default_cache() if cache is None else cache
     pairs = _invalidation(tags)
-    await target.aset(pairs)
-    _detach(pairs)
-    _confirm(target, pairs, await target.aget(list(pairs)))
+    targets = _targets(cache)
+    failures: list[Exception] = []
+    written = []
+    with failures_raise():
+        for target, found in targets:
+            try:
+                await target.aset(pairs)
+                written.append(target)
+            except CacheClosedError as exc:
+                if not found:
+                    failures.append(exc)
+            except Exception as exc:
+                failures.append(exc)
+        _detach(pairs)
+        for target in written:
+            try:
+                _confirm(target, pairs, await target.aget(list(pairs)))
+            except Exception as exc:
+                failures.append(exc)
+    _raise_first(failures, len(targets))
