@@ -650,6 +650,37 @@ async def test_cancelled_waiter_leaves_the_leader_alone(cache: HookedCache) -> N
         await waiter
 
 
+@pytest.mark.parametrize("lock", [False, True])
+def test_a_call_reentering_its_own_key_computes_instead_of_waiting_for_itself(
+    cache: HookedCache, lock: bool
+) -> None:
+    """The leader of a key calling the function again with that key (recursion whose
+    difference is an ignored argument) waited for its own flight, or its own lease: for ever."""
+
+    @cached(cache=cache, ignore=("depth",), lock=lock)
+    def total(x: int, depth: int = 0) -> int:
+        return total(x, depth=1) + 1 if depth == 0 else x
+
+    results: list[int] = []
+    caller = threading.Thread(target=lambda: results.append(total(1)), daemon=True)
+    caller.start()
+    caller.join(WAIT)
+    assert results == [2]  # what the function returns uncached, and what it stores last
+    assert total(1) == 2
+
+
+@pytest.mark.parametrize("lock", [False, True])
+async def test_a_coroutine_reentering_its_own_key_computes_instead_of_waiting_for_itself(
+    cache: HookedCache, lock: bool
+) -> None:
+    @cached(cache=cache, ignore=("depth",), lock=lock)
+    async def total(x: int, depth: int = 0) -> int:
+        return await total(x, depth=1) + 1 if depth == 0 else x
+
+    assert await asyncio.wait_for(total(1), WAIT) == 2
+    assert await total(1) == 2
+
+
 def test_a_forked_child_never_waits_for_its_parents_computation() -> None:
     """A thread of the parent computes a key when the process forks: that thread does not
     exist in the child, so a caller there computes the key itself rather than waiting for

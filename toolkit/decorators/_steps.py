@@ -201,7 +201,10 @@ class Steps:
         value: Any = MISSING
         error: BaseException | None = None
         try:
-            value = yield from self.obtain(call, span)
+            if flight.nested:  # inside its own key's computation, which holds any lease
+                value = yield from self.load(call)
+            else:
+                value = yield from self.obtain(call, span)
             return value
         except BaseException as exc:
             error = exc

@@ -11,6 +11,9 @@ own instead of joining one that may carry the forgotten result; so does one that
 after an invalidation of its tags (``tags.invalidate_tags``). A forced refresh
 (``f.refresh``) that computed its value supersedes what began before it the same way: an
 older computation landing after it must not overwrite its newer value.
+
+A leader that calls the function again with its own key (the thread, or the task, that
+leads the flight) cannot wait for itself: that call leads a flight of its own, unshared.
 """
 
 from __future__ import annotations
@@ -27,7 +30,17 @@ from toolkit.decorators._entry import MISSING
 class Flight:
     """One in-progress computation that concurrent callers of the same key wait on."""
 
-    __slots__ = ("abandoned", "done", "error", "slot", "table", "tags", "value")
+    __slots__ = (
+        "abandoned",
+        "done",
+        "error",
+        "leader",
+        "nested",
+        "slot",
+        "table",
+        "tags",
+        "value",
+    )
 
     def __init__(
         self,
@@ -35,6 +48,9 @@ class Flight:
         table: dict[Any, Flight],
         slot: object,
         tags: tuple[FullKey, ...] = (),
+        leader: object = None,
+        *,
+        nested: bool = False,
     ) -> None:
         self.done = done
         self.table = table
@@ -42,6 +58,11 @@ class Flight:
         """Where the flight is found while it runs: ``table[slot]``, a thread's or a loop's."""
         self.tags = tags
         """The version keys of the call's tags: invalidating one detaches the flight."""
+        self.leader = leader
+        """Who leads it: a thread's ident, or a task (``None`` if unknown)."""
+        self.nested = nested
+        """Led by a call inside the computation of its own key: in no table, and it takes no
+        lease (the outer call holds it)."""
         self.value: Any = MISSING
         self.error: BaseException | None = None
         self.abandoned = False
@@ -105,22 +126,28 @@ class Flights:
 
     def join(self, key: FullKey, tags: tuple[FullKey, ...] = ()) -> tuple[Flight, bool]:
         """The flight of ``key`` for a thread, and whether the caller leads it."""
+        leader = threading.get_ident()
         with self.lock:
             flight = self.flights.get(key)
-            if flight is not None:
-                return flight, False
-            flight = self.flights[key] = Flight(threading.Event(), self.flights, key, tags)
-            return flight, True
+            if flight is None:
+                self.flights[key] = Flight(threading.Event(), self.flights, key, tags, leader)
+                return self.flights[key], True
+        if flight.leader == leader:
+            return Flight(threading.Event(), {}, key, tags, leader, nested=True), True
+        return flight, False
 
     def ajoin(self, key: FullKey, tags: tuple[FullKey, ...] = ()) -> tuple[Flight, bool]:
         """The flight of ``key`` on the running loop, and whether the caller leads it."""
         slot = (key, asyncio.get_running_loop())
+        leader = asyncio.current_task()
         with self.lock:  # another thread's invalidation may be detaching flights
             flight = self.aflights.get(slot)
-            if flight is not None:
-                return flight, False
-            flight = self.aflights[slot] = Flight(asyncio.Event(), self.aflights, slot, tags)
-            return flight, True
+            if flight is None:
+                self.aflights[slot] = Flight(asyncio.Event(), self.aflights, slot, tags, leader)
+                return self.aflights[slot], True
+        if leader is not None and flight.leader is leader:
+            return Flight(asyncio.Event(), {}, slot, tags, leader, nested=True), True
+        return flight, False
 
     def land(self, flight: Flight, value: Any, error: BaseException | None) -> None:
         """End a flight (a thread's or a loop's) with the leader's outcome."""
