@@ -1042,3 +1042,32 @@ def test_integers_of_any_size_are_keys(cache: HookedCache) -> None:
     huge = 10**5000
     assert mod7(huge) == huge % 7
     assert mod7(huge + 1) == (huge + 1) % 7
+
+
+class AsyncScaler:
+    """A callable object whose ``__call__`` is a coroutine function."""
+
+    def __init__(self, factor: int) -> None:
+        self.factor = factor
+        self.calls = 0
+
+    async def __call__(self, x: int) -> int:
+        self.calls += 1
+        return self.factor * x
+
+    def __cache_key__(self) -> int:
+        return self.factor
+
+
+async def test_callable_objects_with_an_async_call_cache_their_awaited_result(
+    cache: HookedCache,
+) -> None:
+    """An object whose __call__ is async was wrapped as a sync function: the coroutine itself
+    went to the cache (refused by its serializer: never cached), or was served once awaited."""
+    two = AsyncScaler(2)
+    double = cached("s", cache=cache)(two)
+    halves = cached("s", cache=cache)(functools.partial(AsyncScaler(3)))
+    assert (await double(5), await double(5)) == (10, 10)
+    assert two.calls == 1 and double.cache_info().hits == 1
+    assert (await halves(5), await halves(5)) == (15, 15)
+    assert await double.arefresh(5) == 10 and two.calls == 2

@@ -9,6 +9,7 @@ their I/O with blocking calls or by awaiting. Also drawn on: ``_plan`` (keys), `
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -35,6 +36,19 @@ Args = tuple[Any, ...]
 Kwargs = dict[str, Any]
 
 
+def is_coroutine_function(func: Any) -> bool:
+    """Whether calling ``func`` makes a coroutine: an ``async def`` (bound, or in a partial),
+    or an object whose ``__call__`` is one, which ``inspect.iscoroutinefunction`` misses."""
+    if inspect.iscoroutinefunction(func):
+        return True
+    while isinstance(func, functools.partial):
+        func = func.func
+    if isinstance(func, type) or inspect.isroutine(func):
+        return False
+    call = type(func).__call__ if callable(func) else None
+    return inspect.iscoroutinefunction(call)
+
+
 class Cached(Steps):
     """Everything one decorated function needs per call: the entry points, which serve a
     fresh hit inline, and the steps past it (``Steps``), run by ``Blocking`` or ``Awaiting``."""
@@ -59,7 +73,7 @@ class Cached(Steps):
     ) -> None:
         self.ns = ns
         self.cache = cache
-        self.is_async = inspect.iscoroutinefunction(func)
+        self.is_async = is_coroutine_function(func)
         self.keys = CallKeys(
             func,
             ns,
