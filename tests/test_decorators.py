@@ -1071,3 +1071,41 @@ async def test_callable_objects_with_an_async_call_cache_their_awaited_result(
     assert two.calls == 1 and double.cache_info().hits == 1
     assert (await halves(5), await halves(5)) == (15, 15)
     assert await double.arefresh(5) == 10 and two.calls == 2
+
+
+def test_a_result_used_up_by_reading_it_is_refused_not_cached(cache: HookedCache) -> None:
+    """A generator or iterator result went to the cache: one object for every caller to use
+    up (a cache storing objects served it empty), or refused by the serializer with a log."""
+    calls: list[int] = []
+
+    @cached("gen", cache=cache)
+    def evens(n: int) -> Iterator[int]:
+        calls.append(n)
+        return (i for i in range(0, n, 2))
+
+    @cached("iter", cache=cache)
+    def letters(text: str) -> Iterator[str]:
+        return iter(text)
+
+    for _ in range(2):
+        with pytest.raises(TypeError, match=r"evens returned a generator.*list or a tuple"):
+            evens(6)
+    assert calls == [6, 6]
+    with pytest.raises(TypeError, match=r"letters returned a str_ascii_iterator"):
+        letters("ab")
+
+
+async def test_a_sync_wrapper_hiding_a_coroutine_function_is_refused(cache: HookedCache) -> None:
+    """A functools.wraps wrapper that returns the coroutine of an async def looks sync: the
+    coroutine itself went to the cache instead of its result."""
+
+    async def fetch(x: int) -> int:
+        return x
+
+    @functools.wraps(fetch)
+    def logged(x: int) -> Any:
+        return fetch(x)
+
+    hidden = cached("hidden", cache=cache)(logged)
+    with pytest.raises(TypeError, match=r"fetch returned a coroutine.*async def"):
+        await hidden(1)  # the refused coroutine was closed: no 'never awaited' warning

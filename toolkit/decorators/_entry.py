@@ -7,7 +7,8 @@ caches without ``delete``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from toolkit._types import FullKey
@@ -33,6 +34,24 @@ def is_hit(value: Any) -> bool:
 def tombstone(full_key: FullKey) -> Pairs:
     """The pairs that make ``full_key`` read back as a miss in a cache without ``delete``."""
     return {full_key: (TOMBSTONE, TOMBSTONE_TTL)}
+
+
+def check_reusable(func_name: str, value: Any) -> None:
+    """Refuse a result that cannot be served twice: an awaitable, an iterator or generator."""
+    what = type(value).__name__
+    if inspect.isawaitable(value):
+        if inspect.iscoroutine(value):
+            value.close()  # refused unawaited: no "never awaited" warning besides the error
+        raise TypeError(
+            f"{func_name} returned a {what}, not its result: @cached sees a sync function (is "
+            "a sync decorator hiding an async def?), so it would store the awaitable itself. "
+            "Put @cached directly on the async def, or make the wrapper an async def."
+        )
+    if isinstance(value, (Iterator, AsyncIterator)):
+        raise TypeError(
+            f"{func_name} returned a {what}, which is used up by reading it: @cached would "
+            "store it, and hand one object to every caller. Return a list or a tuple instead."
+        )
 
 
 class StorePolicy:

@@ -20,7 +20,7 @@ from opentelemetry import trace
 
 from toolkit._types import FullKey
 from toolkit.base import BaseCache
-from toolkit.decorators._entry import MISSING, StorePolicy, is_hit, tombstone
+from toolkit.decorators._entry import MISSING, StorePolicy, check_reusable, is_hit, tombstone
 from toolkit.decorators._refresh import Refresher
 from toolkit.decorators._requests import (
     Ask,
@@ -328,6 +328,7 @@ class Steps:
             start = time.perf_counter()
             with self.telemetry.load_timer(call.cache):
                 value = yield Compute(call.wrapped, call.args, call.kwargs)
+            check_reusable(self.func_name, value)
             if supersede:
                 self.flights.supersede(load)
             if not self.store.should_store(value):
