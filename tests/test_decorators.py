@@ -236,6 +236,28 @@ def test_bad_decorator_arguments() -> None:
         cached()(42)  # type: ignore[call-overload]
 
 
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"ignore": None}, r"ignore must be a parameter name or names, got NoneType"),
+        ({"ignore": 5}, r"ignore must be a parameter name or names, got int"),
+        ({"ignore": ("x", 5)}, r"ignore must be a parameter name or names, got int in it"),
+        ({"key": "x"}, r"key must be a function of the call's arguments, got str"),
+        ({"condition": True}, r"condition must be a function of the result, got bool"),
+        ({"cache_none": "no"}, r"cache_none must be True or False, got str"),
+        ({"strict_containers": 0}, r"strict_containers must be True or False, got int"),
+    ],
+)
+def test_options_of_the_wrong_kind_are_refused_at_decoration(
+    options: dict[str, Any], message: str
+) -> None:
+    """These were taken as given: a str for cache_none or strict_containers by its truth
+    ("no" stored None results), an int for key= or condition= failed only at the first miss,
+    after computing (as "'int' object is not callable"), and ignore= by iterating it."""
+    with pytest.raises(TypeError, match=message):
+        cached("n", **options)
+
+
 # -- storage rules ----------------------------------------------------------------------
 
 

@@ -42,6 +42,34 @@ def _refuse_uncacheable(target: object) -> None:
         )
 
 
+def _ignored(ignore: object) -> tuple[str, ...]:
+    """The parameter names of ``ignore=``: one name or an iterable of names."""
+    if isinstance(ignore, str):
+        return (ignore,)
+    if not isinstance(ignore, Iterable):
+        raise TypeError(f"ignore must be a parameter name or names, got {type(ignore).__name__}")
+    names = tuple(ignore)
+    for name in names:
+        if not isinstance(name, str):
+            raise TypeError(
+                f"ignore must be a parameter name or names, got {type(name).__name__} in it"
+            )
+    return names
+
+
+def _check_options(key: object, condition: object, cache_none: object, strict: object) -> None:
+    """Refuse now the options that would be taken by their truth, or fail only at a miss."""
+    if key is not None and not callable(key):
+        raise TypeError(f"key must be a function of the call's arguments, got {type(key).__name__}")
+    if condition is not None and not callable(condition):
+        raise TypeError(
+            f"condition must be a function of the result, got {type(condition).__name__}"
+        )
+    for name, flag in (("cache_none", cache_none), ("strict_containers", strict)):
+        if not isinstance(flag, bool):
+            raise TypeError(f"{name} must be True or False, got {type(flag).__name__}")
+
+
 def _seconds(value: float | timedelta | str | None, name: str) -> float | None:
     try:
         return parse_ttl(value)
@@ -210,9 +238,8 @@ def cached(
         cache = observed_from_url(cache)  # as configure(cache=url) does
     if cache is not None and not is_cache_like(cache):
         raise not_a_cache(cache, "a BaseCache-like object or a cache URL")
-    if isinstance(ignore, str):
-        ignore = (ignore,)
-    ignore = tuple(ignore)
+    ignore = _ignored(ignore)
+    _check_options(key, condition, cache_none, strict_containers)
     leases = _lease_policy(lock, lock_timeout, lease_ttl)
     if tags is not None and not callable(tags):
         Tagging(tags, "@cached")  # a bad static tag is refused now, not at the first call
