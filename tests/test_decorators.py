@@ -972,6 +972,32 @@ def test_closures_from_one_factory_keep_their_own_results(cache: HookedCache) ->
             return client
 
 
+def test_local_functions_of_one_name_defined_apart_keep_their_own_results(
+    cache: HookedCache,
+) -> None:
+    """Two defs of one name in one function (one per branch) had one qualified name and no
+    captured values: the second was served the first one's results."""
+
+    def make(double: bool) -> Any:
+        if double:
+
+            @cached("scale", cache=cache)
+            def scaled(x: int) -> int:
+                return 2 * x
+
+        else:
+
+            @cached("scale", cache=cache)
+            def scaled(x: int) -> int:
+                return 3 * x
+
+        return scaled
+
+    assert make(True)(5) == 10
+    assert make(False)(5) == 15
+    assert make(True).cache_key(5) == make(True).cache_key(5)  # one def: one key, as before
+
+
 def test_lambdas_are_refused_without_a_key_id(cache: HookedCache) -> None:
     with pytest.raises(TypeError, match=r"lambda.*key_id="):
         cached("l", cache=cache)(lambda x: 2 * x)

@@ -1,7 +1,8 @@
 """What names a callable in its cache keys, so two callables never share entries by accident.
 
 A plain function is named by ``module:qualname``, stable across processes and restarts.
-What makes two callables with one qualified name differ enters as well: a closure's
+What makes two callables with one qualified name differ enters as well: the line a local
+function is defined on (two defs of one name in one function, one per branch), a closure's
 captured values (read once, at decoration), a partial's frozen arguments and a callable
 object's state (both read on every call). A bound method keeps its own signature, so its
 instance binds to ``self`` and enters the key as a method's does. What cannot be named
@@ -116,14 +117,19 @@ class _Namer:
                 f"cannot key {qualified}: every lambda is named <lambda>, so two of them "
                 "would share entries. Pass key_id='...' naming this one, or use a def."
             )
+        name = qualified
+        if "<locals>" in func.__qualname__.split("."):
+            # Only here can two defs share a qualified name in one process; the line of a
+            # module-level def stays out, so editing the module keeps its keys.
+            name = f"{qualified}@{func.__code__.co_firstlineno}"
         if not func.__closure__ or id(func) in self.visiting:
-            return qualified
+            return name
         self.visiting.add(id(func))
         try:
             captured = "".join(self.captured(func, qualified))
         finally:
             self.visiting.discard(id(func))
-        return f"{qualified}[{captured}]"
+        return f"{name}[{captured}]"
 
     def captured(self, func: types.FunctionType, qualified: str) -> list[str]:
         """Each captured variable's name and value, encoded at decoration time."""
