@@ -16,6 +16,7 @@ import sys
 import uuid
 import zoneinfo
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple, cast
 
@@ -878,3 +879,33 @@ def test_calls_are_memoized_only_where_arguments_decide_the_key() -> None:
     multiplier.factor = 3
     assert scaled.cache_key(5) != before
     assert not KeyPlan(multiplier).memoizable and not KeyPlan(_list_default).memoizable
+
+
+@dataclasses.dataclass(frozen=True)
+class Inventory:
+    name: str
+
+
+def test_a_config_or_store_annotated_as_other_data_is_the_callers_data() -> None:
+    """LangGraph injects config and store only unannotated or annotated as its own types:
+    ``render(template, config: dict)`` served one config's page for another's. (It injects
+    runtime whatever its annotation, and writer as a callable: those stay out.)"""
+
+    def render(template: str, config: dict[str, Any]) -> None: ...
+
+    def stock(item: str, store: Inventory | None = None) -> None: ...
+
+    def node(
+        state: dict[str, Any],
+        config: RunnableConfig,
+        runtime: dict[str, Any],
+        writer: Callable[[Any], None],
+    ) -> None: ...
+
+    page = derive_key(render, ("t", {"lang": "en"}))
+    assert page != derive_key(render, ("t", {"lang": "fr"}))
+    assert KeyPlan(stock).skipped == frozenset()
+    assert derive_key(stock, ("tea", Inventory("north"))) != derive_key(
+        stock, ("tea", Inventory("south"))
+    )
+    assert KeyPlan(node).skipped == {"config", "runtime", "writer"}

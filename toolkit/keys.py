@@ -67,7 +67,12 @@ __all__ = [
 
 FRAMEWORK_PARAMETERS = frozenset({"config", "runtime", "store", "writer"})
 """LangGraph injects these by name; they never enter a key, unless annotated as plain scalars
-(``store: str``), which LangGraph never injects."""
+(``store: str``), or ``config`` and ``store`` as other data (``config: dict``), which LangGraph
+never injects."""
+_TYPED_INJECTIONS = frozenset({"config", "store"})
+"""Injected only unannotated or annotated as LangGraph's own type (``runtime`` whatever its
+annotation, ``writer`` as any callable)."""
+_UNTYPED_NAMES = frozenset({"Any", "typing.Any", "object"})
 
 _FRAMEWORK_ANNOTATION = re.compile(r"\b(RunnableConfig|Runtime|BaseStore|StreamWriter)\b")
 _PERSON = b"toolkit.key.v2"  # BLAKE2 personalization: retires every key if the encoding changes
@@ -530,13 +535,18 @@ def _unwrap(func: Any) -> Callable[..., Any]:
 
 def _is_framework(param: inspect.Parameter) -> bool:
     annotation = param.annotation
-    if param.name in FRAMEWORK_PARAMETERS:
-        # LangGraph injects by name, never a scalar: ``price(store: str, item)`` is data.
-        return not _scalar_annotation(annotation)
     if annotation is inspect.Parameter.empty:
-        return False
+        return param.name in FRAMEWORK_PARAMETERS
     text = annotation if isinstance(annotation, str) else repr(annotation)
-    return _FRAMEWORK_ANNOTATION.search(text) is not None
+    if _FRAMEWORK_ANNOTATION.search(text) is not None:
+        return True
+    if param.name not in FRAMEWORK_PARAMETERS:
+        return False
+    # LangGraph injects by name, never a scalar: ``price(store: str, item)`` is data; nor a
+    # config or store annotated as other data: ``render(template, config: dict)`` is data.
+    if param.name in _TYPED_INJECTIONS:
+        return annotation in (typing.Any, object) or text.strip("\"' ") in _UNTYPED_NAMES
+    return not _scalar_annotation(annotation)
 
 
 _SCALAR_NAMES = frozenset({"str", "int", "float", "bool", "bytes"})
