@@ -620,3 +620,65 @@ def test_a_forked_child_can_use_a_breaker_locked_during_the_fork() -> None:
     clock.fork = True
     assert breaker.allow()
     assert seen == [CIRCUIT_OPEN]
+
+
+class _StuckWrites(InMemoryCache[Any]):
+    """An out-of-process cache whose first set waits until ``gate`` opens: a write stuck on
+    the wire that still lands later (no real backend stalls one call on demand)."""
+
+    in_process = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.landed = threading.Event()
+        self.stuck = True
+
+    def set(self, pairs: Any) -> None:
+        if self.stuck:
+            self.stuck = False
+            self.gate.wait(timeout=60)
+            super().set(pairs)
+            self.landed.set()
+        else:
+            super().set(pairs)
+
+
+def _until_done(call: Callable[[], object]) -> None:
+    """Call until it no longer raises a deadline (a late write may still be finishing)."""
+    for _ in range(600):
+        try:
+            call()
+            return
+        except DeadlineExceededError:
+            continue
+    raise AssertionError("every call hit the deadline: the late write never finished")
+
+
+@pytest.mark.parametrize("later", ["set", "delete", "clear"])
+def test_a_write_cut_at_the_deadline_never_lands_after_a_later_write(later: str) -> None:
+    """A set cut at the deadline goes on in its worker thread and lands when the backend
+    answers. A later write or invalidation reported done went to the backend first, so the
+    earlier value landed over it: a stale value, an invalidation undone. A later write now
+    waits for the late one (within its own deadline) and fails if it is still running."""
+    backend = _StuckWrites()
+    cache = wrap(backend, FailOpen(deadline=0.1, strict=True, failure_threshold=1000))
+    with pytest.raises(DeadlineExceededError):
+        cache.set({KEY: ("old", None)})  # cut; its worker still waits on the backend
+    writes: dict[str, Callable[[], object]] = {
+        "set": lambda: cache.set({KEY: ("new", None)}),
+        "delete": lambda: cache.delete([KEY]),
+        "clear": lambda: cache.clear([NS]),
+    }
+    try:
+        writes[later]()
+        reported_done = True
+    except DeadlineExceededError:
+        reported_done = False
+    backend.gate.set()
+    assert backend.landed.wait(timeout=60)
+    expected = {KEY: "new"} if later == "set" else {}
+    if reported_done:
+        assert cache.get([KEY]) == expected  # the older value did not land over it
+    _until_done(writes[later])  # once the late write landed, writes go through again
+    assert cache.get([KEY]) == expected

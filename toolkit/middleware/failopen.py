@@ -184,6 +184,10 @@ class _Workers:
     exits after ``idle_exit`` seconds without work. When all are busy, a caller waits for
     one within its own deadline: a deadline fires only when the caller really waited that
     long. After ``fork`` the child starts with no threads and a fresh state.
+
+    A set cut at the deadline still runs in its thread and lands when the backend answers:
+    a later set, delete or clear waits for it (within the later call's own deadline), so an
+    older value never lands over a newer write or an invalidation reported done.
     """
 
     def __init__(self, size: int, idle_exit: float = 30.0) -> None:
@@ -199,10 +203,19 @@ class _Workers:
         self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = queue.SimpleQueue()
         self._idle = 0  # threads waiting for a job and not yet claimed by a caller
         self._lock = threading.Lock()
+        self._landed = threading.Condition(self._lock)
+        self._late: set[Future[Any]] = set()  # sets cut at the deadline, still running
 
-    def run(self, fn: Callable[[Any], R], arg: Any, deadline: float) -> R:
+    def run(self, fn: Callable[[Any], R], arg: Any, deadline: float, operation: str) -> R:
         start = time.monotonic()
-        if not self._free.acquire(timeout=deadline):
+        if operation in _ORDERED and self._late:
+            with self._landed:
+                if not self._landed.wait_for(lambda: not self._late, timeout=deadline):
+                    raise DeadlineExceededError(
+                        f"no answer within {deadline:g}s: an earlier write cut at its deadline "
+                        "was still running on the backend"
+                    )
+        if not self._free.acquire(timeout=max(0.0, deadline - (time.monotonic() - start))):
             raise DeadlineExceededError(
                 f"no answer within {deadline:g}s: every fail-open worker was waiting on the backend"
             )
@@ -219,7 +232,22 @@ class _Workers:
         except FutureTimeout as exc:
             if future.done() and future.exception() is exc:
                 raise  # the backend's own TimeoutError (one class with FutureTimeout), not ours
+            if operation == "set" and not future.cancel():  # cancelled: it never starts
+                self._running_late(future)
             raise DeadlineExceededError(f"no answer within {deadline:g}s") from None
+
+    def _running_late(self, future: Future[Any]) -> None:
+        """Hold later writes back until ``future``, a set its caller stopped waiting for, ends."""
+        late, landed = self._late, self._landed  # a fork replaces them
+
+        def ended(_: Future[Any]) -> None:
+            with landed:
+                late.discard(future)
+                landed.notify_all()
+
+        with landed:
+            late.add(future)
+        future.add_done_callback(ended)  # at once if it already ended
 
     def _work(self) -> None:
         jobs, free = self._jobs, self._free  # a fork replaces them; this thread keeps its own
@@ -235,7 +263,8 @@ class _Workers:
                     return
                 continue
             try:
-                future.set_result(job())
+                if future.set_running_or_notify_cancel():  # False: its caller gave up first
+                    future.set_result(job())
             except BaseException as exc:
                 future.set_exception(exc)
             finally:
@@ -486,7 +515,7 @@ class FailOpen(CacheMiddleware[ValueT]):
                 if workers is None or deadline is None:
                     result = call(arg)
                 else:
-                    result = workers.run(call, arg, deadline)
+                    result = workers.run(call, arg, deadline, operation)
             except BaseException as exc:
                 if verdict(operation, arg, exc):
                     return fallback()
@@ -553,6 +582,7 @@ _FALLBACKS: dict[str, Callable[[], Any]] = {
 }
 _SERVED_AS = {"get": "a miss", "lease": "no lease (the caller computes itself)"}
 _KEYED = frozenset({"get", "delete"})
+_ORDERED = frozenset({"set", "delete", "clear"})  # writes that wait for a late set to land
 
 
 def _reader(operation: str) -> Callable[[Any], Any] | None:
