@@ -682,3 +682,31 @@ def test_a_write_cut_at_the_deadline_never_lands_after_a_later_write(later: str)
         assert cache.get([KEY]) == expected  # the older value did not land over it
     _until_done(writes[later])  # once the late write landed, writes go through again
     assert cache.get([KEY]) == expected
+
+
+@pytest.mark.parametrize("deadline", [float("inf"), 1e12])
+def test_a_deadline_too_long_to_wait_is_refused_when_built(deadline: float) -> None:
+    """A deadline of inf (or past what a thread can wait, threading.TIMEOUT_MAX) was taken,
+    then every sync call failed with OverflowError, counted as a backend failure: the
+    circuit opened on a healthy backend and the cache switched itself off."""
+    with pytest.raises(ValueError, match=r"deadline must be at most .*\(None for no deadline\)"):
+        FailOpen(deadline=deadline)
+    flaky = FlakyCache()
+    flaky.failing = False
+    cache = wrap(flaky, FailOpen(deadline=threading.TIMEOUT_MAX, strict=True))
+    cache.set({KEY: (1, None)})
+    assert cache.get([KEY]) == {KEY: 1}
+
+
+def test_a_circuit_that_could_never_close_again_is_refused() -> None:
+    """reset_timeout=inf opened the circuit for good at the first failures."""
+    with pytest.raises(ValueError, match="reset_timeout must be finite"):
+        FailOpen(reset_timeout=float("inf"))
+
+
+@pytest.mark.parametrize(("value", "error"), [("60", TypeError), (-1, ValueError)])
+def test_a_bad_log_interval_is_refused_when_built(value: Any, error: type[Exception]) -> None:
+    """log_interval="60" (from a config file) was taken, then the first failure raised
+    TypeError from the logging step into the caller instead of serving a miss."""
+    with pytest.raises(error, match="log_interval"):
+        FailOpen(log_interval=value)

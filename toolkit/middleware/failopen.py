@@ -118,6 +118,8 @@ class CircuitBreaker:
             raise ValueError(f"failure_threshold must be a positive int, got {failure_threshold!r}")
         if not _seconds(reset_timeout, "reset_timeout") > 0:
             raise ValueError(f"reset_timeout must be > 0 seconds, got {reset_timeout!r}")
+        if reset_timeout == float("inf"):  # an open circuit would never let a probe through
+            raise ValueError("reset_timeout must be finite: an open circuit would never close")
         self.failure_threshold = failure_threshold
         self.reset_timeout = reset_timeout
         self._clock = clock
@@ -422,6 +424,13 @@ class FailOpen(CacheMiddleware[ValueT]):
         """Fail open around ``inner`` with the given deadline (seconds, ``None`` = no deadline)."""
         if deadline is not None and not _seconds(deadline, "deadline") > 0:
             raise ValueError(f"deadline must be > 0 seconds or None, got {deadline!r}")
+        if deadline is not None and deadline > threading.TIMEOUT_MAX:  # no thread waits longer
+            raise ValueError(
+                f"deadline must be at most {threading.TIMEOUT_MAX:g} seconds (None for no "
+                f"deadline), got {deadline!r}"
+            )
+        if _seconds(log_interval, "log_interval") < 0:
+            raise ValueError(f"log_interval must be >= 0 seconds, got {log_interval!r}")
         self.deadline = deadline
         self.strict = strict
         self._breaker = CircuitBreaker(
