@@ -710,3 +710,29 @@ def test_a_bad_log_interval_is_refused_when_built(value: Any, error: type[Except
     TypeError from the logging step into the caller instead of serving a miss."""
     with pytest.raises(error, match="log_interval"):
         FailOpen(log_interval=value)
+
+
+def test_a_clock_stepping_back_neither_keeps_the_circuit_open_nor_silences_the_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """With a clock that stepped back (an injected wall clock set back an hour), the open
+    circuit waited for the clock to come back past its opening plus reset_timeout, and
+    the failure log stayed silent as long: an hour without a probe or a warning."""
+    clock = FakeClock()
+    flaky = FlakyCache()
+    cache = wrap(
+        flaky,
+        FailOpen(deadline=None, failure_threshold=1, reset_timeout=5, log_interval=60, clock=clock),
+    )
+    with caplog.at_level(logging.WARNING, logger="toolkit.middleware"):
+        assert cache.get([KEY]) == {}
+        assert cache.circuit_state == CIRCUIT_OPEN
+        clock.advance(-3600)
+        flaky.failing = False
+        flaky.store.set({KEY: ("back", None)})
+        assert cache.get([KEY]) == {KEY: "back"}  # the probe went through
+        assert cache.circuit_state == CIRCUIT_CLOSED
+        flaky.failing = True
+        cache.get([KEY])
+    logged = [record.getMessage().split(" failed with ")[1][:12] for record in caplog.records]
+    assert logged == ["BackendError", "BackendError"]  # the one after the step back too

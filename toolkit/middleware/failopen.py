@@ -143,7 +143,11 @@ class CircuitBreaker:
         if self.state == CIRCUIT_CLOSED:
             return True
         with self._lock:
-            if self.state == CIRCUIT_OPEN and self._clock() - self._opened_at >= self.reset_timeout:
+            # A clock that stepped back below the opening time says nothing of how long the
+            # circuit was open: probe rather than wait for it to come back.
+            if self.state == CIRCUIT_OPEN and not (
+                0 <= self._clock() - self._opened_at < self.reset_timeout
+            ):
                 self._move(CIRCUIT_HALF_OPEN)
             if self.state == CIRCUIT_HALF_OPEN and not self._probing:
                 self._probing = True
@@ -291,7 +295,9 @@ class _RateLimitedLog:
         error_type = type(exc).__name__
         slot = (backend, operation, error_type)
         now = self._clock()
-        if now < self._next.get(slot, float("-inf")):
+        # Quiet only within one interval before the next due time: a clock that stepped back
+        # would otherwise silence the slot until it came back.
+        if 0 < self._next.get(slot, float("-inf")) - now <= self._interval:
             self._suppressed[slot] = self._suppressed.get(slot, 0) + 1
             return
         self._next[slot] = now + self._interval
