@@ -736,3 +736,24 @@ def test_a_clock_stepping_back_neither_keeps_the_circuit_open_nor_silences_the_l
         cache.get([KEY])
     logged = [record.getMessage().split(" failed with ")[1][:12] for record in caplog.records]
     assert logged == ["BackendError", "BackendError"]  # the one after the step back too
+
+
+def test_a_worker_thread_that_cannot_start_gives_its_slot_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A worker thread failing to start (the process at its thread limit) kept the slot the
+    caller took: after max_workers such failures every call waited out its deadline, the
+    circuit opened, and even its probes found no slot: the cache was off for good."""
+    flaky = FlakyCache()
+    flaky.failing = False
+    cache = wrap(flaky, FailOpen(deadline=10.0, max_workers=1, strict=True))
+
+    def cannot_start(thread: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    with monkeypatch.context() as patch:  # no real process reaches its thread limit on demand
+        patch.setattr(threading.Thread, "start", cannot_start)
+        with pytest.raises(RuntimeError, match="can't start new thread"):
+            cache.set({KEY: (1, None)})
+    cache.set({KEY: (2, None)})  # waited its whole deadline for the lost slot, then failed
+    assert cache.get([KEY]) == {KEY: 2}

@@ -231,7 +231,13 @@ class _Workers:
             if self._idle:
                 self._idle -= 1
             else:
-                threading.Thread(target=self._work, name="toolkit-failopen", daemon=True).start()
+                try:
+                    threading.Thread(
+                        target=self._work, name="toolkit-failopen", daemon=True
+                    ).start()
+                except BaseException:  # at the thread limit: the slot must not be lost
+                    self._free.release()
+                    raise
             self._jobs.put((lambda: call(fn, arg), future))
         try:
             return future.result(timeout=max(0.0, deadline - (time.monotonic() - start)))
