@@ -178,3 +178,43 @@ def test_multiprocess_dir_must_exist(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "missing"))
     with pytest.raises(ValueError, match="not a directory"):
         metrics_registry()
+
+
+def test_head_is_answered_like_get_without_a_body(registry: CollectorRegistry) -> None:
+    """HEAD /metrics (load balancers' and uptime checks' probe; HTTP servers must support it)
+    was answered 405 Method Not Allowed, so the endpoint looked broken to them."""
+    with start_metrics_server(port=0, registry=registry) as server:
+        request = urllib.request.Request(server.url, method="HEAD")
+        with urllib.request.urlopen(request, timeout=10) as response:
+            status, headers, body = response.status, response.headers, response.read()
+        get_length = len(scrape(server.url).encode())
+    assert (status, body) == (200, b"")
+    assert headers["Content-Type"].startswith("text/plain")
+    assert int(headers["Content-Length"]) == get_length
+
+
+def test_head_through_the_wsgi_app(registry: CollectorRegistry) -> None:
+    environ: dict[str, Any] = {"PATH_INFO": "/metrics", "REQUEST_METHOD": "HEAD"}
+    setup_testing_defaults(environ)
+    statuses: list[str] = []
+    body = b"".join(
+        make_wsgi_app(registry)(environ, lambda status, headers: statuses.append(status))
+    )
+    assert (statuses, body) == (["200 OK"], b"")
+
+
+async def test_head_through_the_asgi_app(registry: CollectorRegistry) -> None:
+    scope = {"type": "http", "method": "HEAD", "path": "/metrics", "query_string": b""}
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await make_asgi_app(registry)(scope | {"headers": []}, receive, send)
+    assert sent[0]["status"] == 200
+    assert b"".join(m.get("body", b"") for m in sent[1:]) == b""
+    length = dict(sent[0]["headers"])[b"Content-Length"]
+    assert int(length) > 0

@@ -23,15 +23,17 @@ from __future__ import annotations
 
 import errno
 import os
+import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from socketserver import ThreadingMixIn
 from types import TracebackType
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import REGISTRY, CollectorRegistry, multiprocess
 from prometheus_client import make_asgi_app as _make_asgi_app
 from prometheus_client import make_wsgi_app as _make_wsgi_app
-from prometheus_client.exposition import start_http_server
 from prometheus_client.registry import Collector
 
 __all__ = [
@@ -77,12 +79,73 @@ def mark_process_dead(pid: int, path: str | None = None) -> None:
 
 def make_asgi_app(registry: Collector | None = None) -> Callable[..., Any]:
     """An ASGI app serving the metrics of ``registry`` (default :func:`metrics_registry`)."""
-    return _make_asgi_app(registry if registry is not None else metrics_registry())
+    app = _make_asgi_app(registry if registry is not None else metrics_registry())
+
+    # prometheus-client answers HEAD with 405: answer it as GET, without the body.
+    async def metrics_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope.get("type") != "http" or scope.get("method") != "HEAD":
+            await app(scope, receive, send)
+            return
+
+        started: list[dict[str, Any]] = []
+
+        async def headers_only(message: dict[str, Any]) -> None:
+            if message.get("type") == "http.response.start":
+                started.append(message)  # sent with the length of the body it announces
+                return
+            if message.get("type") == "http.response.body" and started:
+                start = started.pop()
+                length = (b"Content-Length", str(len(message.get("body", b""))).encode())
+                await send({**start, "headers": [*start.get("headers", []), length]})
+                message = {**message, "body": b""}
+            await send(message)
+
+        await app({**scope, "method": "GET"}, receive, headers_only)
+
+    return metrics_app
 
 
 def make_wsgi_app(registry: Collector | None = None) -> Callable[..., Any]:
     """A WSGI app serving the metrics of ``registry`` (default :func:`metrics_registry`)."""
-    return _make_wsgi_app(registry if registry is not None else metrics_registry())
+    app = _make_wsgi_app(registry if registry is not None else metrics_registry())
+
+    # prometheus-client answers HEAD with 405: answer it as GET, without the body.
+    def metrics_app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        if environ.get("REQUEST_METHOD") != "HEAD":
+            body: Iterable[bytes] = app(environ, start_response)
+            return body
+        answer: list[Any] = []
+        length = sum(
+            len(block)
+            for block in app({**environ, "REQUEST_METHOD": "GET"}, lambda *a: answer.extend(a))
+        )
+        status, headers = answer[0], answer[1]
+        start_response(status, [*headers, ("Content-Length", str(length))])
+        return []
+
+    return metrics_app
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    """One daemon thread per request, as prometheus-client's server."""
+
+    daemon_threads = True
+
+
+def _server_for(addr: str, port: int, app: Callable[..., Any]) -> Any:
+    """A WSGI server on ``addr:port`` (IPv4 or IPv6, as ``addr`` says) that logs nothing."""
+    family, _, _, _, sockaddr = socket.getaddrinfo(
+        addr, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+
+    class Server(_Server):
+        address_family = family
+
+    class Handler(WSGIRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            """Log nothing (a scrape every few seconds)."""
+
+    return make_server(str(sockaddr[0]), port, app, Server, handler_class=Handler)
 
 
 class MetricsServer:
@@ -124,15 +187,17 @@ class PortInUseError(OSError):
 
 
 def start_metrics_server(
-    port: int = DEFAULT_PORT, addr: str = "127.0.0.1", registry: Collector | None = None
+    port: int = DEFAULT_PORT,
+    addr: str = "127.0.0.1",
+    registry: Collector | None = None,
 ) -> MetricsServer:
     """Serve ``/metrics`` on ``addr:port`` (loopback unless told otherwise; ``port=0``: any).
 
-    Raises ``PortInUseError`` (an ``OSError``) when the port is taken.
+    GET and HEAD. Raises ``PortInUseError`` (an ``OSError``) when the port is taken.
     """
-    collector = registry if registry is not None else metrics_registry()
+    app = make_wsgi_app(registry)
     try:
-        httpd, thread = start_http_server(port, addr, collector)
+        httpd = _server_for(addr, port, app)
     except OSError as exc:
         if exc.errno != errno.EADDRINUSE:
             raise
@@ -143,4 +208,6 @@ def start_metrics_server(
             "/metrics server in this process, another process, or an earlier run still "
             "exiting); pass another port=, port=0 for any free port, or stop the other server",
         ) from exc
+    thread = threading.Thread(target=httpd.serve_forever, name="toolkit-metrics", daemon=True)
+    thread.start()
     return MetricsServer(httpd, thread)
