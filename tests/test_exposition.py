@@ -218,3 +218,12 @@ async def test_head_through_the_asgi_app(registry: CollectorRegistry) -> None:
     assert b"".join(m.get("body", b"") for m in sent[1:]) == b""
     length = dict(sent[0]["headers"])[b"Content-Length"]
     assert int(length) > 0
+
+
+def test_an_idle_connection_does_not_hold_a_thread_for_ever(registry: CollectorRegistry) -> None:
+    """A client that connected and sent nothing kept its server thread for ever (no socket
+    timeout): enough of them and the process ran out of threads."""
+    with start_metrics_server(port=0, registry=registry, idle_timeout=0.2) as server:
+        with socket.create_connection((server.host, server.port), timeout=60) as idle:
+            assert idle.recv(1) == b""  # the server hung up on it
+        assert hit_count(scrape(server.url)) == 2

@@ -126,14 +126,18 @@ def make_wsgi_app(registry: Collector | None = None) -> Callable[..., Any]:
     return metrics_app
 
 
+IDLE_TIMEOUT = 30.0
+"""Seconds a ``/metrics`` connection may stay silent before the server hangs up on it."""
+
+
 class _Server(ThreadingMixIn, WSGIServer):
     """One daemon thread per request, as prometheus-client's server."""
 
     daemon_threads = True
 
 
-def _server_for(addr: str, port: int, app: Callable[..., Any]) -> Any:
-    """A WSGI server on ``addr:port`` (IPv4 or IPv6, as ``addr`` says) that logs nothing."""
+def _server_for(addr: str, port: int, app: Callable[..., Any], idle_timeout: float) -> Any:
+    """A WSGI server on ``addr:port`` (IPv4 or IPv6, as ``addr`` says), quiet and bounded."""
     family, _, _, _, sockaddr = socket.getaddrinfo(
         addr, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
     )[0]
@@ -142,6 +146,15 @@ def _server_for(addr: str, port: int, app: Callable[..., Any]) -> Any:
         address_family = family
 
     class Handler(WSGIRequestHandler):
+        timeout = idle_timeout  # a silent or vanished client must not keep its thread
+
+        def handle(self) -> None:
+            """Serve one request; a client that timed out or hung up is just let go."""
+            try:
+                super().handle()
+            except (TimeoutError, ConnectionError):
+                self.close_connection = True
+
         def log_message(self, format: str, *args: Any) -> None:
             """Log nothing (a scrape every few seconds)."""
 
@@ -190,14 +203,21 @@ def start_metrics_server(
     port: int = DEFAULT_PORT,
     addr: str = "127.0.0.1",
     registry: Collector | None = None,
+    *,
+    idle_timeout: float = IDLE_TIMEOUT,
 ) -> MetricsServer:
     """Serve ``/metrics`` on ``addr:port`` (loopback unless told otherwise; ``port=0``: any).
 
-    GET and HEAD. Raises ``PortInUseError`` (an ``OSError``) when the port is taken.
+    GET and HEAD; a connection silent for ``idle_timeout`` seconds is closed. Raises
+    ``PortInUseError`` (an ``OSError``) when the port is taken.
     """
+    if isinstance(idle_timeout, bool) or not isinstance(idle_timeout, (int, float)):
+        raise TypeError(f"idle_timeout must be seconds (an int or float), got {idle_timeout!r}")
+    if not idle_timeout > 0:
+        raise ValueError(f"idle_timeout must be > 0 seconds, got {idle_timeout!r}")
     app = make_wsgi_app(registry)
     try:
-        httpd = _server_for(addr, port, app)
+        httpd = _server_for(addr, port, app, idle_timeout)
     except OSError as exc:
         if exc.errno != errno.EADDRINUSE:
             raise
