@@ -757,3 +757,78 @@ def test_a_worker_thread_that_cannot_start_gives_its_slot_back(
             cache.set({KEY: (1, None)})
     cache.set({KEY: (2, None)})  # waited its whole deadline for the lost slot, then failed
     assert cache.get([KEY]) == {KEY: 2}
+
+
+class _Scripted(InMemoryCache[Any]):
+    """An out-of-process cache whose calls follow a script, one step per call: say it was
+    entered, wait until released, then raise or answer (no real backend holds one call
+    while failing another on demand)."""
+
+    in_process = False
+    reads_never_fail = False
+
+    def __init__(self, *errors: Exception | None) -> None:
+        super().__init__()
+        self.steps = [(threading.Event(), threading.Event(), error) for error in errors]
+        self.calls = 0
+
+    def step(self, index: int) -> tuple[threading.Event, threading.Event]:
+        entered, release, _ = self.steps[index]
+        return entered, release
+
+    def _run(self) -> None:
+        entered, release, error = self.steps[min(self.calls, len(self.steps) - 1)]
+        self.calls += 1
+        entered.set()
+        release.wait(timeout=60)
+        if error is not None:
+            raise error
+
+    def get(self, keys: Any) -> Any:
+        self._run()
+        return super().get(keys)
+
+    def set(self, pairs: Any) -> None:
+        self._run()
+        super().set(pairs)
+
+
+def test_a_call_from_before_the_circuit_opened_does_not_free_the_probe() -> None:
+    """A call admitted while the circuit was closed that ended without a verdict (a caller
+    bug, a refused value, a cancellation) after the circuit had opened and gone half-open
+    freed the probe's slot: a second probe reached the failing backend beside the first."""
+    clock = FakeClock()
+    backend = _Scripted(ValueError("bad input"), BackendError("down"), None, None)
+    for _, release, _error in backend.steps[1:]:
+        release.set()
+    cache = wrap(
+        backend, FailOpen(deadline=None, failure_threshold=1, reset_timeout=5, clock=clock)
+    )
+    caught: list[BaseException] = []
+
+    def straggle() -> None:
+        try:
+            cache.set({KEY: ("value", None)})
+        except ValueError as exc:
+            caught.append(exc)
+
+    straggler = threading.Thread(target=straggle)
+    straggler.start()
+    entered, release = backend.step(0)
+    assert entered.wait(timeout=60)  # admitted while closed, still in the backend
+    assert cache.get([KEY]) == {}  # fails: the circuit opens
+    clock.advance(5)
+    backend.steps[2][1].clear()  # the probe stays in the backend until released
+    probe = threading.Thread(target=cache.get, args=([KEY],))
+    probe.start()
+    assert backend.step(2)[0].wait(timeout=60)
+    assert cache.circuit_state == CIRCUIT_HALF_OPEN
+    release.set()
+    straggler.join(timeout=60)
+    assert len(caught) == 1
+    calls = backend.calls
+    assert cache.get([KEY]) == {}  # the probe is still out: served as a miss
+    assert backend.calls == calls
+    backend.steps[2][1].set()
+    probe.join(timeout=60)
+    assert cache.circuit_state == CIRCUIT_CLOSED

@@ -47,6 +47,9 @@ from toolkit.middleware.base import (
 )
 
 __all__ = [
+    "ADMITTED",
+    "PROBE",
+    "REFUSED",
     "CircuitBreaker",
     "CircuitOpenError",
     "DeadlineExceededError",
@@ -97,6 +100,10 @@ def _seconds(value: object, name: str) -> float:
     return float(value)
 
 
+REFUSED, ADMITTED, PROBE = 0, 1, 2
+"""What ``CircuitBreaker.admit`` answers: not now; go ahead; go ahead as the half-open probe."""
+
+
 class CircuitBreaker:
     """Opens after ``failure_threshold`` consecutive failures; after ``reset_timeout`` seconds
     lets one probe through (half-open) and closes on its success."""
@@ -140,8 +147,13 @@ class CircuitBreaker:
 
     def allow(self) -> bool:
         """Whether a call may go to the backend now."""
+        return self.admit() != REFUSED
+
+    def admit(self) -> int:
+        """Whether a call may go to the backend now: ``REFUSED``, ``ADMITTED``, or ``PROBE``
+        (the one half-open call; only it may end with :meth:`abandoned`)."""
         if self.state == CIRCUIT_CLOSED:
-            return True
+            return ADMITTED
         with self._lock:
             # A clock that stepped back below the opening time says nothing of how long the
             # circuit was open: probe rather than wait for it to come back.
@@ -151,8 +163,8 @@ class CircuitBreaker:
                 self._move(CIRCUIT_HALF_OPEN)
             if self.state == CIRCUIT_HALF_OPEN and not self._probing:
                 self._probing = True
-                return True
-            return self.state == CIRCUIT_CLOSED
+                return PROBE
+            return ADMITTED if self.state == CIRCUIT_CLOSED else REFUSED
 
     def succeeded(self) -> None:
         """Record a call the backend answered."""
@@ -164,8 +176,10 @@ class CircuitBreaker:
             self._move(CIRCUIT_CLOSED)
 
     def abandoned(self) -> None:
-        """Record a call that ended without a verdict (cancelled): frees the half-open probe."""
-        self._probing = False
+        """Record that the probe ended without a verdict (cancelled): frees its slot. Not for
+        other calls: one admitted before the circuit opened would free a probe in flight."""
+        with self._lock:
+            self._probing = False
 
     def failed(self) -> None:
         """Record a call the backend failed or did not answer in time."""
@@ -338,7 +352,7 @@ _PLAIN_MESSAGES = (CacheTimeoutError, CacheClosedError, DeadlineExceededError, C
 class _Guard:
     """One fail-open call: admits it through the breaker, then classifies how it ended."""
 
-    __slots__ = ("admitted", "arg", "failopen", "operation")
+    __slots__ = ("admitted", "arg", "failopen", "operation", "probe")
 
     def __init__(self, failopen: FailOpen[Any], operation: str, arg: Any) -> None:
         self.failopen = failopen
@@ -347,7 +361,8 @@ class _Guard:
 
     def __enter__(self) -> bool:
         breaker = self.failopen._breaker
-        self.admitted = breaker.state == CIRCUIT_CLOSED or breaker.allow()
+        admission = ADMITTED if breaker.state == CIRCUIT_CLOSED else breaker.admit()
+        self.admitted, self.probe = admission != REFUSED, admission == PROBE
         if not self.admitted:
             _VALIDATORS[self.operation](
                 self.arg
@@ -373,7 +388,7 @@ class _Guard:
             # A value refused, a caller bug, a cancellation: no verdict on the backend. A
             # half-open probe ending so must free its slot, or no call would reach the
             # backend again and the circuit would stay open for good.
-            if self.admitted:
+            if self.probe:
                 breaker.abandoned()
             if refused and not self.failopen.strict:
                 warn_uncacheable(NotCacheableError(str(exc)))
@@ -468,10 +483,11 @@ class FailOpen(CacheMiddleware[ValueT]):
         """Whether sync calls run on deadline threads (an unbounded out-of-process backend)."""
         return self._workers is not None
 
-    def verdict(self, operation: str, arg: Any, exc: BaseException) -> bool:
-        """Judge a failure of an admitted call as this layer would: ``True`` if swallowed."""
+    def verdict(self, operation: str, arg: Any, exc: BaseException, *, probe: bool = True) -> bool:
+        """Judge a failure of an admitted call as this layer would: ``True`` if swallowed
+        (``probe``: whether the call was the half-open probe)."""
         guard = _Guard(self, operation, arg)
-        guard.admitted = True
+        guard.admitted, guard.probe = True, probe
         return guard.__exit__(type(exc), exc, exc.__traceback__)
 
     @property
@@ -503,13 +519,15 @@ class FailOpen(CacheMiddleware[ValueT]):
             raise exc
         self._log.warn(self.backend, operation, exc, self.endpoint)
 
-    def _admitted(self, operation: str, arg: Any) -> bool:
-        """Whether the breaker lets a call through; if not, report it (a caller bug raises)."""
-        if self._breaker.allow():
-            return True
+    def _admitted(self, operation: str, arg: Any) -> int:
+        """How the breaker lets a call through (``CircuitBreaker.admit``); if it does not,
+        report it (a caller bug raises)."""
+        admission = self._breaker.admit()
+        if admission != REFUSED:
+            return admission
         _VALIDATORS[operation](arg)  # a caller bug raises even while the circuit is open
         self._failed(operation, arg, CircuitOpenError("circuit open"), own=True)
-        return False
+        return REFUSED
 
     def _passes_through(self, operation: str) -> bool:
         """Whether this layer has nothing to do for ``operation``: a get from a cache whose
@@ -530,15 +548,19 @@ class FailOpen(CacheMiddleware[ValueT]):
         def fail_open(arg: Any = None) -> Any:
             if reader is not None and type(arg) is not list:
                 arg = reader(arg)
-            if breaker.state and not admitted(operation, arg):
-                return fallback()
+            probe = False
+            if breaker.state:
+                admission = admitted(operation, arg)
+                if admission == REFUSED:
+                    return fallback()
+                probe = admission == PROBE
             try:
                 if workers is None or deadline is None:
                     result = call(arg)
                 else:
                     result = workers.run(call, arg, deadline, operation)
             except BaseException as exc:
-                if verdict(operation, arg, exc):
+                if verdict(operation, arg, exc, probe=probe):
                     return fallback()
                 raise
             if breaker.failures or breaker.state:
@@ -562,15 +584,19 @@ class FailOpen(CacheMiddleware[ValueT]):
         async def fail_open(arg: Any = None) -> Any:
             if reader is not None and type(arg) is not list:
                 arg = reader(arg)
-            if breaker.state and not admitted(operation, arg):
-                return fallback()
+            probe = False
+            if breaker.state:
+                admission = admitted(operation, arg)
+                if admission == REFUSED:
+                    return fallback()
+                probe = admission == PROBE
             try:
                 if deadline is None:
                     result = await call(arg)
                 else:
                     result = await _within(deadline, call(arg))
             except BaseException as exc:
-                if verdict(operation, arg, exc):
+                if verdict(operation, arg, exc, probe=probe):
                     return fallback()
                 raise
             if breaker.failures or breaker.state:
