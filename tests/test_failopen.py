@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
+import sys
 import threading
 import warnings
 from collections.abc import Callable
@@ -832,3 +833,34 @@ def test_a_call_from_before_the_circuit_opened_does_not_free_the_probe() -> None
     backend.steps[2][1].set()
     probe.join(timeout=60)
     assert cache.circuit_state == CIRCUIT_CLOSED
+
+
+def test_the_count_of_failures_not_logged_is_exact_under_threads(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The rate-limited log's "N similar failures not logged" was a read-then-write on a
+    dict shared by every thread: failures racing each other were lost from N."""
+    clock = FakeClock()
+    cache = wrap(FlakyCache(), FailOpen(deadline=None, failure_threshold=10**9, clock=clock))
+    threads, calls = 8, 3000
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible, to provoke lost updates
+    try:
+        start = threading.Barrier(threads)
+
+        def fail_many() -> None:
+            start.wait()
+            for _ in range(calls):
+                cache.get([KEY])
+
+        workers = [threading.Thread(target=fail_many) for _ in range(threads)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(timeout=600)
+    finally:
+        sys.setswitchinterval(interval)
+    clock.advance(61)
+    with caplog.at_level(logging.WARNING, logger="toolkit.middleware"):
+        cache.get([KEY])
+    assert f"({threads * calls - 1} similar failures not logged)" in caplog.text

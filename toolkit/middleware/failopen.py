@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from types import TracebackType
 from typing import Any, TypeVar
 
-from toolkit._fork import start_afresh_in_children
+from toolkit._fork import ForkSafeLock, start_afresh_in_children
 from toolkit._types import Namespace, ValueT
 from toolkit.base import (
     check_keys,
@@ -308,6 +308,7 @@ class _RateLimitedLog:
         self._clock = clock
         self._next: dict[tuple[str, str, str], float] = {}
         self._suppressed: dict[tuple[str, str, str], int] = {}
+        self._lock = ForkSafeLock()  # threads failing together must each be counted
 
     def warn(
         self, backend: str, operation: str, exc: BaseException, endpoint: str | None = None
@@ -315,12 +316,14 @@ class _RateLimitedLog:
         error_type = type(exc).__name__
         slot = (backend, operation, error_type)
         now = self._clock()
-        # Quiet only within one interval before the next due time: a clock that stepped back
-        # would otherwise silence the slot until it came back.
-        if 0 < self._next.get(slot, float("-inf")) - now <= self._interval:
-            self._suppressed[slot] = self._suppressed.get(slot, 0) + 1
-            return
-        self._next[slot] = now + self._interval
+        with self._lock:
+            # Quiet only within one interval before the next due time: a clock that stepped
+            # back would otherwise silence the slot until it came back.
+            if 0 < self._next.get(slot, float("-inf")) - now <= self._interval:
+                self._suppressed[slot] = self._suppressed.get(slot, 0) + 1
+                return
+            self._next[slot] = now + self._interval
+            suppressed = self._suppressed.pop(slot, 0)
         logger.warning(
             "cache %s%s %s failed with %s; served as %s (%d similar failures not logged)",
             backend,
@@ -328,7 +331,7 @@ class _RateLimitedLog:
             operation,
             _describe(exc),
             _SERVED_AS.get(operation, "a no-op"),
-            self._suppressed.pop(slot, 0),
+            suppressed,
         )
 
 
