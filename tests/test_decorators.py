@@ -612,6 +612,50 @@ async def test_coroutines_share_one_execution(cache: HookedCache) -> None:
     assert await slow(1) == 2 and calls == [1]
 
 
+def test_threads_waiting_on_one_computation_get_their_own_copies(cache: HookedCache) -> None:
+    """A hit is a decoded copy: a caller that waited for the leader's computation must not
+    share its mutable result with the leader and the other waiters either."""
+
+    @cached(cache=cache, key_id="t")  # captures unencodable test fixtures
+    def profile(uid: int) -> dict[str, list[int]]:
+        cache.wait_for_waiters(3)
+        return {"seen": [uid]}
+
+    results: list[dict[str, list[int]]] = []
+    barrier = threading.Barrier(4)
+
+    def worker(index: int) -> None:
+        barrier.wait()
+        mine = profile(7)
+        mine["seen"].append(index)  # a caller changing what it was given
+        results.append(mine)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(WAIT)
+    assert cache.coalesced == 3
+    assert sorted(r["seen"][1] for r in results) == [0, 1, 2, 3]
+    assert all(len(r["seen"]) == 2 for r in results)  # nobody saw another's change
+    assert profile(7) == {"seen": [7]}
+
+
+async def test_coroutines_waiting_on_one_computation_get_their_own_copies(
+    cache: HookedCache,
+) -> None:
+    @cached(cache=cache, key_id="t")  # captures unencodable test fixtures
+    async def profile(uid: int) -> dict[str, list[int]]:
+        await cache.awaiting(3)
+        return {"seen": [uid]}
+
+    results = await asyncio.gather(*(profile(7) for _ in range(4)))
+    for i, mine in enumerate(results):
+        mine["seen"].append(i)
+    assert [r["seen"] for r in results] == [[7, 0], [7, 1], [7, 2], [7, 3]]
+    assert await profile(7) == {"seen": [7]}
+
+
 async def test_coroutines_all_see_the_leaders_exception(cache: HookedCache) -> None:
     calls: list[int] = []
 

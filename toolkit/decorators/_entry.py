@@ -54,6 +54,40 @@ def check_reusable(func_name: str, value: Any) -> None:
         )
 
 
+_IMMUTABLE = frozenset({int, float, bool, str, bytes, type(None)})
+
+
+class Shared:
+    """The value a flight's leader computed, as its waiters take it: each decodes its own
+    copy, as a hit would, so callers never share a mutable result. Encoded when the leader
+    lands, before its own caller can change it; kept as is when immutable, or when the
+    cache's serializer cannot encode it (then it was not stored either)."""
+
+    __slots__ = ("serde", "typed", "value")
+
+    def __init__(self, cache: Any, value: Any) -> None:
+        self.value = value
+        self.serde: Any = None
+        self.typed: Any = None
+        serde = getattr(cache, "serde", None)
+        if type(value) in _IMMUTABLE or serde is None:
+            return
+        try:
+            self.typed = serde.dumps_typed(value)
+        except Exception:  # not cacheable: shared as computed
+            return
+        self.serde = serde
+
+    def copy(self) -> Any:
+        """A waiter's own copy of the value."""
+        if self.serde is None:
+            return self.value
+        try:
+            return self.serde.loads_typed(self.typed)
+        except Exception:  # a serializer that cannot read its own output: as computed
+            return self.value
+
+
 class StorePolicy:
     """Which results are stored, and in what form."""
 

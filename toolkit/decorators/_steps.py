@@ -14,13 +14,21 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, NamedTuple
 
 from opentelemetry import trace
 
 from toolkit._types import FullKey
 from toolkit.base import BaseCache
-from toolkit.decorators._entry import MISSING, StorePolicy, check_reusable, is_hit, tombstone
+from toolkit.decorators._entry import (
+    MISSING,
+    Shared,
+    StorePolicy,
+    check_reusable,
+    is_hit,
+    tombstone,
+)
 from toolkit.decorators._refresh import Refresher
 from toolkit.decorators._requests import (
     Ask,
@@ -190,7 +198,8 @@ class Steps:
             self.telemetry.coalesced(call.cache, span)
             yield Await(flight)
             if not flight.abandoned:
-                return flight.outcome()
+                outcome = flight.outcome()
+                return outcome.copy() if type(outcome) is Shared else outcome
             # The leader was interrupted or cancelled: another waiter may have taken over.
             value = yield from self.read(call)
             if value is not MISSING:
@@ -210,7 +219,7 @@ class Steps:
             error = exc
             raise
         finally:
-            self.flights.land(flight, value, error)
+            self.flights.land(flight, value, error, partial(Shared, call.cache))
 
     def obtain(self, call: Call, span: trace.Span | None) -> Step[Any]:
         """The value of a missing key: computed here, or, under ``lock=True``, by whichever

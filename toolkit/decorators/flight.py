@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from toolkit._fork import start_afresh_in_children
@@ -40,6 +41,7 @@ class Flight:
         "table",
         "tags",
         "value",
+        "waiters",
     )
 
     def __init__(
@@ -64,6 +66,8 @@ class Flight:
         """Led by a call inside the computation of its own key: in no table, and it takes no
         lease (the outer call holds it)."""
         self.value: Any = MISSING
+        self.waiters = 0
+        """Callers that joined it to wait (counted under ``Flights.lock``)."""
         self.error: BaseException | None = None
         self.abandoned = False
         """The leader left without an outcome (cancelled, interrupted): a waiter takes over."""
@@ -132,9 +136,10 @@ class Flights:
             if flight is None:
                 self.flights[key] = Flight(threading.Event(), self.flights, key, tags, leader)
                 return self.flights[key], True
-        if flight.leader == leader:
-            return Flight(threading.Event(), {}, key, tags, leader, nested=True), True
-        return flight, False
+            if flight.leader != leader:
+                flight.waiters += 1
+                return flight, False
+        return Flight(threading.Event(), {}, key, tags, leader, nested=True), True
 
     def ajoin(self, key: FullKey, tags: tuple[FullKey, ...] = ()) -> tuple[Flight, bool]:
         """The flight of ``key`` on the running loop, and whether the caller leads it."""
@@ -145,15 +150,26 @@ class Flights:
             if flight is None:
                 self.aflights[slot] = Flight(asyncio.Event(), self.aflights, slot, tags, leader)
                 return self.aflights[slot], True
-        if leader is not None and flight.leader is leader:
-            return Flight(asyncio.Event(), {}, slot, tags, leader, nested=True), True
-        return flight, False
+            if leader is None or flight.leader is not leader:
+                flight.waiters += 1
+                return flight, False
+        return Flight(asyncio.Event(), {}, slot, tags, leader, nested=True), True
 
-    def land(self, flight: Flight, value: Any, error: BaseException | None) -> None:
-        """End a flight (a thread's or a loop's) with the leader's outcome."""
+    def land(
+        self,
+        flight: Flight,
+        value: Any,
+        error: BaseException | None,
+        share: Callable[[Any], Any] | None = None,
+    ) -> None:
+        """End a flight (a thread's or a loop's) with the leader's outcome; a value that
+        waiters take is handed to them as ``share(value)``."""
         with self.lock:
             if flight.table.get(flight.slot) is flight:
                 del flight.table[flight.slot]
+            waited = flight.waiters  # final: no caller joins a flight out of its table
+        if waited and error is None and share is not None:
+            value = share(value)
         flight.finish(value, error)
 
     def begin_load(self, key: FullKey) -> Load:
