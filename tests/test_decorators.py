@@ -6,7 +6,7 @@ import asyncio
 import functools
 import inspect
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any, cast
 
@@ -522,6 +522,90 @@ def test_an_invalidation_during_a_computation_is_not_undone(cache: HookedCache) 
     assert before == ["old"]
     assert after == ["new"]  # not the computation that began before the invalidation
     assert read(1) == "new"  # nor its late write
+
+
+class StoreHeld(InMemoryCache[Any]):
+    """An in-memory cache whose next ``set`` waits before it stores, and again before it
+    returns: a write still on its way while an invalidation runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hold = False
+        self.entered = threading.Event()
+        self.store = threading.Event()
+        self.stored = threading.Event()
+        self.finish = threading.Event()
+        self.forgot = threading.Event()
+
+    def set(self, pairs: Any) -> None:
+        if not self.hold:
+            super().set(pairs)
+            return
+        self.hold = False
+        self.entered.set()
+        self.store.wait(WAIT)
+        super().set(pairs)
+        self.stored.set()
+        self.finish.wait(WAIT)
+
+    def delete(self, keys: Any) -> None:
+        super().delete(keys)
+        self.forgot.set()
+
+    def clear(self, namespaces: Any = None) -> None:
+        super().clear(namespaces)
+        self.forgot.set()
+
+    async def aclear(self, namespaces: Any = None) -> None:
+        self.clear(namespaces)
+
+
+@pytest.mark.parametrize("how", ["invalidate", "ainvalidate", "cache_clear", "acache_clear"])
+def test_a_write_landing_after_an_invalidation_is_never_served_once_it_returns(how: str) -> None:
+    """A computation's write can reach the cache after ``invalidate`` (or ``cache_clear``)
+    voided it and deleted the entry: the computation forgets it again on its way out, and the
+    invalidation does not return before it has, so no caller after it is served that value."""
+    cache = StoreHeld()
+    computed: list[str] = []
+
+    @cached("late.write", cache=cache, key_id="late_write")
+    def read(x: int) -> str:
+        computed.append("old" if not computed else "new")
+        return computed[-1]
+
+    forgets: dict[str, Callable[[], None]] = {
+        "invalidate": lambda: read.invalidate(1),
+        "ainvalidate": lambda: asyncio.run(read.ainvalidate(1)),
+        "cache_clear": read.cache_clear,
+        "acache_clear": lambda: asyncio.run(read.acache_clear()),
+    }
+    cache.hold = True
+    first = threading.Thread(target=read, args=(1,))
+    first.start()
+    assert cache.entered.wait(WAIT)  # "old" computed, its write on the way
+    returned = threading.Event()
+
+    def forget() -> None:
+        forgets[how]()
+        returned.set()
+
+    forgetter = threading.Thread(target=forget)
+    forgetter.start()
+    assert cache.forgot.wait(WAIT)
+    # Unfixed, the invalidation returns at once; fixed, it waits for the write in progress,
+    # so this wait ends by its bound and the check below is skipped.
+    seen = None
+    if returned.wait(0.3):
+        cache.store.set()  # "old" lands after the delete
+        assert cache.stored.wait(WAIT)
+        seen = read(1)  # a call that starts after the invalidation returned
+    cache.store.set()
+    cache.finish.set()
+    first.join(WAIT)
+    forgetter.join(WAIT)
+    assert returned.is_set()
+    assert seen in (None, "new")
+    assert read(1) == "new"
 
 
 def test_bound_method_controls(default_cache: HookedCache) -> None:

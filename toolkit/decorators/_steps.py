@@ -345,7 +345,7 @@ class Steps:
                     # A forced refresh whose value is not stored still replaces the entry:
                     # the older value must not be served after it, as if never refreshed.
                     yield Write(tombstone(key))
-            elif not load.voided():
+            elif self.flights.start_store(load):
                 delta = time.perf_counter() - start
                 yield Write(self.store.pairs(key, value, delta, versions))
                 # The invalidation's delete (or the forced refresh's write) may have landed

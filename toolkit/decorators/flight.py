@@ -92,13 +92,17 @@ class Flight:
 class Load:
     """One computation of a key that will store its result, unless an invalidation voids it."""
 
-    __slots__ = ("_voided", "key", "order")
+    __slots__ = ("_voided", "ended", "key", "order", "storing", "thread")
 
     def __init__(self, key: FullKey, order: int = 0) -> None:
         self.key = key
         self.order = order
         """When it began, among the function's loads: a smaller order began earlier."""
         self._voided = False
+        self.storing = False
+        """Its write is on its way: an invalidation may land before it, and then waits for it."""
+        self.ended = threading.Event()
+        self.thread = threading.get_ident()
 
     def void(self) -> None:
         """The key was invalidated after the computation began: its result is not stored."""
@@ -107,6 +111,34 @@ class Load:
     def voided(self) -> bool:
         """Whether the key was invalidated since the computation began."""
         return self._voided
+
+
+SETTLE_SECONDS = 10.0
+"""How long an invalidation waits at most for the writes it overtook (each bounded by its
+cache) to be forgotten again."""
+
+
+def settle(loads: list[Load]) -> None:
+    """Wait until ``loads`` (voided while storing) have ended: each forgot the write it may
+    have landed after the invalidation's delete. Not a load of this thread: a coroutine of its
+    loop, suspended until the caller returns."""
+    here = threading.get_ident()
+    for load in loads:
+        if load.thread != here:
+            load.ended.wait(SETTLE_SECONDS)
+
+
+async def asettle(loads: list[Load]) -> None:
+    """Wait until ``loads`` have ended, without blocking the loop (their writes may be
+    coroutines of this very loop)."""
+    pending = [load for load in loads if not load.ended.is_set()]
+    if pending:
+        await asyncio.to_thread(_settle_all, pending)
+
+
+def _settle_all(loads: list[Load]) -> None:
+    for load in loads:
+        load.ended.wait(SETTLE_SECONDS)
 
 
 class Flights:
@@ -180,6 +212,15 @@ class Flights:
             self.loads.setdefault(key, []).append(load)
         return load
 
+    def start_store(self, load: Load) -> bool:
+        """Whether ``load`` may write its result: not voided; an invalidation from now on
+        waits for it to end (``settle``), as its write may land after the delete."""
+        with self.lock:
+            if load.voided():
+                return False
+            load.storing = True
+            return True
+
     def end_load(self, load: Load) -> None:
         """The computation of ``load`` stored its result, or gave up."""
         with self.lock:
@@ -188,21 +229,28 @@ class Flights:
                 loads.remove(load)
                 if not loads:
                     del self.loads[load.key]
+        load.ended.set()
 
-    def invalidate(self, key: FullKey | None) -> None:
+    def invalidate(self, key: FullKey | None) -> list[Load]:
         """``key`` (``None``: every key) is being invalidated: void its loads in progress and
-        detach its flights, so no result computed before reaches the cache or a later caller."""
+        detach its flights, so no result computed before reaches the cache or a later caller.
+        The loads whose write is on its way: the invalidation ``settle``s them after its delete,
+        as such a write may land after it (the load then forgets it again)."""
         with self.lock:
+            storing: list[Load] = []
             for keyed in self.loads.values() if key is None else [self.loads.get(key, [])]:
                 for load in keyed:
                     load.void()
+                    if load.storing:
+                        storing.append(load)
             if key is None:
                 self.flights.clear()
                 self.aflights.clear()
-                return
+                return storing
             self.flights.pop(key, None)
             for slot in [slot for slot in self.aflights if slot[0] == key]:
                 del self.aflights[slot]
+            return storing
 
     def supersede(self, load: Load) -> None:
         """A forced refresh (``load``) computed its value: void the loads of its key that

@@ -17,6 +17,7 @@ import wrapt
 from toolkit._types import FullKey
 from toolkit.decorators import _invalidate, _pickling
 from toolkit.decorators._call import Cached
+from toolkit.decorators.flight import asettle, settle
 from toolkit.decorators.stats import CacheInfo, CacheParameters
 
 
@@ -43,15 +44,17 @@ class _Controls:
         raises the cache's error if it could not, even through a fail-open stack."""
         state, instance, _ = self._bind()
         full_key = state.full_key(instance, args, kwargs)
-        state.flights.invalidate(full_key)
+        storing = state.flights.invalidate(full_key)
         _invalidate.invalidate(state.backend(), full_key)
+        settle(storing)
 
     async def ainvalidate(self, *args: Any, **kwargs: Any) -> None:
         """Forget the cached result of this call (async I/O)."""
         state, instance, _ = self._bind()
         full_key = state.full_key(instance, args, kwargs)
-        state.flights.invalidate(full_key)
+        storing = state.flights.invalidate(full_key)
         await _invalidate.ainvalidate(state.backend(), full_key)
+        await asettle(storing)
 
     def refresh(self, *args: Any, **kwargs: Any) -> Any:
         """Recompute this call, store the result and return it."""
@@ -71,15 +74,17 @@ class _Controls:
         """Forget every cached result of this function (its whole namespace; raises the cache's
         error if it could not) and zero its counts."""
         state = self._bind()[0]
-        state.flights.invalidate(None)
+        storing = state.flights.invalidate(None)
         _invalidate.forget_namespace(state.backend(), state.ns)
+        settle(storing)
         state.stats.reset()
 
     async def acache_clear(self) -> None:
         """Forget every cached result of this function (async I/O); zero its counts."""
         state = self._bind()[0]
-        state.flights.invalidate(None)
+        storing = state.flights.invalidate(None)
         await _invalidate.aforget_namespace(state.backend(), state.ns)
+        await asettle(storing)
         state.stats.reset()
 
     def cache_info(self) -> CacheInfo:
