@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 from toolkit._types import FullKey
 from toolkit.decorators._entry import Pairs
-from toolkit.decorators.flight import Flight
+from toolkit.decorators.flight import Flight, Load
 from toolkit.lease import LeaseRequest
 
 T = TypeVar("T")
@@ -87,6 +87,13 @@ class Await:
 
 
 @dataclass(slots=True)
+class Settle:
+    """Wait until ``loads`` (older computations whose write is on its way) have ended."""
+
+    loads: list[Load]
+
+
+@dataclass(slots=True)
 class Background:
     """Run ``steps`` in the background, off the caller's path (a claimed refresh of ``key``)."""
 
@@ -94,7 +101,9 @@ class Background:
     steps: Step[None]
 
 
-Request = Read | Write | Compute | Ask | Release | Renew | Sleep | Join | Await | Background
+Request = (
+    Read | Write | Compute | Ask | Release | Renew | Sleep | Join | Await | Settle | Background
+)
 """Every request a step may yield."""
 
 Step = Generator[Request, Any, T]

@@ -28,13 +28,14 @@ from toolkit.decorators._requests import (
     Read,
     Release,
     Renew,
+    Settle,
     Sleep,
     Step,
     T,
     Write,
 )
 from toolkit.decorators.fleet import RENEWER, renew_until_cancelled
-from toolkit.decorators.flight import Flight, Flights
+from toolkit.decorators.flight import Flight, Flights, asettle, settle
 from toolkit.lease import LeaseRequest
 
 _log = logging.getLogger("toolkit.decorators")
@@ -77,6 +78,7 @@ class Blocking:
             Renew: self._renew,
             Sleep: self._sleep,
             Await: self._await,
+            Settle: self._settle,
             Background: self.background,
         }
 
@@ -137,6 +139,10 @@ class Blocking:
     def _await(cache: BaseCache[Any], request: Await) -> None:
         request.flight.done.wait()
 
+    @staticmethod
+    def _settle(cache: BaseCache[Any], request: Settle) -> None:
+        settle(request.loads)
+
     def background(self, cache: BaseCache[Any], request: Background) -> None:
         """Run the steps of ``request`` on the refresh threads."""
         self.refresher.run_in_thread(request.key, partial(self.run, cache, request.steps))
@@ -162,6 +168,7 @@ class Awaiting:
             Renew: self._renew,
             Sleep: self._sleep,
             Await: self._await,
+            Settle: self._settle,
             Background: self._background,
         }
 
@@ -234,6 +241,10 @@ class Awaiting:
     @staticmethod
     async def _await(cache: BaseCache[Any], request: Await) -> None:
         await request.flight.done.wait()  # type: ignore[misc]
+
+    @staticmethod
+    async def _settle(cache: BaseCache[Any], request: Settle) -> None:
+        await asettle(request.loads)
 
     async def _background(self, cache: BaseCache[Any], request: Background) -> None:
         if self.is_async:

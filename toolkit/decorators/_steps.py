@@ -39,6 +39,7 @@ from toolkit.decorators._requests import (
     Read,
     Release,
     Renew,
+    Settle,
     Sleep,
     Step,
     T,
@@ -339,7 +340,9 @@ class Steps:
                 value = yield Compute(call.wrapped, call.args, call.kwargs)
             check_reusable(self.func_name, value)
             if supersede:
-                self.flights.supersede(load)
+                overtaken = self.flights.supersede(load)
+                if overtaken:  # their writes must land (and be forgotten) before ours
+                    yield Settle(overtaken)
             if not self.store.should_store(value):
                 if supersede and not load.voided():
                     # A forced refresh whose value is not stored still replaces the entry:

@@ -252,18 +252,24 @@ class Flights:
                 del self.aflights[slot]
             return storing
 
-    def supersede(self, load: Load) -> None:
+    def supersede(self, load: Load) -> list[Load]:
         """A forced refresh (``load``) computed its value: void the loads of its key that
         began before it and detach the key's flights, so no older result overwrites its
         value or reaches a later caller. (Only once it succeeded: a refresh that raises
-        leaves the computations in progress to store what they find.)"""
+        leaves the computations in progress to store what they find.) The older loads whose
+        write is on its way: the refresh ``settle``s them before it writes, as such a write
+        (and its forgetting) may land after it."""
         with self.lock:
+            storing: list[Load] = []
             for other in self.loads.get(load.key, []):
                 if other.order < load.order:
                     other.void()
+                    if other.storing:
+                        storing.append(other)
             self.flights.pop(load.key, None)
             for slot in [slot for slot in self.aflights if slot[0] == load.key]:
                 del self.aflights[slot]
+            return storing
 
     def detach_tagged(self, tags: frozenset[FullKey]) -> None:
         """Tags (their version keys) were invalidated: later callers of a key whose flight
