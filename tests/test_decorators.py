@@ -653,6 +653,56 @@ def test_an_older_write_landing_after_a_refresh_never_replaces_its_value(how: st
     assert read(1) == "new"  # the refresh's value stays, not forgotten with the older one
 
 
+class DeleteHeld(InMemoryCache[Any]):
+    """An in-memory cache whose next ``delete`` waits until released before it deletes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hold = False
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def delete(self, keys: Any) -> None:
+        if self.hold:
+            self.hold = False
+            self.entered.set()
+            self.release.wait(WAIT)
+        super().delete(keys)
+
+
+def test_a_refresh_voided_by_an_invalidation_leaves_no_older_value_served() -> None:
+    """An invalidation that begins while a refresh computes voids it: the refresh stores
+    nothing, but it must not leave the entry from before it to be served until that
+    invalidation's delete lands either; once the refresh returns, that value is gone."""
+    cache = DeleteHeld()
+    computing = threading.Event()
+    voided = threading.Event()
+    computed: list[str] = []
+
+    @cached("voided.refresh", cache=cache, key_id="voided_refresh")
+    def read(x: int) -> str:
+        computed.append(["old", "refreshed"][len(computed)] if len(computed) < 2 else "new")
+        if computed[-1] == "refreshed":
+            computing.set()
+            voided.wait(WAIT)
+        return computed[-1]
+
+    assert read(1) == "old"
+    refresher = threading.Thread(target=read.refresh, args=(1,))
+    refresher.start()
+    assert computing.wait(WAIT)
+    cache.hold = True
+    invalidator = threading.Thread(target=read.invalidate, args=(1,))
+    invalidator.start()
+    assert cache.entered.wait(WAIT)  # the refresh is voided; the delete has not landed
+    voided.set()
+    refresher.join(WAIT)
+    seen = read(1)  # a call that starts after the refresh returned
+    cache.release.set()
+    invalidator.join(WAIT)
+    assert seen == "new"
+
+
 def test_bound_method_controls(default_cache: HookedCache) -> None:
     acme = Service("acme")
     acme.method(1)

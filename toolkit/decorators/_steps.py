@@ -344,7 +344,7 @@ class Steps:
                 if overtaken:  # their writes must land (and be forgotten) before ours
                     yield Settle(overtaken)
             if not self.store.should_store(value):
-                if supersede and not load.voided():
+                if supersede and not load.superseded:
                     # A forced refresh whose value is not stored still replaces the entry:
                     # the older value must not be served after it, as if never refreshed.
                     yield Write(tombstone(key))
@@ -355,6 +355,10 @@ class Steps:
                 # before this write.
                 if load.voided():
                     yield Write(tombstone(key))
+            elif supersede and not load.superseded:
+                # A forced refresh voided by an invalidation still under way: the entry from
+                # before it must not be served once it returns, as if never refreshed.
+                yield Write(tombstone(key))
             return value
         finally:
             self.flights.end_load(load)
