@@ -222,6 +222,44 @@ def test_a_caller_after_an_invalidation_never_joins_a_computation_from_before(
     assert stock() == 2
 
 
+def test_a_waiter_is_not_handed_a_result_from_before_another_process_invalidated(
+    cache: Any,
+) -> None:
+    """Another process's ``invalidate_tags`` cannot detach this process's flights: a caller
+    that joined a computation from before it (it arrived after that invalidation) must not
+    be handed its result, as the entry it stored is not served either: it computes afresh."""
+    started, release = threading.Event(), threading.Event()
+    source = {"stock": 1}
+
+    @cached("tags.remote", cache=cache, tags="inventory", key_id="tags.remote")
+    def stock() -> int:
+        value = source["stock"]
+        if value == 1:
+            started.set()
+            assert release.wait(10)
+        return value
+
+    before: list[int] = []
+    after: list[int] = []
+    leader = threading.Thread(target=lambda: before.append(stock()))
+    follower = threading.Thread(target=lambda: after.append(stock()))
+    leader.start()
+    try:
+        assert started.wait(10)
+        source["stock"] = 2
+        # What invalidate_tags("inventory") in another process does to the shared cache.
+        cache.set({tag_key("inventory"): (uuid.uuid4().hex, None)})
+        follower.start()
+        assert wait_for(lambda: bool(after) or stock.cache_info().coalesced > 0)
+    finally:
+        release.set()
+        leader.join(10)
+        follower.join(10)
+    assert before == [1]
+    assert after == [2]
+    assert stock() == 2
+
+
 def test_a_lost_tag_version_is_a_miss_never_a_stale_hit(tmp_path: Path) -> None:
     backend: InMemoryCache[Any] = InMemoryCache()
     calls = 0

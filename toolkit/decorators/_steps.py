@@ -85,6 +85,8 @@ class Call:
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
     target: Target
+    versions: list[Any] | None = None
+    """The tag versions its computation ran under, once it computed."""
 
 
 class Steps:
@@ -199,6 +201,12 @@ class Steps:
             self.telemetry.coalesced(call.cache, span)
             yield Await(flight)
             if not flight.abandoned:
+                if flight.versions is not None and flight.error is None:
+                    # Another process's invalidation of a tag does not detach this flight:
+                    # its result is handed over only if its tags' versions still hold.
+                    read = yield Read(list(call.target.tags))
+                    if Tagging.versions(read, call.target.tags) != flight.versions:
+                        continue
                 outcome = flight.outcome()
                 return outcome.copy() if type(outcome) is Shared else outcome
             # The leader was interrupted or cancelled: another waiter may have taken over.
@@ -220,6 +228,7 @@ class Steps:
             error = exc
             raise
         finally:
+            flight.versions = call.versions
             self.flights.land(flight, value, error, partial(Shared, call.cache))
 
     def obtain(self, call: Call, span: trace.Span | None) -> Step[Any]:
@@ -335,6 +344,7 @@ class Steps:
         load = self.flights.begin_load(key)
         try:
             versions = (yield from self.tag_versions(call)) if call.target.tags else None
+            call.versions = versions
             start = time.perf_counter()
             with self.telemetry.load_timer(call.cache):
                 value = yield Compute(call.wrapped, call.args, call.kwargs)

@@ -41,6 +41,7 @@ class Flight:
         "table",
         "tags",
         "value",
+        "versions",
         "waiters",
     )
 
@@ -68,6 +69,8 @@ class Flight:
         self.value: Any = MISSING
         self.waiters = 0
         """Callers that joined it to wait (counted under ``Flights.lock``)."""
+        self.versions: list[Any] | None = None
+        """The tag versions its value was computed under (``None``: no tags, or unknown)."""
         self.error: BaseException | None = None
         self.abandoned = False
         """The leader left without an outcome (cancelled, interrupted): a waiter takes over."""
