@@ -354,7 +354,7 @@ class Steps:
                 if overtaken:  # their writes must land (and be forgotten) before ours
                     yield Settle(overtaken)
             if not self.store.should_store(value):
-                if supersede and not load.superseded:
+                if supersede and load.superseded_by is None:
                     # A forced refresh whose value is not stored still replaces the entry:
                     # the older value must not be served after it, as if never refreshed.
                     yield Write(tombstone(key))
@@ -365,10 +365,16 @@ class Steps:
                 # before this write.
                 if load.voided():
                     yield Write(tombstone(key))
-            elif supersede and not load.superseded:
-                # A forced refresh voided by an invalidation still under way: the entry from
-                # before it must not be served once it returns, as if never refreshed.
-                yield Write(tombstone(key))
+            elif supersede:
+                later = load.superseded_by
+                if later is None:
+                    # Voided by an invalidation still under way: the entry from before it
+                    # must not be served once it returns, as if never refreshed.
+                    yield Write(tombstone(key))
+                else:
+                    # Voided by a later forced refresh: return once that one stored its
+                    # value, as until then the entry from before both is what callers get.
+                    yield Settle([later])
             return value
         finally:
             self.flights.end_load(load)

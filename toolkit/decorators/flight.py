@@ -95,15 +95,15 @@ class Flight:
 class Load:
     """One computation of a key that will store its result, unless an invalidation voids it."""
 
-    __slots__ = ("_voided", "ended", "key", "order", "storing", "superseded", "thread")
+    __slots__ = ("_voided", "ended", "key", "order", "storing", "superseded_by", "thread")
 
     def __init__(self, key: FullKey, order: int = 0) -> None:
         self.key = key
         self.order = order
         """When it began, among the function's loads: a smaller order began earlier."""
         self._voided = False
-        self.superseded = False
-        """Voided by a forced refresh that began later, whose value it must leave alone."""
+        self.superseded_by: Load | None = None
+        """The forced refresh that began later and voided it, whose value it leaves alone."""
         self.storing = False
         """Its write is on its way: an invalidation may land before it, and then waits for it."""
         self.ended = threading.Event()
@@ -269,7 +269,7 @@ class Flights:
             for other in self.loads.get(load.key, []):
                 if other.order < load.order:
                     other.void()
-                    other.superseded = True
+                    other.superseded_by = load
                     if other.storing:
                         storing.append(other)
             self.flights.pop(load.key, None)
