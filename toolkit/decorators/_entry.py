@@ -36,8 +36,13 @@ def tombstone(full_key: FullKey) -> Pairs:
     return {full_key: (TOMBSTONE, TOMBSTONE_TTL)}
 
 
+_PLAIN_RESULTS = frozenset({dict, list, tuple, str, int, float, bool, bytes, type(None)})
+
+
 def check_reusable(func_name: str, value: Any) -> None:
     """Refuse a result that cannot be served twice: an awaitable, an iterator or generator."""
+    if type(value) in _PLAIN_RESULTS:  # the common results, spared the ABC checks below
+        return
     what = type(value).__name__
     if inspect.isawaitable(value):
         if inspect.iscoroutine(value):

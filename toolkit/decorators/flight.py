@@ -106,7 +106,9 @@ class Load:
         """The forced refresh that began later and voided it, whose value it leaves alone."""
         self.storing = False
         """Its write is on its way: an invalidation may land before it, and then waits for it."""
-        self.ended = threading.Event()
+        self.ended: threading.Event | None = None
+        """Set when it ends; made (under ``Flights.lock``) only for an invalidation that waits
+        for it: an Event on every miss would cost more than the rest of its bookkeeping."""
         self.thread = threading.get_ident()
 
     def void(self) -> None:
@@ -128,22 +130,21 @@ def settle(loads: list[Load]) -> None:
     have landed after the invalidation's delete. Not a load of this thread: a coroutine of its
     loop, suspended until the caller returns."""
     here = threading.get_ident()
-    for load in loads:
-        if load.thread != here:
-            load.ended.wait(SETTLE_SECONDS)
+    _settle_all([load for load in loads if load.thread != here])
 
 
 async def asettle(loads: list[Load]) -> None:
     """Wait until ``loads`` have ended, without blocking the loop (their writes may be
     coroutines of this very loop)."""
-    pending = [load for load in loads if not load.ended.is_set()]
+    pending = [load for load in loads if load.ended is not None and not load.ended.is_set()]
     if pending:
         await asyncio.to_thread(_settle_all, pending)
 
 
 def _settle_all(loads: list[Load]) -> None:
     for load in loads:
-        load.ended.wait(SETTLE_SECONDS)
+        if load.ended is not None:
+            load.ended.wait(SETTLE_SECONDS)
 
 
 class Flights:
@@ -226,6 +227,13 @@ class Flights:
             load.storing = True
             return True
 
+    @staticmethod
+    def _awaited(load: Load) -> Load:
+        """``load``, with the Event its end sets (under the lock, so ``end_load`` sees it)."""
+        if load.ended is None:
+            load.ended = threading.Event()
+        return load
+
     def end_load(self, load: Load) -> None:
         """The computation of ``load`` stored its result, or gave up."""
         with self.lock:
@@ -234,7 +242,9 @@ class Flights:
                 loads.remove(load)
                 if not loads:
                     del self.loads[load.key]
-        load.ended.set()
+            ended = load.ended
+        if ended is not None:
+            ended.set()
 
     def invalidate(self, key: FullKey | None) -> list[Load]:
         """``key`` (``None``: every key) is being invalidated: void its loads in progress and
@@ -247,7 +257,7 @@ class Flights:
                 for load in keyed:
                     load.void()
                     if load.storing:
-                        storing.append(load)
+                        storing.append(self._awaited(load))
             if key is None:
                 self.flights.clear()
                 self.aflights.clear()
@@ -269,9 +279,9 @@ class Flights:
             for other in self.loads.get(load.key, []):
                 if other.order < load.order:
                     other.void()
-                    other.superseded_by = load
+                    other.superseded_by = self._awaited(load)  # it settles on ``load``
                     if other.storing:
-                        storing.append(other)
+                        storing.append(self._awaited(other))
             self.flights.pop(load.key, None)
             for slot in [slot for slot in self.aflights if slot[0] == load.key]:
                 del self.aflights[slot]
