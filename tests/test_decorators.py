@@ -14,10 +14,12 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client import CollectorRegistry
 
 from tests.harness import Subject
 from toolkit import InMemoryCache, observe
 from toolkit.decorators import cached
+from toolkit.decorators._entry import TOMBSTONE
 from toolkit.keys import derive_key
 
 WAIT = 30.0  # generous bound so a broken single-flight fails instead of hanging
@@ -605,6 +607,52 @@ def test_a_write_landing_after_an_invalidation_is_never_served_once_it_returns(h
     forgetter.join(WAIT)
     assert returned.is_set()
     assert seen in (None, "new")
+    assert read(1) == "new"
+
+
+class TombstoneLost(StoreHeld):
+    """A held cache whose tombstone writes fail: the computation cannot forget its late write."""
+
+    def set(self, pairs: Any) -> None:
+        if any(value == TOMBSTONE for value, _ in pairs.values()):
+            raise ConnectionError("the tombstone write failed")
+        super().set(pairs)
+
+
+@pytest.mark.parametrize("how", ["invalidate", "ainvalidate", "cache_clear", "acache_clear"])
+def test_a_late_write_whose_forgetting_failed_is_deleted_again_by_the_invalidation(
+    how: str,
+) -> None:
+    """The overtaken computation forgets its late write with a tombstone; behind a fail-open
+    stack a failed one is dropped: the invalidation deletes again once the write landed."""
+    cache = TombstoneLost()
+    stack = observe(cache, registry=CollectorRegistry())
+    computed: list[str] = []
+
+    @cached("late.lost", cache=stack, key_id="late_lost")
+    def read(x: int) -> str:
+        computed.append("old" if not computed else "new")
+        return computed[-1]
+
+    forgets: dict[str, Callable[[], None]] = {
+        "invalidate": lambda: read.invalidate(1),
+        "ainvalidate": lambda: asyncio.run(read.ainvalidate(1)),
+        "cache_clear": read.cache_clear,
+        "acache_clear": lambda: asyncio.run(read.acache_clear()),
+    }
+    cache.hold = True
+    first = threading.Thread(target=read, args=(1,))
+    first.start()
+    assert cache.entered.wait(WAIT)  # "old" computed, its write on the way
+    forgetter = threading.Thread(target=forgets[how])
+    forgetter.start()
+    assert cache.forgot.wait(WAIT)
+    cache.store.set()  # "old" lands after the delete; its tombstone will fail
+    assert cache.stored.wait(WAIT)
+    cache.finish.set()
+    first.join(WAIT)
+    forgetter.join(WAIT)
+    assert not forgetter.is_alive()
     assert read(1) == "new"
 
 

@@ -46,7 +46,11 @@ class _Controls:
         full_key = state.full_key(instance, args, kwargs)
         storing = state.flights.invalidate(full_key)
         _invalidate.invalidate(state.backend(), full_key)
-        settle(storing)
+        if storing:
+            settle(storing)
+            # Each overtaken write forgot itself, unless that write failed (a fail-open stack
+            # drops it silently): deleting again is what makes the invalidation hold.
+            _invalidate.invalidate(state.backend(), full_key)
 
     async def ainvalidate(self, *args: Any, **kwargs: Any) -> None:
         """Forget the cached result of this call (async I/O)."""
@@ -54,7 +58,9 @@ class _Controls:
         full_key = state.full_key(instance, args, kwargs)
         storing = state.flights.invalidate(full_key)
         await _invalidate.ainvalidate(state.backend(), full_key)
-        await asettle(storing)
+        if storing:
+            await asettle(storing)
+            await _invalidate.ainvalidate(state.backend(), full_key)  # as in invalidate
 
     def refresh(self, *args: Any, **kwargs: Any) -> Any:
         """Recompute this call, store the result and return it."""
@@ -76,7 +82,9 @@ class _Controls:
         state = self._bind()[0]
         storing = state.flights.invalidate(None)
         _invalidate.forget_namespace(state.backend(), state.ns)
-        settle(storing)
+        if storing:
+            settle(storing)
+            _invalidate.forget_namespace(state.backend(), state.ns)  # as in invalidate
         state.stats.reset()
 
     async def acache_clear(self) -> None:
@@ -84,7 +92,9 @@ class _Controls:
         state = self._bind()[0]
         storing = state.flights.invalidate(None)
         await _invalidate.aforget_namespace(state.backend(), state.ns)
-        await asettle(storing)
+        if storing:
+            await asettle(storing)
+            await _invalidate.aforget_namespace(state.backend(), state.ns)  # as in invalidate
         state.stats.reset()
 
     def cache_info(self) -> CacheInfo:
