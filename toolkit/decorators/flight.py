@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -142,9 +143,10 @@ async def asettle(loads: list[Load]) -> None:
 
 
 def _settle_all(loads: list[Load]) -> None:
+    until = time.monotonic() + SETTLE_SECONDS  # for them all: a cache_clear may wait on many
     for load in loads:
         if load.ended is not None:
-            load.ended.wait(SETTLE_SECONDS)
+            load.ended.wait(max(0.0, until - time.monotonic()))
 
 
 class Flights:
