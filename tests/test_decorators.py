@@ -562,33 +562,48 @@ class StoreHeld(InMemoryCache[Any]):
         self.clear(namespaces)
 
 
-@pytest.mark.parametrize("how", ["invalidate", "ainvalidate", "cache_clear", "acache_clear"])
-def test_a_write_landing_after_an_invalidation_is_never_served_once_it_returns(how: str) -> None:
-    """A computation's write can reach the cache after ``invalidate`` (or ``cache_clear``)
-    voided it and deleted the entry: the computation forgets it again on its way out, and the
-    invalidation does not return before it has, so no caller after it is served that value."""
-    cache = StoreHeld()
+FORGETTING = ["invalidate", "ainvalidate", "cache_clear", "acache_clear"]
+
+
+def late_reader(cache: Any, name: str) -> tuple[Any, threading.Thread]:
+    """A function computing "old" then "new" over ``cache``, and a thread for its first call
+    (the one whose write ``cache`` holds)."""
     computed: list[str] = []
 
-    @cached("late.write", cache=cache, key_id="late_write")
+    @cached(name, cache=cache, key_id=name.replace(".", "_"))
     def read(x: int) -> str:
         computed.append("old" if not computed else "new")
         return computed[-1]
 
+    return read, threading.Thread(target=read, args=(1,))
+
+
+def forgetter_of(read: Any, how: str) -> Callable[[], None]:
+    """The invalidation ``how`` names, as a call for a thread."""
     forgets: dict[str, Callable[[], None]] = {
         "invalidate": lambda: read.invalidate(1),
         "ainvalidate": lambda: asyncio.run(read.ainvalidate(1)),
         "cache_clear": read.cache_clear,
         "acache_clear": lambda: asyncio.run(read.acache_clear()),
     }
+    return forgets[how]
+
+
+@pytest.mark.parametrize("how", FORGETTING)
+def test_a_write_landing_after_an_invalidation_is_never_served_once_it_returns(how: str) -> None:
+    """A computation's write can reach the cache after ``invalidate`` (or ``cache_clear``)
+    voided it and deleted the entry: the computation forgets it again on its way out, and the
+    invalidation does not return before it has, so no caller after it is served that value."""
+    cache = StoreHeld()
+    read, first = late_reader(cache, "late.write")
+    forgets = forgetter_of(read, how)
     cache.hold = True
-    first = threading.Thread(target=read, args=(1,))
     first.start()
     assert cache.entered.wait(WAIT)  # "old" computed, its write on the way
     returned = threading.Event()
 
     def forget() -> None:
-        forgets[how]()
+        forgets()
         returned.set()
 
     forgetter = threading.Thread(target=forget)
@@ -619,32 +634,18 @@ class TombstoneLost(StoreHeld):
         super().set(pairs)
 
 
-@pytest.mark.parametrize("how", ["invalidate", "ainvalidate", "cache_clear", "acache_clear"])
+@pytest.mark.parametrize("how", FORGETTING)
 def test_a_late_write_whose_forgetting_failed_is_deleted_again_by_the_invalidation(
     how: str,
 ) -> None:
     """The overtaken computation forgets its late write with a tombstone; behind a fail-open
     stack a failed one is dropped: the invalidation deletes again once the write landed."""
     cache = TombstoneLost()
-    stack = observe(cache, registry=CollectorRegistry())
-    computed: list[str] = []
-
-    @cached("late.lost", cache=stack, key_id="late_lost")
-    def read(x: int) -> str:
-        computed.append("old" if not computed else "new")
-        return computed[-1]
-
-    forgets: dict[str, Callable[[], None]] = {
-        "invalidate": lambda: read.invalidate(1),
-        "ainvalidate": lambda: asyncio.run(read.ainvalidate(1)),
-        "cache_clear": read.cache_clear,
-        "acache_clear": lambda: asyncio.run(read.acache_clear()),
-    }
+    read, first = late_reader(observe(cache, registry=CollectorRegistry()), "late.lost")
     cache.hold = True
-    first = threading.Thread(target=read, args=(1,))
     first.start()
     assert cache.entered.wait(WAIT)  # "old" computed, its write on the way
-    forgetter = threading.Thread(target=forgets[how])
+    forgetter = threading.Thread(target=forgetter_of(read, how))
     forgetter.start()
     assert cache.forgot.wait(WAIT)
     cache.store.set()  # "old" lands after the delete; its tombstone will fail
