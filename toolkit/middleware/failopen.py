@@ -551,19 +551,16 @@ class FailOpen(CacheMiddleware[ValueT]):
         def fail_open(arg: Any = None) -> Any:
             if reader is not None and type(arg) is not list:
                 arg = reader(arg)
-            probe = False
-            if breaker.state:
-                admission = admitted(operation, arg)
-                if admission == REFUSED:
-                    return fallback()
-                probe = admission == PROBE
+            admission = admitted(operation, arg) if breaker.state else ADMITTED
+            if admission == REFUSED:
+                return fallback()
             try:
                 if workers is None or deadline is None:
                     result = call(arg)
                 else:
                     result = workers.run(call, arg, deadline, operation)
             except BaseException as exc:
-                if verdict(operation, arg, exc, probe=probe):
+                if verdict(operation, arg, exc, probe=admission == PROBE):
                     return fallback()
                 raise
             if breaker.failures or breaker.state:
@@ -587,19 +584,16 @@ class FailOpen(CacheMiddleware[ValueT]):
         async def fail_open(arg: Any = None) -> Any:
             if reader is not None and type(arg) is not list:
                 arg = reader(arg)
-            probe = False
-            if breaker.state:
-                admission = admitted(operation, arg)
-                if admission == REFUSED:
-                    return fallback()
-                probe = admission == PROBE
+            admission = admitted(operation, arg) if breaker.state else ADMITTED
+            if admission == REFUSED:
+                return fallback()
             try:
                 if deadline is None:
                     result = await call(arg)
                 else:
                     result = await _within(deadline, call(arg))
             except BaseException as exc:
-                if verdict(operation, arg, exc, probe=probe):
+                if verdict(operation, arg, exc, probe=admission == PROBE):
                     return fallback()
                 raise
             if breaker.failures or breaker.state:
