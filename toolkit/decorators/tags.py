@@ -189,16 +189,33 @@ def _confirm(cache: Any, pairs: dict[FullKey, tuple[Any, None]], found: dict[Ful
         hook(len(pairs))
 
 
-def _raise_first(failures: list[Exception], reached: int) -> None:
-    """After every cache was tried: raise the first failure, saying how many others failed."""
-    if not failures:
-        return
-    if len(failures) == 1 and reached == 1:
-        raise failures[0]
-    raise BackendError(
-        f"invalidating tags failed in {len(failures)} of {reached} caches (first: "
-        f"{type(failures[0]).__name__}: {failures[0]}); the others forgot their entries"
-    ) from failures[0]
+class _Run:
+    """One ``invalidate_tags``: its new versions, the caches it reaches, those that took the
+    write, and what failed (the twins below do only the I/O)."""
+
+    def __init__(self, tags: tuple[str, ...], cache: BaseCache[Any] | None) -> None:
+        self.pairs = _invalidation(tags)
+        self.keys = list(self.pairs)
+        self.targets = _targets(cache)
+        self.written: list[BaseCache[Any]] = []
+        self.failures: list[Exception] = []
+
+    def failed(self, exc: Exception, found: bool = False) -> None:
+        """Record a failure; a cache found (not named) that is closed is passed over."""
+        if not (found and isinstance(exc, CacheClosedError)):
+            self.failures.append(exc)
+
+    def finish(self) -> None:
+        """After every cache was tried: raise the first failure, saying how many failed."""
+        failures, reached = self.failures, len(self.targets)
+        if not failures:
+            return
+        if len(failures) == 1 and reached == 1:
+            raise failures[0]
+        raise BackendError(
+            f"invalidating tags failed in {len(failures)} of {reached} caches (first: "
+            f"{type(failures[0]).__name__}: {failures[0]}); the others forgot their entries"
+        ) from failures[0]
 
 
 def invalidate_tags(*tags: str, cache: BaseCache[Any] | None = None) -> None:
@@ -206,49 +223,39 @@ def invalidate_tags(*tags: str, cache: BaseCache[Any] | None = None) -> None:
     per tag: in ``cache``, or by default in the configured cache and in every open cache
     given to a tagged function of this process. Raises ``BackendError`` if a cache did not
     take the new versions (then retry), after trying every cache."""
-    pairs = _invalidation(tags)
-    targets = _targets(cache)
-    failures: list[Exception] = []
-    written = []
+    run = _Run(tags, cache)
     with failures_raise():  # a fail-open stack would drop a failed write, and closing too
-        for target, found in targets:
+        for target, found in run.targets:
             try:
-                target.set(pairs)
-                written.append(target)
-            except CacheClosedError as exc:
-                if not found:
-                    failures.append(exc)
+                target.set(run.pairs)
             except Exception as exc:
-                failures.append(exc)
-        _detach(pairs)
-        for target in written:
+                run.failed(exc, found)
+            else:
+                run.written.append(target)
+        _detach(run.pairs)
+        for target in run.written:
             try:
-                _confirm(target, pairs, target.get(list(pairs)))
+                _confirm(target, run.pairs, target.get(run.keys))
             except Exception as exc:
-                failures.append(exc)
-    _raise_first(failures, len(targets))
+                run.failed(exc)
+    run.finish()
 
 
 async def ainvalidate_tags(*tags: str, cache: BaseCache[Any] | None = None) -> None:
     """Async twin of :func:`invalidate_tags`."""
-    pairs = _invalidation(tags)
-    targets = _targets(cache)
-    failures: list[Exception] = []
-    written = []
+    run = _Run(tags, cache)
     with failures_raise():
-        for target, found in targets:
+        for target, found in run.targets:
             try:
-                await target.aset(pairs)
-                written.append(target)
-            except CacheClosedError as exc:
-                if not found:
-                    failures.append(exc)
+                await target.aset(run.pairs)
             except Exception as exc:
-                failures.append(exc)
-        _detach(pairs)
-        for target in written:
+                run.failed(exc, found)
+            else:
+                run.written.append(target)
+        _detach(run.pairs)
+        for target in run.written:
             try:
-                _confirm(target, pairs, await target.aget(list(pairs)))
+                _confirm(target, run.pairs, await target.aget(run.keys))
             except Exception as exc:
-                failures.append(exc)
-    _raise_first(failures, len(targets))
+                run.failed(exc)
+    run.finish()
