@@ -589,6 +589,37 @@ def forgetter_of(read: Any, how: str) -> Callable[[], None]:
     return forgets[how]
 
 
+def start_noting_return(call: Callable[[], Any]) -> tuple[threading.Thread, threading.Event]:
+    """``call`` started on a thread, and an event set once it returned."""
+    returned = threading.Event()
+
+    def run() -> None:
+        call()
+        returned.set()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, returned
+
+
+def read_after_late_write(
+    cache: StoreHeld, read: Any, returned: threading.Event, *threads: threading.Thread
+) -> Any:
+    """If the call under test returned (``returned``) before the held write landed: let it
+    land and read as a caller after that call would (else ``None``); then let every thread
+    finish."""
+    seen = None
+    if returned.wait(0.3):
+        cache.store.set()  # the older write lands after the call under test
+        assert cache.stored.wait(WAIT)
+        seen = read(1)  # a call that starts after it returned
+    cache.store.set()
+    cache.finish.set()
+    for thread in threads:
+        thread.join(WAIT)
+    return seen
+
+
 @pytest.mark.parametrize("how", FORGETTING)
 def test_a_write_landing_after_an_invalidation_is_never_served_once_it_returns(how: str) -> None:
     """A computation's write can reach the cache after ``invalidate`` (or ``cache_clear``)
@@ -600,26 +631,11 @@ def test_a_write_landing_after_an_invalidation_is_never_served_once_it_returns(h
     cache.hold = True
     first.start()
     assert cache.entered.wait(WAIT)  # "old" computed, its write on the way
-    returned = threading.Event()
-
-    def forget() -> None:
-        forgets()
-        returned.set()
-
-    forgetter = threading.Thread(target=forget)
-    forgetter.start()
+    forgetter, returned = start_noting_return(forgets)
     assert cache.forgot.wait(WAIT)
     # Unfixed, the invalidation returns at once; fixed, it waits for the write in progress,
-    # so this wait ends by its bound and the check below is skipped.
-    seen = None
-    if returned.wait(0.3):
-        cache.store.set()  # "old" lands after the delete
-        assert cache.stored.wait(WAIT)
-        seen = read(1)  # a call that starts after the invalidation returned
-    cache.store.set()
-    cache.finish.set()
-    first.join(WAIT)
-    forgetter.join(WAIT)
+    # so this wait ends by its bound and no read is made.
+    seen = read_after_late_write(cache, read, returned, first, forgetter)
     assert returned.is_set()
     assert seen in (None, "new")
     assert read(1) == "new"
@@ -678,25 +694,10 @@ def test_an_older_write_landing_after_a_refresh_never_replaces_its_value(how: st
     first = threading.Thread(target=read, args=(1,))
     first.start()
     assert cache.entered.wait(WAIT)  # "old" computed, its write on the way
-    returned = threading.Event()
-
-    def refresh() -> None:
-        refreshes[how]()
-        returned.set()
-
-    refresher = threading.Thread(target=refresh)
-    refresher.start()
+    refresher, returned = start_noting_return(refreshes[how])
     # Unfixed, the refresh stores "new" and returns at once; fixed, it waits for the older
-    # write in progress, so this wait ends by its bound and the check below is skipped.
-    seen = None
-    if returned.wait(0.3):
-        cache.store.set()  # "old" lands over "new"
-        assert cache.stored.wait(WAIT)
-        seen = read(1)  # a call that starts after the refresh returned
-    cache.store.set()
-    cache.finish.set()
-    first.join(WAIT)
-    refresher.join(WAIT)
+    # write in progress, so this wait ends by its bound and no read is made.
+    seen = read_after_late_write(cache, read, returned, first, refresher)
     assert returned.is_set()
     assert seen in (None, "new")
     assert read(1) == "new"  # the refresh's value stays, not forgotten with the older one
