@@ -183,43 +183,56 @@ def test_an_invalidation_during_a_computation_is_not_lost(cache: Any) -> None:
     assert stock() == 2
 
 
+class HeldStock:
+    """A function tagged "inventory" whose computation of stock 1 waits for ``release``, and
+    a leader and a follower thread that call it (noting what they got)."""
+
+    def __init__(self, cache: Any, name: str) -> None:
+        self.started, self.release = threading.Event(), threading.Event()
+        self.source = {"stock": 1}
+        self.before: list[int] = []
+        self.after: list[int] = []
+
+        @cached(name, cache=cache, tags="inventory", key_id=name)
+        def stock() -> int:
+            value = self.source["stock"]
+            if value == 1:
+                self.started.set()
+                assert self.release.wait(10)
+            return value
+
+        self.stock = stock
+        self.leader = threading.Thread(target=lambda: self.before.append(stock()))
+        self.follower = threading.Thread(target=lambda: self.after.append(stock()))
+
+    def joined_or_done(self) -> bool:
+        """Whether the follower returned, or waits for the leader's computation."""
+        return bool(self.after) or self.stock.cache_info().coalesced > 0
+
+
 def test_a_caller_after_an_invalidation_never_joins_a_computation_from_before(
     cache: Any,
 ) -> None:
     """A computation began before ``invalidate_tags``; a caller that arrives after it does
     not wait for that computation's (invalidated) result: it computes afresh."""
-    started, release = threading.Event(), threading.Event()
-    source = {"stock": 1}
-
-    @cached("tags.flight", cache=cache, tags="inventory", key_id="tags.flight")
-    def stock() -> int:
-        value = source["stock"]
-        if value == 1:
-            started.set()
-            assert release.wait(10)
-        return value
-
-    before: list[int] = []
-    after: list[int] = []
-    leader = threading.Thread(target=lambda: before.append(stock()))
-    follower = threading.Thread(target=lambda: after.append(stock()))
-    leader.start()
+    held = HeldStock(cache, "tags.flight")
+    held.leader.start()
     try:
-        assert started.wait(10)
-        source["stock"] = 2
+        assert held.started.wait(10)
+        held.source["stock"] = 2
         invalidate_tags("inventory", cache=cache)  # while the first computation runs
-        follower.start()
+        held.follower.start()
         # It either returns or waits for the old computation (bounded only against a hang).
-        assert wait_for(lambda: bool(after) or stock.cache_info().coalesced > 0)
-        assert stock.cache_info().coalesced == 0
+        assert wait_for(held.joined_or_done)
+        assert held.stock.cache_info().coalesced == 0
     finally:
-        release.set()
-        leader.join(10)
-        if follower.is_alive():
-            follower.join(10)
-    assert after == [2]
-    assert before == [1]
-    assert stock() == 2
+        held.release.set()
+        held.leader.join(10)
+        if held.follower.is_alive():
+            held.follower.join(10)
+    assert held.after == [2]
+    assert held.before == [1]
+    assert held.stock() == 2
 
 
 def test_a_waiter_is_not_handed_a_result_from_before_another_process_invalidated(
@@ -228,36 +241,22 @@ def test_a_waiter_is_not_handed_a_result_from_before_another_process_invalidated
     """Another process's ``invalidate_tags`` cannot detach this process's flights: a caller
     that joined a computation from before it (it arrived after that invalidation) must not
     be handed its result, as the entry it stored is not served either: it computes afresh."""
-    started, release = threading.Event(), threading.Event()
-    source = {"stock": 1}
-
-    @cached("tags.remote", cache=cache, tags="inventory", key_id="tags.remote")
-    def stock() -> int:
-        value = source["stock"]
-        if value == 1:
-            started.set()
-            assert release.wait(10)
-        return value
-
-    before: list[int] = []
-    after: list[int] = []
-    leader = threading.Thread(target=lambda: before.append(stock()))
-    follower = threading.Thread(target=lambda: after.append(stock()))
-    leader.start()
+    held = HeldStock(cache, "tags.remote")
+    held.leader.start()
     try:
-        assert started.wait(10)
-        source["stock"] = 2
+        assert held.started.wait(10)
+        held.source["stock"] = 2
         # What invalidate_tags("inventory") in another process does to the shared cache.
         cache.set({tag_key("inventory"): (uuid.uuid4().hex, None)})
-        follower.start()
-        assert wait_for(lambda: bool(after) or stock.cache_info().coalesced > 0)
+        held.follower.start()
+        assert wait_for(held.joined_or_done)
     finally:
-        release.set()
-        leader.join(10)
-        follower.join(10)
-    assert before == [1]
-    assert after == [2]
-    assert stock() == 2
+        held.release.set()
+        held.leader.join(10)
+        held.follower.join(10)
+    assert held.before == [1]
+    assert held.after == [2]
+    assert held.stock() == 2
 
 
 def test_a_lost_tag_version_is_a_miss_never_a_stale_hit(tmp_path: Path) -> None:
