@@ -12,6 +12,7 @@ import importlib
 import io
 import math
 import pickle
+import struct
 import sys
 import uuid
 import zoneinfo
@@ -258,6 +259,17 @@ def test_plain_data_uses_plain_msgpack() -> None:
     tag, payload = SAFE.dumps_typed(value)
     assert tag == "toolkit-msgpack-v3"
     assert payload == _safe.frame(ormsgpack.packb(value))
+
+
+@pytest.mark.parametrize("size", [0, 1, 200, 508, 509, 600, 70_000])
+def test_every_payload_size_gets_the_same_frame(size: int) -> None:
+    # Bodies up to 511 bytes take a precomputed trailer (508 B of bin is a 511 B body), longer
+    # ones pack theirs: one format either way.
+    value = b"x" * size
+    body = ormsgpack.packb(value)
+    assert SAFE.dumps_typed(value)[1] == _safe.frame(body)
+    assert body + struct.pack(">IB", len(body), 0xC1) == _safe.frame(body)
+    assert SAFE.loads_typed(SAFE.dumps_typed(value)) == value
 
 
 scalars = (
