@@ -191,30 +191,29 @@ def check_pairs(
     known = _KNOWN_NAMESPACES
     last_ns: object = None  # as in check_keys
     for full_key, entry in pairs.items():
-        try:
-            fast = (
-                type(full_key) is tuple
-                and len(full_key) == 2
-                and (full_key[0] is last_ns or full_key[0] in known)
-                and type(full_key[1]) is str
-                and full_key[1].isascii()
-            )
-        except TypeError:
-            fast = False
-        if not fast:
-            check_key(full_key)
-        last_ns = full_key[0]
-        if type(entry) is tuple and len(entry) == 2:
-            value, ttl = entry
-            if ttl is None or (type(ttl) is int and 0 < ttl <= _MAX_INT_TTL):
-                checked_ttl = None if ttl is None else float(ttl)
-            else:
-                checked_ttl = check_ttl(ttl, full_key)
+        fast = False
+        if type(full_key) is tuple and len(full_key) == 2:
+            ns, name = full_key
+            try:
+                fast = (ns is last_ns or ns in known) and type(name) is str and name.isascii()
+            except TypeError:  # an unhashable namespace: the full check names it
+                fast = False
+        if fast:
+            last_ns = ns
         else:
+            check_key(full_key)
+        if type(entry) is not tuple or len(entry) != 2:
             raise TypeError(
                 f"set() values must be (value, ttl) pairs, "
                 f"got {type(entry).__name__} for {_short(full_key)}"
             )
+        value, ttl = entry
+        if ttl is None:
+            checked_ttl = None
+        elif type(ttl) is int and 0 < ttl <= _MAX_INT_TTL:
+            checked_ttl = float(ttl)
+        else:
+            checked_ttl = check_ttl(ttl, full_key)
         if encode is None:
             rows.append((full_key, value, checked_ttl))
             continue
