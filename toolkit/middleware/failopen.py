@@ -11,7 +11,6 @@ from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
-from types import TracebackType
 from typing import Any, TypeVar
 
 from toolkit._fork import ForkSafeLock, start_afresh_in_children
@@ -352,58 +351,6 @@ def _describe(exc: BaseException) -> str:
 _PLAIN_MESSAGES = (CacheTimeoutError, CacheClosedError, DeadlineExceededError, CircuitOpenError)
 
 
-class _Guard:
-    """One fail-open call: admits it through the breaker, then classifies how it ended."""
-
-    __slots__ = ("admitted", "arg", "failopen", "operation", "probe")
-
-    def __init__(self, failopen: FailOpen[Any], operation: str, arg: Any) -> None:
-        self.failopen = failopen
-        self.operation = operation
-        self.arg = arg
-
-    def __enter__(self) -> bool:
-        breaker = self.failopen._breaker
-        admission = ADMITTED if breaker.state == CIRCUIT_CLOSED else breaker.admit()
-        self.admitted, self.probe = admission != REFUSED, admission == PROBE
-        if not self.admitted:
-            _VALIDATORS[self.operation](
-                self.arg
-            )  # a caller bug raises even while the circuit is open
-            self.failopen._failed(
-                self.operation, self.arg, CircuitOpenError("circuit open"), own=True
-            )
-        return self.admitted
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool:
-        breaker = self.failopen._breaker
-        if exc is None:
-            if self.admitted and (breaker.state != CIRCUIT_CLOSED or breaker.failures):
-                breaker.succeeded()
-            return False
-        refused = is_refusal(self.operation, exc, self.arg)
-        if refused or _is_caller_bug(exc) or not isinstance(exc, Exception):
-            # A value refused, a caller bug, a cancellation: no verdict on the backend. A
-            # half-open probe ending so must free its slot, or no call would reach the
-            # backend again and the circuit would stay open for good.
-            if self.probe:
-                breaker.abandoned()
-            if refused and not self.failopen.strict:
-                warn_uncacheable(NotCacheableError(str(exc)))
-                return True  # dropped like any unstorable write
-            return False
-        breaker.failed()
-        self.failopen._failed(
-            self.operation, self.arg, exc, own=isinstance(exc, DeadlineExceededError)
-        )
-        return True
-
-
 _VALIDATORS: dict[str, Callable[[Any], object]] = {
     "get": check_keys,
     "set": check_pairs,
@@ -489,9 +436,21 @@ class FailOpen(CacheMiddleware[ValueT]):
     def verdict(self, operation: str, arg: Any, exc: BaseException, *, probe: bool = True) -> bool:
         """Judge a failure of an admitted call as this layer would: ``True`` if swallowed
         (``probe``: whether the call was the half-open probe)."""
-        guard = _Guard(self, operation, arg)
-        guard.admitted, guard.probe = True, probe
-        return guard.__exit__(type(exc), exc, exc.__traceback__)
+        breaker = self._breaker
+        refused = is_refusal(operation, exc, arg)
+        if refused or _is_caller_bug(exc) or not isinstance(exc, Exception):
+            # A value refused, a caller bug, a cancellation: no verdict on the backend. A
+            # half-open probe ending so must free its slot, or no call would reach the
+            # backend again and the circuit would stay open for good.
+            if probe:
+                breaker.abandoned()
+            if refused and not self.strict:
+                warn_uncacheable(NotCacheableError(str(exc)))
+                return True  # dropped like any unstorable write
+            return False
+        breaker.failed()
+        self._failed(operation, arg, exc, own=isinstance(exc, DeadlineExceededError))
+        return True
 
     @property
     def circuit_state(self) -> int:
