@@ -83,11 +83,11 @@ class _Span:
         if span is not None and tracing is not None:
             self.token = otel_context.attach(trace.set_span_in_context(span))
             try:
-                tracing._describe(span, self.operation, self.arg)
+                tracing.describe(span, self.operation, self.arg)
             except Exception:
                 # Malformed keys (a caller bug that validation reports to them) land here.
                 logger.debug("cache span attributes failed; ignored", exc_info=True)
-            _guarded(tracing._request_hook, span, self.operation, self.arg)
+            _guarded(tracing.request_hook, span, self.operation, self.arg)
         return self
 
     def hits(self, result: dict[FullKey, ValueT]) -> dict[FullKey, ValueT]:
@@ -97,7 +97,7 @@ class _Span:
             span.set_attribute("cache.hits", len(result))
             if len(self.arg) == 1:
                 span.set_attribute("cache.hit", bool(result))
-            _guarded(tracing._response_hook, span, self.operation, result)
+            _guarded(tracing.response_hook, span, self.operation, result)
         return result
 
     def __exit__(
@@ -116,7 +116,7 @@ class _Span:
                 # The type, not the message: messages can quote keys or values.
                 span.set_status(Status(StatusCode.ERROR, error_type))
             elif self.operation != "get":
-                _guarded(tracing._response_hook, span, self.operation, None)
+                _guarded(tracing.response_hook, span, self.operation, None)
         finally:
             try:
                 span.end()
@@ -158,8 +158,8 @@ class Tracing(CacheMiddleware[ValueT]):
         self._tracer = trace.get_tracer(_SCOPE, __version__, tracer_provider=tracer_provider)
         self._record_keys = record_keys
         self._namespace_label = namespace_label
-        self._request_hook = request_hook
-        self._response_hook = response_hook
+        self.request_hook = request_hook
+        self.response_hook = response_hook
         super().__init__(inner)
 
     def _on_bind(self) -> None:
@@ -216,7 +216,8 @@ class Tracing(CacheMiddleware[ValueT]):
 
         return traced
 
-    def _describe(self, span: Span, operation: str, arg: Any) -> None:
+    def describe(self, span: Span, operation: str, arg: Any) -> None:
+        """Set the attributes of one call's recording span (never a key unhashed, nor a value)."""
         span.set_attribute("cache.backend", self.backend)
         if operation == "lease":
             span.set_attribute("cache.lease.action", arg.action)
