@@ -800,21 +800,50 @@ def test_methods_calling_super_and_recursive_closures_are_keyed() -> None:
     assert KeyPlan(factory()).digest((3,), {})
 
 
-def test_wrapped_functions_are_keyed_as_the_function_they_wrap() -> None:
-    def logged(func: Any) -> Any:
-        settings = object()  # the decorator's own state: not part of the key
-
+def _scaled(factor: int) -> Any:
+    def decorate(func: Any) -> Any:
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            assert settings
-            return func(*args, **kwargs)
+            return func(*args, **kwargs) * factor
 
         return wrapper
 
-    assert KeyPlan(logged(_summarize)).digest(("a",), {}) == KeyPlan(_summarize).digest(("a",), {})
-    assert KeyPlan(logged(_summarize)).digest(("a",), {}) != KeyPlan(logged(_translate)).digest(
-        ("a",), {}
-    )
+    return decorate
+
+
+def _logged(func: Any) -> Any:
+    settings = object()  # the decorator's own state, with no encoding: enters by its type
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        assert settings
+        return func(*args, **kwargs)
+
+    return wrapper
+
+
+def test_a_wrapper_is_keyed_by_what_it_wraps_and_by_itself() -> None:
+    def digest(func: Any) -> str:
+        return KeyPlan(func).digest(("a",), {})
+
+    # functools.wraps gives both wrappers _summarize's names: they once shared keys.
+    assert digest(_scaled(2)(_summarize)) != digest(_scaled(3)(_summarize))
+    assert digest(_scaled(2)(_summarize)) == digest(_scaled(2)(_summarize))
+    assert digest(_logged(_summarize)) == digest(_logged(_summarize))
+    assert digest(_logged(_summarize)) != digest(_summarize)
+    assert digest(_logged(_summarize)) != digest(_logged(_translate))
+    assert digest(_logged(_scaled(2)(_summarize))) != digest(_scaled(2)(_logged(_summarize)))
+
+
+def test_functions_made_by_one_decorator_with_other_settings_keep_their_results() -> None:
+    cache: InMemoryCache[Any] = InMemoryCache()
+
+    def double(x: int) -> int:
+        return x
+
+    twice = cached(cache=cache)(_scaled(2)(double))
+    thrice = cached(cache=cache)(_scaled(3)(double))
+    assert (twice(5), thrice(5), twice(5), thrice(5)) == (10, 15, 10, 15)
 
 
 # -- @cached memoizes keys of exact int, str and None arguments (issue 12) -------------

@@ -4,11 +4,12 @@ A plain function is named by ``module:qualname``, stable across processes and re
 What makes two callables with one qualified name differ enters as well: the line a local
 function is defined on (two defs of one name in one function, one per branch), a closure's
 captured values (read once, at decoration), a partial's frozen arguments and a callable
-object's state (both read on every call). A bound method keeps its own signature, so its
-instance binds to ``self`` and enters the key as a method's does. What cannot be named
-stably (lambdas, captured values without a canonical encoding) is refused with a
-``TypeError`` that asks for ``key_id=``: an explicit name that replaces all of the above,
-and the one way for two callables to share entries.
+object's state (both read on every call). A ``functools.wraps`` wrapper, which carries the
+name of the function it wraps, adds its own: its code's name and captured settings. A bound
+method keeps its own signature, so its instance binds to ``self`` and enters the key as a
+method's does. What cannot be named stably (lambdas, captured values without a canonical
+encoding) is refused with a ``TypeError`` that asks for ``key_id=``: an explicit name that
+replaces all of the above, and the one way for two callables to share entries.
 """
 
 from __future__ import annotations
@@ -89,16 +90,21 @@ class _Namer:
                 context = (*context, ("bound instance", inner.receiver))
             return Identity(f"partial({inner.name})", func, context=context)
         if inspect.isfunction(func):
-            # A functools.wraps wrapper is named after, and keyed as, the function it wraps;
-            # its own captured values (the decorator's settings) are not read.
-            inner = inspect.unwrap(func)
-            if inner is func:
+            original = getattr(func, "__wrapped__", None)
+            if original is None or id(func) in self.visiting:
                 return Identity(self.function_name(func), func)
-            wrapped = self.identity(inner)
+            # A functools.wraps wrapper: the function it wraps, then the wrapper itself, as a
+            # decorator's settings can change the result (scale(2)(f) is not scale(3)(f)).
+            self.visiting.add(id(func))
+            try:
+                wrapped = self.identity(original)
+                wrapper = self.wrapper_name(func, original)
+            finally:
+                self.visiting.discard(id(func))
             context = wrapped.context
             if wrapped.receiver is not None:
                 context = (*context, ("bound instance", wrapped.receiver))
-            return Identity(wrapped.name, func, context=context)
+            return Identity(f"{wrapped.name} via {wrapper}", func, context=context)
         if isinstance(func, type):
             return Identity(_qualified(func) or func.__qualname__, func)
         if inspect.isbuiltin(func):
@@ -130,6 +136,30 @@ class _Namer:
         finally:
             self.visiting.discard(id(func))
         return f"{name}[{captured}]"
+
+    def wrapper_name(self, func: types.FunctionType, wrapped: Any) -> str:
+        """A wrapper's own name: where its code is defined (``functools.wraps`` gave it the
+        wrapped function's names) and the values it captures besides the wrapped function.
+        Those with an encoding (a decorator's settings) enter as a closure's do; the others
+        (a logger, a lock, a retry policy) by their type: refusing them, as a plain closure's
+        are, would refuse most decorators, and they rarely change a result."""
+        code = func.__code__
+        # By line, as wrappers are local functions, and co_qualname is not in Python 3.10.
+        name = f"{func.__globals__.get('__name__', '?')}:{code.co_name}@{code.co_firstlineno}"
+        parts = []
+        for var, cell in zip(code.co_freevars, func.__closure__ or (), strict=True):
+            try:
+                value = cell.cell_contents
+            except ValueError:  # not yet assigned
+                continue
+            if value is wrapped:
+                continue
+            try:
+                encoded = self.value(value)
+            except TypeError:
+                encoded = f"t{_qualified(type(value)) or type(value).__qualname__}"
+            parts.append(f"{len(var)}:{var}{encoded}")
+        return f"{name}[{''.join(parts)}]" if parts else name
 
     def captured(self, func: types.FunctionType, qualified: str) -> list[str]:
         """Each captured variable's name and value, encoded at decoration time."""
