@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import inspect
 import threading
@@ -10,6 +11,7 @@ from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any, cast
 
+import pydantic
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -1377,24 +1379,48 @@ def test_callable_objects_key_on_their_state(cache: HookedCache) -> None:
     assert cached("s", cache=cache)(Scaler(3))(5) == 15
 
 
+class Cat(pydantic.BaseModel):
+    name: str
+
+
+class Dog(pydantic.BaseModel):
+    name: str
+
+
+class Owner(pydantic.BaseModel):
+    pet: Cat | Dog
+
+
 def test_nested_models_keep_their_class_end_to_end(cache: HookedCache) -> None:
-    import pydantic
-
-    class Cat(pydantic.BaseModel):
-        name: str
-
-    class Dog(pydantic.BaseModel):
-        name: str
-
-    class Owner(pydantic.BaseModel):
-        pet: Cat | Dog
-
     @cached("pets", cache=cache)
     def sound(owner: Owner) -> str:
         return "meow" if isinstance(owner.pet, Cat) else "woof"
 
     assert sound(Owner(pet=Cat(name="x"))) == "meow"
     assert sound(Owner(pet=Dog(name="x"))) == "woof"
+
+
+def test_objects_of_classes_made_inside_a_function_are_refused_as_keys(
+    cache: HookedCache,
+) -> None:
+    def make(factor: int) -> type:
+        @dataclasses.dataclass(frozen=True)
+        class Setting:
+            n: int
+
+            def scaled(self) -> int:
+                return self.n * factor
+
+        return Setting
+
+    @cached("settings", cache=cache)
+    def scaled(setting: Any) -> int:
+        return int(setting.scaled())
+
+    # Both classes are named make.<locals>.Setting: their objects once shared keys (10, 10).
+    for made in (make(2)(5), make(3)(5), make(2)):
+        with pytest.raises(TypeError, match=r"defined inside a function.*module level"):
+            scaled(made)
 
 
 def test_integers_of_any_size_are_keys(cache: HookedCache) -> None:

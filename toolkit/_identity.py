@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Identity", "identify"]
+__all__ = ["Identity", "defined_in_function", "identify"]
 
 Encoder = Callable[[Any], str]
 
@@ -47,6 +47,12 @@ def identify(func: Any, encode: Encoder, *, key_id: str | None = None) -> Identi
     if key_id is not None:
         return _named(func, _check_key_id(key_id))
     return _Namer(encode).identity(func)
+
+
+def defined_in_function(obj: Any) -> bool:
+    """Whether ``obj`` (a function or class) is defined inside a function: each one that
+    function makes carries the same qualified name (a factory's, or one per branch)."""
+    return "<locals>" in str(getattr(obj, "__qualname__", "")).split(".")
 
 
 def _check_key_id(key_id: object) -> str:
@@ -124,7 +130,7 @@ class _Namer:
                 "would share entries. Pass key_id='...' naming this one, or use a def."
             )
         name = qualified
-        if "<locals>" in func.__qualname__.split("."):
+        if defined_in_function(func):
             # Only here can two defs share a qualified name in one process; the line of a
             # module-level def stays out, so editing the module keeps its keys.
             name = f"{qualified}@{func.__code__.co_firstlineno}"

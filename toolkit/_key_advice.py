@@ -13,6 +13,8 @@ import sys
 import types
 from collections.abc import Iterator
 
+from toolkit._identity import defined_in_function
+
 # Modules whose objects are live resources (connections, threads, processes, loops).
 _RESOURCE_MODULES = frozenset(
     {
@@ -57,6 +59,16 @@ def advice(culprit: object, *, leave_out: str, custom_key: str) -> str:
     the caller has (``ignore=('x',)`` and ``key=...`` for ``@cached``)."""
     key_it = f"build the key yourself with {custom_key}"
     cls = type(culprit)
+    local = culprit if isinstance(culprit, type) else cls
+    if defined_in_function(local):
+        return (
+            f"{local.__module__}.{local.__qualname__} is defined inside a function: every "
+            f"class that function makes has its name, so they (and their objects) cannot be "
+            f"told apart in a key. Define it at module level, leave it out with {leave_out} "
+            f"if it does not change the result, give it a __cache_key__(self) method "
+            f"returning what sets its objects apart (its factory's settings too), or "
+            f"{key_it}."
+        )
     module = _top_module(cls)
     if inspect.isroutine(culprit) or isinstance(culprit, functools.partial):
         return (

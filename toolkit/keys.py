@@ -49,7 +49,7 @@ from typing import Any
 
 import ormsgpack
 
-from toolkit._identity import identify
+from toolkit._identity import defined_in_function, identify
 from toolkit._key_advice import advice, is_users_class
 from toolkit._types import FullKey, Namespace
 
@@ -181,6 +181,8 @@ def _enc_decimal(obj: Any) -> str:
 
 
 def _enc_type(obj: Any) -> str:
+    if defined_in_function(obj):
+        raise UnsupportedKeyType(obj)
     return _text("Y", _type_name(obj))
 
 
@@ -303,6 +305,8 @@ class _Codec:
         name = _type_name(cls)
         if callable(getattr(cls, "__cache_key__", None)):
             return lambda o: f"K{_text('', name)}{enc(o.__cache_key__())}"
+        if defined_in_function(cls):
+            return None
         if issubclass(cls, enum.Enum):
             head = f"E{_text('', name)}"
             # A Flag combination without a name of its own is told apart by its value.
@@ -464,7 +468,7 @@ _PACKED_RECORDS: dict[type, tuple[bytes, tuple[str, ...], bool] | None] = {}
 
 
 def _packed_record_layout(cls: type) -> tuple[bytes, tuple[str, ...], bool] | None:
-    layout = _record_layout(cls)
+    layout = None if defined_in_function(cls) else _record_layout(cls)
     if layout is None:
         return None
     tag, fields, has_extra = layout
