@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any, cast
 
-import pydantic
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -19,6 +18,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client import CollectorRegistry
 
 from tests.harness import Subject
+from tests.test_keys import Cat, Dog, Owner  # module-level models: local ones are refused
 from toolkit import InMemoryCache, observe
 from toolkit.decorators import cached
 from toolkit.decorators._entry import TOMBSTONE
@@ -1377,18 +1377,6 @@ def test_builtins_are_called_without_a_receiver(cache: HookedCache) -> None:
 def test_callable_objects_key_on_their_state(cache: HookedCache) -> None:
     assert cached("s", cache=cache)(Scaler(2))(5) == 10
     assert cached("s", cache=cache)(Scaler(3))(5) == 15
-
-
-class Cat(pydantic.BaseModel):
-    name: str
-
-
-class Dog(pydantic.BaseModel):
-    name: str
-
-
-class Owner(pydantic.BaseModel):
-    pet: Cat | Dog
 
 
 def test_nested_models_keep_their_class_end_to_end(cache: HookedCache) -> None:
