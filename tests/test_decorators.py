@@ -7,6 +7,8 @@ import dataclasses
 import functools
 import inspect
 import threading
+import uuid
+import warnings
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any, cast
@@ -20,7 +22,7 @@ from prometheus_client import CollectorRegistry
 from tests.harness import Subject
 from tests.test_keys import Cat, Dog, Owner  # module-level models: local ones are refused
 from toolkit import InMemoryCache, observe
-from toolkit.decorators import cached
+from toolkit.decorators import RedefinitionWarning, cached
 from toolkit.decorators._entry import TOMBSTONE
 from toolkit.keys import derive_key
 
@@ -1486,3 +1488,38 @@ async def test_a_sync_wrapper_hiding_a_coroutine_function_is_refused(cache: Hook
     hidden = cached("hidden", cache=cache)(logged)
     with pytest.raises(TypeError, match=r"fetch returned a coroutine.*async def"):
         await hidden(1)  # the refused coroutine was closed: no 'never awaited' warning
+
+
+def _define(source: str, cache: Any, ns: str, **options: Any) -> Any:
+    """Run ``source`` as the module ``notebook`` (as a notebook cell runs) and cache its ``f``."""
+    scope: dict[str, Any] = {"__name__": "notebook"}
+    exec(compile(source, "<cell>", "exec"), scope)
+    return cached(ns, cache=cache, **options)(scope["f"])
+
+
+def test_other_code_under_a_cached_name_is_warned_about(cache: HookedCache) -> None:
+    ns = f"cell-{uuid.uuid4()}"  # the warning remembers names for the life of the process
+    first = _define("def f(x):\n    return x + 1\n", cache, ns)
+    assert first(1) == 2
+    # The same cell run again, even moved down a few lines: the same code, no warning.
+    _define("\n\n\ndef f(x):\n    return x + 1\n", cache, ns)
+    with pytest.warns(RedefinitionWarning, match=r"notebook\.f .*other code.*version="):
+        edited = _define("def f(x):\n    return x + 2\n", cache, ns)
+    assert edited(1) == 2  # what the warning is about: the old code's result
+    kept_apart = _define("def f(x):\n    return x + 3\n", cache, ns, version=2)
+    assert kept_apart(1) == 4
+    named = _define("def f(x):\n    return x + 4\n", cache, ns, key_id="shared")  # on purpose
+    assert named(1) == 5
+
+
+def test_functions_made_by_a_factory_are_no_redefinition(cache: HookedCache) -> None:
+    def make(factor: int) -> Any:
+        @cached("made", cache=cache)
+        def scaled(x: int) -> int:
+            return x * factor
+
+        return scaled
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert [make(n)(2) for n in (1, 2, 3)] == [2, 4, 6]

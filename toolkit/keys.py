@@ -603,6 +603,8 @@ class KeyPlan:
         self.codec = _STRICT if strict_containers else _LOOSE
         self.encode = self.codec.encode
         identity = identify(func, self.encode_value, key_id=key_id)
+        self.identity_name = identity.name
+        """What names ``func`` in its keys (``module:qualname``, or ``key_id``)."""
         self.receiver = identity.receiver
         """A bound method's instance, which callers pass as the first argument."""
         self.context = identity.context

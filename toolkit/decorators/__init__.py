@@ -17,10 +17,12 @@ binding, controls), ``_call`` (the entry points and the hit path), ``_steps`` (t
 lease and refresh decisions, once for sync and async), ``_requests`` (the I/O they ask
 for), ``_run`` (the blocking and the awaiting runner), ``_plan`` (keys), ``_entry`` (the
 stored form and hit judgement), ``flight`` (single-flight), ``_invalidate`` (forgetting),
-``_telemetry`` (span and hooks), ``protocols`` (the public types).
+``_telemetry`` (span and hooks), ``_redefined`` (other code under a cached name),
+``protocols`` (the public types).
 """
 
 from toolkit.decorators._decorate import cached
+from toolkit.decorators._redefined import RedefinitionWarning
 from toolkit.decorators.protocols import (
     AsyncBoundCached,
     AsyncCachedFunction,
@@ -35,5 +37,6 @@ __all__ = [
     "BoundCached",
     "CachedDecorator",
     "CachedFunction",
+    "RedefinitionWarning",
     "cached",
 ]

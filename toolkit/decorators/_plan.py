@@ -8,6 +8,7 @@ from typing import Any
 from toolkit._types import FullKey, Namespace
 from toolkit.base import check_namespace
 from toolkit.decorators._keyfunc import KeyFunction
+from toolkit.decorators._redefined import note_definition
 from toolkit.keys import KeyPlan, memoize, namespace_of
 
 
@@ -53,6 +54,8 @@ class CallKeys:
             key_id=key_id,
             suffix=suffix,
         )
+        if key_id is None:  # an explicit key_id may be shared on purpose
+            note_definition(ns, self.plan.identity_name, func)
         self.suffix = suffix
         """Ends every key: a stored form of its own (``freshness``) never meets another."""
         self.digest = self.plan.digest
