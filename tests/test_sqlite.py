@@ -352,6 +352,52 @@ async def test_an_abandoned_async_write_keeps_the_write_path_until_it_ends(db: s
         assert await cache.aget([k("b")]) == {k("b"): 2}
 
 
+@pytest.mark.parametrize("call", ["aget", "aset"])
+def test_a_cancelled_async_call_ends_only_once_its_statement_is_answered(
+    cache: SqliteCache[Any], call: str
+) -> None:
+    # aiosqlite's thread answers on the caller's loop and dies if that loop has closed, and
+    # asyncio.run closes it as soon as the tasks it cancels have ended: every later call on
+    # that connection would then wait forever. So no task may end before its statement.
+    cache.set({k("a"): (1, None)})
+    armed, entered, release, released = (threading.Event() for _ in range(4))
+
+    def trace(sql: str) -> None:
+        if armed.is_set() and sql.startswith(("WITH", "INSERT")):
+            armed.clear()
+            entered.set()
+            release.wait()
+            released.set()
+
+    async def release_soon() -> None:
+        for _ in range(50):  # loop steps: far more than a cancellation takes to unwind
+            await asyncio.sleep(0)
+        release.set()
+
+    async def scenario() -> bool:
+        conns = cache._conns
+        conn = await conns._aconnection(conns._writer if call == "aset" else conns._reader)
+        await conn.set_trace_callback(trace)
+        armed.set()
+        work = cache.aget([k("a")]) if call == "aget" else cache.aset({k("b"): (2, None)})
+        started = asyncio.ensure_future(work)
+        await asyncio.to_thread(entered.wait)
+        # What asyncio.run does on its way out: cancel every task, and wait for them to end.
+        tasks = asyncio.all_tasks() - {asyncio.current_task()}
+        assert started in tasks
+        for task in tasks:
+            task.cancel()
+        releaser = asyncio.ensure_future(release_soon())
+        await asyncio.gather(*tasks, return_exceptions=True)
+        ended_first = not released.is_set()
+        await releaser
+        await conn.execute_fetchall("SELECT 1")  # answered after the blocked statement
+        return ended_first
+
+    assert asyncio.run(scenario()) is False
+    assert asyncio.run(cache.aget([k("a")])) == {k("a"): 1}
+
+
 @pytest.mark.parametrize("io", ["sync", "async"])
 def test_deletions_found_by_a_read_never_wait_for_the_write_lock(db: str, io: str) -> None:
     clock = WallClock()

@@ -657,10 +657,14 @@ async def _aexecute(
     """Async twin of :func:`_execute`; aiosqlite reports its own state as ``ValueError``."""
     try:
         results = [await conn.execute_fetchall(sql, params) for sql, params in framed]
-    except BaseException:
-        if in_transaction:
+    except BaseException as exc:
+        if in_transaction or not isinstance(exc, Exception):
             # Enqueued before the write mutex is released, so it runs before any later
-            # transaction even if this task is being cancelled.
+            # transaction even if this task is being cancelled. Awaiting it also waits out
+            # an interrupted statement (a no-op rollback outside a transaction): aiosqlite's
+            # thread answers on this task's loop and dies if the loop has closed by then
+            # (asyncio.run closes it once its cancelled tasks end), leaving every later call
+            # on the connection waiting forever.
             with contextlib.suppress(sqlite3.Error, ValueError):
                 await conn.rollback()
         raise
@@ -677,11 +681,11 @@ async def _aexecute_waiting(
     restore: str,
 ) -> list[list[Row]]:
     """:func:`_aexecute` with SQLite's busy wait set to ``wait`` for these statements only."""
-    await conn.execute_fetchall(wait)
     try:
+        await _aexecute(conn, [(wait, ())], False)  # waits out its statement if cancelled
         return await _aexecute(conn, framed, in_transaction)
     finally:
-        await conn.execute_fetchall(restore)
+        await _aexecute(conn, [(restore, ())], False)
 
 
 async def _then(work: Coroutine[Any, Any, _T], release: Callable[[], None]) -> _T:
