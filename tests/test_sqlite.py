@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import multiprocessing
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -283,6 +284,40 @@ def test_reopens_after_fork(cache: SqliteCache[Any]) -> None:
     assert os.waitstatus_to_exitcode(status) == 0
     assert cache.get([k("child"), k("parent")]) == {k("child"): 2, k("parent"): 1}
     assert cache._conns._writer.sync is parent_sync
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_a_fork_while_another_thread_holds_the_bookkeeping_lock(cache: SqliteCache[Any]) -> None:
+    # The forking thread's copy of that lock stays held for ever in the child, which took it
+    # on its first call to start afresh.
+    cache.set({k("parent"): (1, None)})
+    held, done = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with cache._conns._guard:
+            held.set()
+            done.wait()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait()
+    try:
+        pid = _fork()
+        if pid == 0:
+            code = 1
+            try:
+                signal.alarm(10)  # only so that a child stuck on the lock ends the test
+                assert cache.get([k("parent")]) == {k("parent"): 1}
+                code = 0
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                os._exit(code)
+    finally:
+        done.set()
+        holder.join()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
 
 
 def test_locked_database_raises_backend_error(db: str) -> None:

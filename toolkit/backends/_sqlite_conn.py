@@ -20,6 +20,7 @@ from typing import Any, TypeVar, cast
 
 import aiosqlite
 
+from toolkit._fork import ForkSafeLock
 from toolkit.backends._sqlite_sql import Row, Statement
 from toolkit.errors import BackendError, CacheClosedError, CacheTimeoutError
 
@@ -266,7 +267,9 @@ class Connections:
         self.busy_timeout = busy_timeout
         self.pragmas = tuple(pragmas)
         self.closed = False
-        self._guard = threading.Lock()  # protects the fields below; never held during I/O
+        # Protects the fields below; never held during I/O. Fork-safe: a forked child takes
+        # it first thing (_after_fork), and a parent thread caught holding it is not there.
+        self._guard = ForkSafeLock()
         self._reset()
 
     def _reset(self) -> None:
@@ -300,7 +303,6 @@ class Connections:
             for path in (self._reader, self._writer):
                 _INHERITED.extend(c for c in (path.sync, path.aio, path.aio_opening) if c)
             _INHERITED.extend(self._reads.idle())
-            self._guard = threading.Lock()
             self._reset()
 
     # -- sync I/O --
