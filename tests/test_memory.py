@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
+import time
+import traceback
+import warnings
 from typing import Any
 
 import pytest
 
 from tests.harness import FakeClock
 from toolkit import InMemoryCache
+from toolkit.lease import LeaseRequest
 
 NS = ("app",)
 
@@ -93,3 +100,58 @@ def test_an_unbounded_cache_never_evicts_and_its_bound_is_fixed() -> None:
     assert cache.get([(NS, "0")]) == {(NS, "0"): [0]}
     with pytest.raises(AttributeError):
         cache.max_entries = 10  # type: ignore[misc]
+
+
+def _fork() -> int:
+    with warnings.catch_warnings():  # Python >= 3.12 warns about forking with threads
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return os.fork()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+@pytest.mark.parametrize("held_in", ["set", "lease"])
+def test_a_fork_while_another_thread_is_inside_the_cache(held_in: str) -> None:
+    # The cache reads its clock under its locks: a thread stopped there holds one, and a
+    # forked child, where that thread does not exist, must not wait for it for ever.
+    inside, leave = threading.Event(), threading.Event()
+    holder: list[int] = []
+
+    def clock() -> float:
+        if threading.get_ident() in holder:
+            inside.set()
+            leave.wait()
+        return time.monotonic()
+
+    cache: InMemoryCache[Any] = InMemoryCache(timer=clock)
+    key = (("fork",), "k")
+    request = LeaseRequest("acquire", key, "parent-token", 60.0)
+
+    assert cache.lease(LeaseRequest("acquire", key, "earlier-token", 60.0))
+
+    def enter() -> None:
+        holder.append(threading.get_ident())
+        cache.set({key: (1, 60)}) if held_in == "set" else cache.lease(request)
+
+    thread = threading.Thread(target=enter)
+    thread.start()
+    inside.wait()
+    try:
+        pid = _fork()
+        if pid == 0:
+            code = 1
+            try:
+                signal.alarm(10)  # only so that a child stuck on a lock ends the test
+                cache.set({key: (2, 60)})
+                assert cache.get([key]) == {key: 2}
+                # The parent's threads hold no lease in the child: nobody would give it back.
+                assert cache.lease(LeaseRequest("acquire", key, "child-token", 60.0))
+                code = 0
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                os._exit(code)
+    finally:
+        leave.set()
+        thread.join()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

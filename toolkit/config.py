@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 import re
-import threading
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
 
+from toolkit._fork import ForkSafeLock
 from toolkit.base import BaseCache
 from toolkit.switches import set_enabled
 
@@ -31,7 +31,7 @@ class _State:
 
 
 _state = _State()
-_lock = threading.Lock()
+_lock = ForkSafeLock()  # a forked child finds it free (see toolkit._fork)
 
 
 def cache_from_url(url: str) -> BaseCache[Any]:

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
+from toolkit._fork import start_afresh_in_children
 from toolkit._types import FullKey
 from toolkit.base import check_key
 
@@ -93,10 +94,16 @@ def check_lease(request: object) -> LeaseRequest:
 class LeaseTable:
     """Leases held in this process: what an in-process cache stores beside its entries."""
 
-    __slots__ = ("_clock", "_held", "_lock")
+    __slots__ = ("__weakref__", "_clock", "_held", "_lock")
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
+        self._reset()
+        start_afresh_in_children(self, LeaseTable._reset)
+
+    def _reset(self) -> None:
+        # In a forked child the holders are the parent's threads: none will give a lease
+        # back there, nor release a lock it held.
         self._lock = threading.Lock()
         self._held: dict[FullKey, tuple[str, float]] = {}  # key -> (token, expiry)
 

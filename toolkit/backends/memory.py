@@ -9,6 +9,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
+from toolkit._fork import start_afresh_in_children
 from toolkit._types import EvictionCause, FullKey, Namespace, SerializerProtocol, ValueT
 from toolkit.base import (
     BaseCache,
@@ -59,6 +60,7 @@ class InMemoryCache(EvictionNotifier, BaseCache[ValueT]):
         self._max_entries = max_entries
         self._timer = timer
         self._lock = threading.Lock()
+        start_afresh_in_children(self, InMemoryCache._after_fork)
         # LRU order costs an OrderedDict (~50 bytes and ~40 ns per entry): only a bound needs it.
         self._lru: OrderedDict[FullKey, _Entry] | None = (
             None if max_entries is None else OrderedDict()
@@ -275,6 +277,10 @@ class InMemoryCache(EvictionNotifier, BaseCache[ValueT]):
     # -- end of introspection --
 
     # -- internals --
+
+    def _after_fork(self) -> None:
+        """A forked child keeps the entries, not a lock one of the parent's threads held."""
+        self._lock = threading.Lock()
 
     def _discard(self, full_key: FullKey, entry: _Entry) -> bool:
         """Delete ``full_key`` if it still holds ``entry``; True if this call deleted it."""

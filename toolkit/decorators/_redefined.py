@@ -9,11 +9,11 @@ shares the earlier code's entries: it would be served their results for the same
 from __future__ import annotations
 
 import inspect
-import threading
 import types
 import warnings
 from typing import Any
 
+from toolkit._fork import ForkSafeLock
 from toolkit._identity import defined_in_function
 from toolkit._types import Namespace
 
@@ -25,7 +25,7 @@ class RedefinitionWarning(UserWarning):
 
 
 _SEEN: dict[tuple[Namespace, str], tuple[Any, ...]] = {}
-_LOCK = threading.Lock()
+_LOCK = ForkSafeLock()
 
 
 def _fingerprint(code: types.CodeType) -> tuple[Any, ...]:

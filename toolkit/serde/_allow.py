@@ -14,10 +14,11 @@ from __future__ import annotations
 import dataclasses
 import enum
 import importlib
-import threading
 import types
 from dataclasses import dataclass
 from typing import Any, TypeVar
+
+from toolkit._fork import ForkSafeLock
 
 T = TypeVar("T", bound=type)
 
@@ -197,7 +198,7 @@ class AllowList:
         self._by_name: dict[str, ClassInfo] = {}
         self._by_type: dict[type, ClassInfo] = {}
         self._parent = parent
-        self._lock = threading.Lock()
+        self._lock = ForkSafeLock()
 
     def add(self, cls: type, *, name: str | None = None) -> ClassInfo:
         """Allow ``cls``; a different class already holding its wire name is an error."""
@@ -246,7 +247,7 @@ class AllowList:
 
 
 _builtin_list: AllowList | None = None
-_builtin_lock = threading.Lock()
+_builtin_lock = ForkSafeLock()
 
 
 def _builtins() -> AllowList:
