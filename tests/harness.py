@@ -7,8 +7,10 @@ wrapper to ``STACKS``. Each case in ``test_conformance.py`` then runs against ev
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import sqlite3
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -314,3 +316,18 @@ MISSING: Any = type("Missing", (), {"__repr__": lambda self: "<MISSING>"})()
 
 def run(coro: Any) -> Any:
     return asyncio.run(coro)
+
+
+def in_forked_child(work: Callable[[], object]) -> object:
+    """What ``work()`` returns in a forked child (a hang fails after a generous bound)."""
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    child = context.Process(target=lambda: results.put(work()))
+    with warnings.catch_warnings():  # Python >= 3.12 warns about forking with threads
+        warnings.simplefilter("ignore", DeprecationWarning)
+        child.start()
+    try:
+        return results.get(timeout=60)
+    finally:
+        child.kill()
+        child.join(timeout=60)

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import multiprocessing
 import sys
 import threading
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,7 +14,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from tests.faults import FlakyCache, HangingCache
-from tests.harness import FakeClock
+from tests.harness import FakeClock, in_forked_child
 from tests.metric_catalog import metric_total
 from toolkit import (
     BackendError,
@@ -554,21 +552,6 @@ async def test_a_layer_that_declares_nothing_keeps_its_async_calls(tmp_path: Any
     assert runs_in_process(flaky) is False
 
 
-def _in_forked_child(work: Callable[[], object]) -> object:
-    """What ``work()`` returns in a forked child (a hang fails after a generous bound)."""
-    context = multiprocessing.get_context("fork")
-    results = context.Queue()
-    child = context.Process(target=lambda: results.put(work()))
-    with warnings.catch_warnings():  # Python >= 3.12 warns about forking with threads
-        warnings.simplefilter("ignore", DeprecationWarning)
-        child.start()
-    try:
-        return results.get(timeout=60)
-    finally:
-        child.kill()
-        child.join(timeout=60)
-
-
 def test_a_forked_child_is_not_stuck_behind_its_parents_probe() -> None:
     """A half-open probe another thread has in flight at fork never ends in the child: the
     child's breaker let no call through again, so its cache stayed switched off for good."""
@@ -589,7 +572,7 @@ def test_a_forked_child_is_not_stuck_behind_its_parents_probe() -> None:
     try:
         assert probing.wait(timeout=60)
         assert breaker.allow() is False  # here, the probe holds the slot
-        assert _in_forked_child(breaker.allow) is True  # there, no probe exists
+        assert in_forked_child(breaker.allow) is True  # there, no probe exists
     finally:
         answered.set()
         thread.join(timeout=60)
@@ -607,7 +590,7 @@ def test_a_forked_child_can_use_a_breaker_locked_during_the_fork() -> None:
         def __call__(self) -> float:
             if self.fork:  # called with the breaker's lock held
                 self.fork = False
-                seen.append(_in_forked_child(fail_once))
+                seen.append(in_forked_child(fail_once))
             return self.now
 
     def fail_once() -> int:

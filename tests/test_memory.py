@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import os
-import signal
 import threading
 import time
-import traceback
-import warnings
 from typing import Any
 
 import pytest
 
-from tests.harness import FakeClock
+from tests.harness import FakeClock, in_forked_child
 from toolkit import InMemoryCache
 from toolkit.lease import LeaseRequest
 
@@ -102,12 +99,6 @@ def test_an_unbounded_cache_never_evicts_and_its_bound_is_fixed() -> None:
         cache.max_entries = 10  # type: ignore[misc]
 
 
-def _fork() -> int:
-    with warnings.catch_warnings():  # Python >= 3.12 warns about forking with threads
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return os.fork()
-
-
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
 @pytest.mark.parametrize("held_in", ["set", "lease"])
 def test_a_fork_while_another_thread_is_inside_the_cache(held_in: str) -> None:
@@ -132,26 +123,16 @@ def test_a_fork_while_another_thread_is_inside_the_cache(held_in: str) -> None:
         holder.append(threading.get_ident())
         cache.set({key: (1, 60)}) if held_in == "set" else cache.lease(request)
 
+    def in_child() -> tuple[object, bool]:
+        cache.set({key: (2, 60)})
+        # The parent's threads hold no lease in the child: nobody would give it back.
+        return cache.get([key]), cache.lease(LeaseRequest("acquire", key, "child-token", 60.0))
+
     thread = threading.Thread(target=enter)
     thread.start()
     inside.wait()
     try:
-        pid = _fork()
-        if pid == 0:
-            code = 1
-            try:
-                signal.alarm(10)  # only so that a child stuck on a lock ends the test
-                cache.set({key: (2, 60)})
-                assert cache.get([key]) == {key: 2}
-                # The parent's threads hold no lease in the child: nobody would give it back.
-                assert cache.lease(LeaseRequest("acquire", key, "child-token", 60.0))
-                code = 0
-            except BaseException:
-                traceback.print_exc()
-            finally:
-                os._exit(code)
+        assert in_forked_child(in_child) == ({key: 2}, True)
     finally:
         leave.set()
         thread.join()
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0

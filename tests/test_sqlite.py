@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import multiprocessing
 import os
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from tests.harness import in_forked_child
 from toolkit import (
     BackendError,
     CacheClosedError,
@@ -302,22 +302,10 @@ def test_a_fork_while_another_thread_holds_the_bookkeeping_lock(cache: SqliteCac
     holder.start()
     held.wait()
     try:
-        pid = _fork()
-        if pid == 0:
-            code = 1
-            try:
-                signal.alarm(10)  # only so that a child stuck on the lock ends the test
-                assert cache.get([k("parent")]) == {k("parent"): 1}
-                code = 0
-            except BaseException:
-                traceback.print_exc()
-            finally:
-                os._exit(code)
+        assert in_forked_child(lambda: cache.get([k("parent")])) == {k("parent"): 1}
     finally:
         done.set()
         holder.join()
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
 
 
 def test_locked_database_raises_backend_error(db: str) -> None:
