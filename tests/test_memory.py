@@ -136,3 +136,82 @@ def test_a_fork_while_another_thread_is_inside_the_cache(held_in: str) -> None:
     finally:
         leave.set()
         thread.join()
+
+
+class _ThreeByteSerde:
+    """Stores ``{"n": n}`` (tag ``dict``) and ``[n]`` (tag ``list``), n < 1000, in three bytes."""
+
+    def dumps_typed(self, obj: Any) -> tuple[str, bytes]:
+        if type(obj) is dict:
+            return "dict", b"%03d" % obj["n"]
+        return "list", b"%03d" % obj[0]
+
+    def loads_typed(self, data: tuple[str, bytes]) -> Any:
+        tag, payload = data
+        if tag == "dict":
+            return {"n": int(payload)}
+        if tag == "list":
+            return [int(payload)]
+        raise ValueError(f"not mine: {tag}")
+
+
+def test_entries_of_every_tag_and_payload_length_keep_their_tag_and_expiry() -> None:
+    # Most entries are stored as their payload alone (the first tag stored is implied): a
+    # payload of three bytes must not pass for an expiring entry, nor another tag's for it.
+    clock = FakeClock()
+    cache: InMemoryCache[Any] = InMemoryCache(serde=_ThreeByteSerde(), timer=clock)
+    cache.set({(NS, "dict"): ({"n": 1}, None), (NS, "list"): ([1], None)})
+    cache.set({(NS, "dict-ttl"): ({"n": 2}, 5), (NS, "list-ttl"): ([2], 5)})
+    expected = {
+        (NS, "dict"): {"n": 1},
+        (NS, "list"): [1],
+        (NS, "dict-ttl"): {"n": 2},
+        (NS, "list-ttl"): [2],
+    }
+    assert cache.get(list(expected)) == expected
+    assert {info.key: info.expires_in for info in cache.iter_keys(NS)} == {
+        "dict": None,
+        "list": None,
+        "dict-ttl": 5.0,
+        "list-ttl": 5.0,
+    }
+    assert cache.stats().entries == 4
+    clock.advance(6)
+    assert cache.purge_expired() == 2
+    assert cache.get(list(expected)) == {(NS, "dict"): {"n": 1}, (NS, "list"): [1]}
+
+
+class _RawSerde:
+    """Hands back the stored bytes as the value: would misread another serializer's payload."""
+
+    def dumps_typed(self, obj: Any) -> tuple[str, bytes]:
+        return "raw", bytes(obj)
+
+    def loads_typed(self, data: tuple[str, bytes]) -> Any:
+        tag, payload = data
+        if tag != "raw":
+            raise ValueError(f"not mine: {tag}")
+        return payload
+
+
+def test_a_replaced_serializer_never_reads_the_old_ones_payloads() -> None:
+    cache: InMemoryCache[Any] = InMemoryCache()
+    cache.set({(NS, "old"): ({"a": 1}, None)})
+    cache.serde = _RawSerde()
+    cache.set({(NS, "new"): (bytearray(b"new"), None)})
+    # The old entry still carries its own tag, so the new serializer refuses it: a miss.
+    assert cache.get([(NS, "old"), (NS, "new")]) == {(NS, "new"): b"new"}
+
+
+def test_a_payload_that_is_not_bytes_keeps_its_tag() -> None:
+    class TextSerde:
+        def dumps_typed(self, obj: Any) -> tuple[str, Any]:
+            return "text", repr(obj)
+
+        def loads_typed(self, data: tuple[str, Any]) -> Any:
+            assert data[0] == "text"
+            return ("decoded", data[1])
+
+    cache: InMemoryCache[Any] = InMemoryCache(serde=TextSerde())
+    cache.set({(NS, "k"): ([1], None)})
+    assert cache.get([(NS, "k")]) == {(NS, "k"): ("decoded", "[1]")}

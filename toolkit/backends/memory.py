@@ -24,11 +24,13 @@ from toolkit.lease import LeaseRequest, LeaseTable, check_lease
 
 __all__ = ["InMemoryCache"]
 
-# The serializer's own (type tag, payload) tuple when the entry never expires, else
-# (type tag, payload, monotonic expiry): no wrapper tuple per entry (56 bytes each).
-# An immutable scalar is kept as itself under the tag ``None`` (no serializer's tag):
-# a copy exists to keep callers from mutating a cached value, and these cannot be mutated.
-_Entry = tuple[str | None, Any] | tuple[str | None, Any, float]
+# An entry that never expires is its payload alone when the serializer tagged it with the
+# cache's usual tag (the first one it stored), else the serializer's own (type tag, payload)
+# tuple; one that expires is (type tag, payload, monotonic expiry). A tuple costs 64 bytes
+# an entry: most entries carry none. An immutable scalar is kept as itself under the tag
+# ``None`` (no serializer's tag): a copy exists to keep callers from mutating a cached
+# value, and these cannot be mutated.
+_Entry = bytes | tuple[str | None, Any] | tuple[str | None, Any, float]
 _AS_ITSELF = frozenset({int, float, bool, bytes, type(None)})
 _Evicted = list[tuple[Namespace, EvictionCause]]
 
@@ -68,6 +70,9 @@ class InMemoryCache(EvictionNotifier, BaseCache[ValueT]):
         self._data: dict[FullKey, _Entry] = {} if self._lru is None else self._lru
         self._next_sweep = timer() + _SWEEP_INTERVAL
         self._expiring = False  # whether any entry was ever stored with a ttl
+        # Fixed by the first payload stored, and never changed after: a bare payload keeps
+        # meaning the tag it was stored under, even if ``serde`` is replaced.
+        self._usual_tag: str | None = None
         self._leases = LeaseTable(timer)
 
     @property
@@ -87,19 +92,31 @@ class InMemoryCache(EvictionNotifier, BaseCache[ValueT]):
         self._dumps = serde.dumps_typed
         self._loads = serde.loads_typed
 
-    def _encode(self, value: Any) -> tuple[str | None, Any]:
-        """The stored form of ``value``: itself if an immutable scalar (or a tuple of them),
-        else serialized."""
+    def _encode(self, value: Any) -> bytes | tuple[str | None, Any]:
+        """The stored form of ``value`` if it never expires: itself if an immutable scalar (or
+        a tuple of them), else serialized (the payload alone under the usual tag)."""
         kind = type(value)  # checked inline: a call to _scalar costs ~50 ns of every set
-        if kind is dict or kind is list:  # the common values, first
-            return self._dumps(value)
         if (
-            kind in _AS_ITSELF
-            or (kind is str and value.isascii())
-            or (kind is tuple and all(map(_scalar, value)))
+            kind is not dict
+            and kind is not list
+            and (  # the common values skip the tests
+                kind in _AS_ITSELF
+                or (kind is str and value.isascii())
+                or (kind is tuple and all(map(_scalar, value)))
+            )
         ):
             return None, value
-        return self._dumps(value)
+        tag, payload = self._dumps(value)
+        if type(payload) is bytes and tag == (self._usual_tag or self._adopt_tag(tag)):
+            return payload
+        return tag, payload
+
+    def _adopt_tag(self, tag: str) -> str:
+        """Make ``tag`` the usual one unless another thread's first payload already did."""
+        with self._lock:
+            if self._usual_tag is None:
+                self._usual_tag = tag
+            return self._usual_tag
 
     # -- shared logic (no I/O: the async twins call these directly) --
 
@@ -118,14 +135,16 @@ class InMemoryCache(EvictionNotifier, BaseCache[ValueT]):
             entry = lookup(full_key)
             if entry is None:
                 continue
-            if len(entry) == 3:
+            if isinstance(entry, bytes):  # narrows for mypy where ``type() is`` would not
+                typed: tuple[str | None, Any] = (self._usual_tag, entry)
+            elif len(entry) == 3:
                 if now is None:
                     now = self._timer()
                 if now >= entry[2]:
                     if self._discard(full_key, entry):
                         evicted.append((full_key[0], "expired"))
                     continue
-                typed: tuple[str | None, Any] = (entry[0], entry[1])
+                typed = (entry[0], entry[1])
             else:
                 typed = entry
             if bump is not None:
@@ -166,7 +185,10 @@ class InMemoryCache(EvictionNotifier, BaseCache[ValueT]):
                     if now is None:
                         now = self._timer()
                         self._expiring = True
-                    entry = (typed[0], typed[1], now + ttl)
+                    if type(typed) is bytes:
+                        entry = (self._usual_tag, typed, now + ttl)
+                    else:
+                        entry = (typed[0], typed[1], now + ttl)
                 if lru is not None and full_key in lru:  # it moves last, as a new key lands
                     lru.move_to_end(full_key)
                 data[full_key] = entry
@@ -255,7 +277,7 @@ class InMemoryCache(EvictionNotifier, BaseCache[ValueT]):
         entries = list(self._data.items())  # an atomic copy; see clear()
         return CacheStats.tally(
             (
-                (full_key[0], 1, _size(entry), int(len(entry) == 3 and now >= entry[2]))
+                (full_key[0], 1, _size(entry), int(_expired(entry, now)))
                 for full_key, entry in entries
             ),
             expires_itself=False,
@@ -294,7 +316,11 @@ class InMemoryCache(EvictionNotifier, BaseCache[ValueT]):
         """Drop expired entries; the caller holds the lock."""
         self._next_sweep = now + _SWEEP_INTERVAL
         entries = list(self._data.items())  # an atomic copy; see clear()
-        expired = [k for k, entry in entries if len(entry) == 3 and now >= entry[2]]
+        expired = [
+            k
+            for k, entry in entries
+            if type(entry) is tuple and len(entry) == 3 and now >= entry[2]
+        ]
         for full_key in expired:
             del self._data[full_key]
         return [(full_key[0], "expired") for full_key in expired]
@@ -319,11 +345,16 @@ def _scalar(value: object) -> bool:
 
 def _size(entry: _Entry) -> int:
     """The bytes of an entry's value: its payload, or a scalar kept as itself."""
-    value = entry[1]
+    value = entry if type(entry) is bytes else entry[1]
     if isinstance(value, (bytes, str)):
         return len(value)
     return 0 if value is None else sys.getsizeof(value)
 
 
 def _expiry(entry: _Entry) -> float | None:
-    return entry[2] if len(entry) == 3 else None
+    return entry[2] if type(entry) is tuple and len(entry) == 3 else None
+
+
+def _expired(entry: _Entry, now: float) -> bool:
+    expiry = _expiry(entry)
+    return expiry is not None and now >= expiry
