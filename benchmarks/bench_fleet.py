@@ -5,8 +5,11 @@ and no caller waits for a computation across an expiry with ``stale_ttl``.
   cycling over 100 hit arguments);
 - a cold key under 8 processes x 25 coroutines on Redis: calls of the function with
   ``lock=True`` against ``lock=False`` (a count, not a time);
-- the worst caller latency across expiries with ``stale_ttl`` ≤ 2x the hit p99 (the baseline
-  column), and the same worst latency without ``stale_ttl`` (the full compute time).
+- the worst caller latency across expiries with ``stale_ttl`` ≤ 2x the worst latency of the
+  same callers when nothing expires (the baseline column), and the same worst latency
+  without ``stale_ttl`` (the full compute time). Worst against worst: the worst of ~2,000
+  calls on a busy machine is scheduling noise, 3-6x the p99 with no expiry at all, while a
+  caller that waited for the computation would take its 100 ms.
 """
 
 from __future__ import annotations
@@ -150,9 +153,8 @@ def _expiries() -> Iterator[Comparison]:
     def worst_with_stale() -> None:
         found["value"] = _caller_latencies(0.25, stale=True)[-1]
 
-    def hit_p99() -> None:
-        latencies = _caller_latencies(3600, stale=False)  # the same callers, no expiry
-        found["value"] = latencies[int(len(latencies) * 0.99)]
+    def worst_without_expiry() -> None:
+        found["value"] = _caller_latencies(3600, stale=False)[-1]  # the same callers
 
     def worst_without_stale() -> None:
         found["value"] = _caller_latencies(0.25, stale=False)[-1]
@@ -160,8 +162,8 @@ def _expiries() -> Iterator[Comparison]:
     yield Comparison(
         "worst caller latency across expiries, stale_ttl=60",
         worst_with_stale,
-        hit_p99,
-        "hit p99 of the same callers, no expiry",
+        worst_without_expiry,
+        "worst of the same callers, no expiry",
         target=2.0,
         rounds=3,
         measure=lambda: found["value"],
