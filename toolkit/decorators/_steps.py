@@ -134,8 +134,8 @@ class Steps:
         fresh = self.fresh
         if fresh is None:
             return (FRESH, stored) if is_hit(stored) else (MISS, MISSING)
-        verdict, value = fresh.judge(stored)  # absent or a tombstone: no envelope, a miss
-        return verdict, (MISSING if verdict == MISS else value)
+        verdict = fresh.judge(stored)  # absent or a tombstone: no envelope, a miss
+        return verdict if verdict[0] is not MISS else (MISS, MISSING)
 
     def judged(
         self,
