@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry
 
+from tests.fleet_workers import wait_for
 from tests.harness import in_forked_child
 from toolkit import (
     BackendError,
@@ -29,6 +31,7 @@ from toolkit import (
     FullKey,
     Namespace,
     SqliteCache,
+    observe,
 )
 from toolkit._types import EvictionCause
 from toolkit.backends._sqlite_conn import AsyncMutex
@@ -399,7 +402,7 @@ def test_a_cancelled_async_call_ends_only_once_its_statement_is_answered(
 
     async def scenario() -> bool:
         conns = cache._conns
-        conn = await conns._aconnection(conns._writer if call == "aset" else conns._reader)
+        _, conn = await conns._aconnection(call == "aset")
         await conn.set_trace_callback(trace)
         armed.set()
         work = cache.aget([k("a")]) if call == "aget" else cache.aset({k("b"): (2, None)})
@@ -476,7 +479,7 @@ def test_expired_rows_found_by_a_read_go_in_one_delete(db: str, io: str) -> None
         statements: list[str] = []
 
         async def aget() -> dict[FullKey, Any]:
-            writer = await cache._conns._aconnection(cache._conns._writer)
+            _, writer = await cache._conns._aconnection(True)
             await writer.set_trace_callback(statements.append)
             return await cache.aget(keys)
 
@@ -957,3 +960,91 @@ def test_an_async_write_queued_past_the_whole_budget_times_out(db: str) -> None:
             await cache.aclose()
 
     asyncio.run(main())
+
+
+# -- the database file deleted or replaced, a table dropped: other processes' view --
+
+
+def _remove_database(db: str) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(db + suffix)
+
+
+def _errors_counted(registry: CollectorRegistry) -> float:
+    return sum(
+        sample.value
+        for family in registry.collect()
+        for sample in family.samples
+        if sample.name == "cache_errors_total"
+    )
+
+
+@pytest.mark.parametrize("how", ["deleted", "replaced"])
+def test_a_deleted_or_replaced_file_is_the_one_every_process_uses_again(db: str, how: str) -> None:
+    # Another process would keep its connections to the old file: it would serve its own
+    # entries forever, and never see the new file's writes or clears.
+    registry = CollectorRegistry()
+    with open_cache(db) as old:
+        stack = observe(old, registry=registry)
+        stack.set({k("a"): ("before", None)})
+        assert stack.get([k("a")]) == {k("a"): "before"}
+        if how == "deleted":
+            _remove_database(db)
+        else:  # a copy restored over it, as from a backup
+            with open_cache(db + ".restored") as restored:
+                restored.set({k("a"): ("restored", None)})
+            _remove_database(db)
+            os.replace(db + ".restored", db)
+        with open_cache(db) as new:
+            new.set({k("a"): ("after", None)})
+            assert wait_for(lambda: stack.get([k("a")]) == {k("a"): "after"}, timeout=30)
+            new.clear()
+            assert stack.get([k("a")]) == {}
+            stack.set({k("b"): ("from the old object", None)})
+            assert new.get([k("b")]) == {k("b"): "from the old object"}
+    assert _errors_counted(registry) == 0
+
+
+def test_async_calls_move_to_a_replaced_file_too(db: str) -> None:
+    async def main() -> None:
+        with open_cache(db) as old:
+            await old.aset({k("a"): ("before", None)})
+            assert await old.aget([k("a")]) == {k("a"): "before"}
+            _remove_database(db)
+            with open_cache(db) as new:
+                await new.aset({k("a"): ("after", None)})
+                deadline = time.monotonic() + 30
+                while await old.aget([k("a")]) != {k("a"): "after"}:
+                    assert time.monotonic() < deadline, "never moved to the new file"
+                    await asyncio.sleep(0.05)
+                await new.aclear()
+                assert await old.aget([k("a")]) == {}
+                await old.aset({k("b"): ("from the old object", None)})
+                assert await new.aget([k("b")]) == {k("b"): "from the old object"}
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("calls", ["sync", "async"])
+def test_a_dropped_table_is_created_again(db: str, calls: str) -> None:
+    with open_cache(db) as cache:
+        cache.set({k("a"): ("before", None)})
+        with contextlib.closing(sqlite3.connect(db)) as other:
+            other.execute("DROP TABLE toolkit_cache")
+            other.execute("DROP TABLE toolkit_cache_lease")
+            other.commit()
+
+        async def calls_after_the_drop() -> None:
+            assert await cache.aget([k("a")]) == {}
+            await cache.aset({k("a"): ("again", None)})
+            assert await cache.aget([k("a")]) == {k("a"): "again"}
+            assert await cache.alease(LeaseRequest("acquire", k("a"), "token", 5.0))
+
+        if calls == "async":
+            asyncio.run(calls_after_the_drop())
+        else:
+            assert cache.get([k("a")]) == {}
+            cache.set({k("a"): ("again", None)})
+            assert cache.get([k("a")]) == {k("a"): "again"}
+            assert cache.lease(LeaseRequest("acquire", k("a"), "token", 5.0))

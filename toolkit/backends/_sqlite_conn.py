@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import sqlite3
 import threading
@@ -27,6 +28,7 @@ from toolkit.errors import BackendError, CacheClosedError, CacheTimeoutError
 __all__ = ["AsyncMutex", "Connections"]
 
 _T = TypeVar("_T")
+_log = logging.getLogger("toolkit.backends.sqlite")
 
 # Connections inherited across fork(): the child must neither use nor close them (closing one
 # may checkpoint the parent's WAL or drop its locks), so they stay referenced here for good.
@@ -53,6 +55,27 @@ _NO_WAIT = "PRAGMA busy_timeout = 0"
 _FIRST_RETRY_DELAY = 0.0005
 _MAX_RETRY_DELAY = 0.05
 _STATEMENT_MARGIN = 0.05
+_LOOK_SECONDS = 1.0
+"""How often calls look whether the database file was deleted or replaced (a stat)."""
+
+
+class _Moved(sqlite3.Error):
+    """The connection a call took was retired (its file was deleted or replaced): retry at
+    once on the current one."""
+
+
+def _missing_table(exc: Exception) -> bool:
+    """Whether SQLite reports a table of the cache missing (dropped, or a new empty file)."""
+    return isinstance(exc, sqlite3.OperationalError) and "no such table" in str(exc)
+
+
+def _identity(file: str) -> tuple[int, int] | None:
+    """Which file ``file`` names now (device, inode); ``None`` if none."""
+    try:
+        found = os.stat(file)
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
 
 
 def _framed(statements: Sequence[Statement], atomic: bool) -> tuple[Sequence[Statement], bool]:
@@ -241,6 +264,7 @@ class _Path:
         self.sync: sqlite3.Connection | None = None
         self.aio: aiosqlite.Connection | None = None
         self.aio_opening: asyncio.Task[aiosqlite.Connection] | None = None
+        self.retired = False  # its file was deleted or replaced: calls move to a new _Path
 
     def detach(self) -> tuple[sqlite3.Connection | None, aiosqlite.Connection | None]:
         conns, self.sync, self.aio = (self.sync, self.aio), None, None
@@ -253,6 +277,13 @@ class Connections:
     Reads and writes take separate connections (and, for async calls, separate aiosqlite
     threads): a write waiting for another process's lock never delays a read, which WAL
     serves from the last committed snapshot.
+
+    A database file deleted or replaced under an open connection is no longer the one other
+    processes use: this process would keep reading its own entries, and never see their
+    writes or clears. So calls look at the file at most once a ``_LOOK_SECONDS``, and move
+    to new connections when it changed (the old ones close once idle); a missing table
+    (dropped, or a new empty file) is created again, once per call, from the setup given to
+    :meth:`open_sync`.
     """
 
     variable_limit: int | None = None
@@ -267,6 +298,10 @@ class Connections:
         self.busy_timeout = busy_timeout
         self.pragmas = tuple(pragmas)
         self.closed = False
+        self._file = None if uri else database  # a URI is a private in-memory database
+        self._setup: tuple[str, ...] = ()
+        self._opened: tuple[int, int] | None = None  # the file the connections opened
+        self._next_look = 0.0
         # Protects the fields below; never held during I/O. Fork-safe: a forked child takes
         # it first thing (_after_fork), and a parent thread caught holding it is not there.
         self._guard = ForkSafeLock()
@@ -274,12 +309,16 @@ class Connections:
 
     def _reset(self) -> None:
         self._forks = _forks
+        self._writing: set[asyncio.Task[Any]] = set()  # strong references while they run
+        self._renew()
+
+    def _renew(self) -> None:
+        """New, unopened connections (and their locks) for every later call."""
         # query_only: a read path that tried to write would wait on the write lock.
         self._reader = _Path((*self.pragmas, "PRAGMA query_only = 1"))
         self._writer = _Path(self.pragmas)
         self._reads = _ReadPool(_READERS)
         self._writes = AsyncMutex()  # serializes use of the async write connection
-        self._writing: set[asyncio.Task[Any]] = set()  # strong references while they run
 
     def _connect_kwargs(self) -> dict[str, Any]:
         return {
@@ -295,6 +334,41 @@ class Connections:
             self._after_fork()
         if self.closed:
             raise CacheClosedError("SqliteCache is closed")
+        if self._opened is not None and time.monotonic() >= self._next_look:
+            self._look_at_file()
+
+    def _opened_file(self) -> None:
+        """Note which file a new connection opened (the first one since the last move)."""
+        if self._file is not None and self._opened is None:
+            with self._guard:
+                if self._opened is None:
+                    self._opened = _identity(self._file)
+                    self._next_look = time.monotonic() + _LOOK_SECONDS
+
+    def _look_at_file(self) -> None:
+        """Move to new connections if the database file was deleted or replaced."""
+        assert self._file is not None
+        with self._guard:
+            if self._opened is None or time.monotonic() < self._next_look:
+                return  # another call just looked
+            self._next_look = time.monotonic() + _LOOK_SECONDS
+            if _identity(self._file) == self._opened or self.closed:
+                return
+            _log.warning("SQLite database %r was deleted or replaced: reopening it", self._file)
+            self._opened = None
+            retired = self._reads, self._detach_paths()
+            self._renew()
+        threading.Thread(
+            target=_close_all, args=retired, name="toolkit-sqlite-retire", daemon=True
+        ).start()
+
+    def _detach_paths(
+        self,
+    ) -> list[tuple[_Path, sqlite3.Connection | None, aiosqlite.Connection | None]]:
+        """Take the connections off both paths, which no call will open again; under _guard."""
+        for path in (self._reader, self._writer):
+            path.retired = True
+        return [(path, *path.detach()) for path in (self._reader, self._writer)]
 
     def _after_fork(self) -> None:
         with self._guard:
@@ -308,7 +382,10 @@ class Connections:
     # -- sync I/O --
 
     def open_sync(self, setup: Sequence[str] = ()) -> sqlite3.Connection:
-        """Open the sync write connection now (running ``setup`` once), or return the open one."""
+        """Open the sync write connection now (running ``setup`` once), or return the open one.
+
+        ``setup`` is kept: it runs again where a table turns out missing."""
+        self._setup = tuple(setup)
         self._check()
         with self._writer.lock:
             return self._sync_connection(self._writer, setup)
@@ -323,6 +400,8 @@ class Connections:
     def _open_sync(self, path: _Path, setup: Sequence[str]) -> sqlite3.Connection:
         conn = path.sync
         if conn is None:
+            if path.retired:  # under path.lock: a retired path's connection stays closed
+                raise _Moved()
             conn = self._connect(path.pragmas, setup)
             path.sync = conn
         return conn
@@ -341,6 +420,7 @@ class Connections:
         except sqlite3.Error as exc:
             conn.close()
             raise BackendError(f"cannot set up SQLite database {self.database!r}: {exc}") from exc
+        self._opened_file()
         return conn
 
     def _open_reader(self) -> sqlite3.Connection:
@@ -350,15 +430,18 @@ class Connections:
         self, framed: Sequence[Statement], in_transaction: bool, deadline: float
     ) -> list[list[Row]] | sqlite3.Error:
         """One try on a pooled read connection (see ``_ReadPool``): the rows, or the error."""
-        reader = self._reads.take(self._open_reader, deadline)
+        pool = self._reads
+        reader = pool.take(self._open_reader, deadline)
         if reader is None:
             raise CacheTimeoutError(
                 f"SQLite {self.database!r}: waited busy_timeout ({self.busy_timeout:g}s) "
                 "for a read connection"
             )
         try:
-            if self.closed or reader.conn is None:
+            if self.closed:
                 raise CacheClosedError("SqliteCache is closed")
+            if reader.conn is None:  # its pool closed: retired, as the cache is not closed
+                return _Moved()
             return _execute(reader.conn, framed, in_transaction)
         except sqlite3.Error as exc:
             return exc
@@ -412,15 +495,26 @@ class Connections:
             # Opening is not waiting: SQLite's busy handler bounds its locks, and a slow
             # machine's first call must not time out on the work of opening itself.
             self._check()
-            self._sync_connection(self._writer)
+            with contextlib.suppress(_Moved):  # retired meanwhile: the loop opens the new one
+                self._sync_connection(self._writer)
         once = self._write_once if write else self._read_once
         deadline = time.monotonic() + self.busy_timeout
         attempt = 0
+        recreated = False
         while True:
             self._check()
-            found = once(framed, in_transaction, deadline)
+            try:
+                found = once(framed, in_transaction, deadline)
+            except _Moved as exc:
+                found = exc
             if not isinstance(found, sqlite3.Error):
                 return found
+            if isinstance(found, _Moved):
+                continue
+            if _missing_table(found) and not recreated and self._setup:
+                recreated = True
+                self.run([(sql, ()) for sql in self._setup], write=True)
+                continue
             delay = _retry_delay(found, attempt, deadline)
             if delay is None:
                 raise self._failure(found) from found
@@ -460,17 +554,23 @@ class Connections:
 
     # -- async I/O --
 
-    async def _aconnection(self, path: _Path) -> aiosqlite.Connection:
-        self._check()
-        conn = path.aio
-        if conn is not None:
-            return conn
-        loop = asyncio.get_running_loop()
-        with self._guard:
-            opening = path.aio_opening
-            if opening is None or opening.get_loop() is not loop:
-                opening = path.aio_opening = loop.create_task(self._aopen(path))
-        return await asyncio.shield(opening)
+    async def _aconnection(self, write: bool) -> tuple[_Path, aiosqlite.Connection]:
+        """The current read or write path and its open aiosqlite connection."""
+        while True:
+            self._check()
+            path = self._writer if write else self._reader
+            conn = path.aio
+            if conn is not None:
+                return path, conn
+            loop = asyncio.get_running_loop()
+            with self._guard:
+                opening = path.aio_opening
+                if opening is None or opening.get_loop() is not loop:
+                    opening = path.aio_opening = loop.create_task(self._aopen(path))
+            try:
+                return path, await asyncio.shield(opening)
+            except _Moved:
+                continue
 
     async def _aopen(self, path: _Path) -> aiosqlite.Connection:
         conn = aiosqlite.connect(self.database, **self._connect_kwargs())
@@ -486,13 +586,17 @@ class Connections:
             if isinstance(exc, sqlite3.Error):
                 raise BackendError(f"cannot open SQLite database {self.database!r}: {exc}") from exc
             raise
+        self._opened_file()
         with self._guard:
             path.aio_opening = None
-            winner = path.aio if not self.closed else None
-            if winner is None and not self.closed:
+            usable = not self.closed and not path.retired
+            winner = path.aio if usable else None
+            if winner is None and usable:
                 path.aio = winner = conn
-        if winner is not conn:  # closed meanwhile, or another event loop opened one first
+        if winner is not conn:  # closed or retired meanwhile, or another loop opened one first
             await conn.close()
+        if path.retired:
+            raise _Moved()
         if winner is None:
             raise CacheClosedError("SqliteCache is closed")
         return winner
@@ -501,11 +605,11 @@ class Connections:
         self, statements: Sequence[Statement], *, atomic: bool = False, write: bool = False
     ) -> list[list[Row]]:
         """Run statements on the async read or write connection; one transaction if ``atomic``."""
-        path = self._writer if write else self._reader
         framed, in_transaction = _framed(statements, atomic)
         attempt = 0
+        recreated = False
         # Opening is not waiting (see run): it happens before the bounded wait starts.
-        conn = await self._aconnection(path)
+        path, conn = await self._aconnection(write)
         deadline = time.monotonic() + self.busy_timeout
         turn_deadline = deadline + self.busy_timeout if write else deadline  # see _turn_wait
         while True:
@@ -514,7 +618,7 @@ class Connections:
                 # statements themselves run to the end (a big batch takes long).
                 try:
                     async with asyncio.timeout(max(0.0, turn_deadline - time.monotonic())):
-                        conn = await self._aconnection(path)
+                        path, conn = await self._aconnection(write)
                         release = await self._writes.acquire() if write else None
                 except TimeoutError:
                     if write:
@@ -534,6 +638,12 @@ class Connections:
                 return await self._until_done(work, release)
             except (sqlite3.Error, ValueError) as exc:
                 error = exc
+            if path.retired:  # its connection closed under this call: run it on the new one
+                continue
+            if _missing_table(error) and not recreated and self._setup:
+                recreated = True
+                await self.arun([(sql, ()) for sql in self._setup], write=True)
+                continue
             delay = _retry_delay(error, attempt, deadline)
             if delay is None:
                 raise self._failure(error) from error
@@ -543,7 +653,7 @@ class Connections:
     async def atry_write(self, statements: Sequence[Statement]) -> list[list[Row]] | None:
         """Async twin of :meth:`try_write`: ``None`` when the write would have had to wait."""
         try:
-            conn = await self._aconnection(self._writer)
+            _, conn = await self._aconnection(True)
         except BackendError:
             return None
         release = await self._writes.acquire_if_free()
@@ -598,19 +708,13 @@ class Connections:
             self.closed = True
             if self._forks != _forks:
                 return []  # a forked child never touches its parent's connections
-            return [(path, *path.detach()) for path in (self._reader, self._writer)]
+            return self._detach_paths()
 
     def close(self) -> None:
         """Close every connection; idempotent, callable from any thread or at exit."""
         detached = self._detach()
         if detached:
-            self._reads.close()
-        for path, sync, aio in detached:
-            if sync is not None:
-                with path.lock:
-                    sync.close()
-            if aio is not None:
-                _close_aio_blocking(aio)
+            _close_all(self._reads, detached)
 
     async def aclose(self) -> None:
         """Close every connection without blocking the event loop; idempotent."""
@@ -696,6 +800,20 @@ async def _then(work: Coroutine[Any, Any, _T], release: Callable[[], None]) -> _
         return await work
     finally:
         release()
+
+
+def _close_all(
+    pool: _ReadPool,
+    detached: list[tuple[_Path, sqlite3.Connection | None, aiosqlite.Connection | None]],
+) -> None:
+    """Close a read pool and detached connections, each once no call is using it."""
+    pool.close()
+    for path, sync, aio in detached:
+        if sync is not None:
+            with path.lock:
+                sync.close()
+        if aio is not None:
+            _close_aio_blocking(aio)
 
 
 def _close_sync(lock: threading.Lock, conn: sqlite3.Connection) -> None:

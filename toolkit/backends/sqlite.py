@@ -377,4 +377,6 @@ def _database(path: object) -> tuple[str, bool, bool]:
         return f"file:toolkit-{uuid.uuid4().hex}?mode=memory&cache=shared", True, True
     if not path:
         raise ValueError("path must be a file path or ':memory:', got an empty string")
-    return path, False, False
+    # Absolute: connections opened later (and reopened, see Connections) must find the same
+    # file if the process changes its working directory meanwhile.
+    return os.path.abspath(path), False, False
