@@ -354,10 +354,10 @@ class Connections:
             self._next_look = time.monotonic() + _LOOK_SECONDS
             if _identity(self._file) == self._opened or self.closed:
                 return
-            _log.warning("SQLite database %r was deleted or replaced: reopening it", self._file)
             self._opened = None
             retired = self._reads, self._detach_paths()
             self._renew()
+        _log.warning("SQLite database %r was deleted or replaced: reopening it", self._file)
         threading.Thread(
             target=_close_all, args=retired, name="toolkit-sqlite-retire", daemon=True
         ).start()
@@ -430,8 +430,7 @@ class Connections:
         self, framed: Sequence[Statement], in_transaction: bool, deadline: float
     ) -> list[list[Row]] | sqlite3.Error:
         """One try on a pooled read connection (see ``_ReadPool``): the rows, or the error."""
-        pool = self._reads
-        reader = pool.take(self._open_reader, deadline)
+        reader = self._reads.take(self._open_reader, deadline)
         if reader is None:
             raise CacheTimeoutError(
                 f"SQLite {self.database!r}: waited busy_timeout ({self.busy_timeout:g}s) "
