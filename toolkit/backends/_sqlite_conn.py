@@ -98,12 +98,19 @@ def _retry_delay(exc: Exception, attempt: int, deadline: float) -> float | None:
     return min(_FIRST_RETRY_DELAY * (1 << attempt), _MAX_RETRY_DELAY, remaining)
 
 
-def _daemonize(conn: aiosqlite.Connection) -> None:
-    # aiosqlite's worker thread is not a daemon: an unclosed connection would keep the
-    # interpreter from exiting. (aiosqlite < 0.21 made the connection itself the thread.)
-    thread = conn if isinstance(conn, threading.Thread) else getattr(conn, "_thread", None)
-    if isinstance(thread, threading.Thread) and not thread.is_alive():
-        thread.daemon = True
+def _daemon_connection(database: str, options: dict[str, Any]) -> aiosqlite.Connection:
+    """An aiosqlite connection whose worker thread is a daemon, so an unclosed connection
+    never keeps the interpreter from exiting: aiosqlite makes that thread when the connection
+    object is made, and a thread is a daemon when the thread that makes it is one."""
+    made: list[aiosqlite.Connection] = []
+    maker = threading.Thread(
+        target=lambda: made.append(aiosqlite.connect(database, **options)),
+        name="toolkit-sqlite-connect",
+        daemon=True,
+    )
+    maker.start()
+    maker.join()
+    return made[0]
 
 
 class _Turns:
@@ -572,8 +579,7 @@ class Connections:
                 continue
 
     async def _aopen(self, path: _Path) -> aiosqlite.Connection:
-        conn = aiosqlite.connect(self.database, **self._connect_kwargs())
-        _daemonize(conn)
+        conn = _daemon_connection(self.database, self._connect_kwargs())
         try:
             await conn
             for sql in path.pragmas:
