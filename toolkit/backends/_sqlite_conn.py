@@ -102,14 +102,19 @@ def _daemon_connection(database: str, options: dict[str, Any]) -> aiosqlite.Conn
     """An aiosqlite connection whose worker thread is a daemon, so an unclosed connection
     never keeps the interpreter from exiting: aiosqlite makes that thread when the connection
     object is made, and a thread is a daemon when the thread that makes it is one."""
-    made: list[aiosqlite.Connection] = []
-    maker = threading.Thread(
-        target=lambda: made.append(aiosqlite.connect(database, **options)),
-        name="toolkit-sqlite-connect",
-        daemon=True,
-    )
+    made: list[aiosqlite.Connection | BaseException] = []
+
+    def make() -> None:
+        try:
+            made.append(aiosqlite.connect(database, **options))
+        except BaseException as exc:  # raised again in the caller's thread
+            made.append(exc)
+
+    maker = threading.Thread(target=make, name="toolkit-sqlite-connect", daemon=True)
     maker.start()
     maker.join()
+    if isinstance(made[0], BaseException):
+        raise made[0]
     return made[0]
 
 
