@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import queue
 import select
@@ -267,14 +268,20 @@ def broken(conn: Any) -> None:
     """
     pgconn = conn.pgconn
     if pgconn.status == pq.ConnStatus.OK and pgconn.transaction_status == _RUNNING:
-        try:
-            request = pgconn.get_cancel()  # outlives the connection: key and address only
+        request: Callable[[], None] | None
+        try:  # either outlives the connection: key and address only
+            request = functools.partial(_cancel_within, pgconn.cancel_conn(), CANCEL_SECONDS)
+        except psycopg.NotSupportedError:  # libpq before 17: only the blocking cancel
+            request = pgconn.get_cancel().cancel
         except psycopg.Error:
             request = None
         if request is not None:
             _CANCELLER.send(request)
     pgconn.finish()
 
+
+CANCEL_SECONDS = 10.0
+"""How long the canceller waits for the server to take one cancel request."""
 
 _RUNNING = pq.TransactionStatus.ACTIVE
 """libpq's status while a statement sent is not answered in full."""
@@ -284,18 +291,21 @@ _CANCEL_BACKLOG = 64
 class _Canceller:
     """Sends cancel requests on one lazily started daemon thread, never on a caller's time.
 
-    libpq's cancel request waits for the server without a timeout; on one thread, a server
-    that never answers holds up only the requests queued behind it, at most
+    libpq's blocking cancel (``PGcancel.cancel``) waits for the server without a timeout and,
+    in psycopg's binary build, holding the GIL: a server slow to take it froze every thread
+    of the process. With libpq 17+ the request is a non-blocking cancel connection polled
+    here for at most ``CANCEL_SECONDS``; older libpq falls back to the blocking call. A
+    server that never answers holds up only the requests queued behind it, at most
     ``_CANCEL_BACKLOG`` (later ones are dropped: their statements end as they would have).
     """
 
     def __init__(self) -> None:
         """An idle canceller; its thread starts with the first request."""
-        self._requests: queue.Queue[pq.abc.PGcancel] = queue.Queue(_CANCEL_BACKLOG)
+        self._requests: queue.Queue[Callable[[], None]] = queue.Queue(_CANCEL_BACKLOG)
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
-    def send(self, request: pq.abc.PGcancel) -> None:
+    def send(self, request: Callable[[], None]) -> None:
         """Queue a cancel request (dropped if the backlog is full)."""
         try:
             self._requests.put_nowait(request)
@@ -312,7 +322,24 @@ class _Canceller:
         while True:
             request = self._requests.get()
             with contextlib.suppress(psycopg.Error):  # the server is gone: nothing runs there
-                request.cancel()
+                request()
+
+
+def _cancel_within(request: pq.abc.PGcancelConn, seconds: float) -> None:
+    """Drive a non-blocking cancel request to its end, or give up after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    try:
+        request.start()
+        while True:
+            status = request.poll()
+            if status == pq.PollingStatus.OK or status == pq.PollingStatus.FAILED:
+                return
+            wait = READ if status == pq.PollingStatus.READING else WRITE
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not _poll_ready(request.socket, wait, remaining):
+                return
+    finally:
+        request.finish()
 
 
 _CANCELLER = _Canceller()
