@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import json
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -401,3 +403,67 @@ async def test_a_statement_given_up_on_is_cancelled_on_the_server(pg_url: str, a
         pool.close()
         await apool.close()
         drop_table(pg_url, "public", table)
+
+
+_SILENT_CANCEL_PROXY = r"""
+import socket, sys, threading
+target = (sys.argv[1], int(sys.argv[2]))
+listener = socket.socket()
+listener.bind(("127.0.0.1", 0))
+listener.listen(4)
+print(listener.getsockname()[1], flush=True)
+
+def pump(src, dst):
+    try:
+        while data := src.recv(65536):
+            dst.sendall(data)
+    except OSError:
+        pass
+
+client, _ = listener.accept()  # the session: forwarded both ways
+server = socket.create_connection(target)
+threading.Thread(target=pump, args=(client, server), daemon=True).start()
+threading.Thread(target=pump, args=(server, client), daemon=True).start()
+cancel, _ = listener.accept()  # the cancel request: taken, never answered
+print("cancel", flush=True)
+sys.stdin.read()
+"""
+
+_CANCEL_CHILD = r"""
+import subprocess, sys, threading
+import psycopg
+from toolkit.backends._postgres_conn import broken
+proxy = subprocess.Popen(
+    [sys.executable, "-c", sys.argv[1], sys.argv[2], sys.argv[3]],
+    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+)
+port = proxy.stdout.readline().strip()
+conn = psycopg.connect(f"postgresql://{sys.argv[4]}@127.0.0.1:{port}/{sys.argv[5]}")
+conn.pgconn.send_query(b"SELECT pg_sleep(3)")
+broken(conn)  # the statement is running: a cancel request goes to the canceller thread
+assert proxy.stdout.readline().strip() == "cancel"
+ran = threading.Event()
+threading.Thread(target=ran.set).start()
+print("alive" if ran.wait(30) else "frozen", flush=True)
+proxy.kill()
+"""
+
+
+def test_a_cancel_the_server_never_answers_leaves_the_process_running(pg_url: str) -> None:
+    """The cancel request sent for a call given up on waits without holding the GIL: a
+    server that takes it and never answers must not freeze every thread of the process."""
+
+    info = psycopg.conninfo.conninfo_to_dict(pg_url)
+    args = [str(info.get("host", "127.0.0.1")), str(info.get("port", 5432))]
+    args += [str(info.get("user", "postgres")), str(info.get("dbname", "postgres"))]
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CANCEL_CHILD, _SILENT_CANCEL_PROXY, *args],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        out, _ = child.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        out, _ = child.communicate()
+    assert "alive" in out
