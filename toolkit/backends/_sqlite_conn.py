@@ -311,7 +311,7 @@ class Connections:
         self.pragmas = tuple(pragmas)
         self.closed = False
         self._file = None if uri else database  # a URI is a private in-memory database
-        self._setup: tuple[str, ...] = ()
+        self._setup: list[Statement] = []  # runs again where a table turns out missing
         self._opened: tuple[int, int] | None = None  # the file the connections opened
         self._next_look = 0.0
         # Protects the fields below; never held during I/O. Fork-safe: a forked child takes
@@ -361,9 +361,10 @@ class Connections:
         """Move to new connections if the database file was deleted or replaced."""
         assert self._file is not None
         with self._guard:
-            if self._opened is None or time.monotonic() < self._next_look:
+            now = time.monotonic()
+            if self._opened is None or now < self._next_look:
                 return  # another call just looked
-            self._next_look = time.monotonic() + _LOOK_SECONDS
+            self._next_look = now + _LOOK_SECONDS
             if _identity(self._file) == self._opened or self.closed:
                 return
             self._opened = None
@@ -397,7 +398,7 @@ class Connections:
         """Open the sync write connection now (running ``setup`` once), or return the open one.
 
         ``setup`` is kept: it runs again where a table turns out missing."""
-        self._setup = tuple(setup)
+        self._setup = [(sql, ()) for sql in setup]
         self._check()
         with self._writer.lock:
             return self._sync_connection(self._writer, setup)
@@ -524,7 +525,7 @@ class Connections:
                 continue
             if _missing_table(found) and not recreated and self._setup:
                 recreated = True
-                self.run([(sql, ()) for sql in self._setup], write=True)
+                self.run(self._setup, write=True)
                 continue
             delay = _retry_delay(found, attempt, deadline)
             if delay is None:
@@ -652,7 +653,7 @@ class Connections:
                 continue
             if _missing_table(error) and not recreated and self._setup:
                 recreated = True
-                await self.arun([(sql, ()) for sql in self._setup], write=True)
+                await self.arun(self._setup, write=True)
                 continue
             delay = _retry_delay(error, attempt, deadline)
             if delay is None:
