@@ -134,8 +134,8 @@ class Steps:
         fresh = self.fresh
         if fresh is None:
             return (FRESH, stored) if is_hit(stored) else (MISS, MISSING)
-        verdict = fresh.judge(stored)  # absent or a tombstone: no envelope, a miss
-        return verdict if verdict[0] is not MISS else (MISS, MISSING)
+        judged = fresh.judge(stored)  # absent or a tombstone: no envelope, a miss
+        return judged if judged[0] is not MISS else (MISS, MISSING)
 
     def judged(
         self,
