@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+import weakref
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
 import psycopg
@@ -21,6 +23,7 @@ from psycopg.rows import dict_row
 
 from tests.postgres_support import drop_table, lock_waiters, make_pg_cache, unique_table
 from toolkit import FailOpen, FullKey, cache_from_url, observe
+from toolkit.backends._coalesce import ReadCoalescer, WriteCoalescer
 from toolkit.backends._postgres_sql import INT8, Statement
 from toolkit.backends.postgres import PostgresCache
 from toolkit.errors import BackendError, CacheClosedError, CacheTimeoutError
@@ -119,6 +122,59 @@ def test_one_cache_serves_several_event_loops(pg_url: str, pg_closer: Closer) ->
     thread.start()
     thread.join()
     assert results == [7]
+
+
+_NONE = object()
+
+
+async def _coalesced(
+    coalescer: ReadCoalescer[Any] | WriteCoalescer, io: Callable[[list[Any]], Awaitable[Any]]
+) -> object:
+    if isinstance(coalescer, ReadCoalescer):
+        return await coalescer.get([K], io)
+    await coalescer.write(["statement"], io)
+    return None
+
+
+@pytest.mark.parametrize("kind", ["read", "write"])
+def test_a_coalescer_keeps_nothing_of_a_loop_closed_mid_batch(kind: str) -> None:
+    """A loop closed by hand with a batch queued, or with its drain waiting on the backend,
+    was kept for the coalescer's life with its batch and drain task (and what they hold: a
+    pooled connection); the drain, closed when collected, failed the dead loop's futures
+    ("Event loop is closed", reported as unraisable)."""
+    coalescer: ReadCoalescer[Any] | WriteCoalescer = (
+        ReadCoalescer(_NONE) if kind == "read" else WriteCoalescer()
+    )
+    entered: list[bool] = []
+
+    async def hang(items: list[Any]) -> Sequence[Any]:
+        entered.append(True)
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    async def answer(items: list[Any]) -> Sequence[Any]:
+        return [_NONE] * len(items)
+
+    closed: list[weakref.ref[asyncio.AbstractEventLoop]] = []
+    for moment in ("queued", "draining"):
+        loop = asyncio.new_event_loop()
+        caller = loop.create_task(_coalesced(coalescer, hang))
+        if moment == "queued":  # one turn: the caller joined a batch, its drain did not run
+            loop.call_soon(loop.stop)
+            loop.run_forever()
+        else:
+            for _ in range(1_000):
+                if entered:
+                    break
+                loop.run_until_complete(asyncio.sleep(0))
+            assert entered
+        assert not caller.done()
+        loop.close()
+        closed.append(weakref.ref(loop))
+        del loop, caller
+    assert asyncio.run(_coalesced(coalescer, answer)) in ({}, None)  # another loop batches
+    gc.collect()
+    assert [ref() for ref in closed] == [None, None]
 
 
 def test_long_table_names_never_share_a_lease_table_or_an_index(

@@ -1,4 +1,9 @@
-"""Merge concurrent async reads (one round trip) and writes (one transaction) per event loop."""
+"""Merge concurrent async reads (one round trip) and writes (one transaction) per event loop.
+
+A loop closed by hand mid-batch never runs its drain again: its batch and drain task are
+dropped (``toolkit._loops``) when another loop starts a batch, and a drain closed when
+collected touches none of its futures (their loop is gone).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, TypeVar
 
+from toolkit._loops import LoopTasks, forget_closed
 from toolkit._types import FullKey
 
 __all__ = ["ReadCoalescer", "WriteCoalescer"]
@@ -27,7 +33,7 @@ class ReadCoalescer(Generic[V]):
         """Coalesce reads whose fetch marks misses with ``missing``."""
         self._missing = missing
         self._pending: dict[asyncio.AbstractEventLoop, list[tuple[Sequence[FullKey], Any]]] = {}
-        self._draining: set[asyncio.Task[None]] = set()
+        self._draining = LoopTasks()
 
     async def get(self, keys: Sequence[FullKey], fetch: Fetch) -> dict[FullKey, V]:
         """Read ``keys`` together with every other read started in this loop iteration.
@@ -38,11 +44,10 @@ class ReadCoalescer(Generic[V]):
         future: asyncio.Future[dict[FullKey, V]] = loop.create_future()
         batch = self._pending.get(loop)
         if batch is None:
+            forget_closed(self._pending)  # batches of loops closed before their drain ran
             batch = self._pending[loop] = []
             # Runs on the next iteration, after every read already scheduled has joined.
-            task = loop.create_task(self._drain(loop, fetch))
-            self._draining.add(task)
-            task.add_done_callback(self._draining.discard)
+            self._draining.start(loop, self._drain(loop, fetch))
         batch.append((keys, future))
         return await future
 
@@ -55,6 +60,8 @@ class ReadCoalescer(Generic[V]):
             merged.extend(keys)
         try:
             values = await fetch(merged)
+        except GeneratorExit:  # closed when collected, its loop closed: no future to touch
+            raise
         except BaseException as exc:
             for _, fut in waiters:
                 if not fut.done():
@@ -95,7 +102,7 @@ class WriteCoalescer:
 
     def __init__(self) -> None:
         self._queues: dict[asyncio.AbstractEventLoop, list[tuple[list[Any], Any]]] = {}
-        self._draining: set[asyncio.Task[None]] = set()
+        self._draining = LoopTasks()
 
     async def write(self, statements: list[Any], run: Write) -> None:
         """Run ``statements`` in the next transaction of this loop; ``run`` executes one."""
@@ -103,10 +110,9 @@ class WriteCoalescer:
         future: asyncio.Future[None] = loop.create_future()
         queue = self._queues.get(loop)
         if queue is None:
+            forget_closed(self._queues)  # queues of loops closed mid-batch
             queue = self._queues[loop] = []
-            task = loop.create_task(self._drain(loop, run))
-            self._draining.add(task)
-            task.add_done_callback(self._draining.discard)
+            self._draining.start(loop, self._drain(loop, run))
         queue.append((statements, future))
         await future
 
@@ -119,6 +125,8 @@ class WriteCoalescer:
             self._queues[loop] = []  # writes issued from now on join the next transaction
             try:
                 await run([statement for statements, _ in waiters for statement in statements])
+            except GeneratorExit:  # closed when collected, its loop closed: as in ReadCoalescer
+                raise
             except BaseException as exc:
                 for _, fut in waiters:
                     if not fut.done():
