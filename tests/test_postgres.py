@@ -177,6 +177,70 @@ def test_a_coalescer_keeps_nothing_of_a_loop_closed_mid_batch(kind: str) -> None
     assert [ref() for ref in closed] == [None, None]
 
 
+def _sessions_of(admin: psycopg.Connection[Any], cache: PostgresCache[Any]) -> int:
+    """Server sessions whose last statement named the cache's table (ours, since unique)."""
+    row = admin.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
+        "AND application_name = 'toolkit-cache' AND query LIKE %s",
+        (f"%{cache.table}%",),
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _lock_waiting(admin: psycopg.Connection[Any], cache: PostgresCache[Any]) -> set[int]:
+    """The sessions waiting for a lock on the cache's table."""
+    rows = admin.execute(
+        "SELECT pid FROM pg_locks WHERE NOT granted AND relation = %s::regclass",
+        (f'"{cache.schema}"."{cache.table}"',),
+    ).fetchall()
+    return {int(pid) for (pid,) in rows}
+
+
+@pytest.mark.parametrize("operation", ["aget", "aset"])
+def test_postgres_loops_closed_mid_call_leave_no_connection_behind(
+    pg_url: str, pg_closer: Closer, operation: str
+) -> None:
+    """Loops closed by hand while a call waited on the server (a lock held elsewhere): the
+    call never resumes to give its connection back, so each such loop kept one open for as
+    long as its task lived (an ``aget``'s for ever: the read coalescer kept its drain task),
+    and closing the cache closed only idle ones. The pool of a closed loop now closes the
+    connections it lent, whether or not the caller still holds its task."""
+    cache = make_pg_cache(pg_closer, pg_url, timeout=120)  # no statement ends on its own
+    asyncio.run(cache.aset({K: (0, None)}))  # the table exists: calls wait on its lock
+
+    async def call() -> object:
+        if operation == "aget":
+            return await cache.aget([K])
+        await cache.aset({K: (1, None)})
+        return None
+
+    held: list[asyncio.Task[object]] = []  # as a caller may keep them: no collection helps
+    with (
+        psycopg.connect(pg_url) as locker,
+        psycopg.connect(pg_url, autocommit=True) as admin,
+    ):
+        locker.execute(f'LOCK TABLE "{cache.schema}"."{cache.table}" IN ACCESS EXCLUSIVE MODE')
+        seen: set[int] = set()
+        for _ in range(3):
+            loop = asyncio.new_event_loop()
+            held.append(loop.create_task(call()))
+            deadline = time.monotonic() + 60  # a hang guard only
+            while not _lock_waiting(admin, cache) - seen and time.monotonic() < deadline:
+                loop.run_until_complete(asyncio.sleep(0.01))
+            waiting = _lock_waiting(admin, cache) - seen
+            assert waiting, "the call never reached the server"
+            seen |= waiting
+            loop.close()
+        locker.rollback()
+        assert asyncio.run(cache.aget([K])) == {K: 0}  # another loop: its pool is made
+        cache.close()
+        deadline = time.monotonic() + 60  # sessions end as the server sees their sockets close
+        while _sessions_of(admin, cache) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _sessions_of(admin, cache) == 0
+    assert not any(task.done() for task in held)
+
+
 def test_long_table_names_never_share_a_lease_table_or_an_index(
     pg_url: str, pg_closer: Closer
 ) -> None:

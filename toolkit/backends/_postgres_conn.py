@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg import pq
 
+from toolkit._loops import forget_closed
 from toolkit.backends._postgres_sql import Param, Rows, Statement
 
 __all__ = [
@@ -449,7 +450,12 @@ class SyncPool:
 
 
 class AsyncPool:
-    """The async twin of ``SyncPool`` for one event loop."""
+    """The async twin of ``SyncPool`` for one event loop.
+
+    It knows the connections it lent: if its loop is closed by hand while a call holds one,
+    the call never resumes to give it back (its coroutine is only closed when collected, if
+    ever), so closing the pool closes those too.
+    """
 
     def __init__(
         self, connect: Callable[[], Any], size: int, loop: asyncio.AbstractEventLoop
@@ -457,6 +463,7 @@ class AsyncPool:
         """Make connections with ``connect`` (a coroutine function), at most ``size`` at once."""
         self._connect = connect
         self._idle: list[psycopg.AsyncConnection[Any]] = []
+        self._lent: set[psycopg.AsyncConnection[Any]] = set()
         self._slots = asyncio.Semaphore(size)
         self.loop = loop
         self._closed = False
@@ -478,21 +485,28 @@ class AsyncPool:
             while self._idle:
                 conn = self._idle.pop()
                 if healthy(conn):
+                    self._lent.add(conn)
                     return conn
                 broken(conn)
             conn = await asyncio.wait_for(self._connect(), max(0.001, timeout))
-            return conn
         except BaseException:
             self._slots.release()
             raise
+        self._lent.add(conn)
+        return conn
 
     async def putconn(self, conn: psycopg.AsyncConnection[Any]) -> None:
         """Take back a connection; a broken one is closed."""
+        if conn not in self._lent:  # closed with the pool already, its slot given up
+            broken(conn)
+            return
+        self._lent.discard(conn)
         if healthy(conn) and not self._closed:
             self._idle.append(conn)
         else:
             broken(conn)
-        self._slots.release()
+        if not self.loop.is_closed():  # else waking a waiter would touch a dead loop
+            self._slots.release()
 
     def discard_idle(self) -> None:
         """Close the idle connections (after a lost one: the server probably restarted)."""
@@ -500,9 +514,13 @@ class AsyncPool:
             broken(self._idle.pop())
 
     def close(self) -> None:
-        """Close the idle connections (synchronously: also when the loop is gone)."""
+        """Close the idle connections (synchronously: also when the loop is gone), and those
+        lent if the loop is closed: no call of it will give them back."""
         self._closed = True
         self.discard_idle()
+        if self.loop.is_closed():
+            while self._lent:
+                broken(self._lent.pop())
 
 
 class AsyncPools:
@@ -530,15 +548,15 @@ class AsyncPools:
         with self._lock:
             if self._closed:
                 raise psycopg.OperationalError("the cache's connection pool is closed")
-            for other in [old for old in self._pools if old.is_closed()]:
-                self._pools.pop(other).close()
+            for closed in forget_closed(self._pools):
+                closed.close()
             pool = self._pools.get(loop)
             if pool is None:
                 pool = self._pools[loop] = AsyncPool(self._connect, self._size, loop)
             return pool
 
     def close(self) -> None:
-        """Close every loop's idle connections."""
+        """Close every loop's idle connections, and closed loops' lent ones."""
         with self._lock:
             self._closed = True
             pools, self._pools = list(self._pools.values()), {}
