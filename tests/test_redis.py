@@ -615,6 +615,46 @@ def test_one_cache_serves_every_event_loop(
     asyncio.run(done())
 
 
+@pytest.mark.filterwarnings("ignore::ResourceWarning")  # a dead loop's sockets: closed as collected
+def test_redis_loops_closed_by_hand_leave_no_connection_behind(redis_url: str) -> None:
+    """Each loop closed by hand (no ``asyncio.run``: nothing closed its client) kept its
+    client and the client's connection for the cache's life: one more open connection per
+    loop, without bound. Another loop's first call now lets them go."""
+    import gc
+    import uuid
+
+    name = f"toolkit-loops-{uuid.uuid4().hex[:12]}"
+    cache: RedisCache[Any] = RedisCache.from_url(
+        redis_url, prefix=unique_prefix(), client_name=name
+    )
+    admin = redis.Redis.from_url(redis_url)
+    key: FullKey = (("loops",), "k")
+
+    def connections_within(most: int) -> int:
+        deadline = time.monotonic() + 30  # the server sees a close a moment later: a hang guard
+        while True:
+            gc.collect()
+            found = sum(1 for client in admin.client_list() if client.get("name") == name)
+            if found <= most or time.monotonic() > deadline:
+                return found
+            time.sleep(0.05)
+
+    try:
+        for n in range(4):
+            loop = asyncio.new_event_loop()
+            loop.run_until_complete(cache.aset({key: (n, None)}))
+            assert loop.run_until_complete(cache.aget([key])) == {key: n}
+            loop.close()
+            del loop
+        assert connections_within(1) <= 1  # the last loop's, let go by the next loop's call
+        assert asyncio.run(cache.aget([key])) == {key: 3}
+        assert connections_within(0) == 0
+    finally:
+        admin.close()
+        asyncio.run(cache.aclear())
+        asyncio.run(cache.aclose())
+
+
 def test_a_given_async_client_on_a_second_loop_is_a_clear_error(redis_url: str) -> None:
     aclient = aredis.Redis.from_url(redis_url)
     cache: RedisCache[Any] = RedisCache(aclient, prefix=unique_prefix())

@@ -14,7 +14,7 @@ import inspect
 from collections.abc import Coroutine, MutableMapping
 from typing import Any, TypeVar
 
-__all__ = ["LoopTasks", "forget_closed"]
+__all__ = ["LoopTasks", "end_if_closed", "forget_closed"]
 
 V = TypeVar("V")
 
@@ -33,6 +33,17 @@ def forget_closed(per_loop: MutableMapping[asyncio.AbstractEventLoop, V]) -> lis
         if value is not _ABSENT:
             dropped.append(value)
     return dropped
+
+
+def end_if_closed(loop: asyncio.AbstractEventLoop, exc: BaseException) -> None:
+    """Raise ``GeneratorExit`` if ``loop`` is closed, whatever ``exc`` is.
+
+    A coroutine of a closed loop runs only to be closed when collected; the cleanup of what
+    it awaited may fail on the dead loop (redis-py awaits a disconnect there). That error must
+    reach neither the loop's futures nor ``close()``, which would report it as unraisable.
+    """
+    if loop.is_closed():
+        raise GeneratorExit from exc
 
 
 class LoopTasks:

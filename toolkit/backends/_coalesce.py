@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, TypeVar
 
-from toolkit._loops import LoopTasks, forget_closed
+from toolkit._loops import LoopTasks, end_if_closed, forget_closed
 from toolkit._types import FullKey
 
 __all__ = ["ReadCoalescer", "WriteCoalescer"]
@@ -63,6 +63,7 @@ class ReadCoalescer(Generic[V]):
         except GeneratorExit:  # closed when collected, its loop closed: no future to touch
             raise
         except BaseException as exc:
+            end_if_closed(loop, exc)
             for _, fut in waiters:
                 if not fut.done():
                     if isinstance(exc, asyncio.CancelledError):
@@ -128,6 +129,7 @@ class WriteCoalescer:
             except GeneratorExit:  # closed when collected, its loop closed: as in ReadCoalescer
                 raise
             except BaseException as exc:
+                end_if_closed(loop, exc)
                 for _, fut in waiters:
                     if not fut.done():
                         if isinstance(exc, asyncio.CancelledError):

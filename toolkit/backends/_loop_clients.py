@@ -9,6 +9,7 @@ import weakref
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from toolkit._loops import forget_closed
 from toolkit.errors import EventLoopMismatchError
 
 __all__ = ["LoopClients"]
@@ -46,11 +47,21 @@ class LoopClients:
             with self._lock:
                 held = self._clients.get(loop)
                 if held is None:
+                    self._forget_closed()
                     client = self._factory()
                     keeper = _close_with_loop(client)
                     held = self._clients[loop] = (client, keeper)
             await keeper.__anext__()  # the loop now tracks it: see _close_with_loop
         return held[0]
+
+    def _forget_closed(self) -> None:
+        """Drop the clients of loops closed by hand (no ``shutdown_asyncgens`` closed them).
+
+        Nothing can close them on their dead loop: dropped, they are collected, and their
+        sockets closed with them. Kept, each held its connections for the cache's life (the
+        weak key never died: the client's keeper refers to its loop).
+        """
+        forget_closed(self._clients)
 
     def _bound_given(self, loop: asyncio.AbstractEventLoop) -> Any:
         first = self._given_loop() if self._given_loop is not None else None

@@ -34,6 +34,7 @@ from collections.abc import Awaitable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
+from toolkit._loops import LoopTasks, end_if_closed
 from toolkit._types import FullKey, Namespace, SerializerProtocol, ValueT
 from toolkit.backends._coalesce import WriteCoalescer
 from toolkit.backends._integrity import seal, unseal
@@ -338,7 +339,7 @@ class RedisCache(EvictionNotifier, BaseCache[ValueT]):
         """A bound on a whole call, known only for clients ``from_url`` made."""
         self._round_trip = 0.0  # worst case of one sync round trip: a connect and a reply
         self._pending: _PendingRead | None = None
-        self._flushes: set[asyncio.Task[None]] = set()
+        self._flushes = LoopTasks()  # a loop closed mid-read lets its read go
         self._write_turns = WriteCoalescer()
 
     @classmethod
@@ -517,20 +518,22 @@ class RedisCache(EvictionNotifier, BaseCache[ValueT]):
     def _start_read(self, pending: _PendingRead) -> None:
         if self._pending is pending:
             self._pending = None
-        task = pending.loop.create_task(self._finish_read(pending))
-        self._flushes.add(task)
-        task.add_done_callback(self._flushes.discard)
+        self._flushes.start(pending.loop, self._finish_read(pending))
 
     async def _finish_read(self, pending: _PendingRead) -> None:
         waiters = pending.waiters
         try:
             rkeys = list(pending.keys)
-            async with asyncio.timeout(self.max_call_seconds):  # the waiters' bound too
-                aclient = await self._async_client()
-                if len(rkeys) == 1:
-                    blobs: dict[bytes, Any] = {rkeys[0]: await aclient.get(rkeys[0])}
-                else:
-                    blobs = await self._amget(aclient, rkeys)
+            try:
+                async with asyncio.timeout(self.max_call_seconds):  # the waiters' bound too
+                    aclient = await self._async_client()
+                    if len(rkeys) == 1:
+                        blobs: dict[bytes, Any] = {rkeys[0]: await aclient.get(rkeys[0])}
+                    else:
+                        blobs = await self._amget(aclient, rkeys)
+            except BaseException as exc:
+                end_if_closed(pending.loop, exc)  # collected after its loop was closed by hand
+                raise
         except _IO_ERRORS as exc:
             for waiter in waiters:
                 if not waiter.done():
