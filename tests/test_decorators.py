@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import gc
 import inspect
 import threading
 import uuid
 import warnings
+import weakref
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any, cast
@@ -23,6 +25,7 @@ from tests.harness import Subject
 from tests.test_keys import Cat, Dog, Owner  # module-level models: local ones are refused
 from toolkit import InMemoryCache, observe
 from toolkit.decorators import RedefinitionWarning, cached
+from toolkit.decorators import flight as flight_module
 from toolkit.decorators._entry import TOMBSTONE
 from toolkit.keys import derive_key
 
@@ -1523,3 +1526,81 @@ def test_functions_made_by_a_factory_are_no_redefinition(cache: HookedCache) -> 
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert [make(n)(2) for n in (1, 2, 3)] == [2, 4, 6]
+
+
+def _close_by_hand_mid_call(call: Callable[[], Any], started: Callable[[], bool]) -> Any:
+    """Start ``call()`` on a loop of its own, run it until ``started()``, close the loop by
+    hand (``loop.close()``, no cancelling: its task is left pending) and return a weak
+    reference to the loop."""
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(call())
+    for _ in range(10_000):
+        if started():
+            break
+        loop.run_until_complete(asyncio.sleep(0))
+    assert started()
+    assert not task.done()
+    loop.close()
+    return weakref.ref(loop)
+
+
+def test_a_flight_led_in_a_loop_closed_by_hand_is_not_kept() -> None:
+    """A flight held its leading task strongly: a computation left in a loop closed by hand
+    kept the flight in the function's table, its task, and so the loop, for the life of the
+    function. Held weakly, the task is collected, which lands the flight as abandoned."""
+    entered = threading.Event()
+
+    @cached("flight.closed.loop", cache=InMemoryCache(), key_id="stuck")
+    async def stuck(x: int) -> int:
+        entered.set()
+        await asyncio.Event().wait()
+        return x
+
+    closed = _close_by_hand_mid_call(lambda: stuck(1), entered.is_set)
+    gc.collect()
+    gc.collect()  # the loop goes once the flight, landed as its task was collected, has
+    assert closed() is None
+
+
+class _WriteNeverAnswers(InMemoryCache[Any]):
+    """An async write that never answers: its future is kept here, as a backend keeps its
+    calls' futures, so the task waiting on it stays reachable after its loop is closed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[asyncio.Event] = []
+
+    async def aset(self, pairs: Any) -> None:
+        answer = asyncio.Event()
+        self.writes.append(answer)
+        await answer.wait()
+
+
+@pytest.mark.parametrize("how", ["ainvalidate", "invalidate from another thread"])
+def test_an_invalidation_does_not_wait_for_a_write_left_in_a_closed_loop(
+    how: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An invalidation waits for the writes it overtook to end (``settle``): one left in a
+    loop closed by hand never ends, so the invalidation waited its whole bound (10 s, made
+    far longer here so that a wait cannot pass for none). A load whose loop is closed now
+    counts as abandoned."""
+    monkeypatch.setattr(flight_module, "SETTLE_SECONDS", 3_600.0)
+    cache = _WriteNeverAnswers()
+
+    @cached("flight.closed.write", cache=cache)
+    async def compute(x: int) -> int:
+        return x
+
+    _close_by_hand_mid_call(lambda: compute(1), lambda: bool(cache.writes))
+    done = threading.Event()
+
+    def invalidate() -> None:
+        if how == "ainvalidate":
+            asyncio.run(compute.ainvalidate(1))
+        else:
+            compute.invalidate(1)
+        done.set()
+
+    thread = threading.Thread(target=invalidate, daemon=True)  # the old wait outlives the test
+    thread.start()
+    assert done.wait(WAIT)  # a hang guard only: fixed, it does not wait at all

@@ -27,9 +27,10 @@ class Read:
 
 @dataclass(slots=True)
 class Write:
-    """Set ``pairs`` in the cache."""
+    """Set ``pairs`` in the cache (the result of ``load``, if given)."""
 
     pairs: Pairs
+    load: Load | None = None
 
 
 @dataclass(slots=True)

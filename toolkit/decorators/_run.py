@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
@@ -207,6 +208,8 @@ class Awaiting:
 
     @staticmethod
     async def _write(cache: BaseCache[Any], request: Write) -> None:
+        if request.load is not None:  # an invalidation may wait for this write: on this loop
+            request.load.loop = weakref.ref(asyncio.get_running_loop())
         await cache.aset(request.pairs)
 
     @staticmethod

@@ -360,7 +360,7 @@ class Steps:
                     yield Write(tombstone(key))
             elif self.flights.start_store(load):
                 delta = time.perf_counter() - start
-                yield Write(self.store.pairs(key, value, delta, versions))
+                yield Write(self.store.pairs(key, value, delta, versions), load)
                 # The invalidation's delete (or the forced refresh's write) may have landed
                 # before this write.
                 if load.voided():

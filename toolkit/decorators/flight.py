@@ -14,6 +14,10 @@ older computation landing after it must not overwrite its newer value.
 
 A leader that calls the function again with its own key (the thread, or the task, that
 leads the flight) cannot wait for itself: that call leads a flight of its own, unshared.
+
+A loop closed by hand (``loop.close()`` with calls in flight) never runs its tasks again:
+a flight keeps its leading task only weakly (collected, it lands as abandoned), and a load
+whose write was left in a closed loop is not waited for.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -63,7 +68,9 @@ class Flight:
         self.tags = tags
         """The version keys of the call's tags: invalidating one detaches the flight."""
         self.leader = leader
-        """Who leads it: a thread's ident, or a task (``None`` if unknown)."""
+        """Who leads it: a thread's ident, or a weak reference to a task (``None`` if
+        unknown): held strongly, a task left in a loop closed by hand was never collected,
+        so never landed the flight nor ended its load."""
         self.nested = nested
         """Led by a call inside the computation of its own key: in no table, and it takes no
         lease (the outer call holds it)."""
@@ -96,7 +103,16 @@ class Flight:
 class Load:
     """One computation of a key that will store its result, unless an invalidation voids it."""
 
-    __slots__ = ("_voided", "ended", "key", "order", "storing", "superseded_by", "thread")
+    __slots__ = (
+        "_voided",
+        "ended",
+        "key",
+        "loop",
+        "order",
+        "storing",
+        "superseded_by",
+        "thread",
+    )
 
     def __init__(self, key: FullKey, order: int = 0) -> None:
         self.key = key
@@ -111,6 +127,17 @@ class Load:
         """Set when it ends; made (under ``Flights.lock``) only for an invalidation that waits
         for it: an Event on every miss would cost more than the rest of its bookkeeping."""
         self.thread = threading.get_ident()
+        self.loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
+        """The loop its write runs in (set by that write, async only); weak: a loop closed
+        by hand never ends the load, and must not be kept for it."""
+
+    def left_behind(self) -> bool:
+        """Whether its write was left in a loop since closed: it never ends, as if abandoned."""
+        ref = self.loop
+        if ref is None:
+            return False
+        loop = ref()
+        return loop is None or loop.is_closed()
 
     def void(self) -> None:
         """The key was invalidated after the computation began: its result is not stored."""
@@ -125,6 +152,9 @@ SETTLE_SECONDS = 10.0
 """How long an invalidation waits at most for the writes it overtook (each bounded by its
 cache) to be forgotten again."""
 
+LOOK_EVERY = 0.05
+"""How often a wait for a load looks whether its loop was closed (a close tells no one)."""
+
 
 def settle(loads: list[Load]) -> None:
     """Wait until ``loads`` (voided while storing) have ended: each forgot the write it may
@@ -137,7 +167,11 @@ def settle(loads: list[Load]) -> None:
 async def asettle(loads: list[Load]) -> None:
     """Wait until ``loads`` have ended, without blocking the loop (their writes may be
     coroutines of this very loop)."""
-    pending = [load for load in loads if load.ended is not None and not load.ended.is_set()]
+    pending = [
+        load
+        for load in loads
+        if load.ended is not None and not load.ended.is_set() and not load.left_behind()
+    ]
     if pending:
         await asyncio.to_thread(_settle_all, pending)
 
@@ -145,8 +179,13 @@ async def asettle(loads: list[Load]) -> None:
 def _settle_all(loads: list[Load]) -> None:
     until = time.monotonic() + SETTLE_SECONDS  # for them all: a cache_clear may wait on many
     for load in loads:
-        if load.ended is not None:
-            load.ended.wait(max(0.0, until - time.monotonic()))
+        ended = load.ended
+        if ended is None:
+            continue
+        while not load.left_behind():
+            remaining = until - time.monotonic()
+            if remaining <= 0 or ended.wait(min(remaining, LOOK_EVERY)):
+                break
 
 
 class Flights:
@@ -184,13 +223,15 @@ class Flights:
     def ajoin(self, key: FullKey, tags: tuple[FullKey, ...] = ()) -> tuple[Flight, bool]:
         """The flight of ``key`` on the running loop, and whether the caller leads it."""
         slot = (key, asyncio.get_running_loop())
-        leader = asyncio.current_task()
+        task = asyncio.current_task()
+        leader = None if task is None else weakref.ref(task)
         with self.lock:  # another thread's invalidation may be detaching flights
             flight = self.aflights.get(slot)
             if flight is None:
                 self.aflights[slot] = Flight(asyncio.Event(), self.aflights, slot, tags, leader)
                 return self.aflights[slot], True
-            if leader is None or flight.leader is not leader:
+            led = flight.leader
+            if task is None or not isinstance(led, weakref.ref) or led() is not task:
                 flight.waiters += 1
                 return flight, False
         return Flight(asyncio.Event(), {}, slot, tags, leader, nested=True), True
