@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import gc
 import logging
 import sys
 import threading
@@ -847,3 +849,76 @@ def test_the_count_of_failures_not_logged_is_exact_under_threads(
     with caplog.at_level(logging.WARNING, logger="toolkit.middleware"):
         cache.get([KEY])
     assert f"({threads * calls - 1} similar failures not logged)" in caplog.text
+
+
+class _AnswersInTheLoop(InMemoryCache[Any]):
+    """An out-of-process cache whose async reads fail while ``failing``, and never answer
+    while ``holding`` until ``answer()``: it keeps their futures, as a backend keeps its
+    calls', so a call left in a loop closed by hand stays reachable."""
+
+    in_process = False
+    reads_never_fail = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failing = True
+        self.holding = False
+        self.calls = 0
+        self.held: list[asyncio.Event] = []
+
+    async def aget(self, keys: Any) -> Any:
+        self.calls += 1
+        if self.failing:
+            raise BackendError("down")
+        if self.holding:
+            answer = asyncio.Event()
+            self.held.append(answer)
+            await answer.wait()
+        return await super().aget(keys)
+
+
+def _run_until(loop: asyncio.AbstractEventLoop, condition: Callable[[], bool]) -> None:
+    for _ in range(10_000):
+        if condition():
+            return
+        loop.run_until_complete(asyncio.sleep(0))
+    raise AssertionError("never happened")
+
+
+def test_a_probe_left_in_a_closed_loop_does_not_keep_the_circuit_half_open() -> None:
+    """The half-open probe's loop was closed by hand before the backend answered: the probe
+    never ended, its slot was never freed, and the circuit stayed half-open for good (every
+    call a miss that never reached the recovered backend). The next call now probes in its
+    place; and the old probe, collected later, does not free its successor's slot."""
+    clock = FakeClock()
+    backend = _AnswersInTheLoop()
+    cache = wrap(
+        backend, FailOpen(deadline=None, failure_threshold=1, reset_timeout=5, clock=clock)
+    )
+    assert asyncio.run(cache.aget([KEY])) == {}
+    assert cache.circuit_state == CIRCUIT_OPEN
+    clock.advance(5)
+    backend.failing = False
+    backend.holding = True
+    closed = asyncio.new_event_loop()
+    left = closed.create_task(cache.aget([KEY]))
+    _run_until(closed, lambda: len(backend.held) == 1)
+    assert cache.circuit_state == CIRCUIT_HALF_OPEN
+    closed.close()
+
+    loop = asyncio.new_event_loop()
+    try:
+        successor = loop.create_task(cache.aget([KEY]))
+        _run_until(loop, lambda: len(backend.held) == 2)  # the backend is reached again
+        del left
+        backend.held.pop(0)
+        gc.collect()  # the old probe ends, closed unfinished
+        calls = backend.calls
+        one_probe = asyncio.wait_for(cache.aget([KEY]), 30)  # a second probe would hang
+        assert loop.run_until_complete(one_probe) == {}  # still one probe at a time
+        assert backend.calls == calls
+        backend.held[0].set()
+        assert loop.run_until_complete(successor) == {}
+        assert cache.circuit_state == CIRCUIT_CLOSED
+    finally:
+        loop.close()

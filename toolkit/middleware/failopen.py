@@ -7,6 +7,7 @@ import contextvars
 import queue
 import threading
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -135,6 +136,8 @@ class CircuitBreaker:
         self.failures = 0
         self._opened_at = 0.0
         self._probing = False
+        self._probe_loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
+        """The loop of an async probe: closed by hand, it never ends the probe."""
         start_afresh_in_children(self, CircuitBreaker._after_fork)
 
     def _after_fork(self) -> None:
@@ -143,14 +146,16 @@ class CircuitBreaker:
         held is never released."""
         self._lock = threading.Lock()
         self._probing = False
+        self._probe_loop = None
 
     def allow(self) -> bool:
         """Whether a call may go to the backend now."""
         return self.admit() != REFUSED
 
-    def admit(self) -> int:
+    def admit(self, loop: asyncio.AbstractEventLoop | None = None) -> int:
         """Whether a call may go to the backend now: ``REFUSED``, ``ADMITTED``, or ``PROBE``
-        (the one half-open call; only it may end with :meth:`abandoned`)."""
+        (the one half-open call; only it may end with :meth:`abandoned`). ``loop``: the
+        running loop of an async call."""
         if self.state == CIRCUIT_CLOSED:
             return ADMITTED
         with self._lock:
@@ -160,10 +165,20 @@ class CircuitBreaker:
                 0 <= self._clock() - self._opened_at < self.reset_timeout
             ):
                 self._move(CIRCUIT_HALF_OPEN)
+            if self.state == CIRCUIT_HALF_OPEN and self._probing and self._probe_left_behind():
+                self._probing = False  # its loop was closed by hand: it never ends
             if self.state == CIRCUIT_HALF_OPEN and not self._probing:
                 self._probing = True
+                self._probe_loop = None if loop is None else weakref.ref(loop)
                 return PROBE
             return ADMITTED if self.state == CIRCUIT_CLOSED else REFUSED
+
+    def _probe_left_behind(self) -> bool:
+        ref = self._probe_loop
+        if ref is None:
+            return False
+        loop = ref()
+        return loop is None or loop.is_closed()
 
     def succeeded(self) -> None:
         """Record a call the backend answered."""
@@ -174,11 +189,14 @@ class CircuitBreaker:
             self._probing = False
             self._move(CIRCUIT_CLOSED)
 
-    def abandoned(self) -> None:
+    def abandoned(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         """Record that the probe ended without a verdict (cancelled): frees its slot. Not for
-        other calls: one admitted before the circuit opened would free a probe in flight."""
+        other calls: one admitted before the circuit opened would free a probe in flight.
+        ``loop``: an async probe's; one left in a closed loop, replaced meanwhile and ending
+        when collected, must not free its successor's slot."""
         with self._lock:
-            self._probing = False
+            if loop is None or self._probe_loop is None or self._probe_loop() is loop:
+                self._probing = False
 
     def failed(self) -> None:
         """Record a call the backend failed or did not answer in time."""
@@ -433,9 +451,17 @@ class FailOpen(CacheMiddleware[ValueT]):
         """Whether sync calls run on deadline threads (an unbounded out-of-process backend)."""
         return self._workers is not None
 
-    def verdict(self, operation: str, arg: Any, exc: BaseException, *, probe: bool = True) -> bool:
+    def verdict(
+        self,
+        operation: str,
+        arg: Any,
+        exc: BaseException,
+        *,
+        probe: bool = True,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> bool:
         """Judge a failure of an admitted call as this layer would: ``True`` if swallowed
-        (``probe``: whether the call was the half-open probe)."""
+        (``probe``: whether the call was the half-open probe; ``loop``: an async call's)."""
         breaker = self._breaker
         refused = is_refusal(operation, exc, arg)
         if refused or _is_caller_bug(exc) or not isinstance(exc, Exception):
@@ -443,7 +469,7 @@ class FailOpen(CacheMiddleware[ValueT]):
             # half-open probe ending so must free its slot, or no call would reach the
             # backend again and the circuit would stay open for good.
             if probe:
-                breaker.abandoned()
+                breaker.abandoned(loop)
             if refused and not self.strict:
                 warn_uncacheable(NotCacheableError(str(exc)))
                 return True  # dropped like any unstorable write
@@ -481,10 +507,12 @@ class FailOpen(CacheMiddleware[ValueT]):
             raise exc
         self._log.warn(self.backend, operation, exc, self.endpoint)
 
-    def _admitted(self, operation: str, arg: Any) -> int:
+    def _admitted(
+        self, operation: str, arg: Any, loop: asyncio.AbstractEventLoop | None = None
+    ) -> int:
         """How the breaker lets a call through (``CircuitBreaker.admit``); if it does not,
         report it (a caller bug raises)."""
-        admission = self._breaker.admit()
+        admission = self._breaker.admit(loop)
         if admission != REFUSED:
             return admission
         _VALIDATORS[operation](arg)  # a caller bug raises even while the circuit is open
@@ -543,7 +571,11 @@ class FailOpen(CacheMiddleware[ValueT]):
         async def fail_open(arg: Any = None) -> Any:
             if reader is not None and type(arg) is not list:
                 arg = reader(arg)
-            admission = admitted(operation, arg) if breaker.state else ADMITTED
+            loop = None
+            admission = ADMITTED
+            if breaker.state:
+                loop = asyncio.get_running_loop()
+                admission = admitted(operation, arg, loop)
             if admission == REFUSED:
                 return fallback()
             try:
@@ -552,7 +584,7 @@ class FailOpen(CacheMiddleware[ValueT]):
                 else:
                     result = await _within(deadline, call(arg))
             except BaseException as exc:
-                if verdict(operation, arg, exc, probe=admission == PROBE):
+                if verdict(operation, arg, exc, probe=admission == PROBE, loop=loop):
                     return fallback()
                 raise
             if breaker.failures or breaker.state:
