@@ -14,7 +14,7 @@ import threading
 import time
 import traceback
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,6 @@ from toolkit import (
     observe,
 )
 from toolkit._types import EvictionCause
-from toolkit.backends._sqlite_conn import AsyncMutex
 from toolkit.backends._sqlite_sql import decode_namespace, encode_namespace
 from toolkit.lease import LeaseRequest
 
@@ -365,63 +364,104 @@ def test_reads_are_served_while_a_write_waits_for_the_lock(db: str) -> None:
         assert cache.get([k("b")]) == {k("b"): 2}
 
 
-async def test_an_abandoned_async_write_keeps_the_write_path_until_it_ends(db: str) -> None:
+async def test_an_abandoned_async_write_still_lands_and_never_holds_up_reads(db: str) -> None:
     async with open_cache(db, busy_timeout=60) as cache:
         await cache.aset({k("a"): (1, None)})
         with write_lock_held(db):
-            with pytest.raises(asyncio.TimeoutError):
-                await asyncio.wait_for(cache.aset({k("b"): (2, None)}), 0.05)
-            # Still running in the write thread: a read neither waits for it nor sees it.
-            assert cache._conns._writing
+            writing = asyncio.create_task(cache.aset({k("b"): (2, None)}))
+            # Its thread holds the write connection, waiting for the other lock.
+            await asyncio.to_thread(wait_until, cache._conns._writer.lock.locked)
+            writing.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await writing
             assert await cache.aget([k("a"), k("b")]) == {k("a"): 1}
-        await asyncio.gather(*cache._conns._writing)
-        assert await cache.aget([k("b")]) == {k("b"): 2}
+        # The thread runs the write to its end: nothing is left half done.
+        await asyncio.to_thread(wait_until, lambda: cache.get([k("b")]) == {k("b"): 2})
+        await cache.aset({k("c"): (3, None)})
+        assert await cache.aget([k("a"), k("b"), k("c")]) == {k("a"): 1, k("b"): 2, k("c"): 3}
 
 
-@pytest.mark.parametrize("call", ["aget", "aset"])
-def test_a_cancelled_async_call_ends_only_once_its_statement_is_answered(
-    cache: SqliteCache[Any], call: str
-) -> None:
-    # aiosqlite's thread answers on the caller's loop and dies if that loop has closed, and
-    # asyncio.run closes it as soon as the tasks it cancels have ended: every later call on
-    # that connection would then wait forever. So no task may end before its statement.
-    cache.set({k("a"): (1, None)})
-    armed, entered, release, released = (threading.Event() for _ in range(4))
+@contextlib.contextmanager
+def blocking_connections(
+    monkeypatch: pytest.MonkeyPatch, prefixes: tuple[str, ...]
+) -> Iterator[tuple[threading.Event, threading.Event, threading.Event]]:
+    """Connections opened meanwhile stop at the first statement starting with ``prefixes``
+    once armed: yields ``(armed, entered, release)``."""
+    armed, entered, release = threading.Event(), threading.Event(), threading.Event()
+    connect = sqlite3.connect
 
     def trace(sql: str) -> None:
-        if armed.is_set() and sql.startswith(("WITH", "INSERT")):
+        if armed.is_set() and sql.startswith(prefixes):
             armed.clear()
             entered.set()
             release.wait()
-            released.set()
 
-    async def release_soon() -> None:
-        for _ in range(50):  # loop steps: far more than a cancellation takes to unwind
-            await asyncio.sleep(0)
+    def traced_connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        conn: sqlite3.Connection = connect(*args, **kwargs)
+        conn.set_trace_callback(trace)
+        return conn
+
+    with monkeypatch.context() as patch:
+        patch.setattr(sqlite3, "connect", traced_connect)
+        try:
+            yield armed, entered, release
+        finally:
+            release.set()
+
+
+def in_daemon_thread(call: Callable[[], Any]) -> Any:
+    """``call()``, or a test failure instead of a hang if it never returns."""
+    results: list[Any] = []
+    thread = threading.Thread(target=lambda: results.append(call()), daemon=True)
+    thread.start()
+    thread.join(timeout=30)  # a hang guard only: the call takes milliseconds
+    assert results, "the call never returned"
+    return results[0]
+
+
+@pytest.mark.parametrize("ending", ["loop.close()", "asyncio.run"])
+@pytest.mark.parametrize("call", ["aget", "aset"])
+def test_a_loop_ended_with_a_call_in_flight_leaves_the_cache_working(
+    db: str, monkeypatch: pytest.MonkeyPatch, call: str, ending: str
+) -> None:
+    # aiosqlite answered on the caller's loop: its thread died once that loop had closed,
+    # every later call on the connection waited forever, and a write left its transaction
+    # open, locking every other writer of the file out.
+    with blocking_connections(monkeypatch, ("WITH", "INSERT")) as (armed, entered, release):
+        cache = open_cache(db, busy_timeout=0.2)
+        cache.set({k("a"): (1, None)})
+        asyncio.run(cache.aget([k("a")]))  # opens the connections, with the trace set
+        armed.set()
+
+        def start() -> Coroutine[Any, Any, object]:
+            return cache.aget([k("a")]) if call == "aget" else cache.aset({k("b"): (2, None)})
+
+        if ending == "loop.close()":
+            loop = asyncio.new_event_loop()
+            task = loop.create_task(start())
+            loop.run_until_complete(asyncio.to_thread(entered.wait))
+            loop.close()  # by hand, the call still in flight
+            assert not task.done()
+        else:
+
+            async def leave_it_running() -> None:
+                task = asyncio.ensure_future(start())
+                await asyncio.to_thread(entered.wait)
+                assert not task.done()
+
+            # The statement ends a little later, whether or not asyncio.run waits for it.
+            threading.Timer(0.2, release.set).start()
+            asyncio.run(leave_it_running())  # cancels the call on its way out
         release.set()
 
-    async def scenario() -> bool:
-        conns = cache._conns
-        _, conn = await conns._aconnection(call == "aset")
-        await conn.set_trace_callback(trace)
-        armed.set()
-        work = cache.aget([k("a")]) if call == "aget" else cache.aset({k("b"): (2, None)})
-        started = asyncio.ensure_future(work)
-        await asyncio.to_thread(entered.wait)
-        # What asyncio.run does on its way out: cancel every task, and wait for them to end.
-        tasks = asyncio.all_tasks() - {asyncio.current_task()}
-        assert started in tasks
-        for task in tasks:
-            task.cancel()
-        releaser = asyncio.ensure_future(release_soon())
-        await asyncio.gather(*tasks, return_exceptions=True)
-        ended_first = not released.is_set()
-        await releaser
-        await conn.execute_fetchall("SELECT 1")  # answered after the blocked statement
-        return ended_first
-
-    assert asyncio.run(scenario()) is False
-    assert asyncio.run(cache.aget([k("a")])) == {k("a"): 1}
+    assert in_daemon_thread(lambda: asyncio.run(cache.aget([k("a")]))) == {k("a"): 1}
+    other = sqlite3.connect(db, timeout=5, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # no transaction was left open
+    other.execute("ROLLBACK")
+    other.close()
+    in_daemon_thread(lambda: asyncio.run(cache.aset({k("c"): (3, None)})))
+    assert cache.get([k("a"), k("c")]) == {k("a"): 1, k("c"): 3}
+    in_daemon_thread(cache.close)
 
 
 @pytest.mark.parametrize("io", ["sync", "async"])
@@ -449,12 +489,9 @@ def test_deletions_found_by_a_read_never_wait_for_the_write_lock(db: str, io: st
 async def test_concurrent_asets_share_one_insert(db: str) -> None:
     async with open_cache(db) as cache:
         await cache.aset({k("warm"): (0, None)})  # opens the write connection, runs the purge
-        writer = cache._conns._writer.aio
-        assert writer is not None
         statements: list[str] = []
-        await writer.set_trace_callback(statements.append)
-        # Every statement is a round trip through the event loop: fifty asets issued
-        # together are one transaction and one INSERT, not fifty.
+        cache._conns.open_sync().set_trace_callback(statements.append)
+        # Fifty asets issued together are one transaction and one INSERT, not fifty.
         await asyncio.gather(*(cache.aset({k(f"k{i}"): (i, 60)}) for i in range(50)))
         await asyncio.gather(
             cache.aset({k("twice"): (1, None)}), cache.aset({k("twice"): (2, None)})
@@ -478,60 +515,15 @@ def test_expired_rows_found_by_a_read_go_in_one_delete(db: str, io: str) -> None
         keys = [k("live"), *[k(f"old{i}") for i in range(20)], k("old3")]
         statements: list[str] = []
 
-        async def aget() -> dict[FullKey, Any]:
-            _, writer = await cache._conns._aconnection(True)
-            await writer.set_trace_callback(statements.append)
-            return await cache.aget(keys)
-
-        if io == "sync":
-            writer = cache._conns.open_sync()
-            writer.set_trace_callback(statements.append)
-            got = cache.get(keys)
-            writer.set_trace_callback(None)
-        else:
-            got = asyncio.run(aget())
+        writer = cache._conns.open_sync()
+        writer.set_trace_callback(statements.append)
+        got = cache.get(keys) if io == "sync" else asyncio.run(cache.aget(keys))
+        writer.set_trace_callback(None)
         assert got == {k("live"): "x"}
         # Deleting is a write the read makes while it holds the write lock: keep it short.
         assert [s.split()[0] for s in statements if s.startswith("DELETE")] == ["DELETE"]
         assert evicted == [(NS, "expired", 20)]
         assert cache.entry_count() == 1
-
-
-async def test_a_write_behind_a_reads_deletion_is_handed_the_lock() -> None:
-    mutex = AsyncMutex()
-    release = await mutex.acquire_if_free()
-    assert release is not None
-    assert await mutex.acquire_if_free() is None
-    waiter = asyncio.create_task(mutex.acquire())
-    await asyncio.sleep(0)
-    release()
-    # Queued behind the deletion, not polling for it: it holds the lock a step later.
-    for _ in range(3):
-        await asyncio.sleep(0)
-    assert waiter.done()
-    assert await mutex.acquire_if_free() is None
-    waiter.result()()
-    again = await mutex.acquire_if_free()
-    assert again is not None
-    again()
-
-
-async def test_a_reads_deletion_never_waits_behind_a_write_handed_the_lock() -> None:
-    mutex = AsyncMutex()
-    release = await mutex.acquire()
-    waiter = asyncio.create_task(mutex.acquire())
-    await asyncio.sleep(0)
-
-    async def write_then_let_go() -> None:
-        (await waiter)()
-
-    writing = asyncio.create_task(write_then_let_go())
-    release()  # handed to the waiter, which has not run yet: the mutex is still taken
-    assert await mutex.acquire_if_free() is None
-    await writing
-    again = await mutex.acquire_if_free()
-    assert again is not None
-    again()
 
 
 @pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root ignores file modes")
@@ -627,8 +619,14 @@ def test_use_after_close_raises(db: str) -> None:
     assert "closed" in repr(cache)
 
 
-def aiosqlite_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if "_connection_worker_thread" in t.name]
+def worker_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("toolkit-sqlite-")]
+
+
+def all_end(threads: list[threading.Thread]) -> bool:
+    for thread in threads:
+        thread.join(timeout=10)  # told to stop by close(); it must actually end
+    return not any(thread.is_alive() for thread in threads)
 
 
 async def test_async_context_manager_and_close_inside_a_loop(db: str) -> None:
@@ -637,12 +635,14 @@ async def test_async_context_manager_and_close_inside_a_loop(db: str) -> None:
         assert await cache.aget([k("a")]) == {k("a"): 1}
     with pytest.raises(CacheClosedError):
         await cache.aget([k("a")])
+    before = set(worker_threads())
     other: SqliteCache[Any] = SqliteCache(path=db)
     assert await other.aget([k("a")]) == {k("a"): 1}
-    other.close()  # sync close from inside a running loop, aiosqlite connection open
-    for thread in aiosqlite_threads():
-        thread.join(timeout=10)  # told to stop by close(); it must actually end
-    assert aiosqlite_threads() == []
+    await other.aset({k("b"): (2, None)})
+    started = [t for t in worker_threads() if t not in before]
+    assert started
+    other.close()  # sync close from inside a running loop, its threads running
+    assert all_end(started)
 
 
 def test_batch_statements_respect_the_variable_limit(cache: SqliteCache[Any]) -> None:
@@ -716,13 +716,13 @@ def test_exit_check_ignores_a_slow_loop_step_only(tmp_path: Path) -> None:
 
 
 def test_dropped_cache_closes_its_connections(db: str) -> None:
+    before = set(worker_threads())
     cache = open_cache(db)
     asyncio.run(cache.aset({k("a"): (1, None)}))
-    assert aiosqlite_threads() != []
-    del cache  # no reference cycle: collected here, and its finalizer closes both connections
-    for thread in aiosqlite_threads():
-        thread.join(timeout=10)
-    assert aiosqlite_threads() == []
+    started = [t for t in worker_threads() if t not in before]
+    assert started
+    del cache  # no reference cycle: collected here, and its finalizer closes it all
+    assert all_end(started)
     with open_cache(db) as again:
         assert again.get([k("a")]) == {k("a"): 1}
 
@@ -849,18 +849,13 @@ def test_a_slow_first_open_is_not_a_timeout(db: str, monkeypatch: pytest.MonkeyP
     from toolkit.backends import _sqlite_conn
 
     slow = 3 * 0.05
-    open_sync, aopen = _sqlite_conn.Connections._open_sync, _sqlite_conn.Connections._aopen
+    open_sync = _sqlite_conn.Connections._open_sync
 
     def slow_open_sync(self: Any, path: Any, setup: Any) -> sqlite3.Connection:
         time.sleep(slow)
         return open_sync(self, path, setup)
 
-    async def slow_aopen(self: Any, path: Any) -> Any:
-        await asyncio.sleep(slow)
-        return await aopen(self, path)
-
     monkeypatch.setattr(_sqlite_conn.Connections, "_open_sync", slow_open_sync)
-    monkeypatch.setattr(_sqlite_conn.Connections, "_aopen", slow_aopen)
     with open_cache(db, busy_timeout=0.05) as cache:
         assert cache.get([k("a")]) == {}
         cache.set({k("a"): (1, None)})
@@ -937,9 +932,10 @@ def test_a_write_queued_past_the_whole_budget_times_out(db: str) -> None:
 def test_an_async_write_queued_past_busy_timeout_still_lands(db: str) -> None:
     async def main() -> None:
         with open_cache(db, busy_timeout=BUDGET_TIMEOUT) as cache:
-            await cache.aset({k("first"): (0, None)})  # opens the async write connection
-            release = await cache._conns._writes.acquire()
-            asyncio.get_running_loop().call_later(BUDGET_TIMEOUT + 0.25, release)
+            await cache.aset({k("first"): (0, None)})  # opens the write connection
+            turn = cache._conns._writer.lock
+            turn.acquire()
+            threading.Timer(BUDGET_TIMEOUT + 0.25, turn.release).start()
             await cache.aset({k("queued"): (1, None)})
             assert await cache.aget([k("queued")]) == {k("queued"): 1}
             await cache.aclose()
@@ -951,12 +947,13 @@ def test_an_async_write_queued_past_the_whole_budget_times_out(db: str) -> None:
     async def main() -> None:
         with open_cache(db, busy_timeout=0.2) as cache:
             await cache.aset({k("first"): (0, None)})
-            release = await cache._conns._writes.acquire()
+            turn = cache._conns._writer.lock
+            turn.acquire()
             try:
                 with pytest.raises(CacheTimeoutError, match=r"twice busy_timeout"):
                     await cache.aset({k("queued"): (1, None)})
             finally:
-                release()
+                turn.release()
             await cache.aclose()
 
     asyncio.run(main())

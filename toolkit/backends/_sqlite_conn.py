@@ -1,9 +1,12 @@
-"""SqliteCache's connections: sqlite3 for sync calls, aiosqlite for async ones; fork- and exit-safe.
+"""SqliteCache's connections: sqlite3 for every call, async calls run on the cache's threads.
 
-Reads and writes each get one sqlite3 connection, serving every thread behind its own lock,
-and one aiosqlite connection (its own daemon thread), serving every event loop. Only the I/O
-lives here, written twice side by side (``run`` / ``arun``); what to execute is decided by
-the caller.
+Writes take one connection, serving every thread behind its own lock; reads take a pool of
+them, so threads read side by side. An async call runs whole (its statements, retries and
+commit) on one of the cache's worker threads, the loop awaiting only its result: reads on
+as many threads as the pool has connections, writes on one thread, one at a time. A caller
+that stops waiting (cancelled, or its loop closed) cannot stop a transaction half done: the
+thread finishes it, commit or rollback, and the connection stays usable. Only the I/O lives
+here; what to execute is decided by the caller.
 """
 
 from __future__ import annotations
@@ -15,17 +18,16 @@ import os
 import sqlite3
 import threading
 import time
-import weakref
-from collections.abc import Callable, Coroutine, Sequence
-from typing import Any, TypeVar, cast
-
-import aiosqlite
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import Any, TypeVar
 
 from toolkit._fork import ForkSafeLock
 from toolkit.backends._sqlite_sql import Row, Statement
 from toolkit.errors import BackendError, CacheClosedError, CacheTimeoutError
 
-__all__ = ["AsyncMutex", "Connections"]
+__all__ = ["Connections"]
 
 _T = TypeVar("_T")
 _log = logging.getLogger("toolkit.backends.sqlite")
@@ -96,103 +98,6 @@ def _retry_delay(exc: Exception, attempt: int, deadline: float) -> float | None:
     if not locked or remaining <= 0:
         return None
     return min(_FIRST_RETRY_DELAY * (1 << attempt), _MAX_RETRY_DELAY, remaining)
-
-
-def _daemon_connection(database: str, options: dict[str, Any]) -> aiosqlite.Connection:
-    """An aiosqlite connection whose worker thread is a daemon, so an unclosed connection
-    never keeps the interpreter from exiting: aiosqlite makes that thread when the connection
-    object is made, and a thread is a daemon when the thread that makes it is one."""
-    made: list[aiosqlite.Connection | BaseException] = []
-
-    def make() -> None:
-        try:
-            made.append(aiosqlite.connect(database, **options))
-        except BaseException as exc:  # raised again in the caller's thread
-            made.append(exc)
-
-    maker = threading.Thread(target=make, name="toolkit-sqlite-connect", daemon=True)
-    maker.start()
-    maker.join()
-    if isinstance(made[0], BaseException):
-        raise made[0]
-    return made[0]
-
-
-class _Turns:
-    """One event loop's queue for an :class:`AsyncMutex`, and how many coroutines are in it."""
-
-    __slots__ = ("lock", "users")
-
-    def __init__(self) -> None:
-        self.lock = asyncio.Lock()
-        self.users = 0  # waiting for the mutex, or holding it
-
-
-class AsyncMutex:
-    """Mutual exclusion for coroutines of any event loop, never blocking a loop."""
-
-    def __init__(self) -> None:
-        self._held = threading.Lock()
-        self._queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Turns] = (
-            weakref.WeakKeyDictionary()
-        )
-
-    def _turns(self) -> _Turns:
-        loop = asyncio.get_running_loop()
-        turns = self._queues.get(loop)
-        if turns is None:
-            turns = self._queues.setdefault(loop, _Turns())
-        return turns
-
-    async def acquire(self) -> Callable[[], None]:
-        """Wait for the mutex; returns the function that releases it (callable once)."""
-        turns = self._turns()
-        turns.users += 1
-        try:
-            await turns.lock.acquire()
-        except BaseException:
-            turns.users -= 1
-            raise
-        try:
-            delay = _FIRST_RETRY_DELAY
-            # Only a coroutine of another loop (another thread) can hold it now: poll briefly.
-            while not self._held.acquire(blocking=False):
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, _MAX_RETRY_DELAY)
-        except BaseException:
-            self._leave(turns)
-            raise
-        return self._releaser(turns)
-
-    async def acquire_if_free(self) -> Callable[[], None] | None:
-        """Take the mutex only if nobody holds or awaits it; returns its release function, or
-        ``None``, without waiting.
-
-        It takes this loop's queue as well: a coroutine that then waits for the mutex waits
-        on the queue's hand-off, never polls for it.
-        """
-        turns = self._turns()
-        # Counted, not Lock.locked(): a waiter just handed the lock has not taken it yet.
-        if turns.users:
-            return None
-        turns.users += 1
-        await turns.lock.acquire()  # nobody holds or awaits it: returns without waiting
-        if not self._held.acquire(blocking=False):
-            self._leave(turns)
-            return None
-        return self._releaser(turns)
-
-    @staticmethod
-    def _leave(turns: _Turns) -> None:
-        turns.users -= 1
-        turns.lock.release()
-
-    def _releaser(self, turns: _Turns) -> Callable[[], None]:
-        def release() -> None:
-            self._held.release()
-            self._leave(turns)
-
-        return release
 
 
 class _Reader:
@@ -267,28 +172,26 @@ _READERS = _reader_count()
 
 
 class _Path:
-    """One way into the database (reads, or writes): a sqlite3 and an aiosqlite connection."""
+    """The write connection, the lock that lends it to one call, and the lock that opens it."""
 
     def __init__(self, pragmas: Sequence[str]) -> None:
         self.pragmas = tuple(pragmas)
-        self.lock = threading.Lock()  # serializes use of the sync connection
+        self.lock = threading.Lock()  # serializes use of the connection
         self.opening = threading.Lock()  # serializes opening it
         self.sync: sqlite3.Connection | None = None
-        self.aio: aiosqlite.Connection | None = None
-        self.aio_opening: asyncio.Task[aiosqlite.Connection] | None = None
         self.retired = False  # its file was deleted or replaced: calls move to a new _Path
 
-    def detach(self) -> tuple[sqlite3.Connection | None, aiosqlite.Connection | None]:
-        conns, self.sync, self.aio = (self.sync, self.aio), None, None
-        return conns
+    def detach(self) -> sqlite3.Connection | None:
+        conn, self.sync = self.sync, None
+        return conn
 
 
 class Connections:
     """The connections of one SqliteCache, reopened after ``fork()`` and closed exactly once.
 
-    Reads and writes take separate connections (and, for async calls, separate aiosqlite
-    threads): a write waiting for another process's lock never delays a read, which WAL
-    serves from the last committed snapshot.
+    Reads and writes take separate connections (and, for async calls, separate threads): a
+    write waiting for another process's lock never delays a read, which WAL serves from the
+    last committed snapshot.
 
     A database file deleted or replaced under an open connection is no longer the one other
     processes use: this process would keep reading its own entries, and never see their
@@ -321,16 +224,17 @@ class Connections:
 
     def _reset(self) -> None:
         self._forks = _forks
-        self._writing: set[asyncio.Task[Any]] = set()  # strong references while they run
+        # A thread per read connection; writes run one at a time anyway, on one thread.
+        self._read_threads = ThreadPoolExecutor(_READERS, "toolkit-sqlite-read")
+        self._write_thread = ThreadPoolExecutor(1, "toolkit-sqlite-write")
         self._renew()
 
     def _renew(self) -> None:
         """New, unopened connections (and their locks) for every later call."""
-        # query_only: a read path that tried to write would wait on the write lock.
-        self._reader = _Path((*self.pragmas, "PRAGMA query_only = 1"))
+        # query_only: a read connection that tried to write would wait on the write lock.
+        self._read_pragmas = (*self.pragmas, "PRAGMA query_only = 1")
         self._writer = _Path(self.pragmas)
         self._reads = _ReadPool(_READERS)
-        self._writes = AsyncMutex()  # serializes use of the async write connection
 
     def _connect_kwargs(self) -> dict[str, Any]:
         return {
@@ -368,28 +272,23 @@ class Connections:
             if _identity(self._file) == self._opened or self.closed:
                 return
             self._opened = None
-            retired = self._reads, self._detach_paths()
+            retired = self._reads, self._writer, self._detach_writer()
             self._renew()
         _log.warning("SQLite database %r was deleted or replaced: reopening it", self._file)
         threading.Thread(
             target=_close_all, args=retired, name="toolkit-sqlite-retire", daemon=True
         ).start()
 
-    def _detach_paths(
-        self,
-    ) -> list[tuple[_Path, sqlite3.Connection | None, aiosqlite.Connection | None]]:
-        """Take the connections off both paths, which no call will open again; under _guard."""
-        for path in (self._reader, self._writer):
-            path.retired = True
-        return [(path, *path.detach()) for path in (self._reader, self._writer)]
+    def _detach_writer(self) -> sqlite3.Connection | None:
+        """Take the write connection off its path, which no call will open again; under _guard."""
+        self._writer.retired = True
+        return self._writer.detach()
 
     def _after_fork(self) -> None:
         with self._guard:
             if self._forks == _forks:
                 return
-            for path in (self._reader, self._writer):
-                _INHERITED.extend(c for c in (path.sync, path.aio, path.aio_opening) if c)
-            _INHERITED.extend(self._reads.idle())
+            _INHERITED.extend(c for c in (self._writer.sync, *self._reads.idle()) if c)
             self._reset()
 
     # -- sync I/O --
@@ -437,7 +336,7 @@ class Connections:
         return conn
 
     def _open_reader(self) -> sqlite3.Connection:
-        return self._connect(self._reader.pragmas)
+        return self._connect(self._read_pragmas)
 
     def _read_once(
         self, framed: Sequence[Statement], in_transaction: bool, deadline: float
@@ -499,9 +398,18 @@ class Connections:
         )
 
     def run(
-        self, statements: Sequence[Statement], *, atomic: bool = False, write: bool = False
+        self,
+        statements: Sequence[Statement],
+        *,
+        atomic: bool = False,
+        write: bool = False,
+        since: float | None = None,
     ) -> list[list[Row]]:
-        """Run statements on a sync read or the write connection; one transaction if ``atomic``."""
+        """Run statements on a read or the write connection; one transaction if ``atomic``.
+
+        The wait is bounded from ``since`` (a ``time.monotonic()``; default now): an async
+        call counts the time it queued for a worker thread.
+        """
         framed, in_transaction = _framed(statements, atomic)
         if write and self._writer.sync is None:
             # Opening is not waiting: SQLite's busy handler bounds its locks, and a slow
@@ -509,8 +417,9 @@ class Connections:
             self._check()
             with contextlib.suppress(_Moved):  # retired meanwhile: the loop opens the new one
                 self._sync_connection(self._writer)
+            since = None
         once = self._write_once if write else self._read_once
-        deadline = time.monotonic() + self.busy_timeout
+        deadline = (time.monotonic() if since is None else since) + self.busy_timeout
         attempt = 0
         recreated = False
         while True:
@@ -564,146 +473,34 @@ class Connections:
         wait = self.busy_timeout if seconds is None else seconds
         return f"PRAGMA busy_timeout = {round(wait * 1000)}"
 
-    # -- async I/O --
-
-    async def _aconnection(self, write: bool) -> tuple[_Path, aiosqlite.Connection]:
-        """The current read or write path and its open aiosqlite connection."""
-        while True:
-            self._check()
-            path = self._writer if write else self._reader
-            conn = path.aio
-            if conn is not None:
-                return path, conn
-            loop = asyncio.get_running_loop()
-            with self._guard:
-                opening = path.aio_opening
-                if opening is None or opening.get_loop() is not loop:
-                    opening = path.aio_opening = loop.create_task(self._aopen(path))
-            try:
-                return path, await asyncio.shield(opening)
-            except _Moved:
-                continue
-
-    async def _aopen(self, path: _Path) -> aiosqlite.Connection:
-        conn = _daemon_connection(self.database, self._connect_kwargs())
-        try:
-            await conn
-            for sql in path.pragmas:
-                await conn.execute_fetchall(sql)
-        except BaseException as exc:
-            with self._guard:
-                path.aio_opening = None
-            await conn.close()
-            if isinstance(exc, sqlite3.Error):
-                raise BackendError(f"cannot open SQLite database {self.database!r}: {exc}") from exc
-            raise
-        self._opened_file()
-        with self._guard:
-            path.aio_opening = None
-            usable = not self.closed and not path.retired
-            winner = path.aio if usable else None
-            if winner is None and usable:
-                path.aio = winner = conn
-        if winner is not conn:  # closed or retired meanwhile, or another loop opened one first
-            await conn.close()
-        if path.retired:
-            raise _Moved()
-        if winner is None:
-            raise CacheClosedError("SqliteCache is closed")
-        return winner
+    # -- async I/O: the sync calls, run on the cache's threads --
 
     async def arun(
         self, statements: Sequence[Statement], *, atomic: bool = False, write: bool = False
     ) -> list[list[Row]]:
-        """Run statements on the async read or write connection; one transaction if ``atomic``."""
-        framed, in_transaction = _framed(statements, atomic)
-        attempt = 0
-        recreated = False
-        # Opening is not waiting (see run): it happens before the bounded wait starts.
-        path, conn = await self._aconnection(write)
-        deadline = time.monotonic() + self.busy_timeout
-        turn_deadline = deadline + self.busy_timeout if write else deadline  # see _turn_wait
-        while True:
-            try:
-                # Waiting for the write turn is bounded like the sync path's; the
-                # statements themselves run to the end (a big batch takes long).
-                try:
-                    async with asyncio.timeout(max(0.0, turn_deadline - time.monotonic())):
-                        path, conn = await self._aconnection(write)
-                        release = await self._writes.acquire() if write else None
-                except TimeoutError:
-                    if write:
-                        raise self._no_turn() from None
-                    raise CacheTimeoutError(
-                        f"SQLite {self.database!r}: waited busy_timeout "
-                        f"({self.busy_timeout:g}s) for the connection"
-                    ) from None
-                if release is None:
-                    return await _aexecute(conn, framed, in_transaction)
-                wait = self._turn_wait(turn_deadline)
-                work = (
-                    _aexecute(conn, framed, in_transaction)
-                    if wait is None
-                    else _aexecute_waiting(conn, framed, in_transaction, wait, self._waiting())
-                )
-                return await self._until_done(work, release)
-            except (sqlite3.Error, ValueError) as exc:
-                error = exc
-            if path.retired:  # its connection closed under this call: run it on the new one
-                continue
-            if _missing_table(error) and not recreated and self._setup:
-                recreated = True
-                await self.arun(self._setup, write=True)
-                continue
-            delay = _retry_delay(error, attempt, deadline)
-            if delay is None:
-                raise self._failure(error) from error
-            attempt += 1
-            await asyncio.sleep(delay)
+        """Async twin of :meth:`run`, on a read thread or the write thread."""
+        call = partial(self.run, statements, atomic=atomic, write=write, since=time.monotonic())
+        return await self._in_thread(write, call)
 
     async def atry_write(self, statements: Sequence[Statement]) -> list[list[Row]] | None:
-        """Async twin of :meth:`try_write`: ``None`` when the write would have had to wait."""
-        try:
-            _, conn = await self._aconnection(True)
-        except BackendError:
-            return None
-        release = await self._writes.acquire_if_free()
-        if release is None:
-            return None
-        return await self._until_done(self._atry_write(conn, statements), release)
+        """Async twin of :meth:`try_write`; on a read thread, as it never waits."""
+        return await self._in_thread(False, partial(self.try_write, statements))
 
-    async def _atry_write(
-        self, conn: aiosqlite.Connection, statements: Sequence[Statement]
-    ) -> list[list[Row]] | None:
-        if self.closed:
-            return None
-        framed, in_transaction = _framed(statements, True)
-        try:
-            return await _aexecute_waiting(conn, framed, in_transaction, _NO_WAIT, self._waiting())
-        except (sqlite3.Error, ValueError):
-            return None  # it stays stored; the next read or the purge deletes it
+    async def _in_thread(self, write: bool, call: Callable[[], _T]) -> _T:
+        """Run ``call`` on the write thread or a read thread, and await its result.
 
-    async def _until_done(self, write: Coroutine[Any, Any, _T], release: Callable[[], None]) -> _T:
-        """Run ``write`` to its end even if the caller stops waiting, then ``release``.
-
-        A caller's deadline must not free the write mutex while the aiosqlite thread still
-        runs the write: the next write would queue in that thread behind it unseen, and
-        ``atry_write`` could not tell that it would have to wait.
+        The thread runs it to the end whether or not anyone still awaits it.
         """
+        if self._forks != _forks:
+            self._after_fork()
+        if self.closed:
+            raise CacheClosedError("SqliteCache is closed")
+        threads = self._write_thread if write else self._read_threads
         try:
-            task = asyncio.get_running_loop().create_task(_then(write, release))
-        except BaseException:
-            write.close()
-            release()
-            raise
-        self._writing.add(task)
-        task.add_done_callback(self._forget)
-        return await asyncio.shield(task)
-
-    def _forget(self, task: asyncio.Task[Any]) -> None:
-        self._writing.discard(task)
-        if not task.cancelled():
-            task.exception()  # retrieved: a caller that stopped waiting logs nothing
+            done = asyncio.get_running_loop().run_in_executor(threads, call)
+        except RuntimeError as exc:  # shut down: closed meanwhile, or the interpreter exits
+            raise CacheClosedError("SqliteCache is closed") from exc
+        return await done
 
     def _failure(self, exc: BaseException) -> CacheClosedError | BackendError:
         if self.closed:
@@ -712,37 +509,33 @@ class Connections:
 
     # -- closing --
 
-    def _detach(self) -> list[tuple[_Path, sqlite3.Connection | None, aiosqlite.Connection | None]]:
+    def _detach(self) -> tuple[_ReadPool, _Path, sqlite3.Connection | None] | None:
         with self._guard:
             if self.closed:
-                return []
+                return None
             self.closed = True
             if self._forks != _forks:
-                return []  # a forked child never touches its parent's connections
-            return self._detach_paths()
+                return None  # a forked child never touches its parent's connections
+            # Later async calls are refused; the ones queued run and find the cache closed.
+            self._read_threads.shutdown(wait=False)
+            self._write_thread.shutdown(wait=False)
+            return self._reads, self._writer, self._detach_writer()
 
     def close(self) -> None:
         """Close every connection; idempotent, callable from any thread or at exit."""
         detached = self._detach()
-        if detached:
-            _close_all(self._reads, detached)
+        if detached is not None:
+            _close_all(*detached)
 
     async def aclose(self) -> None:
         """Close every connection without blocking the event loop; idempotent."""
-        detached = self._detach()
-        if detached:
-            await asyncio.to_thread(self._reads.close)
-        for path, sync, aio in detached:
-            if aio is not None:
-                await aio.close()
-            if sync is not None:
-                await asyncio.to_thread(_close_sync, path.lock, sync)
+        await asyncio.to_thread(self.close)
 
 
 def _execute(
     conn: sqlite3.Connection, framed: Sequence[Statement], in_transaction: bool
 ) -> list[list[Row]]:
-    """Run framed statements on a sync connection, rolling back a transaction that failed."""
+    """Run framed statements on a connection, rolling back a transaction that failed."""
     try:
         results = [conn.execute(sql, params).fetchall() for sql, params in framed]
     except BaseException:
@@ -768,86 +561,9 @@ def _execute_waiting(
         conn.execute(restore).fetchall()
 
 
-async def _aexecute(
-    conn: aiosqlite.Connection, framed: Sequence[Statement], in_transaction: bool
-) -> list[list[Row]]:
-    """Async twin of :func:`_execute`; aiosqlite reports its own state as ``ValueError``."""
-    try:
-        results = [await conn.execute_fetchall(sql, params) for sql, params in framed]
-    except BaseException as exc:
-        if in_transaction or not isinstance(exc, Exception):
-            # Enqueued before the write mutex is released, so it runs before any later
-            # transaction even if this task is being cancelled. Awaiting it also waits out
-            # an interrupted statement (a no-op rollback outside a transaction): aiosqlite's
-            # thread answers on this task's loop and dies if the loop has closed by then
-            # (asyncio.run closes it once its cancelled tasks end), leaving every later call
-            # on the connection waiting forever.
-            with contextlib.suppress(sqlite3.Error, ValueError):
-                await conn.rollback()
-        raise
-    # execute_fetchall returns lists of plain tuples (no row factory is set)
-    rows = cast("list[list[Row]]", results)
-    return rows[1:-1] if in_transaction else rows
-
-
-async def _aexecute_waiting(
-    conn: aiosqlite.Connection,
-    framed: Sequence[Statement],
-    in_transaction: bool,
-    wait: str,
-    restore: str,
-) -> list[list[Row]]:
-    """:func:`_aexecute` with SQLite's busy wait set to ``wait`` for these statements only."""
-    try:
-        await _aexecute(conn, [(wait, ())], False)  # waits out its statement if cancelled
-        return await _aexecute(conn, framed, in_transaction)
-    finally:
-        await _aexecute(conn, [(restore, ())], False)
-
-
-async def _then(work: Coroutine[Any, Any, _T], release: Callable[[], None]) -> _T:
-    # A finally, not a done callback: it runs even if the task is dropped with its loop.
-    try:
-        return await work
-    finally:
-        release()
-
-
-def _close_all(
-    pool: _ReadPool,
-    detached: list[tuple[_Path, sqlite3.Connection | None, aiosqlite.Connection | None]],
-) -> None:
-    """Close a read pool and detached connections, each once no call is using it."""
+def _close_all(pool: _ReadPool, writer: _Path, conn: sqlite3.Connection | None) -> None:
+    """Close a read pool and a detached write connection, each once no call is using it."""
     pool.close()
-    for path, sync, aio in detached:
-        if sync is not None:
-            with path.lock:
-                sync.close()
-        if aio is not None:
-            _close_aio_blocking(aio)
-
-
-def _close_sync(lock: threading.Lock, conn: sqlite3.Connection) -> None:
-    with lock:
-        conn.close()
-
-
-def _close_aio_blocking(conn: aiosqlite.Connection) -> None:
-    """Close an aiosqlite connection from sync code, whether or not a loop runs here."""
-
-    def close_on_fresh_loop() -> None:
-        loop = asyncio.new_event_loop()
-        try:
-            loop.run_until_complete(conn.close())
-        finally:
-            loop.close()
-
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        close_on_fresh_loop()  # no loop here (plain sync code, or interpreter exit)
-        return
-    # A loop runs in this thread and must not be re-entered: close from a helper thread.
-    helper = threading.Thread(target=close_on_fresh_loop, name="toolkit-sqlite-close")
-    helper.start()
-    helper.join()
+    if conn is not None:
+        with writer.lock:
+            conn.close()

@@ -1,4 +1,4 @@
-"""A SQLite-backed cache: sqlite3 for sync calls, aiosqlite for async ones; a file or ``:memory:``.
+"""A SQLite-backed cache in a file or ``:memory:``; async calls run on the cache's own threads.
 
 Usage::
 
@@ -29,7 +29,6 @@ from toolkit.backends._sqlite_inspect import (
     stats_rows,
     tally_statement,
 )
-from toolkit.backends._sqlite_log import redact_aiosqlite_calls
 from toolkit.backends._sqlite_sql import (
     DEFAULT_TABLE,
     MISSING,
@@ -55,8 +54,6 @@ from toolkit.introspect import CacheStats, KeyInfo
 from toolkit.lease import LeaseRequest, check_lease
 
 __all__ = ["SqliteCache"]
-
-redact_aiosqlite_calls()
 
 DEFAULT_BUSY_TIMEOUT = 0.2
 # SQLite copies the write-ahead log into the database inside the commit that grows it past
@@ -155,7 +152,7 @@ class SqliteCache(EvictionNotifier, BaseCache[ValueT]):
         keys = check_keys(keys)
         if not keys:
             return {}
-        # Concurrent agets (asyncio.gather) share one round trip to the aiosqlite thread.
+        # Concurrent agets (asyncio.gather) share one round trip to a read thread.
         return await self._reads.get(keys, self._aget_positions)
 
     async def _aget_positions(self, keys: list[FullKey]) -> list[Any]:
@@ -373,7 +370,7 @@ def _database(path: object) -> tuple[str, bool, bool]:
     if not isinstance(path, str):
         raise TypeError(f"path must be a file path or ':memory:', got {type(path).__name__}")
     if path == ":memory:":
-        # One private in-memory database that the sqlite3 and aiosqlite connections share.
+        # One private in-memory database that the read and write connections share.
         return f"file:toolkit-{uuid.uuid4().hex}?mode=memory&cache=shared", True, True
     if not path:
         raise ValueError("path must be a file path or ':memory:', got an empty string")
