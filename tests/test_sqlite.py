@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import multiprocessing
 import os
@@ -411,12 +412,19 @@ def blocking_connections(
 
 def in_daemon_thread(call: Callable[[], Any]) -> Any:
     """``call()``, or a test failure instead of a hang if it never returns."""
-    results: list[Any] = []
-    thread = threading.Thread(target=lambda: results.append(call()), daemon=True)
-    thread.start()
-    thread.join(timeout=30)  # a hang guard only: the call takes milliseconds
-    assert results, "the call never returned"
-    return results[0]
+    done: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+    def run() -> None:
+        try:
+            done.set_result(call())
+        except BaseException as exc:
+            done.set_exception(exc)
+
+    threading.Thread(target=run, daemon=True).start()
+    try:
+        return done.result(timeout=30)  # a hang guard only: the call takes milliseconds
+    except concurrent.futures.TimeoutError:
+        pytest.fail("the call never returned")
 
 
 @pytest.mark.parametrize("ending", ["loop.close()", "asyncio.run"])
