@@ -489,7 +489,8 @@ class Connections:
     async def _in_thread(self, write: bool, call: Callable[[], _T]) -> _T:
         """Run ``call`` on the write thread or a read thread, and await its result.
 
-        The thread runs it to the end whether or not anyone still awaits it.
+        Once started, the thread runs it to the end whether or not anyone still awaits it;
+        a call cancelled while still queued never starts.
         """
         if self._forks != _forks:
             self._after_fork()
