@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import weakref
 from collections.abc import Coroutine, MutableMapping
 from typing import Any, TypeVar
 
-__all__ = ["LoopTasks", "end_if_closed", "forget_closed"]
+__all__ = ["LoopTasks", "end_if_closed", "forget_closed", "is_gone"]
 
 V = TypeVar("V")
 
@@ -33,6 +34,17 @@ def forget_closed(per_loop: MutableMapping[asyncio.AbstractEventLoop, V]) -> lis
         if value is not _ABSENT:
             dropped.append(value)
     return dropped
+
+
+def is_gone(loop: weakref.ref[asyncio.AbstractEventLoop] | None) -> bool:
+    """Whether the loop ``loop`` refers to was closed (or collected); ``False`` for ``None``.
+
+    Nothing tells anyone of a close: whoever waits on a loop's work asks this instead.
+    """
+    if loop is None:
+        return False
+    alive = loop()
+    return alive is None or alive.is_closed()
 
 
 def end_if_closed(loop: asyncio.AbstractEventLoop, exc: BaseException) -> None:
@@ -90,7 +102,3 @@ class LoopTasks:
                 # another loop's task).
                 if inspect.iscoroutine(coro) and inspect.getcoroutinestate(coro) == "CORO_CREATED":
                     coro.close()
-
-    def running(self) -> list[asyncio.Task[Any]]:
-        """The tasks kept now (closed loops' included until forgotten)."""
-        return [task for held in list(self._tasks.values()) for task in list(held)]

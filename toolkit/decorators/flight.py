@@ -30,6 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 from toolkit._fork import start_afresh_in_children
+from toolkit._loops import is_gone
 from toolkit._types import FullKey
 from toolkit.decorators._entry import MISSING
 
@@ -133,11 +134,7 @@ class Load:
 
     def left_behind(self) -> bool:
         """Whether its write was left in a loop since closed: it never ends, as if abandoned."""
-        ref = self.loop
-        if ref is None:
-            return False
-        loop = ref()
-        return loop is None or loop.is_closed()
+        return is_gone(self.loop)
 
     def void(self) -> None:
         """The key was invalidated after the computation began: its result is not stored."""

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from toolkit._fork import ForkSafeLock, start_afresh_in_children
+from toolkit._loops import is_gone
 from toolkit._types import Namespace, ValueT
 from toolkit.base import (
     check_keys,
@@ -165,20 +166,13 @@ class CircuitBreaker:
                 0 <= self._clock() - self._opened_at < self.reset_timeout
             ):
                 self._move(CIRCUIT_HALF_OPEN)
-            if self.state == CIRCUIT_HALF_OPEN and self._probing and self._probe_left_behind():
+            if self.state == CIRCUIT_HALF_OPEN and self._probing and is_gone(self._probe_loop):
                 self._probing = False  # its loop was closed by hand: it never ends
             if self.state == CIRCUIT_HALF_OPEN and not self._probing:
                 self._probing = True
                 self._probe_loop = None if loop is None else weakref.ref(loop)
                 return PROBE
             return ADMITTED if self.state == CIRCUIT_CLOSED else REFUSED
-
-    def _probe_left_behind(self) -> bool:
-        ref = self._probe_loop
-        if ref is None:
-            return False
-        loop = ref()
-        return loop is None or loop.is_closed()
 
     def succeeded(self) -> None:
         """Record a call the backend answered."""
