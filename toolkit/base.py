@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic
 
 from toolkit._types import (
@@ -27,6 +27,7 @@ __all__ = [
     "check_namespaces",
     "check_pairs",
     "check_ttl",
+    "checked_pairs",
     "is_refusal",
     "key_sequence",
     "warn_uncacheable",
@@ -184,30 +185,41 @@ def check_pairs(
     the value ``None``: the caller deletes that key in the same write, as a set replaces and
     the old value must not be served as if the refused one had never been set.
     """
+    return list(checked_pairs(pairs, encode, refused))
+
+
+def checked_pairs(
+    pairs: Mapping[FullKey, tuple[Any, int | None]],
+    encode: Callable[[Any], Any] | None = None,
+    refused: Callable[[FullKey, NotCacheableError], None] | None = None,
+) -> Iterator[tuple[FullKey, Any, float | None]]:
+    """The rows of :func:`check_pairs`, each validated as it is read: for a caller that
+    writes nothing until it has read them all (``InMemoryCache`` stages its entries)."""
     raw: object = pairs
     if type(raw) is not dict and not isinstance(raw, Mapping):
         raise TypeError(f"set() takes a mapping of key -> (value, ttl), got {type(raw).__name__}")
-    rows: list[tuple[FullKey, Any, float | None]] = []
     known = _KNOWN_NAMESPACES
     last_ns: object = None  # as in check_keys
     for full_key, entry in pairs.items():
-        fast = False
-        if type(full_key) is tuple and len(full_key) == 2:
-            ns, name = full_key
+        # The common row passes one test; any other takes the full checks, which name it.
+        common = False
+        if type(full_key) is tuple and type(entry) is tuple:
             try:
-                fast = (ns is last_ns or ns in known) and type(name) is str and name.isascii()
-            except TypeError:  # an unhashable namespace: the full check names it
-                fast = False
-        if fast:
+                ns, name = full_key
+                value, ttl = entry
+                common = (ns is last_ns or ns in known) and type(name) is str and name.isascii()
+            except (TypeError, ValueError):  # not pairs, or an unhashable namespace
+                pass
+        if common:
             last_ns = ns
         else:
             check_key(full_key)
-        if type(entry) is not tuple or len(entry) != 2:
-            raise TypeError(
-                f"set() values must be (value, ttl) pairs, "
-                f"got {type(entry).__name__} for {_short(full_key)}"
-            )
-        value, ttl = entry
+            if type(entry) is not tuple or len(entry) != 2:
+                raise TypeError(
+                    f"set() values must be (value, ttl) pairs, "
+                    f"got {type(entry).__name__} for {_short(full_key)}"
+                )
+            value, ttl = entry
         if ttl is None:
             checked_ttl = None
         elif type(ttl) is int and 0 < ttl <= _MAX_INT_TTL:
@@ -215,16 +227,16 @@ def check_pairs(
         else:
             checked_ttl = check_ttl(ttl, full_key)
         if encode is None:
-            rows.append((full_key, value, checked_ttl))
+            yield full_key, value, checked_ttl
             continue
         try:
-            rows.append((full_key, encode(value), checked_ttl))
+            encoded = encode(value)
         except NotCacheableError as exc:
             if refused is None:
                 raise
             refused(full_key, exc)
-            rows.append((full_key, None, checked_ttl))
-    return rows
+            encoded = None
+        yield full_key, encoded, checked_ttl
 
 
 def check_namespaces(namespaces: Iterable[Namespace] | None) -> Sequence[Namespace] | None:

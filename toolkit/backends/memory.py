@@ -17,8 +17,9 @@ from toolkit.base import (
     check_keys,
     check_namespace,
     check_namespaces,
-    check_pairs,
+    checked_pairs,
 )
+from toolkit.errors import NotCacheableError
 from toolkit.introspect import CacheStats, KeyInfo
 from toolkit.lease import LeaseRequest, LeaseTable, check_lease
 
@@ -92,25 +93,6 @@ class InMemoryCache(EvictionNotifier, BaseCache[ValueT]):
         self._dumps = serde.dumps_typed
         self._loads = serde.loads_typed
 
-    def _encode(self, value: Any) -> bytes | tuple[str | None, Any]:
-        """The stored form of ``value`` if it never expires: itself if an immutable scalar (or
-        a tuple of them), else serialized (the payload alone under the usual tag)."""
-        kind = type(value)  # checked inline: a call to _scalar costs ~50 ns of every set
-        if (
-            kind is not dict
-            and kind is not list
-            and (  # the common values skip the tests
-                kind in _AS_ITSELF
-                or (kind is str and value.isascii())
-                or (kind is tuple and all(map(_scalar, value)))
-            )
-        ):
-            return None, value
-        tag, payload = self._dumps(value)
-        if type(payload) is bytes and tag == (self._usual_tag or self._adopt_tag(tag)):
-            return payload
-        return tag, payload
-
     def _adopt_tag(self, tag: str) -> str:
         """Make ``tag`` the usual one unless another thread's first payload already did."""
         with self._lock:
@@ -167,31 +149,70 @@ class InMemoryCache(EvictionNotifier, BaseCache[ValueT]):
 
     def set(self, pairs: Mapping[FullKey, tuple[ValueT, int | None]]) -> None:
         """Set the cached values for the given keys."""
-        encoded = check_pairs(pairs, self._encode, self._refuse)
-        if not encoded:
-            return
-        now: float | None = None  # read the clock only for an entry with a ttl
+        # Each row is validated and encoded before the lock is taken (a bad row raises
+        # with nothing written), in one loop calling the serializer directly: a helper
+        # per value would cost a tenth of a large batch.
+        staged: dict[FullKey, _Entry] = {}
+        refused: list[FullKey] | None = None
+        dumps, usual, now = self._dumps, self._usual_tag, None
+        for full_key, value, ttl in checked_pairs(pairs):
+            kind = type(value)
+            if (
+                kind is not dict
+                and kind is not list
+                and (  # the common values skip the tests
+                    kind in _AS_ITSELF
+                    or (kind is str and value.isascii())
+                    or (kind is tuple and all(map(_scalar, value)))
+                )
+            ):
+                tag, payload = None, value
+            else:
+                try:
+                    tag, payload = dumps(value)
+                except NotCacheableError as exc:
+                    self._refuse(full_key, exc)
+                    if refused is None:
+                        refused = []
+                    refused.append(full_key)
+                    continue
+            if ttl is not None:
+                if now is None:
+                    now = self._timer()
+                staged[full_key] = (tag, payload, now + ttl)
+                continue
+            if tag is not None and type(payload) is bytes:
+                if usual is None:
+                    usual = self._adopt_tag(tag)
+                if tag == usual:  # the payload alone stands for (usual tag, payload)
+                    staged[full_key] = payload
+                    continue
+            staged[full_key] = (tag, payload)
+        if staged or refused:
+            self._write(staged, refused, now)
+
+    def _write(
+        self, staged: dict[FullKey, _Entry], refused: list[FullKey] | None, now: float | None
+    ) -> None:
+        """Store ``staged`` and delete ``refused`` (values the serializer refused: the old
+        value must not outlive this set) under the lock; ``now``: when the ttls count from."""
         evicted: _Evicted | None = None
         data, lru = self._data, self._lru
         lock = self._lock
         lock.acquire()  # not ``with``: its protocol costs ~50 ns more than the two calls
         try:
-            for full_key, typed, ttl in encoded:
-                if typed is None:  # refused: the old value must not outlive this set
+            if refused:
+                for full_key in refused:
                     data.pop(full_key, None)
-                    continue
-                entry: _Entry = typed
-                if ttl is not None:
-                    if now is None:
-                        now = self._timer()
-                        self._expiring = True
-                    if type(typed) is bytes:
-                        entry = (self._usual_tag, typed, now + ttl)
-                    else:
-                        entry = (typed[0], typed[1], now + ttl)
-                if lru is not None and full_key in lru:  # it moves last, as a new key lands
-                    lru.move_to_end(full_key)
-                data[full_key] = entry
+            if lru is None:
+                data.update(staged)
+            else:  # one by one: OrderedDict.update is slower, and would not move old keys
+                for full_key, entry in staged.items():
+                    if full_key in lru:  # it moves last, as a new key lands
+                        lru.move_to_end(full_key)
+                    lru[full_key] = entry
+            if now is not None:
+                self._expiring = True
             # Until some entry has had a ttl there is nothing to sweep, and no clock to read.
             if self._expiring:
                 if now is None:
