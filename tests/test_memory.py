@@ -215,3 +215,46 @@ def test_a_payload_that_is_not_bytes_keeps_its_tag() -> None:
     cache: InMemoryCache[Any] = InMemoryCache(serde=TextSerde())
     cache.set({(NS, "k"): ([1], None)})
     assert cache.get([(NS, "k")]) == {(NS, "k"): ("decoded", "[1]")}
+
+
+BAD_ROWS: list[tuple[Any, Any]] = [
+    ((NS, "k"), ["value", None]),  # the entry a list, not a (value, ttl) tuple
+    ((NS, "k"), ("value", None, "extra")),
+    ((NS, "k"), ("value", -1)),
+    (((NS[0], 1), "k"), ("value", None)),
+    ((NS, "\ud800"), ("value", None)),
+]
+
+
+@pytest.mark.parametrize("max_entries", [None, 10_000], ids=["unbounded", "bounded"])
+@pytest.mark.parametrize("bad", BAD_ROWS, ids=repr)
+def test_a_bad_row_anywhere_in_a_batch_writes_nothing(
+    max_entries: int | None, bad: tuple[Any, Any]
+) -> None:
+    """Rows are staged as they are checked: the last one failing must leave every earlier
+    one (new keys and rewrites alike) unwritten."""
+    cache: InMemoryCache[Any] = InMemoryCache(max_entries=max_entries)
+    cache.set({(NS, "old"): ("before", None)})
+    batch: dict[Any, Any] = {(NS, f"k{i}"): ({"i": i}, None) for i in range(1_000)}
+    batch[(NS, "old")] = ("after", 60)
+    batch[bad[0]] = bad[1]
+    with pytest.raises((TypeError, ValueError)):
+        cache.set(batch)
+    assert cache.entry_count() == 1
+    assert cache.get([(NS, "old"), (NS, "k0"), (NS, "k999")]) == {(NS, "old"): "before"}
+
+
+def test_a_rewritten_key_in_a_batch_moves_last_and_a_refused_one_is_dropped() -> None:
+    cache: InMemoryCache[Any] = InMemoryCache(max_entries=3)
+
+    class Opaque:
+        pass
+
+    cache.set({(NS, k): ([k], None) for k in "abc"})
+    cache.set({(NS, "a"): (["a2"], None), (NS, "b"): (Opaque(), None)})
+    cache.set({(NS, "d"): (["d"], None), (NS, "e"): (["e"], None)})  # evicts "c", the oldest
+    assert cache.get([(NS, k) for k in "abcde"]) == {
+        (NS, "a"): ["a2"],
+        (NS, "d"): ["d"],
+        (NS, "e"): ["e"],
+    }

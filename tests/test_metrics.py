@@ -638,3 +638,50 @@ def test_a_forked_child_never_waits_for_a_metrics_lock_its_parents_threads_held(
     finally:
         release.set()
         holder.join(60)
+
+
+def test_the_quick_record_of_a_one_key_get_counts_what_the_general_one_does() -> None:
+    """A sync get of one key of the namespace seen last is recorded in the get's own frame;
+    a layer that wants exemplars records every get through ``Recorder.got``. The same gets
+    through both must count the same hits, misses and latencies."""
+    from toolkit.middleware.otel import global_tracing_live
+
+    if global_tracing_live():
+        pytest.skip("a global tracing SDK turns exemplars, and so the general record, on")
+    registries = {"quick": CollectorRegistry(), "general": CollectorRegistry()}
+    other = ("app", "other")
+    for form, registry in registries.items():
+        cache = wrap(InMemoryCache(), Metrics(registry=registry, exemplars=form == "general"))
+        cache.set({(NS, "a"): (1, None), (other, "x"): (2, None)})
+        for keys in (
+            [(NS, "a")],  # the first get of a namespace takes the general record
+            [(NS, "a")],
+            [(NS, "b")],
+            [(NS, "a"), (NS, "b")],
+            [(other, "x")],
+            [(NS, "b")],
+            iter([(NS, "a")]),
+            ((NS, "a"),),
+        ):
+            cache.get(keys)  # type: ignore[arg-type]
+    quick, general = registries["quick"], registries["general"]
+    for cache_label, result, count in (
+        ("app.users", "hit", 5),
+        ("app.users", "miss", 3),
+        ("app.other", "hit", 1),
+    ):
+        for registry in (quick, general):
+            assert gets(registry, result, cache=cache_label) == count
+    for registry in (quick, general):
+        durations = [
+            s
+            for m in registry.collect()
+            if m.name == "cache_operation_duration_seconds"
+            for s in m.samples
+            if s.labels.get("operation") == "get"
+        ]
+        count = next(s.value for s in durations if s.name.endswith("_count"))
+        inf = next(s.value for s in durations if s.labels.get("le") == "+Inf")
+        total = next(s.value for s in durations if s.name.endswith("_sum"))
+        assert (count, inf) == (8, 8)
+        assert 0 < total < 8 * 60
