@@ -680,8 +680,8 @@ def test_the_quick_record_of_a_one_key_get_counts_what_the_general_one_does() ->
             for s in m.samples
             if s.labels.get("operation") == "get"
         ]
-        count = next(s.value for s in durations if s.name.endswith("_count"))
+        observed = next(s.value for s in durations if s.name.endswith("_count"))
         inf = next(s.value for s in durations if s.labels.get("le") == "+Inf")
         total = next(s.value for s in durations if s.name.endswith("_sum"))
-        assert (count, inf) == (8, 8)
+        assert (observed, inf) == (8, 8)
         assert 0 < total < 8 * 60
