@@ -184,7 +184,7 @@ class InMemoryCache(EvictionNotifier, BaseCache[ValueT]):
             if tag is not None and type(payload) is bytes:
                 if usual is None:
                     usual = self._adopt_tag(tag)
-                if tag == usual:  # the payload alone stands for (usual tag, payload)
+                if tag is usual or tag == usual:  # the payload alone stands for the pair
                     staged[full_key] = payload
                     continue
             staged[full_key] = (tag, payload)
