@@ -30,6 +30,7 @@ __all__ = [
     "checked_pairs",
     "is_refusal",
     "key_sequence",
+    "validate_pairs",
     "warn_uncacheable",
 ]
 
@@ -186,6 +187,13 @@ def check_pairs(
     the old value must not be served as if the refused one had never been set.
     """
     return list(checked_pairs(pairs, encode, refused))
+
+
+def validate_pairs(pairs: Mapping[FullKey, tuple[Any, int | None]]) -> None:
+    """Validate a ``set`` batch as :func:`check_pairs` does, keeping none of its rows: for a
+    layer in front of a cache that stores the batch itself."""
+    for _ in checked_pairs(pairs):
+        pass
 
 
 def checked_pairs(

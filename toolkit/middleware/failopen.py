@@ -20,9 +20,9 @@ from toolkit._types import Namespace, ValueT
 from toolkit.base import (
     check_keys,
     check_namespaces,
-    check_pairs,
     is_refusal,
     key_sequence,
+    validate_pairs,
     warn_uncacheable,
 )
 from toolkit.errors import (
@@ -365,7 +365,7 @@ _PLAIN_MESSAGES = (CacheTimeoutError, CacheClosedError, DeadlineExceededError, C
 
 _VALIDATORS: dict[str, Callable[[Any], object]] = {
     "get": check_keys,
-    "set": check_pairs,
+    "set": validate_pairs,
     "clear": check_namespaces,
     "delete": check_keys,
     "lease": check_lease,

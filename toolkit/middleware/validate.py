@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from toolkit._types import ValueT
-from toolkit.base import check_keys, check_namespaces, check_pairs
+from toolkit.base import check_keys, check_namespaces, validate_pairs
 from toolkit.lease import check_lease
 from toolkit.middleware.base import CacheMiddleware, innermost
 
@@ -50,7 +50,7 @@ class Validate(CacheMiddleware[ValueT]):
 
 
 def _checked_pairs(pairs: Any) -> Any:
-    check_pairs(pairs)
+    validate_pairs(pairs)
     return pairs
 
 
